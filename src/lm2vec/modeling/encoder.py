@@ -1,0 +1,318 @@
+"""LM2Vec: a decoder-only LLM used as a bidirectional text encoder.
+
+One object holds the backbone (an `AutoModel`, no LM head), its tokenizer and an `EncoderConfig`. `tokenize`
+and `collate` turn inputs into batches, `forward` turns a batch into embeddings; `encode` runs them over a list
+of inputs and training uses the very same `tokenize`/`collate`/`forward`, so pooling cannot drift between the two.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+from typing import Literal, Union
+
+import numpy as np
+import torch
+from torch import nn
+from tqdm.auto import tqdm
+from transformers import AutoConfig, AutoModel, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
+
+from lm2vec.modeling.bidirectional import (
+    SUPPORTED_ARCHITECTURES,
+    default_attn_implementation,
+    set_bidirectional,
+    verify_bidirectional,
+)
+from lm2vec.modeling.pooling import SENTENCE_TRANSFORMERS_MODES, check_pooling_mode, pool
+from lm2vec.modeling.sources import resolve_source
+
+logger = logging.getLogger(__name__)
+
+EncoderInput = Union[str, tuple[str, str]]
+CONFIG_NAME = "lm2vec_config.json"
+
+
+@dataclass
+class EncoderConfig:
+    """How text becomes a vector; saved next to the weights as lm2vec_config.json."""
+
+    pooling: str = "mean"
+    max_length: int = 512
+    # An (instruction, text) input is encoded as template.format(instruction=...) + text; the instruction's
+    # tokens are attended to but never pooled.
+    instruction_template: str = "{instruction}: "
+    bidirectional: bool = True
+
+    def __post_init__(self) -> None:
+        check_pooling_mode(self.pooling)
+        if self.max_length < 2:
+            raise ValueError(f"max_length must be at least 2, got {self.max_length}.")
+        if "{instruction}" not in self.instruction_template:
+            raise ValueError("instruction_template must contain '{instruction}'.")
+
+    @classmethod
+    def from_folder(cls, folder: str | os.PathLike) -> EncoderConfig | None:
+        path = Path(folder) / CONFIG_NAME
+        if not path.is_file():
+            return None
+        known = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in json.loads(path.read_text()).items() if k in known})
+
+
+@dataclass
+class TokenizedInput:
+    input_ids: list[int]
+    instruction_length: int  # leading tokens (special tokens included) that belong to the instruction
+    truncated: bool
+
+
+def default_device() -> torch.device:
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def default_dtype(device: torch.device) -> torch.dtype:
+    # bf16 halves memory and is fast on GPUs; CPUs without bf16 hardware run fp32 several times faster.
+    return torch.bfloat16 if device.type == "cuda" else torch.float32
+
+
+class LM2Vec(nn.Module):
+    def __init__(self, model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, config: EncoderConfig):
+        super().__init__()
+        if not getattr(tokenizer, "is_fast", False):
+            raise ValueError("lm2vec needs a fast tokenizer: instruction tokens are found by character offsets.")
+        self.model = model
+        self.tokenizer = tokenizer
+        self.config = config
+        if tokenizer.pad_token_id is None:
+            tokenizer.pad_token = tokenizer.eos_token
+
+    @classmethod
+    def from_pretrained(
+        cls,
+        source: str | os.PathLike,
+        *,
+        pooling: str | None = None,
+        max_length: int | None = None,
+        dtype: torch.dtype | str | None = None,
+        device: str | torch.device | None = None,
+        attn_implementation: str | None = None,
+        bidirectional: bool | None = None,
+        adapters: Sequence[str | os.PathLike] = (),
+    ) -> LM2Vec:
+        """Load an encoder from a model folder, hub id, .gguf file or packaged alias (`pkg:smollm2`).
+
+        Unset options come from the folder's lm2vec_config.json when it has one, else from the defaults.
+        `adapters` are LoRA folders merged into the weights in order (MNTP, then SimCSE). With
+        `bidirectional=True`, a probe checks that the first token sees the last one, or raises."""
+        folder = resolve_source(source)
+        saved = EncoderConfig.from_folder(folder) if Path(folder).is_dir() else None
+        base = asdict(saved or EncoderConfig())
+        overrides = {"pooling": pooling, "max_length": max_length, "bidirectional": bidirectional}
+        config = EncoderConfig(**{**base, **{k: v for k, v in overrides.items() if v is not None}})
+
+        device = torch.device(device) if device is not None else default_device()
+        if isinstance(dtype, str):
+            dtype = getattr(torch, dtype)
+        hf_config = AutoConfig.from_pretrained(folder)
+        if config.bidirectional or hf_config.model_type in SUPPORTED_ARCHITECTURES:
+            attn_implementation = default_attn_implementation(hf_config.model_type, attn_implementation)
+        model = AutoModel.from_pretrained(
+            folder, dtype=dtype or default_dtype(device), attn_implementation=attn_implementation
+        )
+        model = merge_adapters(model, adapters)
+        set_bidirectional(model, config.bidirectional)
+        model.to(device).eval()
+        if config.bidirectional:
+            verify_bidirectional(model, hf_config.vocab_size)
+        tokenizer = AutoTokenizer.from_pretrained(folder)
+        tokenizer.padding_side = "right"
+        return cls(model, tokenizer, config)
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.model.parameters()).device
+
+    def get_sentence_embedding_dimension(self) -> int:
+        return self.model.config.hidden_size
+
+    # --- turning text into batches -------------------------------------------------------------------
+    def tokenize(self, inputs: Sequence[EncoderInput], prompt: str | None = None) -> list[TokenizedInput]:
+        """Tokenize inputs, marking instruction tokens by character offsets and appending EOS for last-token
+        pooling. Texts are truncated to max_length tokens, keeping the instruction and the EOS."""
+        prefixes, texts = [], []
+        for position, item in enumerate(inputs):
+            instruction, text = _split_input(item, position, prompt)
+            prefixes.append(self.config.instruction_template.format(instruction=instruction) if instruction else "")
+            texts.append(text)
+        encoded = self.tokenizer(
+            [p + t for p, t in zip(prefixes, texts)], return_offsets_mapping=True, add_special_tokens=True
+        )
+        eos = self.tokenizer.eos_token_id
+        append_eos = self.config.pooling == "last_token"
+        result = []
+        for ids, offsets, prefix in zip(encoded["input_ids"], encoded["offset_mapping"], prefixes):
+            instruction_length = _instruction_length(offsets, len(prefix)) if prefix else 0
+            if append_eos and ids and ids[-1] == eos:
+                ids = ids[:-1]  # re-added below, after truncation
+            if len(ids) == instruction_length:
+                ids = [*ids, eos]  # an empty text still gets one token to pool: a defined, finite embedding
+            limit = self.config.max_length - int(append_eos)
+            truncated = len(ids) > limit
+            ids = ids[:limit]
+            if append_eos:
+                ids = [*ids, eos]
+            result.append(TokenizedInput(ids, min(instruction_length, len(ids) - 1), truncated))
+        return result
+
+    def collate(self, batch: Sequence[TokenizedInput]) -> dict[str, torch.Tensor]:
+        """Right-pad a batch; `pool_mask` marks the tokens that pooling may use (not instruction, not padding)."""
+        length = max(len(item.input_ids) for item in batch)
+        input_ids = torch.full((len(batch), length), self.tokenizer.pad_token_id, dtype=torch.long)
+        attention_mask = torch.zeros((len(batch), length), dtype=torch.long)
+        pool_mask = torch.zeros((len(batch), length), dtype=torch.bool)
+        for row, item in enumerate(batch):
+            n = len(item.input_ids)
+            input_ids[row, :n] = torch.tensor(item.input_ids)
+            attention_mask[row, :n] = 1
+            pool_mask[row, item.instruction_length : n] = True
+        return {"input_ids": input_ids, "attention_mask": attention_mask, "pool_mask": pool_mask}
+
+    # --- the model ------------------------------------------------------------------------------------
+    def forward(self, features: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """Add `token_embeddings` and `sentence_embedding` to a collated batch (on the model's device)."""
+        hidden = self.model(
+            input_ids=features["input_ids"], attention_mask=features["attention_mask"]
+        ).last_hidden_state
+        sentence = pool(hidden, features["attention_mask"], features["pool_mask"], self.config.pooling)
+        return {**features, "token_embeddings": hidden, "sentence_embedding": sentence}
+
+    @torch.inference_mode()
+    def encode(
+        self,
+        inputs: EncoderInput | Sequence[EncoderInput],
+        batch_size: int = 32,
+        normalize: bool = False,
+        convert_to: Literal["numpy", "torch"] = "numpy",
+        device: str | torch.device | None = None,
+        show_progress_bar: bool | None = None,
+        prompt: str | None = None,
+        output_value: Literal["sentence_embedding", "token_embeddings"] = "sentence_embedding",
+    ) -> np.ndarray | torch.Tensor | list:
+        """Embed inputs (`str` or `(instruction, text)`), batched by length, returned in input order.
+
+        `sentence_embedding` gives an array (n, dim); `token_embeddings` a list with one (tokens, dim) array
+        per input, holding the pooled tokens only. A single input gives a single result."""
+        if convert_to not in ("numpy", "torch"):
+            raise ValueError(f"convert_to must be 'numpy' or 'torch', got {convert_to!r}.")
+        if output_value not in ("sentence_embedding", "token_embeddings"):
+            raise ValueError(f"output_value must be 'sentence_embedding' or 'token_embeddings', got {output_value!r}.")
+        single = isinstance(inputs, str) or (isinstance(inputs, tuple) and _is_pair(inputs))
+        items = [inputs] if single else list(inputs)
+        if device is not None:
+            self.model.to(device)
+        self.model.eval()
+
+        tokenized = self.tokenize(items, prompt)
+        if n_truncated := sum(item.truncated for item in tokenized):
+            logger.warning("%d of %d inputs were truncated to max_length=%d tokens.",
+                           n_truncated, len(items), self.config.max_length)
+        order = sorted(range(len(items)), key=lambda i: -len(tokenized[i].input_ids))
+        starts = range(0, len(order), batch_size)
+        if show_progress_bar is None:
+            show_progress_bar = len(starts) > 1 and logger.getEffectiveLevel() <= logging.INFO
+        results: list = [None] * len(items)
+        for start in tqdm(starts, desc="Encoding", disable=not show_progress_bar):
+            indices = order[start : start + batch_size]
+            batch = {k: v.to(self.device) for k, v in self.collate([tokenized[i] for i in indices]).items()}
+            output = self.forward(batch)
+            if output_value == "sentence_embedding":
+                embeddings = output["sentence_embedding"].float()
+                if normalize:
+                    embeddings = torch.nn.functional.normalize(embeddings, dim=-1)
+                results_batch = list(embeddings.cpu())
+            else:
+                mask = batch["pool_mask"] & batch["attention_mask"].bool()
+                results_batch = [row[m].float().cpu() for row, m in zip(output["token_embeddings"], mask)]
+                if normalize:
+                    results_batch = [torch.nn.functional.normalize(t, dim=-1) for t in results_batch]
+            for i, embedding in zip(indices, results_batch):
+                results[i] = embedding
+
+        if output_value == "token_embeddings":
+            converted = [r if convert_to == "torch" else r.numpy() for r in results]
+            return converted[0] if single else converted
+        dim = self.get_sentence_embedding_dimension()
+        stacked = torch.stack(results) if results else torch.zeros((0, dim))
+        stacked = stacked if convert_to == "torch" else stacked.numpy()
+        return stacked[0] if single else stacked
+
+    # --- export -------------------------------------------------------------------------------------------
+    def save_pretrained(self, folder: str | os.PathLike) -> None:
+        """Write merged weights, tokenizer, lm2vec_config.json and the sentence-transformers module files, so
+        that LM2Vec, plain transformers and sentence-transformers all load the folder as the same encoder."""
+        folder = Path(folder)
+        folder.mkdir(parents=True, exist_ok=True)
+        set_bidirectional(self.model, self.config.bidirectional)  # is_causal lands in config.json
+        self.model.save_pretrained(folder)
+        self.tokenizer.save_pretrained(folder)
+        (folder / CONFIG_NAME).write_text(json.dumps(asdict(self.config), indent=2) + "\n")
+        write_sentence_transformers_files(folder, self.config, self.get_sentence_embedding_dimension())
+
+
+def merge_adapters(model: PreTrainedModel, adapters: Sequence[str | os.PathLike]) -> PreTrainedModel:
+    """Apply LoRA adapters (trained on the backbone) one after the other, merging each into the weights."""
+    if not adapters:
+        return model
+    from peft import PeftModel
+
+    for adapter in adapters:
+        if not (Path(adapter) / "adapter_config.json").is_file():
+            raise FileNotFoundError(f"{adapter} is not a LoRA adapter folder (no adapter_config.json).")
+        model = PeftModel.from_pretrained(model, str(adapter)).merge_and_unload()
+    return model
+
+
+def write_sentence_transformers_files(folder: Path, config: EncoderConfig, dimension: int) -> None:
+    """The module files sentence-transformers reads: the transformer at the folder root, then pooling."""
+    modules = [
+        {"idx": 0, "name": "0", "path": "", "type": "sentence_transformers.base.modules.transformer.Transformer"},
+        {"idx": 1, "name": "1", "path": "1_Pooling",
+         "type": "sentence_transformers.sentence_transformer.modules.pooling.Pooling"},
+    ]
+    (folder / "modules.json").write_text(json.dumps(modules, indent=2) + "\n")
+    (folder / "1_Pooling").mkdir(exist_ok=True)
+    pooling = {
+        "embedding_dimension": dimension,
+        "pooling_mode": SENTENCE_TRANSFORMERS_MODES[config.pooling],
+        "include_prompt": False,
+    }
+    (folder / "1_Pooling" / "config.json").write_text(json.dumps(pooling, indent=2) + "\n")
+    (folder / "sentence_bert_config.json").write_text(json.dumps({"max_seq_length": config.max_length}) + "\n")
+
+
+def _is_pair(item: object) -> bool:
+    return isinstance(item, (tuple, list)) and len(item) == 2 and all(isinstance(part, str) for part in item)
+
+
+def _split_input(item: object, position: int, prompt: str | None) -> tuple[str | None, str]:
+    if isinstance(item, str):
+        return prompt, item
+    if _is_pair(item):
+        return item[0], item[1]
+    raise TypeError(
+        f"Input {position} is a {type(item).__name__}; expected a str or an (instruction, text) pair of str."
+    )
+
+
+def _instruction_length(offsets: Sequence[tuple[int, int]], boundary: int) -> int:
+    """Leading tokens that end within the instruction prefix; a token straddling the boundary is text."""
+    count = 0
+    for _, end in offsets:
+        if end > boundary:
+            break
+        count += 1
+    return count

