@@ -13,7 +13,7 @@ import os
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
-from typing import Literal, Union
+from typing import Literal
 
 import numpy as np
 import torch
@@ -32,7 +32,7 @@ from lm2vec.modeling.sources import resolve_source
 
 logger = logging.getLogger(__name__)
 
-EncoderInput = Union[str, tuple[str, str]]
+EncoderInput = str | tuple[str, str]
 CONFIG_NAME = "lm2vec_config.json"
 
 
@@ -149,12 +149,12 @@ class LM2Vec(nn.Module):
             prefixes.append(self.config.instruction_template.format(instruction=instruction) if instruction else "")
             texts.append(text)
         encoded = self.tokenizer(
-            [p + t for p, t in zip(prefixes, texts)], return_offsets_mapping=True, add_special_tokens=True
+            [p + t for p, t in zip(prefixes, texts, strict=True)], return_offsets_mapping=True, add_special_tokens=True
         )
         eos = self.tokenizer.eos_token_id
         append_eos = self.config.pooling == "last_token"
         result = []
-        for ids, offsets, prefix in zip(encoded["input_ids"], encoded["offset_mapping"], prefixes):
+        for ids, offsets, prefix in zip(encoded["input_ids"], encoded["offset_mapping"], prefixes, strict=True):
             instruction_length = _instruction_length(offsets, len(prefix)) if prefix else 0
             if append_eos and ids and ids[-1] == eos:
                 ids = ids[:-1]  # re-added below, after truncation
@@ -236,10 +236,10 @@ class LM2Vec(nn.Module):
                 results_batch = list(embeddings.cpu())
             else:
                 mask = batch["pool_mask"] & batch["attention_mask"].bool()
-                results_batch = [row[m].float().cpu() for row, m in zip(output["token_embeddings"], mask)]
+                results_batch = [row[m].float().cpu() for row, m in zip(output["token_embeddings"], mask, strict=True)]
                 if normalize:
                     results_batch = [torch.nn.functional.normalize(t, dim=-1) for t in results_batch]
-            for i, embedding in zip(indices, results_batch):
+            for i, embedding in zip(indices, results_batch, strict=True):
                 results[i] = embedding
 
         if output_value == "token_embeddings":
