@@ -212,6 +212,9 @@ class LM2Vec(nn.Module):
             raise ValueError(f"output_value must be 'sentence_embedding' or 'token_embeddings', got {output_value!r}.")
         single = isinstance(inputs, str) or (isinstance(inputs, tuple) and _is_pair(inputs))
         items = [inputs] if single else list(inputs)
+        if not items and output_value == "sentence_embedding":
+            empty = torch.zeros((0, self.get_sentence_embedding_dimension()))
+            return empty if convert_to == "torch" else empty.numpy()
         if device is not None:
             self.model.to(device)
         self.model.eval()
@@ -245,8 +248,7 @@ class LM2Vec(nn.Module):
         if output_value == "token_embeddings":
             converted = [r if convert_to == "torch" else r.numpy() for r in results]
             return converted[0] if single else converted
-        dim = self.get_sentence_embedding_dimension()
-        stacked = torch.stack(results) if results else torch.zeros((0, dim))
+        stacked = torch.stack(results)
         stacked = stacked if convert_to == "torch" else stacked.numpy()
         return stacked[0] if single else stacked
 

@@ -1,0 +1,35 @@
+"""Shared fixtures. Tests run offline: nothing may come from the Hugging Face hub."""
+
+from __future__ import annotations
+
+import os
+
+os.environ["HF_HUB_OFFLINE"] = "1"
+os.environ["TRANSFORMERS_OFFLINE"] = "1"
+
+from pathlib import Path  # noqa: E402
+
+import pytest  # noqa: E402
+
+from tests.tiny_models import save_tiny_model  # noqa: E402
+
+
+@pytest.fixture(scope="session", autouse=True)
+def lm2vec_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A cache of the test session's own, so GGUF conversion is exercised from scratch every run."""
+    cache = tmp_path_factory.mktemp("lm2vec-cache")
+    os.environ["LM2VEC_CACHE"] = str(cache)
+    return cache
+
+
+@pytest.fixture(scope="session")
+def tiny_llama(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return save_tiny_model("llama", tmp_path_factory.mktemp("tiny-llama"))
+
+
+@pytest.fixture(scope="session")
+def smollm2():
+    """The real SmolLM2-135M-Instruct from its PyPI package, bidirectional, mean pooling."""
+    from lm2vec import LM2Vec
+
+    return LM2Vec.from_pretrained("pkg:smollm2")
