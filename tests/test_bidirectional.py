@@ -48,7 +48,10 @@ def test_architecture_is_bidirectional_and_causal_on_request(architecture: str, 
     for batch_size in (1, 4):
         for pad in (0, 3):
             ids, changed, mask = batch_with_changed_last_token(batch_size, length=7, pad=pad)
-            before, after = first_token_states(bidirectional, ids, mask), first_token_states(bidirectional, changed, mask)
+            before, after = (
+                first_token_states(bidirectional, ids, mask),
+                first_token_states(bidirectional, changed, mask),
+            )
             assert not torch.allclose(before, after, atol=1e-5), "first token did not see the last one"
             before, after = first_token_states(causal, ids, mask), first_token_states(causal, changed, mask)
             torch.testing.assert_close(before, after)

@@ -2,6 +2,106 @@
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+from typing import Annotated
+
 import typer
 
 app = typer.Typer(no_args_is_help=True, help="Turn a decoder-only LLM into a text encoder (LLM2Vec).")
+
+SOURCE_HELP = "Model folder, hub id, .gguf file, or pkg:smollm2 / pkg:gemma3-270m."
+Causal = Annotated[bool, typer.Option("--causal", help="Keep causal attention (the baseline).")]
+Pooling = Annotated[str | None, typer.Option(help="mean, weighted_mean, last_token or first_token.")]
+
+
+def _load(model: str, pooling: str | None, causal: bool, max_length: int | None = None, device: str | None = None):
+    from lm2vec import LM2Vec
+    from lm2vec.modeling import ModelSourceError, StillCausalError, UnsupportedArchitectureError
+
+    try:
+        return LM2Vec.from_pretrained(
+            model, pooling=pooling, bidirectional=not causal, max_length=max_length, device=device
+        )
+    except (ModelSourceError, StillCausalError, UnsupportedArchitectureError, FileNotFoundError) as error:
+        typer.secho(f"error: {error}", fg=typer.colors.RED, err=True)
+        raise typer.Exit(code=2) from None
+
+
+@app.command()
+def convert(
+    source: Annotated[str, typer.Argument(help=SOURCE_HELP)],
+    out: Annotated[Path, typer.Argument(help="Folder to write the encoder to.")],
+    pooling: Pooling = None,
+    max_length: Annotated[int | None, typer.Option(help="Longest input in tokens.")] = None,
+    causal: Causal = False,
+) -> None:
+    """Write SOURCE as an encoder folder that LM2Vec, transformers and sentence-transformers load."""
+    encoder = _load(source, pooling, causal, max_length)
+    encoder.save_pretrained(out)
+    typer.echo(f"wrote {out} ({encoder.model.config.model_type}, pooling={encoder.config.pooling})")
+
+
+@app.command()
+def encode(
+    model: Annotated[str, typer.Option("--model", "-m", help=SOURCE_HELP)],
+    input: Annotated[Path, typer.Option("--input", "-i", help=".txt (a text per line) or .jsonl ('text' field).")],
+    output: Annotated[Path, typer.Option("--output", "-o", help="Where to write the embeddings (.npy).")],
+    batch_size: Annotated[int, typer.Option(help="Inputs per forward pass.")] = 32,
+    pooling: Pooling = None,
+    instruction: Annotated[str | None, typer.Option(help="One instruction for every input (not pooled).")] = None,
+    normalize: Annotated[bool, typer.Option(help="L2-normalise the embeddings.")] = False,
+    causal: Causal = False,
+    device: Annotated[str | None, typer.Option(help="cpu, cuda, cuda:1 ... (default: cuda if available).")] = None,
+) -> None:
+    """Embed every text of INPUT and save an (n, dim) float32 array."""
+    import numpy as np
+
+    texts = read_texts(input)
+    encoder = _load(model, pooling, causal, device=device)
+    embeddings = encoder.encode(
+        texts, batch_size=batch_size, normalize=normalize, prompt=instruction, show_progress_bar=True
+    )
+    np.save(output, embeddings.astype(np.float32))
+    typer.echo(f"wrote {output}: {embeddings.shape[0]} x {embeddings.shape[1]}")
+
+
+@app.command()
+def info(model: Annotated[str, typer.Argument(help=SOURCE_HELP)]) -> None:
+    """Architecture, parameter count, pooling and the bidirectional probe's verdict."""
+    from lm2vec.modeling.bidirectional import probe_attention
+
+    encoder = _load(model, None, causal=False)
+    config = encoder.model.config
+    details = {
+        "architecture": config.model_type,
+        "class": type(encoder.model).__name__,
+        "parameters": sum(p.numel() for p in encoder.model.parameters()),
+        "hidden_size": config.hidden_size,
+        "layers": config.num_hidden_layers,
+        "vocab_size": config.vocab_size,
+        "attn_implementation": config._attn_implementation,
+        "dtype": str(encoder.model.dtype).removeprefix("torch."),
+        "pooling": encoder.config.pooling,
+        "max_length": encoder.config.max_length,
+        "bidirectional_probe": "bidirectional" if probe_attention(encoder.model, config.vocab_size) else "causal",
+    }
+    typer.echo(json.dumps(details, indent=2))
+
+
+def read_texts(path: Path) -> list[str]:
+    """Texts from a .txt file (one per line) or a .jsonl file (a 'text' field per record)."""
+    if not path.is_file():
+        raise typer.BadParameter(f"{path} does not exist.", param_hint="--input")
+    lines = path.read_text(encoding="utf-8").splitlines()
+    if path.suffix != ".jsonl":
+        return lines
+    texts = []
+    for number, line in enumerate(lines, start=1):
+        if not line.strip():
+            continue
+        try:
+            texts.append(json.loads(line)["text"])
+        except (json.JSONDecodeError, KeyError, TypeError):
+            raise typer.BadParameter(f"{path}:{number}: not a JSON object with a 'text' field.") from None
+    return texts

