@@ -1,0 +1,79 @@
+"""Trainer callbacks every training stage shares: a JSONL log and a PNG loss plot in the run folder.
+
+TensorBoard comes from the Trainer itself (`report_to=["tensorboard"]`). The JSONL log is appended to, so a
+resumed run continues the same file and the plot shows one continuous curve.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from transformers import TrainerCallback, TrainerControl, TrainerState, TrainingArguments
+
+LOG_NAME = "log.jsonl"
+PLOT_NAME = "loss.png"
+
+
+class JsonlLogCallback(TrainerCallback):
+    """Appends every Trainer log (training loss, eval metrics, learning rate) as a JSON line with its step."""
+
+    def __init__(self, run_dir: str | Path):
+        self.path = Path(run_dir) / LOG_NAME
+
+    def on_log(self, args: TrainingArguments, state: TrainerState, control: TrainerControl, logs=None, **kwargs):
+        if not state.is_world_process_zero or not logs:
+            return
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        with self.path.open("a", encoding="utf-8") as log:
+            log.write(json.dumps({"step": state.global_step, "epoch": state.epoch, **logs}) + "\n")
+
+
+class LossPlotCallback(TrainerCallback):
+    """Redraws loss.png from the JSONL log after each evaluation and at the end of training."""
+
+    def __init__(self, run_dir: str | Path):
+        self.run_dir = Path(run_dir)
+
+    def on_evaluate(self, args, state, control, **kwargs):
+        if state.is_world_process_zero:
+            plot_losses(self.run_dir)
+
+    def on_train_end(self, args, state, control, **kwargs):
+        if state.is_world_process_zero:
+            plot_losses(self.run_dir)
+
+
+def read_log(run_dir: str | Path) -> list[dict]:
+    path = Path(run_dir) / LOG_NAME
+    if not path.is_file():
+        return []
+    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+
+
+def plot_losses(run_dir: str | Path) -> Path | None:
+    """Training and evaluation loss against step; returns the PNG path, or None before anything was logged."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    records = read_log(run_dir)
+    train = [(r["step"], r["loss"]) for r in records if "loss" in r]
+    evaluation = [(r["step"], r["eval_loss"]) for r in records if "eval_loss" in r]
+    if not train and not evaluation:
+        return None
+    figure, axes = plt.subplots(figsize=(7, 4))
+    for points, label, style in ((train, "train loss", "-"), (evaluation, "eval loss", "o--")):
+        if points:
+            axes.plot(*zip(*points, strict=True), style, label=label)
+    axes.set_xlabel("step")
+    axes.set_ylabel("loss")
+    axes.set_title(Path(run_dir).name)
+    axes.grid(alpha=0.3)
+    axes.legend()
+    figure.tight_layout()
+    path = Path(run_dir) / PLOT_NAME
+    figure.savefig(path, dpi=100)
+    plt.close(figure)
+    return path
