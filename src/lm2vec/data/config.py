@@ -1,0 +1,74 @@
+"""Options of a corpus build. Each field is one CLI option (`--max-articles` for `max_articles`) and one
+key of a recipe's `[data]` TOML table, so `WikiConfig(**recipe["data"])` fills it."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import asdict, dataclass, fields
+from typing import Any
+
+from lm2vec.data.languages import validate_language
+
+# Fields that change how a run goes, not what it writes: a resumed run may change them.
+RUN_ONLY_FIELDS = frozenset({"workers", "max_articles", "progress"})
+
+
+@dataclass(frozen=True)
+class CorpusConfig:
+    """Options shared by every input kind; articles are the input's documents."""
+
+    lang: str
+    max_articles: int | None = None  # stop after this many kept articles (quick runs)
+    workers: int = 0  # processes that parse and split; 0 means one per core
+    validation_fraction: float = 0.01  # share of articles, chosen by a hash of the title, in validation
+    min_article_chars: int = 200  # articles with less clean text are skipped as too short
+    min_paragraph_words: int = 10
+    min_sentence_words: int = 5
+    max_sentence_words: int = 64
+    near_duplicate_threshold: float = 0.8  # MinHash Jaccard similarity; 0 turns near-duplicate removal off
+    dedup_capacity: int = 20_000_000  # expected number of distinct paragraphs; sizes the Bloom filters
+    shard_size: int = 200_000  # rows in a shard before all shards are closed (a resumable checkpoint)
+    progress: bool = True
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "lang", validate_language(self.lang))
+        if not 0 <= self.validation_fraction < 1:
+            raise ValueError(f"validation_fraction must be in [0, 1), got {self.validation_fraction}")
+        if not 0 <= self.near_duplicate_threshold <= 1:
+            raise ValueError(f"near_duplicate_threshold must be in [0, 1], got {self.near_duplicate_threshold}")
+        if self.min_sentence_words > self.max_sentence_words:
+            raise ValueError("min_sentence_words is larger than max_sentence_words")
+        if self.max_articles is not None and self.max_articles < 1:
+            raise ValueError(f"max_articles must be positive, got {self.max_articles}")
+        if self.shard_size < 1 or self.dedup_capacity < 1 or self.workers < 0:
+            raise ValueError("shard_size and dedup_capacity must be positive and workers not negative")
+
+    @property
+    def worker_count(self) -> int:
+        return self.workers or os.cpu_count() or 1
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    def output_fields(self) -> dict[str, Any]:
+        """The options that shape the output; a resumed run must match them."""
+        return {name: value for name, value in asdict(self).items() if name not in RUN_ONLY_FIELDS}
+
+    @classmethod
+    def field_names(cls) -> list[str]:
+        return [field.name for field in fields(cls)]
+
+
+@dataclass(frozen=True)
+class WikiConfig(CorpusConfig):
+    """Options for a MediaWiki dump."""
+
+    drop_boilerplate_sections: bool = True  # drop References, External links, See also ... with their content
+
+
+@dataclass(frozen=True)
+class TextConfig(CorpusConfig):
+    """Options for plain text: .txt (documents separated by blank lines), .jsonl or a HF dataset."""
+
+    text_field: str = "text"
+    hf_split: str = "train"  # split read when the input is a Hugging Face dataset

@@ -1,0 +1,58 @@
+"""Reading a built corpus back, for the MNTP and SimCSE trainers."""
+
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+
+import datasets
+
+from lm2vec.data.errors import DataError
+from lm2vec.data.shards import KINDS, MANIFEST_NAME, SPLITS, Manifest
+from lm2vec.data.sources import TextFileSource
+
+
+def corpus_files(directory: str | Path, kind: str = "paragraphs", split: str = "train") -> list[Path]:
+    """The Parquet shards of one kind and split, in write order, as the manifest lists them."""
+    directory = Path(directory)
+    if kind not in KINDS or split not in SPLITS:
+        raise ValueError(f"kind must be one of {KINDS} and split one of {SPLITS}, got {kind!r}, {split!r}")
+    if not (directory / MANIFEST_NAME).is_file():
+        raise DataError(f"{directory}: not a corpus, there is no {MANIFEST_NAME}")
+    manifest = Manifest.read(directory)
+    if manifest.status != "complete":
+        warnings.warn(f"{directory}: the corpus is {manifest.status} ({manifest.error})", stacklevel=2)
+    return [directory / path for path in manifest.shard_paths(kind, split)]
+
+
+def load_corpus(
+    directory: str | Path,
+    kind: str = "paragraphs",
+    split: str = "train",
+    *,
+    streaming: bool = False,
+    cache_dir: str | Path | None = None,
+) -> datasets.Dataset | datasets.IterableDataset:
+    """A corpus built by `lm2vec data` as a `datasets` dataset with a `text` column (and title,
+    article_id; paragraphs also have their index in the article), rows in article order.
+
+    kind: "paragraphs" (MNTP) or "sentences" (SimCSE); split: "train" or "validation".
+    """
+    files = corpus_files(directory, kind, split)
+    if not files:
+        raise DataError(f"{directory}: no {kind} shards in the {split} split")
+    return datasets.load_dataset(
+        "parquet",
+        data_files=[str(path) for path in files],
+        split="train",  # the builder's own split name, not the corpus's
+        streaming=streaming,
+        cache_dir=None if cache_dir is None else str(cache_dir),
+    )
+
+
+def read_texts(path: str | Path, text_field: str = "text") -> datasets.Dataset:
+    """A .txt (documents separated by blank lines) or .jsonl file as a dataset with a `text` column,
+    one row per document, untouched: for trainers fed with the user's own text instead of a corpus."""
+    source = TextFileSource(Path(path), text_field)
+    texts = [document.text for document in source.items()]
+    return datasets.Dataset.from_dict({"text": texts})

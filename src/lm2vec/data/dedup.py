@@ -1,0 +1,93 @@
+"""Duplicate detection in constant memory.
+
+Exact duplicates: the text is normalised (NFKC, case folded, only letters kept, so that copies that
+differ in case, punctuation, digits or spacing match) and hashed to 64 bits.
+Near duplicates (paragraphs only): a MinHash signature (datasketch) over word 3-grams is cut into
+LSH bands sized for the Jaccard threshold; two paragraphs sharing any band are near duplicates.
+Seen keys go into Bloom filters (rbloom) of a fixed size instead of growing sets, so memory does not
+depend on the dump size; the price is a small chance (about 1e-4 per lookup) of dropping a unique text.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import unicodedata
+from functools import cached_property
+
+import numpy as np
+from datasketch import MinHash, MinHashLSH
+from rbloom import Bloom
+
+_NOT_A_LETTER = re.compile(r"[\W\d_]+")
+_WORD = re.compile(r"\w+")
+_FALSE_POSITIVE_RATE = 1e-4
+_SHINGLE_WORDS = 3
+
+
+def normalise(text: str) -> str:
+    """The letters of `text`, NFKC-normalised and case folded; equal for trivially different copies."""
+    return _NOT_A_LETTER.sub("", unicodedata.normalize("NFKC", text).casefold())
+
+
+def _hash64(data: bytes) -> int:
+    # Signed, so that the keys also fit an int64 column; deterministic across processes, unlike hash().
+    return int.from_bytes(hashlib.blake2b(data, digest_size=8).digest(), "little", signed=True)
+
+
+def exact_key(text: str) -> int:
+    """64-bit hash of the normalised text."""
+    return _hash64(normalise(text).encode())
+
+
+class NearDuplicateKeys:
+    """LSH band keys of a text's MinHash signature; equal keys mean Jaccard similarity near the threshold."""
+
+    def __init__(self, threshold: float, num_perm: int = 128) -> None:
+        self.threshold = threshold
+        self.num_perm = num_perm
+
+    @cached_property
+    def _bands(self) -> tuple[int, int]:
+        # datasketch's optimiser picks bands x rows minimising false positives and negatives at the threshold.
+        lsh = MinHashLSH(threshold=self.threshold, num_perm=self.num_perm)
+        return lsh.b, lsh.r
+
+    @cached_property
+    def _template(self) -> MinHash:
+        # Drawing the random permutations costs more than hashing a paragraph: draw them once.
+        return MinHash(num_perm=self.num_perm, seed=1)
+
+    @property
+    def band_count(self) -> int:
+        return self._bands[0]
+
+    def keys(self, text: str) -> list[int]:
+        """One key per band; [] for texts too short to have a shingle."""
+        words = _WORD.findall(unicodedata.normalize("NFKC", text).casefold())
+        shingles = {" ".join(words[i : i + _SHINGLE_WORDS]).encode() for i in range(len(words) - _SHINGLE_WORDS + 1)}
+        if not shingles:
+            return []
+        template = self._template
+        signature = MinHash(self.num_perm, seed=1, permutations=template.permutations, scheme=template.scheme)
+        signature.update_batch(list(shingles))
+        bands, rows = self._bands
+        values = np.asarray(signature.hashvalues[: bands * rows], dtype=np.uint64).reshape(bands, rows)
+        return [_hash64(bytes([band]) + values[band].tobytes()) for band in range(bands)]
+
+
+class SeenFilter:
+    """A fixed-size set of 64-bit keys that answers "seen before?" and remembers the key in one step."""
+
+    def __init__(self, capacity: int) -> None:
+        self._bloom = Bloom(max(capacity, 1000), _FALSE_POSITIVE_RATE)
+
+    def check_and_add(self, keys: list[int]) -> bool:
+        """True if any of `keys` was seen before; all of them are remembered either way."""
+        seen = any(key in self._bloom for key in keys)
+        self._bloom.update(keys)
+        return seen
+
+    @property
+    def size_in_bytes(self) -> int:
+        return self._bloom.size_in_bits // 8

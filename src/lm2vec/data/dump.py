@@ -1,0 +1,197 @@
+"""Streaming reader for MediaWiki XML dumps (.xml, .xml.bz2, .xml.gz; UTF-8 or UTF-16).
+
+Compression is recognised by magic bytes, not by the file name, and the text encoding by the byte
+order mark or the zero-byte pattern of "<" in UTF-16. The XML is fed to a pull parser in fixed-size
+chunks and each <page> element is dropped once read, so memory stays constant whatever the dump size.
+"""
+
+from __future__ import annotations
+
+import bz2
+import gzip
+import re
+import xml.etree.ElementTree as ET
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import BinaryIO
+
+from lm2vec.data.errors import DumpError
+
+_CHUNK_BYTES = 1 << 20
+_EXPORT_NAMESPACE = re.compile(r"^\{http://www\.mediawiki\.org/xml/export-[\d.]+/\}")
+# Localised "#REDIRECT [[...]]" (e.g. "#ПРЕНАСОЧВАНЕ"); pages of old dumps lack the <redirect> element.
+_REDIRECT_TEXT = re.compile(r"^\s*#[^\s\[\]]+\s*:?\s*\[\[")
+
+# UTF-16 without a byte order mark: expat needs one, so it is added in front of the first chunk.
+_UTF16_WITHOUT_BOM = {b"<\x00?\x00": b"\xff\xfe", b"<\x00m\x00": b"\xff\xfe", b"\x00<\x00?": b"\xfe\xff",
+                      b"\x00<\x00m": b"\xfe\xff"}  # fmt: skip
+
+
+@dataclass(frozen=True)
+class Page:
+    """One <page> of the dump, before any cleaning."""
+
+    title: str
+    namespace: int
+    page_id: str
+    text: str
+    is_redirect: bool
+
+
+@dataclass
+class SiteInfo:
+    """What <siteinfo> says about the wiki: its database name and namespace names by number."""
+
+    dbname: str = ""
+    namespaces: dict[int, str] = field(default_factory=dict)
+
+    @property
+    def language(self) -> str:
+        """Language code of the wiki ("bgwiki" -> "bg"), or "" if the dump does not say."""
+        return self.dbname.removesuffix("wiki").replace("_", "-") if self.dbname.endswith("wiki") else ""
+
+
+def detect_compression(head: bytes) -> str:
+    """'bz2', 'gzip' or 'none', from the first bytes of the file."""
+    if head.startswith(b"BZh"):
+        return "bz2"
+    if head.startswith(b"\x1f\x8b"):
+        return "gzip"
+    return "none"
+
+
+def detect_encoding(head: bytes) -> str:
+    """'utf-16-le', 'utf-16-be' or 'utf-8', from the first decompressed bytes."""
+    if head.startswith(b"\xff\xfe") or head[:4] in (b"<\x00?\x00", b"<\x00m\x00"):
+        return "utf-16-le"
+    if head.startswith(b"\xfe\xff") or head[:4] in (b"\x00<\x00?", b"\x00<\x00m"):
+        return "utf-16-be"
+    return "utf-8"
+
+
+class DumpReader:
+    """Iterates over the pages of one dump file; `position` and `last_title` locate errors and progress."""
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        if not self.path.is_file():
+            raise DumpError(f"{self.path}: no such file")
+        self.size = self.path.stat().st_size
+        with self.path.open("rb") as raw:
+            self.compression = detect_compression(raw.read(4))
+        self.encoding = "utf-8"
+        self.siteinfo = SiteInfo()
+        self.last_title = ""
+        self.position = 0  # bytes of the file (compressed, as stored) consumed so far
+
+    def pages(self) -> Iterator[Page]:
+        """All pages in file order; raises DumpError naming the file, byte offset and last good page."""
+        with self.path.open("rb") as raw:
+            stream = decompressed_stream(raw, self.compression)
+            parser = ET.XMLPullParser(events=("start", "end"))
+            root: ET.Element | None = None
+            first = True
+            while True:
+                chunk = self._read(stream)
+                self.position = raw.tell()
+                if first:
+                    self.encoding = detect_encoding(chunk[:4])
+                    chunk = _UTF16_WITHOUT_BOM.get(chunk[:4], b"") + chunk
+                    first = False
+                try:
+                    if chunk:
+                        parser.feed(chunk)
+                    else:
+                        parser.close()
+                    for event, element in parser.read_events():
+                        if root is None:
+                            root = self._check_root(element)
+                        elif event == "end":
+                            page = self._handle_end(element, root)
+                            if page is not None:
+                                yield page
+                except ET.ParseError as error:
+                    raise self._error(_describe_parse_error(error, root)) from error
+                if not chunk:
+                    break
+            if root is None:
+                raise self._error("empty file, not a MediaWiki XML dump")
+
+    def _read(self, stream: BinaryIO) -> bytes:
+        try:
+            return stream.read(_CHUNK_BYTES)
+        except EOFError as error:
+            raise self._error(f"truncated {self.compression} stream ({error})") from error
+        except OSError as error:
+            raise self._error(f"corrupt {self.compression} data ({error})") from error
+
+    def _check_root(self, element: ET.Element) -> ET.Element:
+        if not _EXPORT_NAMESPACE.match(element.tag) or not element.tag.endswith("}mediawiki"):
+            raise self._error(f"not a MediaWiki XML dump: the root element is <{_local(element.tag)}>")
+        return element
+
+    def _handle_end(self, element: ET.Element, root: ET.Element) -> Page | None:
+        name = _local(element.tag)
+        if name == "siteinfo":
+            self._read_siteinfo(element)
+            root.clear()
+        elif name == "page":
+            page = _page_from_element(element)
+            self.last_title = page.title
+            root.clear()  # the finished page is dropped: constant memory
+            return page
+        return None
+
+    def _read_siteinfo(self, element: ET.Element) -> None:
+        for child in element.iter():
+            if _local(child.tag) == "dbname":
+                self.siteinfo.dbname = child.text or ""
+            elif _local(child.tag) == "namespace":
+                self.siteinfo.namespaces[int(child.get("key", "0"))] = child.text or ""
+
+    def _error(self, message: str) -> DumpError:
+        where = f"byte {self.position:,} of {self.size:,}"
+        after = f", after page {self.last_title!r}" if self.last_title else ""
+        return DumpError(f"{self.path}: {message} (at {where}{after})")
+
+
+def decompressed_stream(raw: BinaryIO, compression: str) -> BinaryIO:
+    """`raw` read through the decompressor that `compression` (from detect_compression) names."""
+    if compression == "bz2":
+        return bz2.BZ2File(raw)  # handles the multistream dumps as well
+    if compression == "gzip":
+        return gzip.GzipFile(fileobj=raw)  # type: ignore[return-value]
+    return raw
+
+
+def _describe_parse_error(error: ET.ParseError, root: ET.Element | None) -> str:
+    line, column = error.position
+    if root is None:
+        return f"not an XML file, or not a MediaWiki dump (XML error at line {line}, column {column}: {error})"
+    if "no element found" in str(error):
+        return f"the XML ends early, the file is truncated (line {line})"
+    return f"malformed XML at line {line}, column {column} ({error})"
+
+
+def _local(tag: str) -> str:
+    return tag.rsplit("}", 1)[-1]
+
+
+def _page_from_element(element: ET.Element) -> Page:
+    title, namespace, page_id, text, redirect = "", 0, "", "", False
+    for child in element:
+        name = _local(child.tag)
+        if name == "title":
+            title = child.text or ""
+        elif name == "ns":
+            namespace = int(child.text or 0)
+        elif name == "id":
+            page_id = child.text or ""
+        elif name == "redirect":
+            redirect = True
+        elif name == "revision":
+            for part in child:
+                if _local(part.tag) == "text":
+                    text = part.text or ""
+    return Page(title, namespace, page_id, text, redirect or bool(_REDIRECT_TEXT.match(text)))

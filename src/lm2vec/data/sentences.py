@@ -1,0 +1,55 @@
+"""Sentence splitting that is right for the language.
+
+sentencex (Wikimedia's segmenter, ~300 languages through fallback chains, Rust core) finds the
+candidate boundaries. Its abbreviation lists miss some cases (Bulgarian "т.е." and "т.нар.",
+English "Ms."), so two corrections undo a boundary:
+- the next piece starts with a lower-case word (cased scripts), which a real sentence does not;
+- the piece ends with one of the language's non-final abbreviations (titles, "e.g.", "т.е.").
+"""
+
+from __future__ import annotations
+
+import re
+
+import sentencex
+
+from lm2vec.data.languages import language_profile, validate_language
+
+# Scripts written without spaces: every character counts as a word for the length filters.
+_UNSPACED_CHAR = r"[\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\u0e00-\u0e7f]"
+_WORD = re.compile(rf"{_UNSPACED_CHAR}|[^\s\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\u0e00-\u0e7f]+")
+_LAST_TOKEN = re.compile(r"(\S+)\s*$")
+_OPENING_PUNCTUATION = "\"'„“«‘‚([{—–-"
+
+
+def count_words(text: str) -> int:
+    """Whitespace-separated tokens, with each CJK or Thai character counted as one word."""
+    return len(_WORD.findall(text))
+
+
+class SentenceSplitter:
+    """Splits paragraphs into sentences for one language; `split` is safe to call from many processes."""
+
+    def __init__(self, lang: str) -> None:
+        self.lang = validate_language(lang)
+        self._non_final = language_profile(self.lang).non_final_abbreviations
+
+    def split(self, text: str) -> list[str]:
+        """Sentences of `text`, stripped, in order; their concatenation loses only whitespace."""
+        sentences: list[str] = []
+        for piece in sentencex.segment(self.lang, text):
+            if not piece.strip():
+                continue
+            if sentences and self._continues(sentences[-1], piece):
+                sentences[-1] += piece
+            else:
+                sentences.append(piece)
+        return [sentence.strip() for sentence in sentences]
+
+    def _continues(self, previous: str, piece: str) -> bool:
+        # The whole first word, so that "iPhone" still starts a sentence.
+        first_word = piece.split(maxsplit=1)[0].lstrip(_OPENING_PUNCTUATION)
+        if first_word.islower():
+            return True
+        last_token = _LAST_TOKEN.search(previous)
+        return last_token is not None and last_token.group(1).lower() in self._non_final

@@ -1,0 +1,199 @@
+"""Parquet shards and the manifest that lists them.
+
+Layout of an output directory:
+    manifest.json
+    paragraphs/{train,validation}-00000.parquet ...
+    sentences/{train,validation}-00000.parquet ...
+A shard is written as `*.parquet.partial` and renamed when closed, so a listed shard is always a
+valid Parquet file. All open shards are closed together at a checkpoint, and only then is the
+manifest rewritten (atomically): the manifest's counts always match the shards it lists.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from lm2vec.data.errors import OutputDirError
+
+MANIFEST_NAME = "manifest.json"
+KINDS = ("paragraphs", "sentences")
+SPLITS = ("train", "validation")
+FORMAT_VERSION = 1
+
+SCHEMAS = {
+    "paragraphs": pa.schema(
+        [("text", pa.string()), ("title", pa.string()), ("article_id", pa.string()), ("paragraph", pa.int32())]
+    ),
+    "sentences": pa.schema([("text", pa.string()), ("title", pa.string()), ("article_id", pa.string())]),
+}
+_ROW_GROUP_ROWS = 10_000
+
+
+def _zero_splits() -> dict[str, dict[str, int]]:
+    return {split: {"articles": 0, "paragraphs": 0, "sentences": 0} for split in SPLITS}
+
+
+@dataclass
+class Counts:
+    """What a run saw and kept; `pages_seen == articles_kept + sum(skipped.values())`."""
+
+    pages_seen: int = 0
+    articles_kept: int = 0
+    skipped: dict[str, int] = field(default_factory=dict)  # reason -> pages
+    paragraphs: int = 0
+    sentences: int = 0
+    characters: dict[str, int] = field(default_factory=lambda: {"paragraphs": 0, "sentences": 0})
+    duplicates_removed: dict[str, int] = field(
+        default_factory=lambda: {"paragraphs_exact": 0, "paragraphs_near": 0, "sentences": 0}
+    )
+    filtered: dict[str, int] = field(default_factory=dict)  # length and markup filters -> records dropped
+    splits: dict[str, dict[str, int]] = field(default_factory=_zero_splits)
+
+    def add(self, table: dict[str, int], key: str, amount: int = 1) -> None:
+        table[key] = table.get(key, 0) + amount
+
+
+@dataclass
+class Manifest:
+    """manifest.json: status, input, options, counts and the shards of one corpus."""
+
+    status: str  # "running", "complete" or "incomplete"
+    source: dict[str, Any]
+    config: dict[str, Any]
+    counts: Counts = field(default_factory=Counts)
+    shards: list[dict[str, Any]] = field(default_factory=list)  # {"path", "kind", "split", "rows"}
+    error: str | None = None
+    timing: dict[str, float] = field(default_factory=dict)
+    format_version: int = FORMAT_VERSION
+
+    def write(self, directory: Path) -> None:
+        temporary = directory / (MANIFEST_NAME + ".tmp")
+        temporary.write_text(json.dumps(asdict(self), ensure_ascii=False, indent=2) + "\n", encoding="utf-8")
+        os.replace(temporary, directory / MANIFEST_NAME)
+
+    @classmethod
+    def read(cls, directory: Path) -> Manifest:
+        data = json.loads((directory / MANIFEST_NAME).read_text(encoding="utf-8"))
+        data["counts"] = Counts(**data["counts"])
+        return cls(**data)
+
+    def shard_paths(self, kind: str, split: str) -> list[str]:
+        return [shard["path"] for shard in self.shards if shard["kind"] == kind and shard["split"] == split]
+
+
+class _ShardWriter:
+    """Rows of one kind and split, buffered and written as row groups into the current shard."""
+
+    def __init__(self, directory: Path, kind: str, split: str, next_index: int) -> None:
+        self._directory, self.kind, self.split = directory, kind, split
+        self._index = next_index
+        self._schema = SCHEMAS[kind]
+        self._buffer: dict[str, list[Any]] = {name: [] for name in self._schema.names}
+        self._writer: pq.ParquetWriter | None = None
+        self.rows = 0  # rows in the current shard, buffered or written
+
+    def add(self, row: tuple[Any, ...]) -> None:
+        for column, value in zip(self._buffer.values(), row, strict=True):
+            column.append(value)
+        self.rows += 1
+        if len(self._buffer["text"]) >= _ROW_GROUP_ROWS:
+            self._flush()
+
+    def _flush(self) -> None:
+        if not self._buffer["text"]:
+            return
+        if self._writer is None:
+            self._writer = pq.ParquetWriter(self._path(partial=True), self._schema, compression="zstd")
+        self._writer.write_table(pa.table(self._buffer, schema=self._schema), row_group_size=_ROW_GROUP_ROWS)
+        self._buffer = {name: [] for name in self._schema.names}
+
+    def close(self) -> dict[str, Any] | None:
+        """Finish the current shard and describe it; None if it holds no rows."""
+        self._flush()
+        if self._writer is None:
+            return None
+        self._writer.close()
+        final = self._path(partial=False)
+        os.replace(self._path(partial=True), final)
+        shard = {"path": final.relative_to(self._directory.parent).as_posix(), "kind": self.kind,
+                 "split": self.split, "rows": self.rows}  # fmt: skip
+        self._writer, self.rows, self._index = None, 0, self._index + 1
+        return shard
+
+    def _path(self, partial: bool) -> Path:
+        return self._directory / f"{self.split}-{self._index:05d}.parquet{'.partial' if partial else ''}"
+
+
+class CorpusWriter:
+    """The four shard writers (paragraphs and sentences, train and validation) of one output directory."""
+
+    def __init__(self, directory: Path, existing_shards: list[dict[str, Any]], shard_size: int) -> None:
+        self._shard_size = shard_size
+        self._writers: dict[tuple[str, str], _ShardWriter] = {}
+        for kind in KINDS:
+            (directory / kind).mkdir(parents=True, exist_ok=True)
+            for split in SPLITS:
+                taken = sum(1 for shard in existing_shards if shard["kind"] == kind and shard["split"] == split)
+                self._writers[kind, split] = _ShardWriter(directory / kind, kind, split, taken)
+
+    def add(self, kind: str, split: str, row: tuple[Any, ...]) -> None:
+        self._writers[kind, split].add(row)
+
+    @property
+    def checkpoint_due(self) -> bool:
+        return any(writer.rows >= self._shard_size for writer in self._writers.values())
+
+    def close_shards(self) -> list[dict[str, Any]]:
+        """Close every open shard; the shards now complete, to be listed in the manifest."""
+        return [shard for writer in self._writers.values() if (shard := writer.close()) is not None]
+
+
+def prepare_output(directory: Path, *, resume: bool, overwrite: bool) -> Manifest | None:
+    """Make `directory` ready for a run; the manifest of the run to resume, or None for a fresh run.
+
+    Never mixes two runs: an existing run is only continued with `resume` or removed with `overwrite`.
+    """
+    if resume and overwrite:
+        raise OutputDirError("choose one of resume and overwrite, not both")
+    manifest_path = directory / MANIFEST_NAME
+    if overwrite:
+        manifest_path.unlink(missing_ok=True)
+        for kind in KINDS:
+            shutil.rmtree(directory / kind, ignore_errors=True)
+    if resume:
+        if not manifest_path.is_file():
+            raise OutputDirError(f"{directory}: nothing to resume, there is no {MANIFEST_NAME}")
+        manifest = Manifest.read(directory)
+        if manifest.status == "complete":
+            raise OutputDirError(f"{directory}: the run there is complete; pass --overwrite to build it again")
+        _remove_unlisted_shards(directory, manifest)
+        return manifest
+    if not overwrite and directory.exists() and any(directory.iterdir()):
+        if manifest_path.is_file():
+            status = Manifest.read(directory).status
+            raise OutputDirError(
+                f"{directory} already holds a corpus (status: {status}); pass --resume to continue it "
+                "or --overwrite to replace it"
+            )
+        if any((directory / kind).exists() for kind in KINDS):
+            raise OutputDirError(f"{directory} holds shards but no manifest; pass --overwrite to replace them")
+        raise OutputDirError(f"{directory} is not empty; choose an empty or new directory")
+    directory.mkdir(parents=True, exist_ok=True)
+    return None
+
+
+def _remove_unlisted_shards(directory: Path, manifest: Manifest) -> None:
+    """Shards written after the last checkpoint of an interrupted run are not counted: drop them."""
+    listed = {shard["path"] for shard in manifest.shards}
+    for kind in KINDS:
+        for path in (directory / kind).glob("*.parquet*") if (directory / kind).exists() else ():
+            if path.relative_to(directory).as_posix() not in listed:
+                path.unlink()
