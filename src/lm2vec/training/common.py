@@ -1,0 +1,104 @@
+"""What every training stage shares: the run options, LoRA on the backbone, and the Trainer's arguments.
+
+Convention: LoRA adapters are always trained on, saved from and merged into the *backbone* (`AutoModel`, no LM
+head), so `LM2Vec.from_pretrained(base, adapters=[mntp, simcse])` can merge any stage's adapter.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from peft import LoraConfig, PeftModel, get_peft_model
+from transformers import PreTrainedModel, TrainingArguments
+from transformers.trainer_utils import get_last_checkpoint
+
+from lm2vec.training.callbacks import JsonlLogCallback, LossPlotCallback
+
+
+@dataclass
+class TrainingOptions:
+    """Options every stage has; a stage's config dataclass inherits them and adds its own."""
+
+    output_dir: str = "runs/stage"
+    max_steps: int = 1000
+    per_device_batch_size: int = 8
+    gradient_accumulation_steps: int = 1
+    learning_rate: float = 5e-5
+    warmup_steps: int = 0
+    weight_decay: float = 0.0
+    gradient_checkpointing: bool = False
+    logging_steps: int = 10
+    save_steps: int = 200
+    save_total_limit: int | None = 3
+    eval_steps: int | None = None
+    seed: int = 42
+    # LoRA, paper defaults: r=16, alpha=32, dropout 0.05, every linear projection.
+    lora_r: int = 16
+    lora_alpha: int = 32
+    lora_dropout: float = 0.05
+    lora_target_modules: list[str] = field(default_factory=lambda: ["all-linear"])
+
+
+def add_lora(backbone: PreTrainedModel, options: TrainingOptions) -> PeftModel:
+    """Wrap the backbone with a fresh LoRA adapter; only the adapter's weights train."""
+    targets = options.lora_target_modules
+    config = LoraConfig(
+        r=options.lora_r,
+        lora_alpha=options.lora_alpha,
+        lora_dropout=options.lora_dropout,
+        target_modules=targets[0] if targets == ["all-linear"] else targets,
+        bias="none",
+    )
+    return get_peft_model(backbone, config)
+
+
+def training_arguments(options: TrainingOptions, **overrides) -> TrainingArguments:
+    """Trainer arguments from a stage's options: bf16 on CUDA, fp32 on CPU, TensorBoard logs, checkpoints."""
+    on_cuda = torch.cuda.is_available()
+    settings = dict(
+        output_dir=options.output_dir,
+        max_steps=options.max_steps,
+        per_device_train_batch_size=options.per_device_batch_size,
+        per_device_eval_batch_size=options.per_device_batch_size,
+        gradient_accumulation_steps=options.gradient_accumulation_steps,
+        learning_rate=options.learning_rate,
+        warmup_steps=options.warmup_steps,
+        weight_decay=options.weight_decay,
+        gradient_checkpointing=options.gradient_checkpointing,
+        gradient_checkpointing_kwargs={"use_reentrant": False} if options.gradient_checkpointing else None,
+        logging_steps=options.logging_steps,
+        logging_first_step=True,
+        save_steps=options.save_steps,
+        save_total_limit=options.save_total_limit,
+        eval_strategy="steps" if options.eval_steps else "no",
+        eval_steps=options.eval_steps,
+        seed=options.seed,
+        data_seed=options.seed,
+        bf16=on_cuda and torch.cuda.is_bf16_supported(),
+        report_to=["tensorboard"],
+        remove_unused_columns=False,
+        dataloader_num_workers=0,
+        ddp_find_unused_parameters=False,
+    )
+    return TrainingArguments(**{**settings, **overrides})
+
+
+def shared_callbacks(options: TrainingOptions) -> list:
+    return [JsonlLogCallback(options.output_dir), LossPlotCallback(options.output_dir)]
+
+
+def resume_checkpoint(options: TrainingOptions, resume: bool) -> str | None:
+    """The latest checkpoint to resume from; refuses to mix a new run into a folder that already has one."""
+    if not Path(options.output_dir).is_dir():
+        return None
+    last = get_last_checkpoint(options.output_dir)
+    if resume:
+        return last
+    if last is not None:
+        raise FileExistsError(
+            f"{options.output_dir} already holds checkpoints ({Path(last).name}). Pass --resume to continue that "
+            "run, or choose another output folder."
+        )
+    return None
