@@ -96,6 +96,8 @@ class DumpReader:
                 chunk = self._read(stream)
                 self.position = raw.tell()
                 if first:
+                    if not chunk:
+                        raise self._error("empty file, not a MediaWiki XML dump")
                     self.encoding = detect_encoding(chunk[:4])
                     chunk = _UTF16_WITHOUT_BOM.get(chunk[:4], b"") + chunk
                     first = False
@@ -115,8 +117,6 @@ class DumpReader:
                     raise self._error(_describe_parse_error(error, root)) from error
                 if not chunk:
                     break
-            if root is None:
-                raise self._error("empty file, not a MediaWiki XML dump")
 
     def _read(self, stream: BinaryIO) -> bytes:
         try:

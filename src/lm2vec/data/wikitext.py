@@ -28,8 +28,9 @@ _DROPPED_TAGS = frozenset(
 _BREAK_TAGS = frozenset({"br", "hr", "p"})
 _LIST_ITEM_TAGS = frozenset({"li", "dt", "dd"})
 _CANONICAL_DROPPED_NAMESPACES = frozenset({"file", "image", "media", "category"})
-# Interlanguage and interwiki prefixes ("de:", "zh-min-nan:", "wikt:") of links without a label.
-_LINK_PREFIX = re.compile(r"^:?\s*([a-z][a-z-]{1,15})\s*:", re.IGNORECASE)
+_LINK_PREFIX = re.compile(r"^:?\s*([^\W\d_][\w \-]*?)\s*:")
+# "de", "zh-min-nan": the prefix of an interlanguage link.
+_LANGUAGE_PREFIX = re.compile(r"[a-z]{2,3}(-[a-z0-9]+)*")
 
 _DISAMBIGUATION_TEMPLATE = re.compile(r"\{\{\s*([^{}|]+?)\s*[|}]")
 _BOLD_ITALIC = re.compile(r"'{2,}")
@@ -105,11 +106,11 @@ class WikitextCleaner:
     def _render_link(self, link: Wikilink, pieces: list[str]) -> None:
         target = str(link.title).strip()
         prefix = _LINK_PREFIX.match(target)
-        if prefix:
-            namespace = prefix.group(1).lower()
-            if namespace in self._dropped_namespaces and not target.startswith(":"):
+        if prefix and not target.startswith(":"):  # a leading colon makes [[:Category:X]] an ordinary link
+            namespace = prefix.group(1)
+            if namespace.lower() in self._dropped_namespaces:
                 return
-            if link.text is None and not target.startswith(":") and len(namespace) <= 12:
+            if link.text is None and _LANGUAGE_PREFIX.fullmatch(namespace):
                 return  # [[de:Foo]]: an interlanguage link, not part of the text
         label: Wikicode = link.text if link.text is not None else link.title
         self._render_all(label.nodes, pieces)
@@ -134,6 +135,6 @@ def has_markup_residue(text: str) -> bool:
 def _tidy(block: str) -> str:
     text = _BEHAVIOUR_SWITCH.sub("", _BOLD_ITALIC.sub("", block))
     text = _BARE_URL.sub("", text)
-    text = _SPACES.sub(" ", " ".join(line.strip() for line in text.splitlines()))
-    text = _BRACKET_PUNCTUATION.sub("(", _EMPTY_BRACKETS.sub("", text))
+    text = " ".join(line.strip() for line in text.splitlines())
+    text = _SPACES.sub(" ", _BRACKET_PUNCTUATION.sub("(", _EMPTY_BRACKETS.sub("", text)))
     return _SPACE_BEFORE_PUNCTUATION.sub(r"\1", text).strip()

@@ -1,0 +1,266 @@
+"""lm2vec.data on real Wikipedia dumps: the English and Bulgarian samples that ship in the gensim 4.4.0
+wheel (a dev dependency; the files are read from the installed package, gensim itself is not imported).
+Samples: gensim's test data, from the English and Bulgarian Wikipedias, CC BY-SA."""
+
+from __future__ import annotations
+
+import bz2
+import gzip
+import importlib.util
+import json
+import shutil
+from pathlib import Path
+
+import pyarrow.parquet as pq
+import pytest
+from typer.testing import CliRunner
+
+from lm2vec.data import (
+    DumpError,
+    OutputDirError,
+    TextConfig,
+    WikiConfig,
+    build_text_corpus,
+    build_wiki_corpus,
+    load_corpus,
+    read_texts,
+)
+from lm2vec.data.cli import data_app
+from lm2vec.data.dedup import normalise
+from lm2vec.data.dump import DumpReader
+from lm2vec.data.shards import Manifest
+
+ENGLISH_SAMPLE = "enwiki-latest-pages-articles1.xml-p000000010p000030302-shortened.bz2"
+BULGARIAN_SAMPLE = "bgwiki-latest-pages-articles-shortened.xml.bz2"
+MARKUP = ("{{", "}}", "[[", "]]", "<ref", "</", "'''", "{|", "|}", "thumb|", "Category:", "File:", "&nbsp;", "http")
+
+runner = CliRunner()
+
+
+def gensim_sample(name: str) -> Path:
+    spec = importlib.util.find_spec("gensim")
+    assert spec is not None and spec.submodule_search_locations, "install the dev extras: pip install -e .[dev]"
+    return Path(spec.submodule_search_locations[0]) / "test" / "test_data" / name
+
+
+def config(lang: str, **overrides: object) -> WikiConfig:
+    return WikiConfig(**({"lang": lang, "workers": 1, "progress": False, "validation_fraction": 0.1} | overrides))
+
+
+def rows(directory: Path, kind: str) -> list[dict]:
+    manifest = Manifest.read(directory)
+    return [row for split in ("train", "validation") for path in manifest.shard_paths(kind, split)
+            for row in pq.read_table(directory / path).to_pylist()]  # fmt: skip
+
+
+def assert_consistent(directory: Path) -> Manifest:
+    """Counts add up, and the shards the manifest lists exist and hold exactly the counted rows."""
+    manifest = Manifest.read(directory)
+    counts = manifest.counts
+    assert counts.pages_seen == counts.articles_kept + sum(counts.skipped.values())
+    for kind in ("paragraphs", "sentences"):
+        assert sum(shard["rows"] for shard in manifest.shards if shard["kind"] == kind) == getattr(counts, kind)
+        assert len(rows(directory, kind)) == getattr(counts, kind)
+        assert sum(counts.splits[split][kind] for split in counts.splits) == getattr(counts, kind)
+    assert sum(counts.splits[split]["articles"] for split in counts.splits) == counts.articles_kept
+    assert counts.characters["paragraphs"] == sum(len(row["text"]) for row in rows(directory, "paragraphs"))
+    assert not list(directory.glob("*/*.partial"))
+    return manifest
+
+
+@pytest.fixture(scope="module")
+def english_corpus(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The whole English sample through two worker processes, as the CLI runs by default."""
+    out = tmp_path_factory.mktemp("english") / "corpus"
+    build_wiki_corpus(gensim_sample(ENGLISH_SAMPLE), config("en", workers=2), out)
+    return out
+
+
+def test_english_dump_manifest(english_corpus: Path) -> None:
+    manifest = assert_consistent(english_corpus)
+    counts = manifest.counts
+    assert manifest.status == "complete" and manifest.error is None
+    assert manifest.source["dbname"] == "enwiki" and manifest.source["encoding"] == "utf-8"
+    assert counts.pages_seen == 206  # every <page> of the file
+    assert counts.skipped["redirect"] == 99 and counts.skipped["namespace"] == 1
+    assert counts.skipped["disambiguation"] >= 5
+    assert 90 <= counts.articles_kept <= 106 - counts.skipped["disambiguation"]
+    assert counts.sentences > 3 * counts.paragraphs > 10_000
+    assert counts.splits["validation"]["articles"] > 0
+
+
+def test_english_dump_content(english_corpus: Path) -> None:
+    paragraphs = rows(english_corpus, "paragraphs")
+    titles = {row["title"] for row in paragraphs}
+    assert {"Anarchism", "Autism", "Albert Einstein", "Apollo 11", "Alabama"} <= titles
+    assert "AccessibleComputing" not in titles  # a redirect
+    assert not any(title.endswith("(disambiguation)") for title in titles)
+    texts = [row["text"] for row in paragraphs]
+    anarchism = [row for row in paragraphs if row["title"] == "Anarchism"]
+    assert anarchism[0]["text"].startswith("Anarchism is a political philosophy")  # article order is kept
+    assert [row["paragraph"] for row in anarchism] == list(range(len(anarchism)))
+    for text in texts:
+        assert not any(markup in text for markup in MARKUP), text
+    sentences = [row["text"] for row in rows(english_corpus, "sentences")]
+    assert "Anarchism considers the state to be undesirable, unnecessary, and harmful." in sentences
+    assert all(5 <= len(sentence.split()) <= 64 for sentence in sentences)
+    assert len({normalise(sentence) for sentence in sentences}) == len(sentences)  # no duplicates left
+
+
+def test_split_is_by_article(english_corpus: Path) -> None:
+    train = load_corpus(english_corpus, "paragraphs", "train", cache_dir=english_corpus.parent / "cache")
+    validation = load_corpus(english_corpus, "sentences", "validation", cache_dir=english_corpus.parent / "cache")
+    counts = Manifest.read(english_corpus).counts
+    assert len(train) == counts.splits["train"]["paragraphs"] and "text" in train.column_names
+    assert len(validation) == counts.splits["validation"]["sentences"]
+    assert not set(train["title"]) & set(validation["title"])
+    streamed = load_corpus(english_corpus, "sentences", "validation", streaming=True)
+    assert next(iter(streamed))["text"] == validation[0]["text"]
+
+
+def test_bulgarian_dump_in_utf16(tmp_path: Path) -> None:
+    out = tmp_path / "bg"
+    manifest = build_wiki_corpus(gensim_sample(BULGARIAN_SAMPLE), config("bg"), out)
+    assert_consistent(out)
+    assert manifest.source["encoding"] == "utf-16-le" and manifest.source["dbname"] == "bgwiki"
+    assert manifest.counts.pages_seen == 3 and manifest.counts.skipped == {"namespace": 2}
+    assert {row["title"] for row in rows(out, "paragraphs")} == {"Григориански календар"}
+    sentences = [row["text"] for row in rows(out, "sentences")]
+    # "г." and "т.е." inside a sentence do not end it.
+    assert (
+        "Григорианският календар е въведен в употреба на 4 октомври 1582 г. в съответствие с була от 24 февруари "
+        "1582 г. на папа Григорий XIII, чието име носи и днес." in sentences
+    )
+    assert any("т.е. 365,2425 вместо 365,2422 дни" in sentence for sentence in sentences)
+    assert "В Сърбия това става на 18.I.1919 г., в Гърция – на 9.III.1924 г. и т.н." in sentences
+    for sentence in sentences:
+        assert not any(markup in sentence for markup in MARKUP), sentence
+
+
+def test_every_compression_and_encoding_reads_the_same(tmp_path: Path) -> None:
+    utf16 = bz2.decompress(gensim_sample(BULGARIAN_SAMPLE).read_bytes())
+    utf8 = utf16.decode("utf-16").replace('encoding="utf-16"', 'encoding="utf-8"').encode()
+    variants = {
+        "utf16.xml.bz2": gensim_sample(BULGARIAN_SAMPLE).read_bytes(),
+        "utf16.xml": utf16,
+        "utf16-no-bom.xml": utf16[2:],
+        "utf16-be.xml": utf16.decode("utf-16").encode("utf-16-be"),
+        "utf8.xml.gz": gzip.compress(utf8),
+        "utf8.xml": utf8,
+    }
+    expected = [(page.title, page.text) for page in DumpReader(gensim_sample(BULGARIAN_SAMPLE)).pages()]
+    for name, data in variants.items():
+        (tmp_path / name).write_bytes(data)
+        assert [(page.title, page.text) for page in DumpReader(tmp_path / name).pages()] == expected, name
+
+
+def test_truncated_dump_keeps_its_shards_and_resumes_to_the_same_corpus(tmp_path: Path, english_corpus: Path) -> None:
+    full = gensim_sample(ENGLISH_SAMPLE)
+    dump = tmp_path / full.name
+    dump.write_bytes(full.read_bytes()[: int(full.stat().st_size * 0.7)])  # a download cut short
+    out = tmp_path / "corpus"
+    with pytest.raises(DumpError, match=rf"{dump.name}: truncated bz2 stream .*at byte [\d,]+ of [\d,]+, after page"):
+        build_wiki_corpus(dump, config("en", shard_size=1_000), out)
+    manifest = assert_consistent(out)
+    assert manifest.status == "incomplete" and "truncated" in manifest.error
+    assert 0 < manifest.counts.pages_seen < 206 and len(manifest.shards) > 4  # several checkpoints
+
+    with pytest.raises(OutputDirError, match="--resume"):
+        build_wiki_corpus(dump, config("en", shard_size=1_000), out)
+    with pytest.raises(OutputDirError, match="different options: min_paragraph_words"):
+        build_wiki_corpus(dump, config("en", shard_size=1_000, min_paragraph_words=3), out, resume=True)
+
+    shutil.copyfile(full, dump)  # the download, finished
+    resumed = build_wiki_corpus(dump, config("en", shard_size=1_000), out, resume=True)
+    assert resumed.status == "complete" and resumed.error is None
+    assert_consistent(out)
+    for kind in ("paragraphs", "sentences"):  # exactly what an uninterrupted run (with 2 workers) wrote
+        assert [row["text"] for row in rows(out, kind)] == [row["text"] for row in rows(english_corpus, kind)]
+    assert resumed.counts == Manifest.read(english_corpus).counts
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        (b"<html><body>Not a dump</body></html>", "not a MediaWiki XML dump: the root element is <html>"),
+        (b"\x00\x01binary garbage\xff" * 10, "not an XML file"),
+        (b"", "empty file"),
+        (b'<mediawiki xmlns="http://www.mediawiki.org/xml/export-0.10/"><page><title>A</title></mediawiki>',
+         "malformed XML at line 1"),
+        (b'<mediawiki xmlns="http://www.mediawiki.org/xml/export-0.10/"><page><title>A</title>', "truncated"),
+        (bz2.compress(b"<mediawiki>")[:-8], "corrupt bz2 data|truncated bz2 stream"),
+    ],
+)  # fmt: skip
+def test_bad_input_is_a_clear_cli_error(tmp_path: Path, content: bytes, message: str) -> None:
+    dump = tmp_path / "input.xml"
+    dump.write_bytes(content)
+    result = runner.invoke(data_app, ["wiki", str(dump), "--lang", "en", "--out", str(tmp_path / "out")])
+    assert result.exit_code == 2
+    assert "input.xml" in result.output
+    assert any(part in result.output for part in message.split("|")), result.output
+    assert Manifest.read(tmp_path / "out").status == "incomplete"
+
+
+def test_cli_quick_run_unknown_language_and_explicit_overwrite(tmp_path: Path) -> None:
+    dump, out = str(gensim_sample(ENGLISH_SAMPLE)), str(tmp_path / "out")
+    result = runner.invoke(data_app, ["wiki", dump, "--lang", "english", "--out", out])
+    assert result.exit_code == 2 and "Unknown language code 'english'" in result.output
+    assert "Did you mean 'en'" in result.output and not (tmp_path / "out").exists()
+
+    quick = ["wiki", dump, "--lang", "en", "--out", out, "--max-articles", "3", "--workers", "1", "--no-progress"]
+    result = runner.invoke(data_app, quick)
+    assert result.exit_code == 0, result.output
+    assert "3 articles kept" in result.output
+    first = json.loads((tmp_path / "out" / "manifest.json").read_text())
+    assert first["status"] == "complete" and first["counts"]["articles_kept"] == 3
+
+    result = runner.invoke(data_app, quick)
+    assert result.exit_code == 2 and "already holds a corpus" in result.output
+    again = ["wiki", dump, "--lang", "en", "--out", out, "--max-articles", "2", "--overwrite", "--no-progress"]
+    result = runner.invoke(data_app, again)
+    assert result.exit_code == 0, result.output
+    assert json.loads((tmp_path / "out" / "manifest.json").read_text())["counts"]["articles_kept"] == 2
+
+
+def test_cli_options_are_the_config_fields() -> None:
+    for name, config_class in (("wiki", WikiConfig), ("text", TextConfig)):
+        command = next(command for command in data_app.registered_commands if command.callback.__name__ == name)
+        options = set(command.callback.__annotations__) - {"return", "dump", "source", "out", "resume", "overwrite"}
+        assert options == set(config_class.field_names()), name
+
+
+def test_text_and_jsonl_inputs(tmp_path: Path) -> None:
+    paragraph = "Това е първото изречение от документа, т.е. началото му. Следва второто изречение в него."
+    documents = [f"{paragraph} Документ номер {number}." for number in range(30)] + [paragraph + " Документ номер 0."]
+    (tmp_path / "docs.txt").write_text("\n\n".join(documents) + "\n", encoding="utf-8")
+    with gzip.open(tmp_path / "docs.jsonl.gz", "wt", encoding="utf-8") as file:
+        file.writelines(
+            json.dumps({"id": f"d{n}", "text": text}, ensure_ascii=False) + "\n" for n, text in enumerate(documents)
+        )
+    options = {"lang": "bg", "workers": 1, "progress": False, "min_article_chars": 20, "near_duplicate_threshold": 0}
+    for name in ("docs.txt", "docs.jsonl.gz"):
+        manifest = build_text_corpus(tmp_path / name, TextConfig(**options), tmp_path / name.replace(".", "_"))
+        counts = manifest.counts
+        assert manifest.status == "complete" and counts.pages_seen == 31, name
+        assert counts.duplicates_removed["paragraphs_exact"] == 30  # the documents differ only in their number
+        assert counts.skipped == {"duplicate": 30} and counts.sentences == 2
+    assert read_texts(tmp_path / "docs.txt")["text"] == documents
+
+    (tmp_path / "bad.jsonl").write_text('{"text": "fine"}\n{"body": "no text field"}\n')
+    result = runner.invoke(
+        data_app, ["text", str(tmp_path / "bad.jsonl"), "--lang", "bg", "--out", str(tmp_path / "b")]
+    )
+    assert result.exit_code == 2 and "bad.jsonl, line 2" in result.output
+
+
+def test_local_huggingface_dataset_folder(tmp_path: Path) -> None:
+    folder = tmp_path / "dataset"
+    folder.mkdir()
+    subjects = ["rivers", "mountains", "music", "chemistry", "football"]
+    texts = [
+        f"This document talks about {subject}, a subject that no other document here covers." for subject in subjects
+    ]
+    (folder / "train.jsonl").write_text("".join(json.dumps({"content": text}) + "\n" for text in texts))
+    config = TextConfig(lang="en", workers=1, progress=False, min_article_chars=10, text_field="content")
+    manifest = build_text_corpus(str(folder), config, tmp_path / "out")
+    assert manifest.source["kind"] == "huggingface" and manifest.counts.articles_kept == 5
