@@ -44,7 +44,8 @@ def gensim_sample(name: str) -> Path:
 
 
 def config(lang: str, **overrides: object) -> WikiConfig:
-    return WikiConfig(**({"lang": lang, "workers": 1, "progress": False, "validation_fraction": 0.1} | overrides))
+    defaults = {"lang": lang, "workers": 1, "progress": False, "validation_fraction": 0.1, "dedup_capacity": 10**6}
+    return WikiConfig(**(defaults | overrides))
 
 
 def rows(directory: Path, kind: str) -> list[dict]:
@@ -207,7 +208,20 @@ def test_cli_quick_run_unknown_language_and_explicit_overwrite(tmp_path: Path) -
     assert result.exit_code == 2 and "Unknown language code 'english'" in result.output
     assert "Did you mean 'en'" in result.output and not (tmp_path / "out").exists()
 
-    quick = ["wiki", dump, "--lang", "en", "--out", out, "--max-articles", "3", "--workers", "1", "--no-progress"]
+    quick = [
+        "wiki",
+        dump,
+        "--lang",
+        "en",
+        "--out",
+        out,
+        "--max-articles",
+        "3",
+        "--workers",
+        "1",
+        "--dedup-capacity",
+        "100000",
+    ]
     result = runner.invoke(data_app, quick)
     assert result.exit_code == 0, result.output
     assert "3 articles kept" in result.output

@@ -26,7 +26,7 @@ class CorpusConfig:
     min_sentence_words: int = 5
     max_sentence_words: int = 64
     near_duplicate_threshold: float = 0.8  # MinHash Jaccard similarity; 0 turns near-duplicate removal off
-    dedup_capacity: int = 20_000_000  # expected number of distinct paragraphs; sizes the Bloom filters
+    dedup_capacity: int = 10_000_000  # expected distinct paragraphs; sizes the Bloom filters (~34 bytes each)
     shard_size: int = 200_000  # rows in a shard before all shards are closed (a resumable checkpoint)
     progress: bool = True
 
