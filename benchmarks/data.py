@@ -3,9 +3,10 @@
     .venv/bin/python benchmarks/data.py [--dump PATH] [--workers N]
 
 Default dump: the English sample in the gensim 4.4.0 wheel (a dev dependency). Each tool runs in a
-fresh subprocess with N worker processes; peak memory is the largest sum of PSS (RSS with pages shared
-between forked workers counted once) over the process tree, sampled every 50 ms. lm2vec's time is the pipeline's own (from its manifest), without the ~5 s it takes to
-import the `lm2vec` package (torch); the RSS of that import is reported separately.
+fresh subprocess with N worker processes. Peak memory is the largest sum of PSS (RSS with the pages
+that forked workers share counted once) over the process tree, sampled every 50 ms. lm2vec's time is
+the pipeline's own (from its manifest), without the ~5 s it takes to import the `lm2vec` package
+(torch); the RSS of that import is reported separately.
 """
 
 from __future__ import annotations
