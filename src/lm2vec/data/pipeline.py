@@ -197,7 +197,9 @@ class CorpusBuilder:
                     self._keep(article)
                     if self._counts.pages_seen % 64 == 0:
                         bar.update(self._source.position - bar.n)
-                        bar.set_postfix(pages=self._counts.pages_seen, articles=self._counts.articles_kept)
+                        pages_per_s = (self._counts.pages_seen - pages_before) / (time.perf_counter() - started)
+                        bar.set_postfix(pages=self._counts.pages_seen, pages_s=f"{pages_per_s:.0f}",
+                                        articles=self._counts.articles_kept)  # fmt: skip
                     if self._config.max_articles and self._counts.articles_kept >= self._config.max_articles:
                         break
                 bar.update(self._source.position - bar.n)
