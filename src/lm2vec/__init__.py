@@ -1,6 +1,20 @@
 """lm2vec: turn any decoder-only LLM into a bidirectional text encoder (the LLM2Vec recipe)."""
 
-from lm2vec.modeling import EncoderConfig, LM2Vec
+from __future__ import annotations
 
-__all__ = ["EncoderConfig", "LM2Vec"]
+from typing import TYPE_CHECKING
+
 __version__ = "0.1.0"
+__all__ = ["EncoderConfig", "LM2Vec"]
+
+if TYPE_CHECKING:
+    from lm2vec.modeling import EncoderConfig, LM2Vec
+
+
+def __getattr__(name: str):
+    # Lazy, so that `lm2vec data ...` and its worker processes do not pay for importing torch and transformers.
+    if name in __all__:
+        import lm2vec.modeling
+
+        return getattr(lm2vec.modeling, name)
+    raise AttributeError(f"module 'lm2vec' has no attribute {name!r}")
