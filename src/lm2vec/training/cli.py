@@ -28,3 +28,39 @@ def mntp(
         typer.secho(f"error: {error}", fg=typer.colors.RED, err=True)
         raise typer.Exit(code=2) from None
     typer.echo(f"MNTP done at step {result.global_step}: adapter {result.adapter_dir}")
+
+
+def _contrastive(mode: str, recipe: Path | None, overrides: list[str] | None, resume: bool) -> None:
+    from lm2vec.training.contrastive import run_from_recipe
+    from lm2vec.training.recipe import RecipeError
+
+    try:
+        encoder_dir = run_from_recipe(mode, recipe, overrides or [], resume)
+    except (RecipeError, FileExistsError, FileNotFoundError, ValueError) as error:
+        typer.secho(f"error: {error}", fg=typer.colors.RED, err=True)
+        raise typer.Exit(code=2) from None
+    typer.echo(f"{mode} done: adapter {encoder_dir.parent / 'adapter'}, encoder {encoder_dir}")
+
+
+@train_app.command()
+def simcse(
+    recipe: Annotated[Path | None, typer.Option("--recipe", "-r", help="TOML recipe (its simcse section).")] = None,
+    overrides: Annotated[
+        list[str] | None, typer.Option("--set", "-s", metavar="KEY=VALUE", help="Override a recipe option; repeatable.")
+    ] = None,
+    resume: Annotated[bool, typer.Option(help="Continue from the latest checkpoint in output_dir.")] = False,
+) -> None:
+    """Unsupervised SimCSE with LoRA (LLM2Vec step 3); options: see lm2vec.training.contrastive.SimCSEOptions."""
+    _contrastive("simcse", recipe, overrides, resume)
+
+
+@train_app.command()
+def supervised(
+    recipe: Annotated[Path | None, typer.Option("--recipe", "-r", help="TOML recipe (its supervised section).")] = None,
+    overrides: Annotated[
+        list[str] | None, typer.Option("--set", "-s", metavar="KEY=VALUE", help="Override a recipe option; repeatable.")
+    ] = None,
+    resume: Annotated[bool, typer.Option(help="Continue from the latest checkpoint in output_dir.")] = False,
+) -> None:
+    """Supervised contrastive training with hard negatives; options: lm2vec.training.contrastive.SupervisedOptions."""
+    _contrastive("supervised", recipe, overrides, resume)

@@ -1,0 +1,304 @@
+"""Contrastive training (SimCSE, supervised): dropout, encode-time pooling, loss, GradCache, batching, runs."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from sentence_transformers import SentenceTransformer
+
+from lm2vec import LM2Vec
+from lm2vec.training.callbacks import LOG_NAME, PLOT_NAME
+from lm2vec.training.common import add_lora
+from lm2vec.training.contrastive import (
+    ADAPTER_DIR,
+    ContrastiveCollator,
+    ContrastiveOptions,
+    GroupedBatchSampler,
+    SimCSEOptions,
+    SupervisedOptions,
+    batch_loss,
+    embed,
+    load_pairs,
+    load_sentences,
+    mini_batches,
+    set_attention_dropout,
+    train_simcse,
+    train_supervised,
+)
+from lm2vec.training.losses import contrastive_loss, info_nce
+from lm2vec.training.recipe import build_config
+
+SENTENCES = [
+    "the cat sat on the mat .",
+    "a dog ran fast",
+    "music",
+    "the big red car is on the road in the city",
+    "a man plays guitar",
+    "the woman plays piano and the child sat",
+    "a small blue house",
+    "the river is big",
+]
+
+
+def tiny_encoder(folder, dropout: float = 0.0, lora: bool = True, seed: int = 0, **kwargs) -> LM2Vec:
+    encoder = LM2Vec.from_pretrained(folder, device="cpu", max_length=64, **kwargs)
+    set_attention_dropout(encoder.model, dropout)
+    if lora:
+        torch.manual_seed(seed)
+        encoder.model = add_lora(encoder.model, ContrastiveOptions(lora_r=4, lora_alpha=8, lora_dropout=0.0))
+        for name, parameter in encoder.model.named_parameters():
+            if "lora_B" in name:  # non-zero, so the adapter changes the output and every LoRA weight has a gradient
+                torch.nn.init.normal_(parameter, std=0.2)
+    return encoder
+
+
+def embeddings_of(encoder: LM2Vec, inputs, train: bool) -> torch.Tensor:
+    encoder.model.train(train)
+    features = encoder.collate(encoder.tokenize(inputs))
+    return embed(encoder, encoder.model, features)
+
+
+def test_dropout_makes_train_passes_differ_and_eval_passes_identical(tiny_llama) -> None:
+    encoder = tiny_encoder(tiny_llama, dropout=0.3, lora=False)
+    assert encoder.model.config.attention_dropout == 0.3
+    with torch.no_grad():
+        first, second = embeddings_of(encoder, SENTENCES, True), embeddings_of(encoder, SENTENCES, True)
+        assert (first - second).abs().max() > 1e-3
+        first, second = embeddings_of(encoder, SENTENCES, False), embeddings_of(encoder, SENTENCES, False)
+        assert torch.equal(first, second)
+
+
+def test_dropout_zero_by_default_and_missing_attribute_refused(tiny_llama) -> None:
+    encoder = tiny_encoder(tiny_llama, dropout=0.0, lora=False)
+    with torch.no_grad():
+        assert torch.equal(embeddings_of(encoder, SENTENCES, True), embeddings_of(encoder, SENTENCES, True))
+    with pytest.raises(ValueError, match="attention_dropout"):
+        set_attention_dropout(_NoDropout(), 0.3)
+
+
+class _NoDropout(torch.nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.config = type("Config", (), {})()
+        self.layer = torch.nn.Linear(2, 2)
+
+
+@pytest.mark.parametrize("pooling", ["mean", "weighted_mean", "last_token"])
+def test_training_embedding_equals_encode_whatever_else_is_in_the_batch(tiny_llama, pooling) -> None:
+    """The bug the official trainer has (pooling over padding) cannot happen: train mode, dropout off, any batch
+    and any sub-batching give a sentence exactly its encode() embedding, instructions excluded as at encode."""
+    encoder = tiny_encoder(tiny_llama, pooling=pooling)
+    record = {"query": "a man plays guitar", "positive": "music", "instruction": "retrieve similar text"}
+    expected_query = encoder.encode([("retrieve similar text", "a man plays guitar")], convert_to="torch")[0]
+    expected = encoder.encode(SENTENCES, convert_to="torch")
+    others = [
+        {"query": s, "positive": s[::-1], "negatives": ["the the the the the the the the the"]} for s in SENTENCES
+    ]
+    collator = ContrastiveCollator(encoder, num_hard_negatives=1)
+    encoder.model.train()
+    with torch.no_grad():
+        for batch, size in (([record, *others], 0), ([*others[:3], record], 3), ([record], 0)):
+            features = collator(batch)
+            parts = mini_batches(features, size)
+            rows = torch.zeros(features["input_ids"].shape[0], 32)
+            for index, part in parts:
+                rows[index] = embed(encoder, encoder.model, part)
+            position = batch.index(record)
+            torch.testing.assert_close(rows[position], expected_query, atol=1e-5, rtol=1e-5)
+        simcse = ContrastiveCollator(encoder)(SENTENCES[::-1])
+        rows = embed(encoder, encoder.model, simcse)
+        torch.testing.assert_close(rows[: len(SENTENCES)], expected.flip(0), atol=1e-5, rtol=1e-5)
+        torch.testing.assert_close(rows[len(SENTENCES) :], expected.flip(0), atol=1e-5, rtol=1e-5)
+
+
+def test_collator_puts_instructions_on_queries_or_both_sides(tiny_llama) -> None:
+    encoder = tiny_encoder(tiny_llama, lora=False)
+    records = [
+        {
+            "query": "a cat",
+            "positive": "the cat",
+            "negatives": ["a car", "a road"],
+            "instruction": "find",
+            "dataset": "x",
+        },
+        {"query": "a dog", "positive": "the dog", "negatives": [], "instruction": "find", "dataset": "sym"},
+    ]
+    features = ContrastiveCollator(encoder, num_hard_negatives=1, symmetric_datasets=("sym",))(records)
+    assert int(features["n_queries"]) == 2
+    # rows: 2 queries, 2 positives, 1 hard negative (the second record has none)
+    assert features["input_ids"].shape[0] == 5
+    instruction_tokens = (features["attention_mask"].bool() & ~features["pool_mask"]).sum(1).tolist()
+    # "find : " is two tokens plus BOS
+    assert instruction_tokens == [3, 3, 0, 3, 0]
+
+
+def test_info_nce_matches_the_formula() -> None:
+    torch.manual_seed(0)
+    queries, documents = torch.randn(4, 8), torch.randn(6, 8)
+    scores = F.cosine_similarity(queries[:, None], documents[None], dim=-1) / 0.05
+    expected = -torch.log_softmax(scores, dim=1)[torch.arange(4), torch.arange(4)].mean()
+    torch.testing.assert_close(contrastive_loss(queries, documents, 0.05), expected)
+    torch.testing.assert_close(info_nce(queries, documents, torch.arange(4), 0.05), expected)
+
+
+def _lora_gradients(encoder: LM2Vec) -> dict[str, torch.Tensor]:
+    return {n: p.grad.clone() for n, p in encoder.model.named_parameters() if p.requires_grad}
+
+
+def _loss_and_gradients(encoder, features, options) -> tuple[float, dict[str, torch.Tensor]]:
+    encoder.model.zero_grad(set_to_none=True)
+    encoder.model.train()
+    loss = batch_loss(encoder, encoder.model, features, options)
+    loss.backward()
+    return float(loss.detach()), _lora_gradients(encoder)
+
+
+def test_cached_loss_gives_the_plain_gradients(tiny_llama) -> None:
+    encoder = tiny_encoder(tiny_llama)
+    records = [
+        {"query": s, "positive": s[::-1] or "a", "negatives": [SENTENCES[i - 1]]} for i, s in enumerate(SENTENCES)
+    ]
+    features = ContrastiveCollator(encoder, num_hard_negatives=1)(records)
+    plain_loss, plain = _loss_and_gradients(encoder, features, ContrastiveOptions())
+    cached_loss, cached = _loss_and_gradients(encoder, features, ContrastiveOptions(mini_batch_size=5, cached=True))
+    assert cached_loss == pytest.approx(plain_loss, rel=1e-5)
+    assert plain.keys() == cached.keys() and len(plain) > 0
+    for name in plain:
+        assert plain[name].abs().max() > 0, name
+        torch.testing.assert_close(cached[name], plain[name], atol=1e-6, rtol=1e-4)
+
+
+def test_cached_loss_replays_the_dropout_masks(tiny_llama) -> None:
+    """With dropout on, the re-run of each sub-batch sees the masks of its first pass (saved random state)."""
+    encoder = tiny_encoder(tiny_llama, dropout=0.3)
+    features = ContrastiveCollator(encoder)(SENTENCES)
+    torch.manual_seed(7)
+    plain_loss, plain = _loss_and_gradients(encoder, features, ContrastiveOptions(mini_batch_size=4))
+    torch.manual_seed(7)
+    cached_loss, cached = _loss_and_gradients(encoder, features, ContrastiveOptions(mini_batch_size=4, cached=True))
+    assert cached_loss == pytest.approx(plain_loss, rel=1e-5)
+    for name in plain:
+        torch.testing.assert_close(cached[name], plain[name], atol=1e-6, rtol=1e-4)
+
+
+def test_grouped_batch_sampler_draws_each_global_batch_from_one_dataset() -> None:
+    groups = [range(0, 10), range(10, 17), range(17, 20)]
+    sampler = GroupedBatchSampler(groups, batch_size=2, world_size=2, seed=3)
+    batches = list(sampler)
+    assert len(batches) == len(sampler) == 2 * (2 + 1)  # 10 // 4 + 7 // 4 global batches; 3 rows fill none
+    for step in range(0, len(batches), 2):
+        rows = batches[step] + batches[step + 1]
+        assert len(rows) == 4 and len(set(rows)) == 4
+        assert len({next(g for g, r in enumerate(groups) if i in r) for i in rows}) == 1
+    assert batches == list(sampler)  # same epoch, same order
+    sampler.set_epoch(1)
+    assert batches != list(sampler)
+    with pytest.raises(ValueError, match="global batch"):
+        GroupedBatchSampler([range(3)], batch_size=4)
+
+
+def test_readers(tmp_path) -> None:
+    (tmp_path / "s.txt").write_text("one sentence\n\n two \n")
+    (tmp_path / "s.jsonl").write_text('{"text": "a"}\n{"text": "b"}\n')
+    assert load_sentences(tmp_path / "s.txt") == ["one sentence", "two"]
+    assert load_sentences(tmp_path / "s.jsonl") == ["a", "b"]
+    (tmp_path / "p.jsonl").write_text('{"query": "q", "positive": "p", "negatives": "n", "dataset": "d"}\n')
+    assert load_pairs(tmp_path / "p.jsonl")[0] == {
+        "query": "q",
+        "positive": "p",
+        "negatives": ["n"],
+        "instruction": "",
+        "dataset": "d",
+    }
+    (tmp_path / "bad.jsonl").write_text('{"query": "q"}\n')
+    with pytest.raises(ValueError, match="positive"):
+        load_pairs(tmp_path / "bad.jsonl")
+    with pytest.raises(ValueError, match="cached"):
+        ContrastiveOptions(cached=True)
+
+
+def _cosine(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    return (a * b).sum(-1) / (np.linalg.norm(a, axis=-1) * np.linalg.norm(b, axis=-1))
+
+
+def test_simcse_run_exports_resumes_and_loads_everywhere(tiny_llama, tmp_path) -> None:
+    from tests.test_export import save_random_lora
+
+    mntp = tmp_path / "mntp"
+    save_random_lora(tiny_llama, mntp, seed=1)
+    (tmp_path / "sentences.txt").write_text("\n".join(SENTENCES * 4) + "\n")
+    run = tmp_path / "run"
+    recipe = {"simcse": {"model": str(tiny_llama), "adapters": [str(mntp)], "data": str(tmp_path / "sentences.txt")}}
+    overrides = [
+        "output_dir=" + str(run),
+        "max_steps=3",
+        "per_device_batch_size=8",
+        "save_steps=2",
+        "logging_steps=1",
+        "learning_rate=1e-3",
+        "max_length=32",
+        "mini_batch_size=6",
+    ]
+    options = build_config(SimCSEOptions, "simcse", recipe, overrides)
+    assert options.dropout == 0.3 and options.temperature == 0.05
+    encoder_dir = train_simcse(options)
+
+    assert (run / ADAPTER_DIR / "adapter_config.json").is_file()
+    assert (run / "checkpoint-2" / "adapter_model.safetensors").is_file()
+    assert (run / PLOT_NAME).is_file()
+    assert list(run.rglob("events.out.tfevents*"))
+    losses = [r["loss"] for r in map(json.loads, (run / LOG_NAME).read_text().splitlines()) if "loss" in r]
+    assert len(losses) == 3 and all(np.isfinite(losses))
+
+    trained = LM2Vec.from_pretrained(encoder_dir, device="cpu")
+    expected = trained.encode(SENTENCES)
+    assert json.loads((encoder_dir / "config.json").read_text()).get("attention_dropout", 0.0) == 0.0
+    stacked = LM2Vec.from_pretrained(tiny_llama, adapters=[mntp, run / ADAPTER_DIR], device="cpu")
+    assert _cosine(stacked.encode(SENTENCES), expected).min() > 0.9999
+    merged_mntp_only = LM2Vec.from_pretrained(tiny_llama, adapters=[mntp], device="cpu")
+    assert _cosine(merged_mntp_only.encode(SENTENCES), expected).min() < 0.9999  # training changed the weights
+    plain = SentenceTransformer(str(encoder_dir), device="cpu")
+    assert _cosine(plain.encode(SENTENCES), expected).min() > 0.9999
+
+    with pytest.raises(FileExistsError):
+        train_simcse(options)
+    options.max_steps = 4
+    train_simcse(options, resume=True)
+    steps = [r["step"] for r in map(json.loads, (run / LOG_NAME).read_text().splitlines()) if "loss" in r]
+    assert steps == [1, 2, 3, 4]  # continued from checkpoint-3, the last one saved
+
+
+def test_supervised_run(tiny_llama, tmp_path) -> None:
+    records = []
+    for i, s in enumerate(SENTENCES * 2):
+        records.append(
+            {
+                "query": s,
+                "positive": s + " .",
+                "negatives": [SENTENCES[i % 8 - 1]],
+                "instruction": "retrieve similar text",
+                "dataset": "a" if i % 2 else "b",
+            }
+        )
+    (tmp_path / "pairs.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
+    options = SupervisedOptions(
+        model=str(tiny_llama),
+        data=str(tmp_path / "pairs.jsonl"),
+        output_dir=str(tmp_path / "run"),
+        max_steps=2,
+        per_device_batch_size=4,
+        warmup_steps=0,
+        max_length=32,
+        mini_batch_size=4,
+        cached=True,
+        symmetric_datasets=["a"],
+        save_steps=10,
+    )
+    encoder_dir = train_supervised(options)
+    trained = LM2Vec.from_pretrained(encoder_dir, device="cpu")
+    assert trained.encode(("retrieve similar text", "a cat")).shape == (32,)
+    assert json.loads((tmp_path / "run" / "contrastive_options.json").read_text())["symmetric_datasets"] == ["a"]

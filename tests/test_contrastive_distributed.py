@@ -1,0 +1,79 @@
+"""Two CPU processes (gloo, DDP) give the loss and the gradients of one process holding the whole global batch."""
+
+from __future__ import annotations
+
+import os
+import socket
+
+import pytest
+import torch
+import torch.distributed as dist
+import torch.multiprocessing as mp
+
+RECORDS = [
+    {"query": q, "positive": p, "negatives": [n]}
+    for q, p, n in [
+        ("the cat sat on the mat", "a cat on a mat", "the car is red"),
+        ("a dog ran fast", "the dog ran", "music"),
+        ("a man plays guitar", "the man plays music", "a small house"),
+        ("the river is big", "a big river", "the child sat"),
+        ("a small blue house", "the house is blue", "a dog ran"),
+        ("the woman plays piano", "piano music", "the city road"),
+        ("the big red car", "a red car", "a green tree"),
+        ("the child sat on the road", "a child on a road", "the cat is big"),
+    ]
+]
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _loss_and_gradients(folder, records, cached: bool, ddp: bool):
+    from lm2vec.training.contrastive import ContrastiveCollator, ContrastiveOptions, batch_loss
+    from tests.test_contrastive import tiny_encoder
+
+    torch.manual_seed(0)
+    encoder = tiny_encoder(folder, seed=0)
+    options = ContrastiveOptions(mini_batch_size=3 if cached else 0, cached=cached)
+    backbone = encoder.model
+    if ddp:
+        backbone = torch.nn.parallel.DistributedDataParallel(encoder.model)
+    backbone.train()
+    features = ContrastiveCollator(encoder, num_hard_negatives=1)(records)
+    loss = batch_loss(encoder, backbone, features, options)
+    loss.backward()
+    gradients = {n: p.grad.detach().clone() for n, p in encoder.model.named_parameters() if p.requires_grad}
+    return loss.detach(), gradients
+
+
+def _worker(rank: int, world: int, port: int, folder: str, results) -> None:
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    torch.set_num_threads(1)
+    dist.init_process_group("gloo", rank=rank, world_size=world)
+    try:
+        half = len(RECORDS) // world
+        for cached in (False, True):
+            loss, gradients = _loss_and_gradients(folder, RECORDS[rank * half : (rank + 1) * half], cached, ddp=True)
+            dist.all_reduce(loss)  # DDP averages the gradients; the logged loss is the processes' mean
+            results[rank, cached] = (float(loss) / world, {k: v.numpy() for k, v in gradients.items()})
+    finally:
+        dist.destroy_process_group()
+
+
+def test_two_processes_match_one_process_on_the_global_batch(tiny_llama) -> None:
+    """Plain and cached (GradCache, DDP no_sync on all but the last sub-batch) losses."""
+    with mp.Manager() as manager:
+        results = manager.dict()
+        mp.spawn(_worker, args=(2, _free_port(), str(tiny_llama), results), nprocs=2, join=True)
+        results = dict(results)
+    for cached in (False, True):
+        expected_loss, expected = _loss_and_gradients(tiny_llama, RECORDS, cached, ddp=False)
+        for rank in (0, 1):
+            loss, gradients = results[rank, cached]
+            assert loss == pytest.approx(float(expected_loss), rel=1e-5)
+            for name, gradient in expected.items():
+                assert gradient.abs().max() > 0
+                torch.testing.assert_close(torch.from_numpy(gradients[name]), gradient, atol=1e-6, rtol=1e-4)
