@@ -77,6 +77,9 @@ def training_arguments(options: TrainingOptions, **overrides) -> TrainingArgumen
         seed=options.seed,
         data_seed=options.seed,
         bf16=on_cuda and torch.cuda.is_bf16_supported(),
+        # Without CUDA, accelerate treats torchrun's processes as one-process runs unless told they are CPU ones.
+        use_cpu=not on_cuda,
+        dataloader_pin_memory=on_cuda,
         report_to=["tensorboard"],
         remove_unused_columns=False,
         dataloader_num_workers=0,

@@ -36,6 +36,7 @@ from transformers import (
     ProgressCallback,
     Trainer,
     TrainerCallback,
+    set_seed,
 )
 
 from lm2vec.modeling.bidirectional import default_attn_implementation, set_bidirectional, verify_bidirectional
@@ -428,6 +429,7 @@ def train_mntp(
     checkpoint = resume_checkpoint(options, resume)
     output_dir = Path(options.output_dir)
     causal_lm, tokenizer, _ = load_causal_lm(options.model, options.attn_implementation)
+    set_seed(options.seed)  # the LoRA initialisation
     model = build_mntp_model(causal_lm, options)
     collator = MNTPCollator.for_tokenizer(
         tokenizer, causal_lm.config.vocab_size, options.mask_prob, options.mask_strategy, options.mask_token
@@ -439,6 +441,8 @@ def train_mntp(
     samples = options.max_steps * options.per_device_batch_size * options.gradient_accumulation_steps
     train_dataset = PackedBlocks(train_blocks, samples * args.world_size, options.seed)
     eval_dataset = PackedBlocks(eval_blocks, None, f"eval-{options.seed}", shuffle=False) if eval_blocks else None
+    # Step 0 evaluates the bidirectional model before MNTP (LoRA B is still zero).
+    args.eval_on_start = bool(options.eval_on_start and eval_dataset is not None and checkpoint is None)
     tokens_per_step = samples // options.max_steps * args.world_size * options.max_seq_length
     bar = TokensPerSecondBar(tokens_per_step)
     trainer = MNTPTrainer(
@@ -477,8 +481,6 @@ def train_mntp(
             mask_id,
         )
     evaluate = eval_dataset is not None and has_eval
-    if evaluate and options.eval_on_start and checkpoint is None:
-        trainer.evaluate()  # step 0: the bidirectional model before MNTP (LoRA B is still zero)
     trainer.train(resume_from_checkpoint=checkpoint)
     metrics = {}
     if evaluate:
