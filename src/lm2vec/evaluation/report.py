@@ -1,0 +1,216 @@
+"""The stage-by-stage report: which models to compare, a markdown table and a PNG bar chart.
+
+A training run folder describes its stages in `stages.json` (or `stages.toml`), which the pipeline writes:
+
+```json
+{
+  "base": "pkg:smollm2",
+  "pooling": "mean",
+  "stages": [
+    {"name": "after MNTP", "adapters": ["mntp/adapter"]},
+    {"name": "after SimCSE", "adapters": ["mntp/adapter", "simcse/adapter"]},
+    {"name": "after supervised", "adapters": ["mntp/adapter", "supervised/adapter"]}
+  ]
+}
+```
+
+`base` is what `LM2Vec.from_pretrained` takes; each stage lists its full adapter chain (paths relative to the
+run folder), or a `source` (a merged model folder) instead, and may set `pooling`, `causal` or `max_length`.
+The run's baselines come first: causal last-token and causal mean pooling of the untouched base model, and the
+base made bidirectional without training; the reference encoder comes last.
+"""
+
+from __future__ import annotations
+
+import json
+import tomllib
+from pathlib import Path
+
+from lm2vec.evaluation.encoders import ModelSpec, reference_spec
+from lm2vec.evaluation.errors import EvalConfigError
+from lm2vec.evaluation.runner import Results
+
+MANIFEST_NAMES = ("stages.json", "stages.toml")
+REFERENCE_NAME = "reference: all-MiniLM-L6-v2"
+
+
+def baseline_specs(base: str, pooling: str | None = None) -> list[ModelSpec]:
+    return [
+        ModelSpec("causal last-token", base, pooling="last_token", bidirectional=False),
+        ModelSpec("causal mean", base, pooling="mean", bidirectional=False),
+        ModelSpec("bidirectional untrained", base, pooling=pooling, bidirectional=True),
+    ]
+
+
+def read_manifest(run_dir: str | Path) -> dict:
+    run_dir = Path(run_dir)
+    for name in MANIFEST_NAMES:
+        path = run_dir / name
+        if path.is_file():
+            try:
+                text = path.read_text(encoding="utf-8")
+                data = json.loads(text) if name.endswith(".json") else tomllib.loads(text)
+            except (json.JSONDecodeError, tomllib.TOMLDecodeError) as error:
+                raise EvalConfigError(f"{path}: cannot be parsed ({error})") from None
+            if not isinstance(data, dict) or "base" not in data:
+                raise EvalConfigError(f"{path}: a run manifest needs 'base' (the model the run started from)")
+            return data
+    raise EvalConfigError(f"{run_dir}: not a run folder (no {' or '.join(MANIFEST_NAMES)})")
+
+
+def run_specs(run_dir: str | Path, baselines: bool = True) -> list[ModelSpec]:
+    """The models of a run folder: its baselines (optional), then each stage in order."""
+    run_dir = Path(run_dir)
+    manifest = read_manifest(run_dir)
+    base, pooling = str(manifest["base"]), manifest.get("pooling")
+    base_spec = ModelSpec("base", base).relative_to(run_dir)
+    specs = baseline_specs(base_spec.source, pooling) if baselines else []
+    for position, stage in enumerate(manifest.get("stages", []), start=1):
+        if not isinstance(stage, dict) or "name" not in stage:
+            raise EvalConfigError(f"{run_dir}: stage {position} needs a 'name'")
+        entry = {"source": base, "pooling": pooling, **stage}
+        entry = {k: v for k, v in entry.items() if v is not None}
+        specs.append(ModelSpec.from_dict(entry, base_dir=run_dir))
+    return specs
+
+
+def models_from_file(path: str | Path) -> list[ModelSpec]:
+    """A TOML file of `[[models]]` tables (name, source, adapters, pooling, causal, max_length)."""
+    path = Path(path)
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except tomllib.TOMLDecodeError as error:
+        raise EvalConfigError(f"{path}: not valid TOML ({error})") from None
+    models = data.get("models")
+    if not isinstance(models, list) or not models:
+        raise EvalConfigError(f"{path}: expected one or more [[models]] tables")
+    return [ModelSpec.from_dict(m, base_dir=path.parent) for m in models]
+
+
+def resolve_models(items: list[str], baselines: bool = True, reference: bool = True) -> list[ModelSpec]:
+    """Each item is a run folder (stages manifest), a TOML file of [[models]], or a model spec string."""
+    specs: list[ModelSpec] = []
+    for item in items:
+        path = Path(item)
+        if path.is_dir() and any((path / n).is_file() for n in MANIFEST_NAMES):
+            specs += run_specs(path, baselines)
+        elif path.is_file() and path.suffix == ".toml":
+            specs += models_from_file(path)
+        else:
+            specs.append(ModelSpec.parse(item))
+    if reference:
+        specs.append(ModelSpec(REFERENCE_NAME, reference_spec().source))
+    names = [s.name for s in specs]
+    if duplicates := sorted({n for n in names if names.count(n) > 1}):
+        raise EvalConfigError(f"several models are named {', '.join(duplicates)}; give each a distinct name=")
+    return specs
+
+
+# --- output -------------------------------------------------------------------------------------------------
+def _score(results: Results, model: str, task: str) -> float | None:
+    result = results.models[model].results.get(task)
+    return None if result is None else result.main_score
+
+
+def _average(results: Results, model: str, tasks: list[str]) -> float | None:
+    scores = [_score(results, model, t) for t in tasks]
+    return None if not scores or any(s is None for s in scores) else sum(scores) / len(scores)
+
+
+def markdown_table(results: Results) -> str:
+    tasks = list(results.tasks)
+    models = list(results.models)
+    columns = [*tasks, "average"]
+    values = {m: [*(_score(results, m, t) for t in tasks), _average(results, m, tasks)] for m in models}
+    best = [max((values[m][i] for m in models if values[m][i] is not None), default=None) for i in range(len(columns))]
+    header = ["model", *(f"{t} ({results.tasks[t]['main_metric']})" for t in tasks), "average"]
+    lines = ["| " + " | ".join(header) + " |", "| " + " | ".join(["---"] + ["---:"] * len(columns)) + " |"]
+    for model in models:
+        cells = []
+        for i, value in enumerate(values[model]):
+            if value is None:
+                cells.append("–")
+            else:
+                text = f"{100 * value:.1f}"
+                cells.append(f"**{text}**" if len(models) > 1 and value == best[i] else text)
+        lines.append("| " + " | ".join([model, *cells]) + " |")
+    return "\n".join(lines)
+
+
+def write_chart(results: Results, path: str | Path, title: str = "lm2vec evaluation") -> Path:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    tasks = list(results.tasks)
+    models = list(results.models)
+    groups = [*tasks, "average"]
+    width = 0.8 / max(1, len(models))
+    figure, axes = plt.subplots(figsize=(max(6.0, 1.1 * len(groups) * max(1, len(models)) ** 0.5 + 3), 4.8))
+    x = np.arange(len(groups))
+    colors = plt.get_cmap("tab10")
+    for i, model in enumerate(models):
+        scores = [_score(results, model, t) for t in tasks] + [_average(results, model, tasks)]
+        heights = [np.nan if s is None else 100 * s for s in scores]
+        bars = axes.bar(x + (i - (len(models) - 1) / 2) * width, heights, width, label=model, color=colors(i % 10))
+        if len(models) * len(groups) <= 40:
+            axes.bar_label(bars, fmt="%.0f", fontsize=6, padding=1)
+    axes.set_xticks(
+        x, [g if g == "average" else f"{g}\n({results.tasks[g]['main_metric']})" for g in groups], fontsize=7
+    )
+    axes.set_ylabel("score × 100")
+    axes.set_title(title)
+    axes.axhline(0, color="black", linewidth=0.5)
+    axes.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.18), ncol=min(4, len(models)), frameon=False)
+    figure.tight_layout()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    figure.savefig(path, dpi=120)
+    plt.close(figure)
+    return path
+
+
+def write_report(
+    results: Results, out_dir: str | Path, title: str = "lm2vec evaluation", command: str | None = None
+) -> dict[str, Path]:
+    """report.md (table, tasks, models, timings), report.png (bar chart) and results.json in `out_dir`."""
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    chart = write_chart(results, out_dir / "report.png", title)
+    results.save(out_dir / "results.json")
+    lines = [f"# {title}", ""]
+    if command:
+        lines += ["```bash", command, "```", ""]
+    lines += [
+        "Main metric of each task, × 100 (best in bold).",
+        "",
+        markdown_table(results),
+        "",
+        "![chart](report.png)",
+        "",
+        "## Tasks",
+        "",
+        "| task | type | metric | examples | language | description |",
+        "| --- | --- | --- | ---: | --- | --- |",
+    ]
+    for name, task in results.tasks.items():
+        lines.append(
+            f"| {name} | {task['type']} | {task['main_metric']} | {task['size']} | {task['language']} | "
+            f"{task['description']} |"
+        )
+    lines += [
+        "",
+        "## Models",
+        "",
+        "| model | spec | seconds | texts encoded | cache hits |",
+        "| --- | --- | ---: | ---: | ---: |",
+    ]
+    for model in results.models.values():
+        lines.append(
+            f"| {model.name} | `{model.spec}` | {model.seconds:.1f} | {model.encoded_texts} | {model.cache_hits} |"
+        )
+    report = out_dir / "report.md"
+    report.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return {"markdown": report, "chart": chart, "results": out_dir / "results.json"}

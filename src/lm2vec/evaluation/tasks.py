@@ -1,0 +1,333 @@
+"""Evaluation tasks on local data. Each task holds its examples and turns an encoder into metrics (0-1 floats).
+
+Every task asks its encoder for L2-normalised embeddings through `embed(texts, instruction)`, so cosine
+similarity is a dot product, and caching happens in one place (`CachedEncoder`).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import ClassVar
+
+import numpy as np
+
+from lm2vec.evaluation.encoders import TextEncoder
+from lm2vec.evaluation.errors import EvalDataError
+
+FAISS_THRESHOLD = 200_000  # corpora at least this large are searched with a FAISS index
+
+
+@dataclass(kw_only=True)
+class Task:
+    name: str
+    instruction: str | None = None
+    language: str = "en"
+    description: str = ""
+    main_metric: str = ""
+    source: str = ""  # where the data came from, for error messages and the report
+
+    type: ClassVar[str] = ""
+    default_metric: ClassVar[str] = ""
+    metrics: ClassVar[tuple[str, ...]] = ()
+
+    def __post_init__(self) -> None:
+        self.main_metric = self.main_metric or self.default_metric
+        if self.main_metric not in self.metrics:
+            raise EvalDataError(
+                f"task {self.name!r}: metric {self.main_metric!r} is not one of {', '.join(self.metrics)}",
+                self.source or None,
+            )
+        if self.size == 0:
+            raise EvalDataError(f"task {self.name!r} has no examples", self.source or None)
+
+    @property
+    def size(self) -> int:
+        raise NotImplementedError
+
+    def evaluate(self, encoder: TextEncoder) -> dict[str, float]:
+        raise NotImplementedError
+
+    def _check_lengths(self, **columns: list) -> None:
+        lengths = {name: len(values) for name, values in columns.items()}
+        if len(set(lengths.values())) > 1:
+            described = ", ".join(f"{n} {name}" for name, n in lengths.items())
+            raise EvalDataError(f"task {self.name!r}: mismatched counts ({described})", self.source or None)
+
+
+@dataclass(kw_only=True)
+class STSTask(Task):
+    sentences1: list[str]
+    sentences2: list[str]
+    scores: list[float]
+
+    type: ClassVar[str] = "sts"
+    default_metric: ClassVar[str] = "spearman"
+    metrics: ClassVar[tuple[str, ...]] = ("spearman", "pearson")
+
+    def __post_init__(self) -> None:
+        self._check_lengths(sentences1=self.sentences1, sentences2=self.sentences2, scores=self.scores)
+        super().__post_init__()
+
+    @property
+    def size(self) -> int:
+        return len(self.scores)
+
+    def evaluate(self, encoder: TextEncoder) -> dict[str, float]:
+        from scipy.stats import pearsonr, spearmanr
+
+        # One call for both sides: texts shared by several pairs (the Lee corpus) are encoded once.
+        texts = list(dict.fromkeys(self.sentences1 + self.sentences2))
+        embeddings = encoder.embed(texts, self.instruction)
+        index = {text: i for i, text in enumerate(texts)}
+        left = embeddings[[index[t] for t in self.sentences1]]
+        right = embeddings[[index[t] for t in self.sentences2]]
+        cosine = np.sum(left * right, axis=1)
+        gold = np.asarray(self.scores, dtype=np.float64)
+        if np.ptp(gold) == 0 or np.ptp(cosine) == 0:
+            return {"spearman": 0.0, "pearson": 0.0}
+        return {"spearman": float(spearmanr(cosine, gold).statistic), "pearson": float(pearsonr(cosine, gold)[0])}
+
+
+@dataclass(kw_only=True)
+class ClassificationTask(Task):
+    """Logistic regression on frozen embeddings: on the given test split, or stratified k-fold."""
+
+    texts: list[str]
+    labels: list[str]
+    test_texts: list[str] = field(default_factory=list)
+    test_labels: list[str] = field(default_factory=list)
+    folds: int = 5
+    seed: int = 0
+
+    type: ClassVar[str] = "classification"
+    default_metric: ClassVar[str] = "accuracy"
+    metrics: ClassVar[tuple[str, ...]] = ("accuracy", "f1_macro")
+
+    def __post_init__(self) -> None:
+        self._check_lengths(texts=self.texts, labels=self.labels)
+        self._check_lengths(test_texts=self.test_texts, test_labels=self.test_labels)
+        if len(set(self.labels)) < 2:
+            raise EvalDataError(f"task {self.name!r}: classification needs at least two labels", self.source or None)
+        super().__post_init__()
+
+    @property
+    def size(self) -> int:
+        return len(self.texts) + len(self.test_texts)
+
+    def evaluate(self, encoder: TextEncoder) -> dict[str, float]:
+        from sklearn.linear_model import LogisticRegression
+        from sklearn.metrics import accuracy_score, f1_score
+        from sklearn.model_selection import StratifiedKFold
+
+        def fit_predict(train_x, train_y, test_x):
+            classifier = LogisticRegression(max_iter=1000, random_state=self.seed)
+            return classifier.fit(train_x, train_y).predict(test_x)
+
+        x = encoder.embed(self.texts, self.instruction)
+        y = np.asarray(self.labels)
+        if self.test_texts:
+            x_test = encoder.embed(self.test_texts, self.instruction)
+            predicted, gold = fit_predict(x, y, x_test), np.asarray(self.test_labels)
+        else:
+            smallest = min(np.unique(y, return_counts=True)[1])
+            folds = min(self.folds, int(smallest))
+            if folds < 2:
+                raise EvalDataError(
+                    f"task {self.name!r}: a label has a single example; k-fold needs at least two per label",
+                    self.source or None,
+                )
+            predicted, gold = np.empty_like(y), y
+            for train, test in StratifiedKFold(folds, shuffle=True, random_state=self.seed).split(x, y):
+                predicted[test] = fit_predict(x[train], y[train], x[test])
+        return {
+            "accuracy": float(accuracy_score(gold, predicted)),
+            "f1_macro": float(f1_score(gold, predicted, average="macro")),
+        }
+
+
+@dataclass(kw_only=True)
+class ClusteringTask(Task):
+    texts: list[str]
+    labels: list[str]
+    seed: int = 0
+
+    type: ClassVar[str] = "clustering"
+    default_metric: ClassVar[str] = "v_measure"
+    metrics: ClassVar[tuple[str, ...]] = ("v_measure",)
+
+    def __post_init__(self) -> None:
+        self._check_lengths(texts=self.texts, labels=self.labels)
+        if len(set(self.labels)) < 2:
+            raise EvalDataError(f"task {self.name!r}: clustering needs at least two labels", self.source or None)
+        super().__post_init__()
+
+    @property
+    def size(self) -> int:
+        return len(self.texts)
+
+    def evaluate(self, encoder: TextEncoder) -> dict[str, float]:
+        from sklearn.cluster import KMeans
+        from sklearn.metrics import v_measure_score
+
+        x = encoder.embed(self.texts, self.instruction)
+        k = len(set(self.labels))
+        predicted = KMeans(n_clusters=k, n_init=10, random_state=self.seed).fit_predict(x)
+        return {"v_measure": float(v_measure_score(self.labels, predicted))}
+
+
+@dataclass(kw_only=True)
+class BitextTask(Task):
+    """sources[i] translates to targets[i]; nearest neighbour by cosine, in both directions."""
+
+    sources: list[str]
+    targets: list[str]
+    source_language: str = "en"
+    target_language: str = ""
+
+    type: ClassVar[str] = "bitext"
+    default_metric: ClassVar[str] = "f1"
+    metrics: ClassVar[tuple[str, ...]] = ("f1", "accuracy")
+
+    def __post_init__(self) -> None:
+        self._check_lengths(sources=self.sources, targets=self.targets)
+        super().__post_init__()
+
+    @property
+    def size(self) -> int:
+        return len(self.sources)
+
+    def evaluate(self, encoder: TextEncoder) -> dict[str, float]:
+        from sklearn.metrics import f1_score
+
+        a = encoder.embed(self.sources, self.instruction)
+        b = encoder.embed(self.targets, self.instruction)
+        gold = np.arange(len(self.sources))
+        results: dict[str, float] = {}
+        for direction, (x, y) in {"forward": (a, b), "backward": (b, a)}.items():
+            predicted = _nearest(x, y)
+            results[f"accuracy_{direction}"] = float(np.mean(predicted == gold))
+            # MTEB's bitext F1: every sentence is its own class.
+            results[f"f1_{direction}"] = float(f1_score(gold, predicted, average="macro", labels=gold))
+        results["accuracy"] = (results["accuracy_forward"] + results["accuracy_backward"]) / 2
+        results["f1"] = (results["f1_forward"] + results["f1_backward"]) / 2
+        return results
+
+
+@dataclass(kw_only=True)
+class TripletTask(Task):
+    anchors: list[str]
+    similar: list[str]
+    dissimilar: list[str]
+
+    type: ClassVar[str] = "triplets"
+    default_metric: ClassVar[str] = "accuracy"
+    metrics: ClassVar[tuple[str, ...]] = ("accuracy",)
+
+    def __post_init__(self) -> None:
+        self._check_lengths(anchors=self.anchors, similar=self.similar, dissimilar=self.dissimilar)
+        super().__post_init__()
+
+    @property
+    def size(self) -> int:
+        return len(self.anchors)
+
+    def evaluate(self, encoder: TextEncoder) -> dict[str, float]:
+        texts = list(dict.fromkeys(self.anchors + self.similar + self.dissimilar))
+        embeddings = encoder.embed(texts, self.instruction)
+        index = {text: i for i, text in enumerate(texts)}
+
+        def rows(column: list[str]) -> np.ndarray:
+            return embeddings[[index[t] for t in column]]
+
+        anchors = rows(self.anchors)
+        margin = np.sum(anchors * rows(self.similar), axis=1) - np.sum(anchors * rows(self.dissimilar), axis=1)
+        return {"accuracy": float(np.mean(margin > 0)), "mean_margin": float(np.mean(margin))}
+
+
+@dataclass(kw_only=True)
+class RetrievalTask(Task):
+    """Queries (with the task's instruction) against a corpus (without): nDCG@10, Recall@100, MRR@10."""
+
+    queries: dict[str, str]
+    corpus: dict[str, str]
+    qrels: dict[str, dict[str, float]]
+    use_faiss: bool | None = None  # None: FAISS for corpora of FAISS_THRESHOLD documents or more
+
+    type: ClassVar[str] = "retrieval"
+    default_metric: ClassVar[str] = "ndcg_at_10"
+    metrics: ClassVar[tuple[str, ...]] = ("ndcg_at_10", "recall_at_100", "mrr_at_10")
+
+    def __post_init__(self) -> None:
+        for query_id, relevant in self.qrels.items():
+            if query_id not in self.queries:
+                raise EvalDataError(f"task {self.name!r}: qrels name unknown query {query_id!r}", self.source or None)
+            for doc_id in relevant:
+                if doc_id not in self.corpus:
+                    raise EvalDataError(
+                        f"task {self.name!r}: qrels name unknown document {doc_id!r}", self.source or None
+                    )
+        super().__post_init__()
+
+    @property
+    def size(self) -> int:
+        return len([q for q in self.qrels if any(v > 0 for v in self.qrels[q].values())])
+
+    def evaluate(self, encoder: TextEncoder) -> dict[str, float]:
+        query_ids = [q for q in self.queries if q in self.qrels]
+        doc_ids = list(self.corpus)
+        q = encoder.embed([self.queries[i] for i in query_ids], self.instruction)
+        d = encoder.embed([self.corpus[i] for i in doc_ids], None)
+        k = min(100, len(doc_ids))
+        use_faiss = self.use_faiss if self.use_faiss is not None else len(doc_ids) >= FAISS_THRESHOLD
+        top = search(q, d, k, use_faiss=use_faiss)
+        ndcg, recall, mrr = [], [], []
+        for row, query_id in enumerate(query_ids):
+            ranked = [doc_ids[j] for j in top[row]]
+            relevance = self.qrels[query_id]
+            ndcg.append(ndcg_at_k(ranked, relevance, 10))
+            relevant = {d for d, r in relevance.items() if r > 0}
+            recall.append(len(relevant & set(ranked[:100])) / len(relevant) if relevant else 0.0)
+            mrr.append(next((1 / (i + 1) for i, doc in enumerate(ranked[:10]) if doc in relevant), 0.0))
+        return {
+            "ndcg_at_10": float(np.mean(ndcg)),
+            "recall_at_100": float(np.mean(recall)),
+            "mrr_at_10": float(np.mean(mrr)),
+        }
+
+
+def ndcg_at_k(ranked: list[str], relevance: dict[str, float], k: int) -> float:
+    gains = [relevance.get(doc, 0.0) for doc in ranked[:k]]
+    dcg = sum(g / math.log2(i + 2) for i, g in enumerate(gains))
+    ideal = sorted((r for r in relevance.values() if r > 0), reverse=True)[:k]
+    idcg = sum(g / math.log2(i + 2) for i, g in enumerate(ideal))
+    return dcg / idcg if idcg > 0 else 0.0
+
+
+def search(
+    queries: np.ndarray, documents: np.ndarray, k: int, use_faiss: bool = False, chunk: int = 1024
+) -> np.ndarray:
+    """Indices of the k documents with the highest inner product for each query, best first (exact search)."""
+    k = min(k, len(documents))
+    if use_faiss:
+        import faiss
+
+        index = faiss.IndexFlatIP(documents.shape[1])
+        index.add(np.ascontiguousarray(documents, dtype=np.float32))
+        return index.search(np.ascontiguousarray(queries, dtype=np.float32), k)[1]
+    result = np.empty((len(queries), k), dtype=np.int64)
+    for start in range(0, len(queries), chunk):
+        scores = queries[start : start + chunk] @ documents.T
+        part = np.argpartition(-scores, k - 1, axis=1)[:, :k]
+        order = np.argsort(-np.take_along_axis(scores, part, axis=1), axis=1, kind="stable")
+        result[start : start + chunk] = np.take_along_axis(part, order, axis=1)
+    return result
+
+
+def _nearest(x: np.ndarray, y: np.ndarray) -> np.ndarray:
+    return search(x, y, 1)[:, 0]
+
+
+TASK_TYPES: dict[str, type[Task]] = {
+    cls.type: cls for cls in (STSTask, ClassificationTask, ClusteringTask, BitextTask, TripletTask, RetrievalTask)
+}

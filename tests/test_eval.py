@@ -1,0 +1,342 @@
+"""lm2vec.evaluation without real models: readers and their errors, metrics, registry, cache, report, manifests.
+
+A bag-of-words hashing encoder stands in for a model, so metrics can be checked on real data in milliseconds."""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import struct
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from lm2vec.evaluation import readers
+from lm2vec.evaluation.datasets import bbc_dir, gensim_data_dir, mo_prefix_triplets, stsb_dir
+from lm2vec.evaluation.encoders import CachedEncoder, ModelSpec, spec_fingerprint
+from lm2vec.evaluation.errors import EvalConfigError, EvalDataError
+from lm2vec.evaluation.registry import Registry, build_task
+from lm2vec.evaluation.report import markdown_table, resolve_models, run_specs, write_report
+from lm2vec.evaluation.runner import Results, evaluate
+from lm2vec.evaluation.tasks import (
+    BitextTask,
+    ClassificationTask,
+    RetrievalTask,
+    STSTask,
+    TripletTask,
+    ndcg_at_k,
+    search,
+)
+
+
+class BagOfWords:
+    """Hashed word counts, L2-normalised: a cheap encoder whose quality is known to be well above chance."""
+
+    name = "bag-of-words"
+
+    def __init__(self, dim: int = 512) -> None:
+        self.dim = dim
+        self.calls: list[tuple[int, str | None]] = []
+
+    def embed(self, texts: list[str], instruction: str | None = None) -> np.ndarray:
+        self.calls.append((len(texts), instruction))
+        out = np.zeros((len(texts), self.dim), dtype=np.float32)
+        for row, text in enumerate(texts):
+            for word in re.findall(r"\w+", text.lower()):
+                out[row, int(hashlib.md5(word.encode()).hexdigest(), 16) % self.dim] += 1
+        out[:, 0] += 1e-3  # no zero vectors
+        return out / np.linalg.norm(out, axis=1, keepdims=True)
+
+
+def write(path: Path, text: str) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+def write_mo(path: Path, entries: dict[str, str]) -> Path:
+    """A compiled gettext catalogue (the GNU .mo layout, no hash table)."""
+    entries = {"": "Content-Type: text/plain; charset=UTF-8\n", **entries}
+    keys = sorted(entries)
+    ids = [k.encode() for k in keys]
+    strs = [entries[k].encode() for k in keys]
+    n = len(keys)
+    start = 7 * 4 + 16 * n
+    offsets, blob = [], b""
+    for data in ids + strs:
+        offsets.append((len(data), start + len(blob)))
+        blob += data + b"\0"
+    header = struct.pack("<7I", 0x950412DE, 0, n, 28, 28 + 8 * n, 0, 0)
+    tables = b"".join(struct.pack("<2I", *o) for o in offsets)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(header + tables + blob)
+    return path
+
+
+# --- readers ---------------------------------------------------------------------------------------------------
+def test_stsb_real_dev_set() -> None:
+    try:
+        folder = stsb_dir()
+    except EvalDataError as error:
+        pytest.skip(str(error))
+    data = readers.read_sts(folder / "sts-dev.csv")
+    assert len(data.scores) == 1500
+    assert data.scores[0] == 5.0 and data.sentences1[0] == "A man with a hard hat is dancing."
+    assert all(0 <= s <= 5 for s in data.scores)
+
+
+def test_stsb_format_keeps_quotes_and_ignores_licence_columns(tmp_path: Path) -> None:
+    path = write(
+        tmp_path / "sts.csv",
+        'main-news\theadlines\t2015\t0001\t3.2\tHe said "no".\tHe refused.\tsource: ccby\textra\n'
+        "main-news\theadlines\t2015\t0002\t0.5\tA cat.\tA car.\n",
+    )
+    data = readers.read_sts(path)
+    assert data.sentences1 == ['He said "no".', "A cat."] and data.scores == [3.2, 0.5]
+
+
+def test_tsv_and_jsonl_sts(tmp_path: Path) -> None:
+    tsv = readers.read_sts(write(tmp_path / "a.tsv", "sentence1\tsentence2\tscore\na\tb\t1\nc\td\t2\n"))
+    jsonl = readers.read_sts(write(tmp_path / "a.jsonl", '{"sentence1": "a", "sentence2": "b", "score": 1}\n'))
+    assert tsv.scores == [1.0, 2.0] and jsonl.sentences2 == ["b"]
+
+
+@pytest.mark.parametrize(
+    ("name", "content", "message"),
+    [
+        ("bad.csv", "g\tf\t2012\t1\t4.0\ta\tb\ng\tf\t2012\t2\tfive\ta\tb\n", r"bad.csv:2: gold score 'five' is not"),
+        ("short.csv", "g\tf\t2012\t1\t4.0\ta\n", r"short.csv:1: expected at least 7 tab-separated columns"),
+        ("nan.tsv", "a\tb\tnan\n", r"nan.tsv:1: gold score 'nan' is not a finite number"),
+        ("empty.tsv", "\n\n", r"empty.tsv: no examples"),
+        ("two.tsv", "a\tb\t1\nonly one column\n", r"two.tsv:2: expected 3 tab-separated columns"),
+        (
+            "bad.jsonl",
+            '{"sentence1": "a", "sentence2": "b", "score": 1}\n{"sentence1": "a"}\n',
+            r"bad.jsonl:2: missing",
+        ),
+        ("broken.jsonl", '{"sentence1": \n', r"broken.jsonl:1: not valid JSON"),
+    ],
+)
+def test_bad_sts_files_name_file_and_line(tmp_path: Path, name: str, content: str, message: str) -> None:
+    with pytest.raises(EvalDataError, match=message):
+        readers.read_sts(write(tmp_path / name, content))
+
+
+def test_missing_files_and_mismatched_counts(tmp_path: Path) -> None:
+    with pytest.raises(EvalDataError, match=r"nowhere.tsv: file not found"):
+        readers.read_sts(tmp_path / "nowhere.tsv")
+    source, target = write(tmp_path / "en.txt", "a\nb\nc\n"), write(tmp_path / "bg.txt", "а\nб\n")
+    with pytest.raises(EvalDataError, match=r"en.txt: 3 source lines but 2 target lines"):
+        readers.read_pairs(source, target_path=target)
+    docs, scores = write(tmp_path / "docs.txt", "x\ny\n"), write(tmp_path / "m.txt", "1 0.5\n0.5 1\n0 0\n")
+    with pytest.raises(EvalDataError, match=r"m.txt: 3 rows of scores for 2 documents"):
+        readers.read_sts_matrix(docs, scores)
+    with pytest.raises(EvalDataError, match=r"task 'x': mismatched counts \(2 sentences1, 1 sentences2, 1 scores\)"):
+        STSTask(name="x", sentences1=["a", "b"], sentences2=["c"], scores=[1.0])
+    with pytest.raises(EvalDataError, match="has no examples"):
+        TripletTask(name="empty", anchors=[], similar=[], dissimilar=[])
+
+
+def test_beir_folder_and_its_errors(tmp_path: Path) -> None:
+    folder = tmp_path / "beir"
+    write(folder / "corpus.jsonl", '{"_id": "d1", "title": "Faust", "text": "A play by Goethe."}\n'
+          '{"_id": "d2", "text": "Bread is baked."}\n')  # fmt: skip
+    write(folder / "queries.jsonl", '{"_id": "q1", "text": "who wrote faust"}\n')
+    write(folder / "qrels" / "test.tsv", "query-id\tcorpus-id\tscore\nq1\td1\t1\n")
+    data = readers.read_beir(folder)
+    assert data.corpus["d1"] == "Faust. A play by Goethe." and data.qrels == {"q1": {"d1": 1.0}}
+    write(folder / "qrels" / "test.tsv", "query-id\tcorpus-id\tscore\nq1\td9\t1\n")
+    with pytest.raises(EvalDataError, match=r"test.tsv:2: document id 'd9' is not in"):
+        readers.read_beir(folder)
+
+
+def test_labelled_texts_from_a_folder_and_tsv(tmp_path: Path) -> None:
+    bbc = readers.read_labelled(bbc_dir(), "folder")
+    assert len(bbc.texts) == 2225 and sorted(set(bbc.labels)) == ["business", "entertainment", "politics",
+                                                                   "sports", "tech"]  # fmt: skip
+    data = readers.read_labelled(write(tmp_path / "l.tsv", "text\tlabel\nhello\tgreeting\n"))
+    assert data.texts == ["hello"] and data.labels == ["greeting"]
+
+
+def test_mo_catalogues_give_pairs_and_prefix_triplets(tmp_path: Path) -> None:
+    write_mo(tmp_path / "a.mo", {"ctx\x04Delete the ~selected rows now": "Изтриване на ~избраните редове сега",
+                                 "Delete the selected columns now": "Изтриване на избраните колони сега",
+                                 "Short": "Кратко"})  # fmt: skip
+    write_mo(tmp_path / "b.mo", {"Delete the selected rows now": "Изтрийте маркираните редове сега"})
+    assert readers.read_mo_pairs(tmp_path) == [
+        ("Delete the selected columns now", "Изтриване на избраните колони сега"),
+        ("Delete the selected rows now", "Изтриване на избраните редове сега"),
+    ]
+    anchors, similar, dissimilar = mo_prefix_triplets(tmp_path)
+    assert anchors == ["Изтриване на избраните редове сега"]
+    assert similar == ["Изтрийте маркираните редове сега"]
+    assert dissimilar == ["Изтриване на избраните колони сега"]  # shares three words with the anchor
+    with pytest.raises(EvalDataError, match="no .mo files"):
+        readers.read_mo_pairs((tmp_path / "empty").mkdir() or tmp_path / "empty")
+
+
+# --- metrics -------------------------------------------------------------------------------------------------------
+def test_search_exact_matches_faiss_and_ndcg_by_hand() -> None:
+    rng = np.random.default_rng(0)
+    queries, documents = rng.normal(size=(7, 16)).astype(np.float32), rng.normal(size=(50, 16)).astype(np.float32)
+    exact = search(queries, documents, 10, chunk=3)
+    assert np.array_equal(exact, search(queries, documents, 10, use_faiss=True))
+    assert np.array_equal(exact[:, 0], np.argmax(queries @ documents.T, axis=1))
+    assert ndcg_at_k(["a", "b"], {"b": 1.0}, 10) == pytest.approx(1 / np.log2(3))
+    assert ndcg_at_k(["b", "a"], {"b": 1.0, "a": 1.0}, 10) == 1.0
+
+
+def test_tasks_with_a_bag_of_words_encoder() -> None:
+    encoder = BagOfWords()
+    sts = STSTask(name="sts", sentences1=["a red car", "a red car", "dogs bark"], sentences2=["a red car", "a car",
+                  "stock prices fell"], scores=[5, 3, 0])  # fmt: skip
+    assert sts.evaluate(encoder)["spearman"] == pytest.approx(1.0)
+    retrieval = RetrievalTask(name="r", queries={"q": "goethe faust"}, corpus={"d1": "bread", "d2": "Faust by Goethe"},
+                              qrels={"q": {"d2": 1}}, instruction="Retrieve")  # fmt: skip
+    assert retrieval.evaluate(encoder) == {"ndcg_at_10": 1.0, "recall_at_100": 1.0, "mrr_at_10": 1.0}
+    assert ("Retrieve", None) == (encoder.calls[-2][1], encoder.calls[-1][1])  # queries get the instruction only
+    bitext = BitextTask(name="b", sources=["one two", "three four", "five"], targets=["one two", "five", "three four"])
+    assert bitext.evaluate(encoder)["accuracy"] == 1 / 3
+    triplets = TripletTask(name="t", anchors=["red car fast"], similar=["fast red car"], dissimilar=["red apple"])
+    assert triplets.evaluate(encoder)["accuracy"] == 1.0
+
+
+def test_real_data_tasks_score_well_above_chance() -> None:
+    registry = Registry.builtin()
+    encoder = BagOfWords(2048)
+    assert registry.load("bbc-classification", limit=100).evaluate(encoder)["accuracy"] > 0.6
+    assert registry.load("bbc-clustering", limit=100).evaluate(encoder)["v_measure"] > 0.1
+    lee = registry.load("lee-similarity")
+    assert lee.size == 1225 and lee.evaluate(encoder)["pearson"] > 0.1
+    bg = registry.load("bg-wiki-sentence-retrieval")
+    assert bg.language == "bg" and bg.size > 20 and bg.evaluate(encoder)["ndcg_at_10"] > 0.5
+
+
+def test_classification_on_a_given_split_and_too_few_examples() -> None:
+    task = ClassificationTask(name="c", texts=["good film", "bad film", "great film", "awful film"],
+                              labels=["+", "-", "+", "-"], test_texts=["great"], test_labels=["+"])  # fmt: skip
+    assert task.evaluate(BagOfWords())["accuracy"] == 1.0
+    lonely = ClassificationTask(name="c", texts=["a", "b", "c"], labels=["x", "y", "y"])
+    with pytest.raises(EvalDataError, match="a label has a single example"):
+        lonely.evaluate(BagOfWords())
+
+
+# --- registry --------------------------------------------------------------------------------------------------
+def test_registry_from_toml_with_relative_paths(tmp_path: Path) -> None:
+    write(tmp_path / "data" / "pairs.tsv", "a red car\ta red car\t5\na red car\tbread\t0\nbread\tbread rolls\t4\n")
+    toml = write(tmp_path / "tasks.toml", '[suites]\nmine = ["pairs"]\n\n[tasks.pairs]\ntype = "sts"\n'
+                 'path = "data/pairs.tsv"\nmetric = "pearson"\ninstruction = "Same?"\n')  # fmt: skip
+    registry = Registry.from_files([toml])
+    assert registry.select(["mine", "english"])[:2] == ["pairs", "stsb-dev"]
+    task = registry.load("pairs")
+    assert task.main_metric == "pearson" and task.instruction == "Same?" and task.size == 3
+
+
+@pytest.mark.parametrize(
+    ("toml", "message"),
+    [
+        ('[tasks.x]\ntype = "sts"\npath = "a"\ncolour = "red"\n', "unknown key"),
+        ('[tasks.x]\ntype = "poetry"\npath = "a"\n', "type must be one of"),
+        ('[tasks.x]\ntype = "sts"\n', "'path' is required"),
+        ('[suites]\ns = ["nope"]\n', "unknown task"),
+        ("[tasks.x\n", "not valid TOML"),
+    ],
+)
+def test_bad_registries(tmp_path: Path, toml: str, message: str) -> None:
+    with pytest.raises(EvalConfigError, match=message):
+        Registry.from_files([write(tmp_path / "t.toml", toml)])
+
+
+def test_bad_metric_and_placeholder(tmp_path: Path) -> None:
+    write(tmp_path / "p.tsv", "a\tb\t1\nc\td\t2\n")
+    with pytest.raises(EvalDataError, match="metric 'ndcg' is not one of spearman, pearson"):
+        build_task("x", {"type": "sts", "path": "p.tsv", "metric": "ndcg"}, tmp_path)
+    with pytest.raises(EvalDataError, match="unknown placeholder"):
+        build_task("x", {"type": "sts", "path": "${nowhere}/p.tsv"}, tmp_path)
+
+
+def test_builtin_english_suite_loads_subsets() -> None:
+    registry = Registry.builtin()
+    tasks = [registry.load(name, limit=50) for name in registry.select(["english"])]
+    assert [t.type for t in tasks] == ["sts", "sts", "classification", "clustering"]
+    bbc = tasks[2]
+    assert bbc.size == 50 and len(set(bbc.labels)) == 5 and max(len(t) for t in bbc.texts) <= 600
+    assert gensim_data_dir().is_dir()
+
+
+# --- cache and specs -------------------------------------------------------------------------------------------
+def test_model_specs() -> None:
+    spec = ModelSpec.parse("after simcse=out/base,adapters=out/mntp+out/simcse,pooling=mean,causal,max_length=128")
+    assert (spec.name, spec.source, spec.adapters, spec.pooling, spec.bidirectional, spec.max_length) == (
+        "after simcse", "out/base", ("out/mntp", "out/simcse"), "mean", False, 128)  # fmt: skip
+    assert ModelSpec.parse(spec.describe()) == spec
+    assert ModelSpec.parse("pkg:smollm2").name == "pkg:smollm2"
+    with pytest.raises(EvalConfigError, match="unknown option 'colour=red'"):
+        ModelSpec.parse("x=pkg:smollm2,colour=red")
+
+
+def test_cache_encodes_each_text_set_once(tmp_path: Path, tiny_llama: Path) -> None:
+    spec = ModelSpec("tiny", str(tiny_llama))
+    fake = BagOfWords()
+    first = CachedEncoder(spec, cache_root=tmp_path, model=fake)
+    a = first.embed(["x y", "z", "x y"], "inst")
+    assert fake.calls == [(2, "inst")]  # duplicates encoded once
+    first.embed(["x y", "z", "x y"], "inst")
+    assert len(fake.calls) == 1 and first.hits == 1
+    second = CachedEncoder(spec, cache_root=tmp_path, model=BagOfWords())
+    assert np.array_equal(second.embed(["x y", "z", "x y"], "inst"), a) and second.misses == 0  # from disk
+    second.embed(["x y", "z", "x y"], None)
+    assert second.misses == 1  # another instruction, another text set
+    fingerprints = {
+        spec_fingerprint(s)
+        for s in (
+            spec,
+            ModelSpec("other name", str(tiny_llama)),
+            ModelSpec("t", str(tiny_llama), pooling="last_token"),
+            ModelSpec("t", str(tiny_llama), bidirectional=False),
+        )  # fmt: skip
+    }
+    assert len(fingerprints) == 3  # the name does not matter, pooling and attention do
+    weights = next(tiny_llama.glob("*.safetensors"))
+    before = spec_fingerprint(spec)
+    weights.touch()
+    assert spec_fingerprint(spec) != before  # retrained weights are never served from the cache
+
+
+# --- runs and the report ---------------------------------------------------------------------------------------
+def test_run_manifest_gives_baselines_and_stages(tmp_path: Path) -> None:
+    for stage in ("mntp", "simcse"):
+        write(tmp_path / stage / "adapter" / "adapter_config.json", "{}")
+    write(tmp_path / "stages.json", '{"base": "pkg:smollm2", "pooling": "mean", "stages": ['
+          '{"name": "after MNTP", "adapters": ["mntp/adapter"]},'
+          '{"name": "after SimCSE", "adapters": ["mntp/adapter", "simcse/adapter"]}]}')  # fmt: skip
+    specs = run_specs(tmp_path)
+    assert [s.name for s in specs] == ["causal last-token", "causal mean", "bidirectional untrained", "after MNTP",
+                                       "after SimCSE"]  # fmt: skip
+    assert specs[0].pooling == "last_token" and specs[0].bidirectional is False and specs[2].bidirectional
+    assert specs[4].adapters == (str(tmp_path / "mntp/adapter"), str(tmp_path / "simcse/adapter"))
+    everything = resolve_models([str(tmp_path), "extra=pkg:smollm2,causal"])
+    assert everything[-1].source == "ref:all-minilm-l6-v2" and everything[-2].name == "extra"
+    with pytest.raises(EvalConfigError, match="several models are named causal mean"):
+        resolve_models([str(tmp_path), "causal mean=pkg:smollm2"])
+    write(tmp_path / "bad" / "stages.json", '{"stages": []}')
+    with pytest.raises(EvalConfigError, match="needs 'base'"):
+        run_specs(tmp_path / "bad")
+
+
+def test_report_table_and_chart(tmp_path: Path) -> None:
+    tasks = [
+        STSTask(name="sts", sentences1=["a b", "c d", "e"], sentences2=["a b", "c x", "f"], scores=[5, 2, 0]),
+        TripletTask(name="trip", anchors=["a b c"], similar=["a b c d"], dissimilar=["x"], language="bg"),
+    ]
+    models = [CachedEncoder(ModelSpec(n, f"st:{tmp_path}"), cache_root=None, model=BagOfWords(d), fingerprint=n)
+              for n, d in (("small", 4), ("large", 1024))]  # fmt: skip
+    results = evaluate(models, tasks, progress=False)
+    table = markdown_table(results)
+    assert "| large | **100.0** | **100.0** | **100.0** |" in table
+    paths = write_report(results, tmp_path / "report", command="lm2vec report ...")
+    assert paths["chart"].read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert "![chart](report.png)" in paths["markdown"].read_text()
+    again = Results.load(paths["results"])
+    assert again.models["large"].results["sts"].main_score == 1.0 and again.tasks["trip"]["language"] == "bg"
