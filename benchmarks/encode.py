@@ -123,22 +123,30 @@ def report(ours: list[dict[str, Any]], theirs: list[dict[str, Any]], agreement: 
         mine, their = (statistics.median(r[key] for r in runs) for runs in (ours, theirs))
         ratio = f"{mine / their:.2f}x" if their else "-"
         print(f"{label:24}{fmt.format(mine):>14}{fmt.format(their):>16}{ratio:>9}")
-    print("per round, real tokens/s: lm2vec " + ", ".join(f"{r['tokens_per_s']:.0f}" for r in ours)
-          + " | llm2vec " + ", ".join(f"{r['tokens_per_s']:.0f}" for r in theirs))
-    speedup = statistics.median(r["tokens_per_s"] for r in ours) / statistics.median(
-        r["tokens_per_s"] for r in theirs
+    print(
+        "per round, real tokens/s: lm2vec "
+        + ", ".join(f"{r['tokens_per_s']:.0f}" for r in ours)
+        + " | llm2vec "
+        + ", ".join(f"{r['tokens_per_s']:.0f}" for r in theirs)
     )
+    speedup = statistics.median(r["tokens_per_s"] for r in ours) / statistics.median(r["tokens_per_s"] for r in theirs)
     mean_cos = min(float(c.mean()) for c in agreement)
     min_cos = min(float(c.min()) for c in agreement)
     agree = mean_cos >= AGREEMENT
-    print(f"speedup (median real tokens/s): {speedup:.2f}x, target {TARGET_SPEEDUP}x: "
-          f"{'met' if speedup >= TARGET_SPEEDUP else 'NOT met'}")
-    print(f"cosine lm2vec vs llm2vec (worst round): mean {mean_cos:.7f}, min {min_cos:.7f}, "
-          f"required mean >= {AGREEMENT}: {'ok' if agree else 'FAILED'}")
+    print(
+        f"speedup (median real tokens/s): {speedup:.2f}x, target {TARGET_SPEEDUP}x: "
+        f"{'met' if speedup >= TARGET_SPEEDUP else 'NOT met'}"
+    )
+    print(
+        f"cosine lm2vec vs llm2vec (worst round): mean {mean_cos:.7f}, min {min_cos:.7f}, "
+        f"required mean >= {AGREEMENT}: {'ok' if agree else 'FAILED'}"
+    )
     first = ours[0]
-    print(f"setup: {first['sentences']} sentences, torch {first['torch']} with {first['torch_threads']} threads, "
-          f"lm2vec on transformers {first['transformers']} ({first['attn_implementation']}), "
-          f"llm2vec on transformers {theirs[0]['transformers']} ({theirs[0]['attn_implementation']})")
+    print(
+        f"setup: {first['sentences']} sentences, torch {first['torch']} with {first['torch_threads']} threads, "
+        f"lm2vec on transformers {first['transformers']} ({first['attn_implementation']}), "
+        f"llm2vec on transformers {theirs[0]['transformers']} ({theirs[0]['attn_implementation']})"
+    )
     return agree
 
 
@@ -151,10 +159,18 @@ def main() -> int:
     parser.add_argument("--data", type=Path, default=DEFAULT_DATA, help="STS-B file (tab-separated)")
     parser.add_argument("--python", type=Path, default=LLM2VEC_PYTHON, help="python of the llm2vec 0.2.3 venv")
     parser.add_argument("--work-dir", type=Path, default=BENCH_DIR / "encode", help="converted model, outputs")
-    parser.add_argument("--wait-idle", type=float, default=300, help="before each run, wait up to this many "
-                        "seconds for other jobs to leave the CPUs")
-    parser.add_argument("--max-others", type=float, default=0.1,
-                        help="a run during which other processes kept more CPU cores busy than this is repeated")
+    parser.add_argument(
+        "--wait-idle",
+        type=float,
+        default=300,
+        help="before each run, wait up to this many seconds for other jobs to leave the CPUs",
+    )
+    parser.add_argument(
+        "--max-others",
+        type=float,
+        default=0.1,
+        help="a run during which other processes kept more CPU cores busy than this is repeated",
+    )
     parser.add_argument("--retries", type=int, default=3, help="repeats of a contended run before keeping it")
     parser.add_argument("--json", type=Path, help="also write every round's figures here")
     parser.add_argument("--worker", type=Path, help=argparse.SUPPRESS)  # internal: run lm2vec, write here
@@ -175,12 +191,29 @@ def main() -> int:
     print("conversion check:", json.dumps(checked))
 
     def ours_command(prefix: Path) -> list[str]:
-        return [sys.executable, __file__, "--source", args.source, "--batch-size", str(args.batch_size),
-                "--sentences", str(sentences_path), "--worker", str(prefix)]
+        return [
+            sys.executable,
+            __file__,
+            "--source",
+            args.source,
+            "--batch-size",
+            str(args.batch_size),
+            "--sentences",
+            str(sentences_path),
+            "--worker",
+            str(prefix),
+        ]
 
     def theirs_command(prefix: Path) -> list[str]:
-        return [str(args.python), str(HERE / "encode_llm2vec.py"), str(converted), str(sentences_path), str(prefix),
-                "--batch-size", str(args.batch_size)]
+        return [
+            str(args.python),
+            str(HERE / "encode_llm2vec.py"),
+            str(converted),
+            str(sentences_path),
+            str(prefix),
+            "--batch-size",
+            str(args.batch_size),
+        ]
 
     commands = {"lm2vec": ours_command, "llm2vec": theirs_command}
     results: dict[str, list[dict[str, Any]]] = {name: [] for name in commands}
@@ -194,11 +227,13 @@ def main() -> int:
                 embeddings[name], result = run_worker(commands[name](prefix), prefix)
                 result["attempts"] = attempt + 1
                 contended = result["others_cores"] > args.max_others
-                print(f"round {round_ + 1}/{args.repeats} {result['implementation']}: "
-                      f"{result['sentences_per_s']:.1f} sentences/s, {result['tokens_per_s']:.1f} real tokens/s, "
-                      f"peak RSS {result['peak_rss_mib']:.0f} MiB, {result['cpu_cores_used']:.2f} cores used, "
-                      f"others used {result['others_cores']:.2f} cores" + (" (contended)" if contended else ""),
-                      flush=True)
+                print(
+                    f"round {round_ + 1}/{args.repeats} {result['implementation']}: "
+                    f"{result['sentences_per_s']:.1f} sentences/s, {result['tokens_per_s']:.1f} real tokens/s, "
+                    f"peak RSS {result['peak_rss_mib']:.0f} MiB, {result['cpu_cores_used']:.2f} cores used, "
+                    f"others used {result['others_cores']:.2f} cores" + (" (contended)" if contended else ""),
+                    flush=True,
+                )
                 if not contended:
                     break
             results[name].append(result)
