@@ -22,7 +22,7 @@ class StageConfig:
 
 
 def test_section_then_overrides(tmp_path) -> None:
-    (tmp_path / "r.toml").write_text('[mntp]\nmax_steps = 20\nlearning_rate = 1e-4\n[simcse]\nmax_steps = 7\n')
+    (tmp_path / "r.toml").write_text("[mntp]\nmax_steps = 20\nlearning_rate = 1e-4\n[simcse]\nmax_steps = 7\n")
     recipe = load_recipe(tmp_path / "r.toml")
     config = build_config(
         StageConfig,
