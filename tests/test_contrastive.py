@@ -24,6 +24,7 @@ from lm2vec.training.contrastive import (
     embed,
     load_pairs,
     load_sentences,
+    load_sts_pairs,
     mini_batches,
     set_attention_dropout,
     train_simcse,
@@ -213,6 +214,7 @@ def test_readers(tmp_path) -> None:
         "negatives": ["n"],
         "instruction": "",
         "dataset": "d",
+        "symmetric": False,
     }
     (tmp_path / "bad.jsonl").write_text('{"query": "q"}\n')
     with pytest.raises(ValueError, match="positive"):
@@ -245,7 +247,7 @@ def test_simcse_run_exports_resumes_and_loads_everywhere(tiny_llama, tmp_path) -
     ]
     options = build_config(SimCSEOptions, "simcse", recipe, overrides)
     assert options.dropout == 0.3 and options.temperature == 0.05
-    encoder_dir = train_simcse(options)
+    encoder_dir = train_simcse(options).encoder_dir
 
     assert (run / ADAPTER_DIR / "adapter_config.json").is_file()
     assert (run / "checkpoint-2" / "adapter_model.safetensors").is_file()
@@ -298,7 +300,27 @@ def test_supervised_run(tiny_llama, tmp_path) -> None:
         symmetric_datasets=["a"],
         save_steps=10,
     )
-    encoder_dir = train_supervised(options)
+    encoder_dir = train_supervised(options).encoder_dir
     trained = LM2Vec.from_pretrained(encoder_dir, device="cpu")
     assert trained.encode(("retrieve similar text", "a cat")).shape == (32,)
     assert json.loads((tmp_path / "run" / "contrastive_options.json").read_text())["symmetric_datasets"] == ["a"]
+
+
+def test_sentence_similarity_pairs_train_without_export(tiny_llama, tmp_path) -> None:
+    scored = [(SENTENCES[i], SENTENCES[(i + 1) % 8], 4.0 + (i % 2)) for i in range(8)] + [("a cat", "the road", 1.0)]
+    (tmp_path / "sts.tsv").write_text("".join(f"{a}\t{b}\t{score}\n" for a, b, score in scored))
+    records = load_sts_pairs(tmp_path / "sts.tsv", min_score=4.0, instruction="find similar")
+    assert [(r["query"], r["positive"]) for r in records] == [(a, b) for a, b, _ in scored[:8]]
+    assert all(r["symmetric"] and r["instruction"] == "find similar" for r in records)
+    collated = ContrastiveCollator(tiny_encoder(tiny_llama))(records[:2])
+    assert bool(collated["pool_mask"][:, 1].any()) is False  # every row starts with the instruction: not pooled
+    with pytest.raises(ValueError, match="no pair is scored 5.5"):
+        load_sts_pairs(tmp_path / "sts.tsv", min_score=5.5, instruction="x")
+
+    options = SupervisedOptions(
+        model=str(tiny_llama), data=str(tmp_path / "sts.tsv"), output_dir=str(tmp_path / "run"), max_steps=1,
+        per_device_batch_size=4, warmup_steps=0, max_length=32, export=False,
+    )  # fmt: skip
+    result = train_supervised(options)
+    assert result.encoder_dir is None and not (tmp_path / "run" / "encoder").exists()
+    assert (result.adapter_dir / "adapter_config.json").is_file() and result.global_step == 1

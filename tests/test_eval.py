@@ -12,8 +12,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from lm2vec.data.errors import DataError
+from lm2vec.data.packaged import bbc_dir, gensim_data_dir, stsb_dir
 from lm2vec.evaluation import readers
-from lm2vec.evaluation.datasets import bbc_dir, gensim_data_dir, mo_prefix_triplets, stsb_dir
+from lm2vec.evaluation.datasets import mo_prefix_triplets
 from lm2vec.evaluation.encoders import CachedEncoder, ModelSpec, spec_fingerprint
 from lm2vec.evaluation.errors import EvalConfigError, EvalDataError
 from lm2vec.evaluation.registry import Registry, build_task
@@ -78,7 +80,7 @@ def write_mo(path: Path, entries: dict[str, str]) -> Path:
 def test_stsb_real_dev_set() -> None:
     try:
         folder = stsb_dir()
-    except EvalDataError as error:
+    except DataError as error:
         pytest.skip(str(error))
     data = readers.read_sts(folder / "sts-dev.csv")
     assert len(data.scores) == 1500

@@ -11,7 +11,7 @@ import pytest
 from typer.testing import CliRunner
 
 from lm2vec.cli import app
-from lm2vec.evaluation.datasets import libreoffice_messages
+from lm2vec.data.packaged import libreoffice_messages
 from lm2vec.evaluation.encoders import CachedEncoder, LM2VecEncoder, ModelSpec, reference_spec
 from lm2vec.evaluation.errors import EvalDataError
 from lm2vec.evaluation.mteb_protocol import LM2VecMTEB, to_mteb

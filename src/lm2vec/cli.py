@@ -37,6 +37,29 @@ def _load(model: str, pooling: str | None, causal: bool, max_length: int | None 
 
 
 @app.command()
+def run(
+    recipe: Annotated[Path, typer.Argument(help="TOML recipe (see recipes/ and lm2vec.pipeline).")],
+    out: Annotated[Path | None, typer.Option(help="Run folder (default: run.out, else runs/NAME).")] = None,
+    overrides: Annotated[
+        list[str] | None, typer.Option("--set", "-s", metavar="SECTION.KEY=VALUE", help="Override; repeatable.")
+    ] = None,
+    redo: Annotated[str | None, typer.Option(help="Run this stage and every later one again.")] = None,
+    until: Annotated[str | None, typer.Option(help="Stop after this stage.")] = None,
+) -> None:
+    """Run a whole recipe: data, mntp, simcse, supervised, export, eval, report; re-running resumes."""
+    from lm2vec.data.errors import DataError
+    from lm2vec.evaluation.errors import EvalConfigError, EvalDataError
+    from lm2vec.pipeline import PipelineError, run_recipe
+    from lm2vec.training.recipe import RecipeError
+
+    try:
+        run_recipe(recipe, overrides or [], out, redo=redo, until=until, echo=typer.echo)
+    except (RecipeError, PipelineError, DataError, EvalDataError, EvalConfigError, FileNotFoundError) as error:
+        typer.secho(f"error: {error}", fg=typer.colors.RED, err=True)
+        raise typer.Exit(code=2) from None
+
+
+@app.command()
 def convert(
     source: Annotated[str, typer.Argument(help=SOURCE_HELP)],
     out: Annotated[Path, typer.Argument(help="Folder to write the encoder to.")],

@@ -9,7 +9,7 @@ Read, for the trainers:
 """
 
 from lm2vec.data.config import CorpusConfig, TextConfig, WikiConfig
-from lm2vec.data.corpus import corpus_files, load_corpus, read_texts
+from lm2vec.data.corpus import corpus_files, is_corpus, load_corpus, read_texts
 from lm2vec.data.errors import DataError, DumpError, OutputDirError, UnknownLanguageError
 from lm2vec.data.languages import validate_language
 from lm2vec.data.pipeline import build_corpus, build_text_corpus, build_wiki_corpus
@@ -32,6 +32,7 @@ __all__ = [
     "build_wiki_corpus",
     "corpus_files",
     "count_words",
+    "is_corpus",
     "load_corpus",
     "read_texts",
     "validate_language",

@@ -12,17 +12,35 @@ from lm2vec.data.shards import KINDS, MANIFEST_NAME, SPLITS, Manifest
 from lm2vec.data.sources import TextFileSource
 
 
+def is_corpus(directory: str | Path) -> bool:
+    """A corpus folder (with manifest.json), or a folder of corpus folders (several inputs, read as one)."""
+    return bool(_parts(Path(directory)))
+
+
+def _parts(directory: Path) -> list[Path]:
+    if (directory / MANIFEST_NAME).is_file():
+        return [directory]
+    if not directory.is_dir():
+        return []
+    return sorted(child for child in directory.iterdir() if (child / MANIFEST_NAME).is_file())
+
+
 def corpus_files(directory: str | Path, kind: str = "paragraphs", split: str = "train") -> list[Path]:
-    """The Parquet shards of one kind and split, in write order, as the manifest lists them."""
+    """The Parquet shards of one kind and split, in write order, as the manifest lists them; for a folder of
+    corpora, those of each corpus in turn (sorted by folder name)."""
     directory = Path(directory)
     if kind not in KINDS or split not in SPLITS:
         raise ValueError(f"kind must be one of {KINDS} and split one of {SPLITS}, got {kind!r}, {split!r}")
-    if not (directory / MANIFEST_NAME).is_file():
-        raise DataError(f"{directory}: not a corpus, there is no {MANIFEST_NAME}")
-    manifest = Manifest.read(directory)
-    if manifest.status != "complete":
-        warnings.warn(f"{directory}: the corpus is {manifest.status} ({manifest.error})", stacklevel=2)
-    return [directory / path for path in manifest.shard_paths(kind, split)]
+    parts = _parts(directory)
+    if not parts:
+        raise DataError(f"{directory}: not a corpus, there is no {MANIFEST_NAME} in it or in its sub-folders")
+    files = []
+    for part in parts:
+        manifest = Manifest.read(part)
+        if manifest.status != "complete":
+            warnings.warn(f"{part}: the corpus is {manifest.status} ({manifest.error})", stacklevel=2)
+        files += [part / path for path in manifest.shard_paths(kind, split)]
+    return files
 
 
 def load_corpus(

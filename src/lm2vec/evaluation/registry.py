@@ -32,8 +32,10 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from lm2vec.data.errors import DataError
+from lm2vec.data.packaged import expand_path as expand_data_path
 from lm2vec.evaluation import readers
-from lm2vec.evaluation.datasets import expand_path, mo_prefix_triplets, wiki_sentence_retrieval
+from lm2vec.evaluation.datasets import mo_prefix_triplets, wiki_sentence_retrieval
 from lm2vec.evaluation.errors import EvalConfigError, EvalDataError
 from lm2vec.evaluation.tasks import TASK_TYPES, Task
 
@@ -215,6 +217,14 @@ def _cut(text: str, max_chars: int | None) -> str:
         return text
     cut = text[:max_chars]
     return cut[: cut.rfind(" ")] if " " in cut else cut
+
+
+def expand_path(text: str, base_dir: Path | None = None) -> Path:
+    """A task's path: `${placeholder}/...` (see lm2vec.data.packaged) or relative to the registry's folder."""
+    try:
+        return expand_data_path(text, base_dir)
+    except DataError as error:
+        raise EvalDataError(str(error)) from None
 
 
 def build_task(name: str, d: dict, base_dir: Path | None = None) -> Task:

@@ -173,9 +173,13 @@ def write_chart(results: Results, path: str | Path, title: str = "lm2vec evaluat
 
 
 def write_report(
-    results: Results, out_dir: str | Path, title: str = "lm2vec evaluation", command: str | None = None
+    results: Results,
+    out_dir: str | Path,
+    title: str = "lm2vec evaluation",
+    command: str | None = None,
+    notes: str | None = None,
 ) -> dict[str, Path]:
-    """report.md (table, tasks, models, timings), report.png (bar chart) and results.json in `out_dir`."""
+    """report.md (table, tasks, models, timings, then `notes`), report.png (bar chart) and results.json."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     chart = write_chart(results, out_dir / "report.png", title)
@@ -211,6 +215,8 @@ def write_report(
         lines.append(
             f"| {model.name} | `{model.spec}` | {model.seconds:.1f} | {model.encoded_texts} | {model.cache_hits} |"
         )
+    if notes:
+        lines += ["", notes]
     report = out_dir / "report.md"
     report.write_text("\n".join(lines) + "\n", encoding="utf-8")
     return {"markdown": report, "chart": chart, "results": out_dir / "results.json"}

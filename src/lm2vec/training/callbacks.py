@@ -7,6 +7,7 @@ resumed run continues the same file and the plot shows one continuous curve.
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 
 from transformers import TrainerCallback, TrainerControl, TrainerState, TrainingArguments
@@ -16,7 +17,8 @@ PLOT_NAME = "loss.png"
 
 
 class JsonlLogCallback(TrainerCallback):
-    """Appends every Trainer log (training loss, eval metrics, learning rate) as a JSON line with its step."""
+    """Appends every Trainer log (training loss, eval metrics, learning rate) as a JSON line with its step and
+    wall-clock time."""
 
     def __init__(self, run_dir: str | Path):
         self.path = Path(run_dir) / LOG_NAME
@@ -26,7 +28,8 @@ class JsonlLogCallback(TrainerCallback):
             return
         self.path.parent.mkdir(parents=True, exist_ok=True)
         with self.path.open("a", encoding="utf-8") as log:
-            log.write(json.dumps({"step": state.global_step, "epoch": state.epoch, **logs}) + "\n")
+            record = {"step": state.global_step, "epoch": state.epoch, "time": round(time.time(), 3), **logs}
+            log.write(json.dumps(record) + "\n")
 
 
 class LossPlotCallback(TrainerCallback):

@@ -35,11 +35,12 @@ def _contrastive(mode: str, recipe: Path | None, overrides: list[str] | None, re
     from lm2vec.training.recipe import RecipeError
 
     try:
-        encoder_dir = run_from_recipe(mode, recipe, overrides or [], resume)
+        result = run_from_recipe(mode, recipe, overrides or [], resume)
     except (RecipeError, FileExistsError, FileNotFoundError, ValueError) as error:
         typer.secho(f"error: {error}", fg=typer.colors.RED, err=True)
         raise typer.Exit(code=2) from None
-    typer.echo(f"{mode} done: adapter {encoder_dir.parent / 'adapter'}, encoder {encoder_dir}")
+    exported = f", encoder {result.encoder_dir}" if result.encoder_dir else ""
+    typer.echo(f"{mode} done at step {result.global_step}: adapter {result.adapter_dir}{exported}")
 
 
 @train_app.command()

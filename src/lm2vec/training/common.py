@@ -6,6 +6,9 @@ head), so `LM2Vec.from_pretrained(base, adapters=[mntp, simcse])` can merge any 
 
 from __future__ import annotations
 
+import json
+import logging
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -14,7 +17,9 @@ from peft import LoraConfig, PeftModel, get_peft_model
 from transformers import PreTrainedModel, TrainingArguments
 from transformers.trainer_utils import get_last_checkpoint
 
-from lm2vec.training.callbacks import JsonlLogCallback, LossPlotCallback
+from lm2vec.training.callbacks import LOG_NAME, JsonlLogCallback, LossPlotCallback, read_log
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass
@@ -66,8 +71,8 @@ def training_arguments(options: TrainingOptions, **overrides) -> TrainingArgumen
         learning_rate=options.learning_rate,
         warmup_steps=options.warmup_steps,
         weight_decay=options.weight_decay,
-        gradient_checkpointing=options.gradient_checkpointing,
-        gradient_checkpointing_kwargs={"use_reentrant": False} if options.gradient_checkpointing else None,
+        activation_checkpointing=options.gradient_checkpointing,
+        activation_checkpointing_kwargs={"use_reentrant": False} if options.gradient_checkpointing else None,
         logging_steps=options.logging_steps,
         logging_first_step=True,
         save_steps=options.save_steps,
@@ -93,11 +98,17 @@ def shared_callbacks(options: TrainingOptions) -> list:
 
 
 def resume_checkpoint(options: TrainingOptions, resume: bool) -> str | None:
-    """The latest checkpoint to resume from; refuses to mix a new run into a folder that already has one."""
+    """The latest checkpoint to resume from; refuses to mix a new run into a folder that already has one.
+
+    Resuming drops the log records written after that checkpoint (by a run killed later), so the log goes on
+    without repeated steps; resuming a folder without checkpoints starts its log afresh."""
     if not Path(options.output_dir).is_dir():
         return None
     last = get_last_checkpoint(options.output_dir)
     if resume:
+        step = _checkpoint_step(last) if last is not None else -1
+        if os.environ.get("RANK", "0") == "0" and (dropped := truncate_log(options.output_dir, step)):
+            logger.info("Dropped %d log records written after step %d.", dropped, step)
         return last
     if last is not None:
         raise FileExistsError(
@@ -105,3 +116,17 @@ def resume_checkpoint(options: TrainingOptions, resume: bool) -> str | None:
             "run, or choose another output folder."
         )
     return None
+
+
+def truncate_log(run_dir: str | Path, step: int) -> int:
+    """Drop log records after `step`; returns how many were dropped."""
+    path = Path(run_dir) / LOG_NAME
+    records = read_log(run_dir)
+    kept = [r for r in records if r.get("step", 0) <= step]
+    if len(kept) < len(records):
+        path.write_text("".join(json.dumps(r) + "\n" for r in kept), encoding="utf-8")
+    return len(records) - len(kept)
+
+
+def _checkpoint_step(checkpoint: str) -> int:
+    return int(json.loads((Path(checkpoint) / "trainer_state.json").read_text())["global_step"])

@@ -74,6 +74,8 @@ class ContrastiveOptions(TrainingOptions):
     cached: bool = False
     # Gather embeddings across processes so every query sees every process's documents as negatives.
     gather_across_processes: bool = True
+    # Write `encoder/` (merged weights, loadable everywhere) at the end; a pipeline exports only its last stage.
+    export: bool = True
 
     def __post_init__(self) -> None:
         if self.temperature <= 0:
@@ -108,6 +110,10 @@ class SupervisedOptions(ContrastiveOptions):
     max_length: int = 512
     num_hard_negatives: int = 1  # hard negatives per query, the first ones of its `negatives` list
     symmetric_datasets: list[str] = field(default_factory=list)  # instruction on documents too
+    # `data` may also be a sentence-similarity file (STS Benchmark .csv, .tsv; see lm2vec.evaluation.readers):
+    # its pairs scored at least `min_pair_score` become symmetric (query, positive) pairs with `sts_instruction`.
+    min_pair_score: float = 4.0
+    sts_instruction: str = "Retrieve semantically similar text"
     # Batches from one dataset at a time (paper); False mixes all datasets.
     homogeneous_batches: bool = True
 
@@ -137,7 +143,7 @@ def load_sentences(path: str | Path, text_field: str = "text") -> list[str]:
 
 def load_pairs(path: str | Path) -> list[dict[str, Any]]:
     """Supervised records from JSONL: `query` and `positive` required; `negatives`, `instruction`, `dataset`
-    optional (dataset defaults to "default")."""
+    and `symmetric` (the instruction goes on the documents too) optional; dataset defaults to "default"."""
     records = []
     for number, line in enumerate(_lines(Path(path)), start=1):
         record = json.loads(line)
@@ -153,10 +159,28 @@ def load_pairs(path: str | Path) -> list[dict[str, Any]]:
                 "negatives": list(negatives),
                 "instruction": record.get("instruction") or "",
                 "dataset": str(record.get("dataset") or "default"),
+                "symmetric": bool(record.get("symmetric", False)),
             }
         )
     if not records:
         raise ValueError(f"{path} holds no records.")
+    return records
+
+
+def load_sts_pairs(path: str | Path, min_score: float, instruction: str) -> list[dict[str, Any]]:
+    """Pairs of a sentence-similarity file scored at least `min_score`, as symmetric supervised records (one
+    direction each: both would put a query's own text among its in-batch negatives)."""
+    from lm2vec.evaluation.readers import read_sts
+
+    data = read_sts(path)
+    records = [
+        {"query": a, "positive": b, "negatives": [], "instruction": instruction, "dataset": Path(path).stem,
+         "symmetric": True}
+        for a, b, score in zip(data.sentences1, data.sentences2, data.scores, strict=True)
+        if score >= min_score
+    ]  # fmt: skip
+    if not records:
+        raise ValueError(f"{path}: no pair is scored {min_score} or more.")
     return records
 
 
@@ -230,7 +254,7 @@ class ContrastiveCollator:
             queries, documents, negatives = [], [], []
             for record in records:
                 instruction = record.get("instruction") or ""
-                symmetric = record.get("dataset") in self.symmetric_datasets
+                symmetric = record.get("symmetric") or record.get("dataset") in self.symmetric_datasets
                 queries.append(_with_instruction(record["query"], instruction))
                 documents.append(_with_instruction(record["positive"], instruction if symmetric else ""))
                 for negative in (record.get("negatives") or [])[: self.num_hard_negatives]:
@@ -383,15 +407,26 @@ class ContrastiveTrainer(Trainer):
 # --- running a stage ---------------------------------------------------------------------------------------
 
 
-def train_simcse(options: SimCSEOptions, resume: bool = False) -> Path:
-    """Unsupervised SimCSE on `options.data`; returns the exported encoder folder."""
+@dataclass
+class ContrastiveResult:
+    output_dir: Path
+    adapter_dir: Path  # relative to the base model with `options.adapters` merged
+    encoder_dir: Path | None  # the merged export, if `options.export`
+    global_step: int
+
+
+def train_simcse(options: SimCSEOptions, resume: bool = False) -> ContrastiveResult:
+    """Unsupervised SimCSE on `options.data`."""
     sentences = load_sentences(options.data, options.text_field)
     return _train(options, sentences, [range(len(sentences))], resume)
 
 
-def train_supervised(options: SupervisedOptions, resume: bool = False) -> Path:
-    """Supervised contrastive training on the JSONL pairs in `options.data`; returns the exported encoder folder."""
-    records = load_pairs(options.data)
+def train_supervised(options: SupervisedOptions, resume: bool = False) -> ContrastiveResult:
+    """Supervised contrastive training on the JSONL records (or sentence-similarity pairs) in `options.data`."""
+    if Path(options.data).suffix in (".csv", ".tsv"):
+        records = load_sts_pairs(options.data, options.min_pair_score, options.sts_instruction)
+    else:
+        records = load_pairs(options.data)
     if options.homogeneous_batches:
         by_dataset: dict[str, list[int]] = {}
         for index, record in enumerate(records):
@@ -402,7 +437,9 @@ def train_supervised(options: SupervisedOptions, resume: bool = False) -> Path:
     return _train(options, records, groups, resume)
 
 
-def _train(options: ContrastiveOptions, items: Sequence[Any], groups: Sequence[Sequence[int]], resume: bool) -> Path:
+def _train(
+    options: ContrastiveOptions, items: Sequence[Any], groups: Sequence[Sequence[int]], resume: bool
+) -> ContrastiveResult:
     if not options.data:
         raise ValueError("Set `data`: the training texts.")
     checkpoint = resume_checkpoint(options, resume)
@@ -439,18 +476,22 @@ def _train(options: ContrastiveOptions, items: Sequence[Any], groups: Sequence[S
     if trainer.is_world_process_zero():
         peft_model = encoder.model
         peft_model.save_pretrained(output / ADAPTER_DIR)
-        encoder.model = peft_model.merge_and_unload()
-        set_attention_dropout(encoder.model, original_dropout)
-        encoder.model.eval()
-        encoder.save_pretrained(output / ENCODER_DIR)
         (output / OPTIONS_NAME).write_text(json.dumps(asdict(options), indent=2) + "\n")
+        if options.export:
+            encoder.model = peft_model.merge_and_unload()
+            set_attention_dropout(encoder.model, original_dropout)
+            encoder.model.eval()
+            encoder.save_pretrained(output / ENCODER_DIR)
     trainer.accelerator.wait_for_everyone()
-    return output / ENCODER_DIR
+    encoder_dir = output / ENCODER_DIR if options.export else None
+    return ContrastiveResult(output, output / ADAPTER_DIR, encoder_dir, trainer.state.global_step)
 
 
-def run_from_recipe(mode: str, recipe: str | Path | None, overrides: Sequence[str], resume: bool = False) -> Path:
+def run_from_recipe(
+    mode: str, recipe: str | Path | None, overrides: Sequence[str], resume: bool = False
+) -> ContrastiveResult:
     """`lm2vec train simcse|supervised`: options from the recipe's `[simcse]`/`[supervised]` section and the
-    `key=value` overrides; returns the exported encoder folder."""
+    `key=value` overrides."""
     from lm2vec.training.recipe import build_config, load_recipe
 
     options_class, train = {

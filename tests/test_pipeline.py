@@ -1,0 +1,182 @@
+"""`lm2vec run`: the quick recipe end to end on a tiny random model, re-runs, changed options, resume, bad recipes."""
+
+from __future__ import annotations
+
+import json
+import random
+from pathlib import Path
+
+import numpy as np
+import pytest
+from sentence_transformers import SentenceTransformer
+from typer.testing import CliRunner
+
+from lm2vec import LM2Vec
+from lm2vec.cli import app
+from lm2vec.pipeline import STAGES, Pipeline, PipelineError, plan_run, run_recipe
+from lm2vec.training.recipe import RecipeError
+from tests.tiny_models import WORDS
+
+ROOT = Path(__file__).resolve().parents[1]
+QUICK = ROOT / "recipes" / "smollm2-en-quick.toml"
+
+TASKS_TOML = """
+[suites]
+tiny = ["pairs", "topics"]
+
+[tasks.pairs]
+type = "sts"
+path = "pairs.tsv"
+instruction = "find similar text"
+
+[tasks.topics]
+type = "classification"
+path = "topics.jsonl"
+folds = 2
+"""
+
+
+@pytest.fixture(scope="module")
+def inputs(tmp_path_factory) -> Path:
+    """Documents, STS pairs and tasks in the tiny model's vocabulary."""
+    folder = tmp_path_factory.mktemp("pipeline-inputs")
+    rng = random.Random(0)
+
+    def sentence() -> str:
+        return " ".join(rng.choice(WORDS[:-9]) for _ in range(rng.randint(6, 12))) + " ."
+
+    documents = [" ".join(sentence() for _ in range(4)) for _ in range(24)]  # .txt: blank lines separate documents
+    (folder / "docs.txt").write_text("\n\n".join(documents))
+    scored = [f"{sentence()}\t{sentence()}\t{rng.choice([1, 4, 5])}\n" for _ in range(40)]
+    (folder / "sts.tsv").write_text("".join(scored))
+    (folder / "tasks.toml").write_text(TASKS_TOML)
+    (folder / "pairs.tsv").write_text("a red car\ta red car\t5\na red car\tbread\t0\nthe dog ran\ta dog ran fast\t4\n")
+    topics = [{"text": t, "label": "cars"} for t in ("red car", "fast car", "a blue car")]
+    topics += [{"text": t, "label": "music"} for t in ("a man plays guitar", "piano music", "the child plays music")]
+    (folder / "topics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in topics))
+    return folder
+
+
+def tiny_overrides(model: Path, inputs: Path) -> list[str]:
+    """The quick recipe, shrunk to the tiny model: its tokenizer has no "_", so <unk> stands in for the mask."""
+    return [
+        f"run.model={model}",
+        f"data.inputs={inputs / 'docs.txt'}",
+        "data.min_article_chars=20",
+        "data.workers=1",
+        "data.progress=false",
+        "mntp.max_seq_length=16",
+        "mntp.per_device_batch_size=4",
+        "mntp.max_steps=4",
+        "mntp.save_steps=2",
+        "mntp.eval_steps=4",
+        "mntp.mask_token=<unk>",
+        "simcse.per_device_batch_size=8",
+        "simcse.max_steps=3",
+        "simcse.save_steps=2",
+        "simcse.mini_batch_size=8",
+        f"supervised.data={inputs / 'sts.tsv'}",
+        "supervised.per_device_batch_size=4",
+        "supervised.max_steps=2",
+        f'eval.registries=["{inputs / "tasks.toml"}"]',
+        "eval.suites=tiny",
+        "eval.batch_size=8",
+    ]
+
+
+def test_the_quick_recipe_runs_every_stage_and_resumes(tiny_llama, inputs, tmp_path) -> None:
+    run_dir = tmp_path / "run"
+    overrides = tiny_overrides(tiny_llama, inputs)
+    printed: list[str] = []
+    pipeline = run_recipe(QUICK, overrides, run_dir, echo=printed.append)
+
+    state = json.loads((run_dir / "pipeline.json").read_text())
+    assert list(state["stages"]) == list(STAGES)
+    assert all(record["status"] == "done" and record["seconds"] > 0 for record in state["stages"].values())
+    assert state["stages"]["mntp"]["summary"]["steps"] == 4
+    assert "masked_accuracy_start" in state["stages"]["mntp"]["summary"]
+    assert state["stages"]["simcse"]["summary"]["steps"] == 3
+    assert state["stages"]["data"]["summary"]["articles"] == 24
+    for stage in ("mntp", "simcse", "supervised"):
+        assert (run_dir / stage / "adapter" / "adapter_config.json").is_file()
+        assert not (run_dir / stage / "encoder").exists()  # only the final model is exported
+    assert pipeline.plan.final_adapters() == [run_dir / "mntp" / "adapter", run_dir / "supervised" / "adapter"]
+
+    # The export is the final chain, and plain sentence-transformers reads it.
+    texts = ["a red car", "the dog ran fast"]
+    expected = LM2Vec.from_pretrained(tiny_llama, adapters=pipeline.plan.final_adapters()).encode(texts)
+    exported = SentenceTransformer(str(run_dir / "model"), device="cpu").encode(texts)
+    np.testing.assert_allclose(exported, expected, rtol=1e-4, atol=1e-5)
+
+    report = (run_dir / "report" / "report.md").read_text()
+    for row in ("causal last-token", "causal mean", "bidirectional untrained", "after MNTP", "after SimCSE",
+                "after supervised", "reference: all-MiniLM-L6-v2"):  # fmt: skip
+        assert f"| {row} |" in report
+    assert "## Stages" in report and "| mntp |" in report
+    assert (run_dir / "report" / "report.png").stat().st_size > 1000
+    assert any(line.startswith("| model |") for line in printed)  # the table is printed at the end
+
+    # A second run finds everything done.
+    printed.clear()
+    run_recipe(QUICK, overrides, run_dir, echo=printed.append)
+    assert sum("skipped" in line for line in printed) == len(STAGES)
+
+    # A changed option of a finished stage is refused, then redone from there on.
+    changed = [*overrides, "simcse.learning_rate=1e-3"]
+    with pytest.raises(PipelineError, match="--redo simcse"):
+        run_recipe(QUICK, changed, run_dir, echo=printed.append)
+    printed.clear()
+    run_recipe(QUICK, changed, run_dir, redo="simcse", echo=printed.append)
+    ran = [line.split(":")[0] for line in printed if ": done in" in line]
+    assert ran == [f"[{i}/7] {s}" for i, s in enumerate(STAGES, start=1) if s not in ("data", "mntp")]
+
+
+def test_a_failed_stage_is_resumed(tiny_llama, inputs, tmp_path, monkeypatch) -> None:
+    run_dir = tmp_path / "run"
+    overrides = tiny_overrides(tiny_llama, inputs)
+    run_recipe(QUICK, overrides, run_dir, until="mntp", echo=lambda line: None)
+    state = json.loads((run_dir / "pipeline.json").read_text())["stages"]
+    assert state["mntp"]["status"] == "done" and state["simcse"]["status"] == "pending"
+
+    def broken(self):
+        raise KeyboardInterrupt  # as if the user pressed Ctrl-C during SimCSE
+
+    monkeypatch.setattr(Pipeline, "_simcse", broken)
+    with pytest.raises(KeyboardInterrupt):
+        run_recipe(QUICK, overrides, run_dir, echo=lambda line: None)
+    assert json.loads((run_dir / "pipeline.json").read_text())["stages"]["simcse"]["status"] == "failed"
+    monkeypatch.undo()
+
+    printed: list[str] = []
+    run_recipe(QUICK, overrides, run_dir, until="simcse", echo=printed.append)
+    assert "[3/7] simcse: resuming" in printed
+    state = json.loads((run_dir / "pipeline.json").read_text())["stages"]
+    assert state["simcse"]["status"] == "done" and state["simcse"]["attempts"] == 2
+
+
+def test_bad_recipes_are_clear_errors(tmp_path) -> None:
+    def recipe(text: str) -> Path:
+        path = tmp_path / "r.toml"
+        path.write_text(text)
+        return path
+
+    with pytest.raises(RecipeError, match="unknown section"):
+        plan_run(recipe("[trainer]\nx = 1\n"))
+    with pytest.raises(RecipeError, match="add an \\[mntp\\] section"):
+        plan_run(recipe('[data]\ninputs = ["a.txt"]\nlang = "en"\n[simcse]\n'))
+    with pytest.raises(RecipeError, match="may not set output_dir"):
+        plan_run(recipe('[data]\ninputs = ["a.txt"]\nlang = "en"\n[mntp]\noutput_dir = "x"\n'))
+    with pytest.raises(RecipeError, match="has no option colour"):
+        plan_run(recipe('[data]\ninputs = ["a.txt"]\nlang = "en"\ncolour = "red"\n'))
+    with pytest.raises(RecipeError, match="\\[supervised\\] needs `data`"):
+        plan_run(recipe('[data]\ninputs = ["a.txt"]\nlang = "en"\n[mntp]\n[supervised]\n'))
+    with pytest.raises(RecipeError, match="section.key=value"):
+        plan_run(QUICK, ["max_steps=3"])
+    plan = plan_run(QUICK, ["mntp.max_steps=3"], tmp_path / "run")
+    assert plan.options["mntp"].max_steps == 3 and plan.options["mntp"].output_dir == str(tmp_path / "run" / "mntp")
+    assert plan.options["simcse"].adapters == [str(tmp_path / "run" / "mntp" / "adapter")]
+
+    result = CliRunner().invoke(app, ["run", str(QUICK), "--set", "mntp.mask_prob=lots", "--out", str(tmp_path)])
+    assert result.exit_code == 2 and "mask_prob='lots' is not a number" in result.output
+    result = CliRunner().invoke(app, ["run", str(QUICK), "--until", "training", "--out", str(tmp_path / "x")])
+    assert result.exit_code == 2 and "'training' is not a stage" in result.output
