@@ -45,10 +45,19 @@ def peak_rss_mib() -> float:
 
     Not getrusage's ru_maxrss: exec keeps the maximum of the image it replaces, so a worker started from a big
     parent would report the parent's size."""
+    return _status_mib("VmHWM")
+
+
+def rss_mib() -> float:
+    """Current RSS of this process (Linux VmRSS)."""
+    return _status_mib("VmRSS")
+
+
+def _status_mib(field: str) -> float:
     for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
+        if line.startswith(f"{field}:"):
             return int(line.split()[1]) / 1024
-    raise RuntimeError("no VmHWM in /proc/self/status")
+    raise RuntimeError(f"no {field} in /proc/self/status")
 
 
 def load_sentences(path: str | Path) -> list[str]:
@@ -91,3 +100,74 @@ def benchmark(
 def save(prefix: str | Path, embeddings: np.ndarray, result: dict[str, Any]) -> None:
     np.save(f"{prefix}.npy", embeddings)
     Path(f"{prefix}.json").write_text(json.dumps(result, indent=2) + "\n")
+
+
+def reset_peak_rss() -> bool:
+    """Reset VmHWM to the current RSS (Linux >= 4.0: write 5 to /proc/self/clear_refs); False if not allowed."""
+    try:
+        Path("/proc/self/clear_refs").write_text("5")
+    except OSError:
+        return False
+    return True
+
+
+def time_training(loss_of_batch: Callable[[], torch.Tensor], optimizer: torch.optim.Optimizer, steps: int) -> dict:
+    """One warm-up step, then `steps` timed ones; each is forward + loss, backward, optimizer step.
+
+    Returns per-step seconds by phase, losses and the RSS peak of each phase (VmHWM is reset before each phase,
+    so a phase's peak is its own), and over the timed steps the CPU cores used (process CPU time / wall time: 2.0
+    on this machine when nothing else runs). `peak_rss_mib` is the whole process's peak, loading included."""
+    peak = peak_rss_mib()
+    can_reset = reset_peak_rss()
+    rss_loaded = rss_mib()
+
+    def phase_peak() -> float:
+        nonlocal peak
+        phase = peak_rss_mib()
+        peak = max(peak, phase)
+        if can_reset:
+            reset_peak_rss()
+        return phase
+
+    def step() -> dict[str, Any]:
+        start = time.perf_counter()
+        rss_start = rss_mib()
+        loss = loss_of_batch()
+        forward = time.perf_counter()
+        forward_peak, rss_forward = phase_peak(), rss_mib()
+        loss.backward()
+        backward = time.perf_counter()
+        backward_peak = phase_peak()
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+        end = time.perf_counter()
+        return {
+            "seconds": end - start,
+            "forward": forward - start,
+            "backward": backward - forward,
+            "optimizer": end - backward,
+            "loss": loss.item(),
+            "rss_start_mib": rss_start,
+            "peak_forward_mib": forward_peak,
+            "rss_after_forward_mib": rss_forward,
+            "peak_backward_mib": backward_peak,
+            "peak_optimizer_mib": phase_peak(),
+        }
+
+    warmup = step()
+    cpu_start, start = time.process_time(), time.perf_counter()
+    timed = [step() for _ in range(steps)]
+    wall = time.perf_counter() - start
+    return {
+        "warmup": warmup,
+        "steps": timed,
+        "first_loss": warmup["loss"],
+        "seconds_per_step": wall / steps,
+        "cpu_cores_used": (time.process_time() - cpu_start) / wall,
+        "rss_loaded_mib": rss_loaded,
+        "peak_rss_mib": peak,
+        "phase_peaks_reset": can_reset,
+        "torch_threads": torch.get_num_threads(),
+        "torch": torch.__version__,
+        "python": platform.python_version(),
+    }

@@ -15,6 +15,7 @@ with `merge=true`, `merged/` (an encoder folder with the adapter merged in).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -40,6 +41,7 @@ from transformers import (
 )
 
 from lm2vec.modeling.bidirectional import default_attn_implementation, set_bidirectional, verify_bidirectional
+from lm2vec.modeling.encoder import default_device, default_dtype
 from lm2vec.modeling.sources import resolve_source
 from lm2vec.training.callbacks import read_log
 from lm2vec.training.common import (
@@ -49,6 +51,7 @@ from lm2vec.training.common import (
     shared_callbacks,
     training_arguments,
 )
+from lm2vec.training.lora import fuse_lora_layers, mark_norm_outputs, recomputing_norm_outputs
 from lm2vec.training.masking import IGNORE_INDEX, MNTPCollator, mask_token_for, sample_seed
 
 logger = logging.getLogger(__name__)
@@ -95,12 +98,21 @@ class MNTPModel(nn.Module):
 
     accepts_loss_kwargs = True  # the Trainer then passes num_items_in_batch
 
-    def __init__(self, backbone: nn.Module, lm_head: nn.Module, config, sparse_lm_head: bool = True):
+    def __init__(
+        self,
+        backbone: nn.Module,
+        lm_head: nn.Module,
+        config,
+        sparse_lm_head: bool = True,
+        recompute_norm_outputs: bool = False,
+    ):
         super().__init__()
         self.backbone = backbone
         self.lm_head = lm_head
         self.config = config
         self.sparse_lm_head = sparse_lm_head
+        # Norm outputs that the LoRA layers keep are recomputed in the backward pass (see lora.mark_norm_outputs).
+        self.recompute_norm_outputs = recompute_norm_outputs
         for parameter in lm_head.parameters():
             parameter.requires_grad_(False)
 
@@ -123,7 +135,8 @@ class MNTPModel(nn.Module):
         num_items_in_batch: torch.Tensor | int | None = None,
         **kwargs,
     ) -> dict[str, torch.Tensor]:
-        hidden = self.backbone(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
+        with recomputing_norm_outputs() if self.recompute_norm_outputs else contextlib.nullcontext():
+            hidden = self.backbone(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
         if labels is None:
             return {"logits": self.lm_logits(hidden)}
         # The token at i is predicted from the output at i-1.
@@ -172,9 +185,14 @@ def backbone_of(causal_lm: PreTrainedModel) -> nn.Module:
 
 
 def build_mntp_model(causal_lm: PreTrainedModel, options: MNTPConfig) -> MNTPModel:
-    """LoRA on the backbone (so the adapter merges into `LM2Vec`'s `AutoModel`), LM head frozen."""
+    """LoRA on the backbone (so the adapter merges into `LM2Vec`'s `AutoModel`), LM head frozen. The LoRA layers
+    are peft's, switched to `FusedLoraLinear` / `FusedGatedMLP`, and the norm outputs they keep are recomputed:
+    the same function and adapter, about 60% fewer saved activations (see `lm2vec.training.lora`)."""
     backbone = add_lora(backbone_of(causal_lm), options)
-    return MNTPModel(backbone, causal_lm.get_output_embeddings(), causal_lm.config, options.sparse_lm_head)
+    fuse_lora_layers(backbone)
+    recompute = mark_norm_outputs(backbone) > 0
+    head = causal_lm.get_output_embeddings()
+    return MNTPModel(backbone, head, causal_lm.config, options.sparse_lm_head, recompute_norm_outputs=recompute)
 
 
 # --- the data --------------------------------------------------------------------------------------------------
@@ -411,7 +429,9 @@ def train_mntp(
     """Run MNTP; with `resume`, continue from the latest checkpoint in `options.output_dir`."""
     checkpoint = resume_checkpoint(options, resume)
     output_dir = Path(options.output_dir)
-    causal_lm, tokenizer, _ = load_causal_lm(options.model, options.attn_implementation)
+    # bf16 weights on GPUs (the LoRA weights stay fp32), fp32 on CPUs without bf16 hardware.
+    dtype = default_dtype(default_device())
+    causal_lm, tokenizer, _ = load_causal_lm(options.model, options.attn_implementation, dtype)
     set_seed(options.seed)  # the LoRA initialisation
     model = build_mntp_model(causal_lm, options)
     collator = MNTPCollator.for_tokenizer(
