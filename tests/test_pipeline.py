@@ -180,3 +180,11 @@ def test_bad_recipes_are_clear_errors(tmp_path) -> None:
     assert result.exit_code == 2 and "mask_prob='lots' is not a number" in result.output
     result = CliRunner().invoke(app, ["run", str(QUICK), "--until", "training", "--out", str(tmp_path / "x")])
     assert result.exit_code == 2 and "'training' is not a stage" in result.output
+
+
+@pytest.mark.parametrize("recipe", sorted((ROOT / "recipes").glob("*.toml")), ids=lambda path: path.stem)
+def test_every_shipped_recipe_plans(recipe: Path, tmp_path) -> None:
+    plan = plan_run(recipe, out=tmp_path)
+    assert plan.stages[-3:] == ["export", "eval", "report"] and "mntp" in plan.stages
+    for stage in plan.trained:
+        assert plan.options[stage].output_dir == str(tmp_path / stage)
