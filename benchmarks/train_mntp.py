@@ -4,7 +4,7 @@
     .venv/bin/python benchmarks/train_mntp.py --steps 5 --rounds 2    # sparse head, dense head, llm2vec
     .venv/bin/python benchmarks/train_mntp.py --gradient-checkpointing   # the same three, plus each with it
     .venv/bin/python benchmarks/train_mntp.py --steps 5 --rounds 2 --variants lm2vec-sparse lm2vec-dense \
-        llm2vec lm2vec-sparse-peft lm2vec-sparse-gc llm2vec-gc          # what README_mntp.md reports
+        llm2vec lm2vec-sparse-peft lm2vec-sparse-gc llm2vec-gc          # what benchmarks/README.md reports
 
 SmolLM2-135M (`pkg:smollm2`; llm2vec loads the copy llm2vec_baseline/convert.py writes, same weights), fp32 on
 CPU, SDPA, bidirectional, LoRA r=16/alpha=32/dropout 0.05 on the seven projections of the backbone, LM head
@@ -129,7 +129,7 @@ def run_ours(variant: str, source: str, batch_path: str, out: str, steps: int) -
     if fused:  # what `lm2vec train mntp` builds
         model = build_mntp_model(causal_lm, options)
     else:  # the same, with peft's own LoRA layers (lm2vec before its fused LoRA layers)
-        backbone = add_lora(backbone_of(causal_lm), options)
+        backbone = add_lora(backbone_of(causal_lm), options, fused=False)
         model = MNTPModel(backbone, causal_lm.get_output_embeddings(), causal_lm.config, sparse)
     if checkpointing:  # what the Trainer does with gradient_checkpointing=True (training_arguments' kwargs)
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})

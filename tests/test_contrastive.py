@@ -45,12 +45,14 @@ SENTENCES = [
 ]
 
 
-def tiny_encoder(folder, dropout: float = 0.0, lora: bool = True, seed: int = 0, **kwargs) -> LM2Vec:
+def tiny_encoder(
+    folder, dropout: float = 0.0, lora: bool = True, seed: int = 0, lora_dropout: float = 0.0, **kwargs
+) -> LM2Vec:
     encoder = LM2Vec.from_pretrained(folder, device="cpu", max_length=64, **kwargs)
     set_attention_dropout(encoder.model, dropout)
     if lora:
         torch.manual_seed(seed)
-        encoder.model = add_lora(encoder.model, ContrastiveOptions(lora_r=4, lora_alpha=8, lora_dropout=0.0))
+        encoder.model = add_lora(encoder.model, ContrastiveOptions(lora_r=4, lora_alpha=8, lora_dropout=lora_dropout))
         for name, parameter in encoder.model.named_parameters():
             if "lora_B" in name:  # non-zero, so the adapter changes the output and every LoRA weight has a gradient
                 torch.nn.init.normal_(parameter, std=0.2)
@@ -174,8 +176,9 @@ def test_cached_loss_gives_the_plain_gradients(tiny_llama) -> None:
 
 
 def test_cached_loss_replays_the_dropout_masks(tiny_llama) -> None:
-    """With dropout on, the re-run of each sub-batch sees the masks of its first pass (saved random state)."""
-    encoder = tiny_encoder(tiny_llama, dropout=0.3)
+    """With attention and LoRA dropout on, the re-run of each sub-batch sees the masks of its first pass (saved
+    random state)."""
+    encoder = tiny_encoder(tiny_llama, dropout=0.3, lora_dropout=0.1)
     features = ContrastiveCollator(encoder)(SENTENCES)
     torch.manual_seed(7)
     plain_loss, plain = _loss_and_gradients(encoder, features, ContrastiveOptions(mini_batch_size=4))

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import json
+import os
 import random
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -188,3 +191,20 @@ def test_every_shipped_recipe_plans(recipe: Path, tmp_path) -> None:
     assert plan.stages[-3:] == ["export", "eval", "report"] and "mntp" in plan.stages
     for stage in plan.trained:
         assert plan.options[stage].output_dir == str(tmp_path / stage)
+
+
+def test_two_processes_run_the_recipe(tiny_llama, inputs, tmp_path) -> None:
+    """Under torchrun the training stages run on both processes (gloo), the others on the main process only."""
+    run_dir = tmp_path / "run"
+    overrides = [arg for override in tiny_overrides(tiny_llama, inputs) for arg in ("--set", override)]
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+               "-m", "lm2vec", "run", str(QUICK), "--out", str(run_dir), *overrides]  # fmt: skip
+    environment = {**os.environ, "OMP_NUM_THREADS": "1"}
+    completed = subprocess.run(command, env=environment, capture_output=True, text=True, timeout=600)
+    assert completed.returncode == 0, completed.stderr[-4000:]
+    state = json.loads((run_dir / "pipeline.json").read_text())["stages"]
+    assert all(record["status"] == "done" for record in state.values())
+    config = json.loads((run_dir / "mntp" / "mntp_config.json").read_text())
+    assert config["world_size"] == 2
+    assert completed.stdout.count("[7/7] report: done") == 1  # printed by the main process only
+    assert (run_dir / "report" / "report.md").is_file() and (run_dir / "model" / "modules.json").is_file()

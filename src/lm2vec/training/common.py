@@ -18,6 +18,7 @@ from transformers import PreTrainedModel, TrainingArguments
 from transformers.trainer_utils import get_last_checkpoint
 
 from lm2vec.training.callbacks import LOG_NAME, JsonlLogCallback, LossPlotCallback, read_log
+from lm2vec.training.lora import fuse_lora_layers, mark_norm_outputs
 
 logger = logging.getLogger(__name__)
 
@@ -46,8 +47,12 @@ class TrainingOptions:
     lora_target_modules: list[str] = field(default_factory=lambda: ["all-linear"])
 
 
-def add_lora(backbone: PreTrainedModel, options: TrainingOptions) -> PeftModel:
-    """Wrap the backbone with a fresh LoRA adapter; only the adapter's weights train."""
+def add_lora(backbone: PreTrainedModel, options: TrainingOptions, fused: bool = True) -> PeftModel:
+    """Wrap the backbone with a fresh LoRA adapter; only the adapter's weights train.
+
+    With `fused`, peft's LoRA layers are switched to lm2vec's (`lm2vec.training.lora`): the same function and
+    adapter files with far fewer saved activations, and the norm outputs they keep are recomputed in the backward
+    pass of forwards run under `recomputing_norm_outputs()`."""
     targets = options.lora_target_modules
     config = LoraConfig(
         r=options.lora_r,
@@ -56,7 +61,11 @@ def add_lora(backbone: PreTrainedModel, options: TrainingOptions) -> PeftModel:
         target_modules=targets[0] if targets == ["all-linear"] else targets,
         bias="none",
     )
-    return get_peft_model(backbone, config)
+    model = get_peft_model(backbone, config)
+    if fused:
+        fuse_lora_layers(model)
+        mark_norm_outputs(model)
+    return model
 
 
 def training_arguments(options: TrainingOptions, **overrides) -> TrainingArguments:

@@ -47,6 +47,7 @@ from lm2vec.training.common import (
     shared_callbacks,
     training_arguments,
 )
+from lm2vec.training.lora import recomputing_norm_outputs
 from lm2vec.training.losses import contrastive_loss
 
 logger = logging.getLogger(__name__)
@@ -294,7 +295,8 @@ def set_attention_dropout(backbone: nn.Module, p: float) -> float:
 def embed(encoder: LM2Vec, backbone: nn.Module, features: dict[str, torch.Tensor]) -> torch.Tensor:
     """`LM2Vec.forward`'s sentence embedding, run through `backbone` (the LoRA-wrapped, possibly DDP-wrapped
     training model): the same call and the same `pool` with the encoder's pooling config."""
-    hidden = backbone(input_ids=features["input_ids"], attention_mask=features["attention_mask"]).last_hidden_state
+    with recomputing_norm_outputs():  # norm outputs kept by add_lora's fused layers are recomputed, not stored
+        hidden = backbone(input_ids=features["input_ids"], attention_mask=features["attention_mask"]).last_hidden_state
     return pool(hidden, features["attention_mask"], features["pool_mask"], encoder.config.pooling)
 
 

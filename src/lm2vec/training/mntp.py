@@ -51,7 +51,7 @@ from lm2vec.training.common import (
     shared_callbacks,
     training_arguments,
 )
-from lm2vec.training.lora import fuse_lora_layers, mark_norm_outputs, recomputing_norm_outputs
+from lm2vec.training.lora import recomputing_norm_outputs
 from lm2vec.training.masking import IGNORE_INDEX, MNTPCollator, mask_token_for, sample_seed
 
 logger = logging.getLogger(__name__)
@@ -104,7 +104,7 @@ class MNTPModel(nn.Module):
         lm_head: nn.Module,
         config,
         sparse_lm_head: bool = True,
-        recompute_norm_outputs: bool = False,
+        recompute_norm_outputs: bool = True,
     ):
         super().__init__()
         self.backbone = backbone
@@ -185,14 +185,10 @@ def backbone_of(causal_lm: PreTrainedModel) -> nn.Module:
 
 
 def build_mntp_model(causal_lm: PreTrainedModel, options: MNTPConfig) -> MNTPModel:
-    """LoRA on the backbone (so the adapter merges into `LM2Vec`'s `AutoModel`), LM head frozen. The LoRA layers
-    are peft's, switched to `FusedLoraLinear` / `FusedGatedMLP`, and the norm outputs they keep are recomputed:
-    the same function and adapter, about 60% fewer saved activations (see `lm2vec.training.lora`)."""
+    """LoRA on the backbone (so the adapter merges into `LM2Vec`'s `AutoModel`), LM head frozen. `add_lora`'s fused
+    layers and recomputed norm outputs save about 60% of the activations (see `lm2vec.training.lora`)."""
     backbone = add_lora(backbone_of(causal_lm), options)
-    fuse_lora_layers(backbone)
-    recompute = mark_norm_outputs(backbone) > 0
-    head = causal_lm.get_output_embeddings()
-    return MNTPModel(backbone, head, causal_lm.config, options.sparse_lm_head, recompute_norm_outputs=recompute)
+    return MNTPModel(backbone, causal_lm.get_output_embeddings(), causal_lm.config, options.sparse_lm_head)
 
 
 # --- the data --------------------------------------------------------------------------------------------------
