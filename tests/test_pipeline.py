@@ -117,6 +117,14 @@ def test_the_quick_recipe_runs_every_stage_and_resumes(tiny_llama, inputs, tmp_p
         assert f"| {row} |" in report
     assert "## Stages" in report and "| mntp |" in report
     assert (run_dir / "report" / "report.png").stat().st_size > 1000
+    # Each stage's scores against the minutes of its adapter chain: supervised continues from MNTP here.
+    minutes = {s: state["stages"][s]["seconds"] / 60 for s in ("mntp", "simcse", "supervised")}
+    progress = report.split("## Score against training time")[1]
+    rows = {line.split(" | ")[0][2:]: line.split(" | ")[1] for line in progress.splitlines() if line.startswith("| ")}
+    assert rows["bidirectional untrained"] == "0.0"
+    assert rows["after SimCSE"] == f"{minutes['mntp'] + minutes['simcse']:.1f}"
+    assert rows["after supervised"] == f"{minutes['mntp'] + minutes['supervised']:.1f}"
+    assert (run_dir / "report" / "progress.png").stat().st_size > 1000
     assert any(line.startswith("| model |") for line in printed)  # the table is printed at the end
 
     # A second run finds everything done.

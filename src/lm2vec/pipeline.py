@@ -114,11 +114,14 @@ class Plan:
     def trained(self) -> list[str]:
         return [stage for stage in self.stages if stage in TRAINING_STAGES]
 
+    def chain(self, stage: str) -> list[str]:
+        """The training stages whose adapters make the model after `stage` (MNTP, then SimCSE or supervised)."""
+        chains = {"mntp": ["mntp"], "simcse": ["mntp", "simcse"]}
+        chains["supervised"] = [*chains[self.run.supervised_after], "supervised"]
+        return [name for name in chains[stage] if name in self.stages]
+
     def adapters(self, stage: str) -> list[Path]:
-        """The adapter chain of the model after `stage` (MNTP, then SimCSE or supervised)."""
-        chain = {"mntp": ["mntp"], "simcse": ["mntp", "simcse"]}
-        chain["supervised"] = [*chain[self.run.supervised_after], "supervised"]
-        return [self.run_dir / name / "adapter" for name in chain[stage] if name in self.stages]
+        return [self.run_dir / name / "adapter" for name in self.chain(stage)]
 
     def final_adapters(self) -> list[Path]:
         return self.adapters(self.trained[-1]) if self.trained else []
@@ -460,6 +463,7 @@ class Pipeline:
                 continue
             details = ", ".join(f"{k} {v}" for k, v in record.summary.items() if not isinstance(v, dict | list))
             lines.append(f"| {stage} | {_duration(record.seconds)} | {details} |")
+        lines += self._progress(results)
         paths = write_report(
             results,
             self.dir / "report",
@@ -470,6 +474,30 @@ class Pipeline:
         self.echo(markdown_table(results))
         self.echo(f"report: {paths['markdown']}, chart: {paths['chart']}, encoder: {self.dir / 'model'}")
         return {"markdown": str(paths["markdown"])}
+
+    def _progress(self, results) -> list[str]:
+        """report/progress.png and its table: each stage's scores against the training minutes that made it."""
+        from lm2vec.evaluation.report import CAUSAL_MEAN_NAME, REFERENCE_NAME, UNTRAINED_NAME, write_progress_chart
+
+        steps = [(UNTRAINED_NAME, 0.0, None)] if UNTRAINED_NAME in results.models else []
+        for stage in self.plan.trained:
+            chain = self.plan.chain(stage)
+            minutes = sum(self.records[name].seconds for name in chain) / 60
+            parent = STAGE_NAMES[chain[-2]] if len(chain) > 1 else (UNTRAINED_NAME if steps else None)
+            steps.append((STAGE_NAMES[stage], minutes, parent))
+        steps = [step for step in steps if step[0] in results.models]
+        if len(steps) < 2:
+            return []
+        references = tuple(name for name in (CAUSAL_MEAN_NAME, REFERENCE_NAME) if name in results.models)
+        write_progress_chart(results, steps, self.dir / "report" / "progress.png", references)
+        tasks = list(results.tasks)
+        lines = ["", "## Score against training time", "", "| model | training minutes | " + " | ".join(tasks) + " |"]
+        lines.append("| --- | ---: | " + " | ".join("---:" for _ in tasks) + " |")
+        for model, minutes, _ in steps:
+            scores = [results.models[model].results.get(task) for task in tasks]
+            cells = ["–" if r is None else f"{100 * r.main_score:.1f}" for r in scores]
+            lines.append(f"| {model} | {minutes:.1f} | " + " | ".join(cells) + " |")
+        return [*lines, "", "![score against training time](progress.png)"]
 
 
 def _stage_folders(run_dir: Path, stage: str) -> list[Path]:

@@ -32,13 +32,14 @@ from lm2vec.evaluation.runner import Results
 
 MANIFEST_NAMES = ("stages.json", "stages.toml")
 REFERENCE_NAME = "reference: all-MiniLM-L6-v2"
+CAUSAL_MEAN_NAME, UNTRAINED_NAME = "causal mean", "bidirectional untrained"
 
 
 def baseline_specs(base: str, pooling: str | None = None) -> list[ModelSpec]:
     return [
         ModelSpec("causal last-token", base, pooling="last_token", bidirectional=False),
-        ModelSpec("causal mean", base, pooling="mean", bidirectional=False),
-        ModelSpec("bidirectional untrained", base, pooling=pooling, bidirectional=True),
+        ModelSpec(CAUSAL_MEAN_NAME, base, pooling="mean", bidirectional=False),
+        ModelSpec(UNTRAINED_NAME, base, pooling=pooling, bidirectional=True),
     ]
 
 
@@ -164,6 +165,45 @@ def write_chart(results: Results, path: str | Path, title: str = "lm2vec evaluat
     axes.set_title(title)
     axes.axhline(0, color="black", linewidth=0.5)
     axes.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.18), ncol=min(4, len(models)), frameon=False)
+    figure.tight_layout()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    figure.savefig(path, dpi=120)
+    plt.close(figure)
+    return path
+
+
+def write_progress_chart(
+    results: Results, steps: list[tuple[str, float, str | None]], path: str | Path, references: tuple[str, ...] = ()
+) -> Path:
+    """Each task's score against training minutes: `steps` are (model, cumulative minutes, model it continues from),
+    drawn as points joined to their parent; `references` (e.g. the causal baseline) as horizontal lines."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    minutes = {model: at for model, at, _ in steps}
+    colors = plt.get_cmap("tab10")
+    figure, axes = plt.subplots(figsize=(7.5, 4.8))
+    for i, task in enumerate(results.tasks):
+        color = colors(i % 10)
+        for model, at, parent in steps:
+            score, parent_score = _score(results, model, task), parent and _score(results, parent, task)
+            if score is not None and parent_score is not None:
+                axes.plot([minutes[parent], at], [100 * parent_score, 100 * score], color=color, marker="o")
+            if score is not None and i == 0:
+                axes.annotate(model, (at, 100 * score), fontsize=6, xytext=(3, 3), textcoords="offset points")
+        axes.plot([], [], color=color, marker="o", label=task)
+        for style, reference in zip(("dotted", "dashdot"), references, strict=False):
+            if (score := _score(results, reference, task)) is not None:
+                axes.axhline(100 * score, color=color, linestyle=style, linewidth=0.8)
+    for style, reference in zip(("dotted", "dashdot"), references, strict=False):
+        axes.plot([], [], color="grey", linestyle=style, label=reference)
+    axes.set_xlabel("training minutes (cumulative along the adapter chain)")
+    axes.set_ylabel("score × 100")
+    axes.set_title("score against training time")
+    axes.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.14), ncol=3, frameon=False)
     figure.tight_layout()
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
