@@ -18,7 +18,6 @@ import json
 import random
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import torch
@@ -43,44 +42,16 @@ def run_ours(model: str, sentences_path: str, out: str, steps: int, max_length: 
     optimizer = torch.optim.AdamW([p for p in encoder.model.parameters() if p.requires_grad], lr=3e-5)
     collator = ContrastiveCollator(encoder)
     stats = measure.BatchStats(encoder.model.get_base_model())
-    rss_loaded = measure.peak_rss_mib()
 
-    def step() -> dict:
-        start = time.perf_counter()
-        loss = batch_loss(encoder, encoder.model, collator(sentences), options)
-        forward = time.perf_counter()
-        loss.backward()
-        backward = time.perf_counter()
-        optimizer.step()
-        optimizer.zero_grad(set_to_none=True)
-        end = time.perf_counter()
-        return {
-            "seconds": end - start,
-            "forward": forward - start,
-            "backward": backward - forward,
-            "optimizer": end - backward,
-            "loss": float(loss),
-        }
-
-    step()
-    stats.reset()
-    results = [step() for _ in range(steps)]
-    Path(out).write_text(
-        json.dumps(
-            {
-                "implementation": f"lm2vec (mini_batch_size={mini_batch_size})",
-                "steps": results,
-                "seconds_per_step": sum(s["seconds"] for s in results) / len(results),
-                "positions_per_pass": stats.positions / stats.batches,
-                "real_tokens_per_pass": stats.real_tokens / stats.batches,
-                "passes_per_step": stats.batches / len(results),
-                "rss_loaded_mib": rss_loaded,
-                "peak_rss_mib": measure.peak_rss_mib(),
-                "threads": torch.get_num_threads(),
-            },
-            indent=2,
-        )
+    timing = measure.time_training(
+        lambda: batch_loss(encoder, encoder.model, collator(sentences), options), optimizer, steps
     )
+    result = {
+        "implementation": f"lm2vec (mini_batch_size={mini_batch_size})",
+        **timing,
+        **stats.per_step(steps + 1),  # the warm-up step included: every step sees the same batch
+    }
+    Path(out).write_text(json.dumps(result, indent=2))
 
 
 def load_average() -> float:

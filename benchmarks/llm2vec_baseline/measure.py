@@ -36,6 +36,14 @@ class BatchStats:
     def reset(self) -> None:
         self.batches = self.positions = self.real_tokens = 0
 
+    def per_step(self, steps: int) -> dict[str, float]:
+        """Positions and real tokens per pass, and passes per step, over `steps` steps counted so far."""
+        return {
+            "positions_per_pass": self.positions / self.batches,
+            "real_tokens_per_pass": self.real_tokens / self.batches,
+            "passes_per_step": self.batches / steps,
+        }
+
     def remove(self) -> None:
         self._handle.remove()
 

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import time
 
 import measure
 import torch
@@ -52,44 +51,18 @@ def main() -> None:
     optimizer = torch.optim.AdamW([p for p in l2v.parameters() if p.requires_grad], lr=3e-5)
     loss_function = HardNegativeNLLLoss(scale=20.0)
     stats = measure.BatchStats(l2v.model.get_base_model())
-    rss_loaded = measure.peak_rss_mib()
 
-    def step() -> dict:
-        start = time.perf_counter()
+    def loss_of_batch() -> torch.Tensor:
         features = [l2v.tokenize(sentences), l2v.tokenize(sentences)]  # the collator: one call per copy
-        q_reps = l2v(features[0])
-        d_reps = l2v(features[1])
-        loss = loss_function(q_reps, d_reps)
-        forward = time.perf_counter()
-        loss.backward()
-        backward = time.perf_counter()
-        optimizer.step()
-        optimizer.zero_grad(set_to_none=True)
-        end = time.perf_counter()
-        return {
-            "seconds": end - start,
-            "forward": forward - start,
-            "backward": backward - forward,
-            "optimizer": end - backward,
-            "loss": float(loss),
-        }
+        return loss_function(l2v(features[0]), l2v(features[1]))
 
-    step()  # warm-up
-    stats.reset()
-    steps = [step() for _ in range(args.steps)]
+    timing = measure.time_training(loss_of_batch, optimizer, args.steps)
     result = {
         "implementation": "llm2vec 0.2.3",
         "transformers": transformers.__version__,
-        "torch": torch.__version__,
         "attn_implementation": l2v.model.config._attn_implementation,
-        "steps": steps,
-        "seconds_per_step": sum(s["seconds"] for s in steps) / len(steps),
-        "positions_per_pass": stats.positions / stats.batches,
-        "real_tokens_per_pass": stats.real_tokens / stats.batches,
-        "passes_per_step": stats.batches / len(steps),
-        "rss_loaded_mib": rss_loaded,
-        "peak_rss_mib": measure.peak_rss_mib(),
-        "threads": torch.get_num_threads(),
+        **timing,
+        **stats.per_step(args.steps + 1),  # the warm-up step included: every step sees the same batch
     }
     with open(args.out, "w") as out:
         json.dump(result, out, indent=2)

@@ -138,11 +138,28 @@ def markdown_table(results: Results) -> str:
     return "\n".join(lines)
 
 
-def write_chart(results: Results, path: str | Path, title: str = "lm2vec evaluation") -> Path:
+def _pyplot():
     import matplotlib
 
-    matplotlib.use("Agg")
+    matplotlib.use("Agg")  # files only, no display
     import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _save(figure, path: str | Path) -> Path:
+    import matplotlib.pyplot as plt
+
+    figure.tight_layout()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    figure.savefig(path, dpi=120)
+    plt.close(figure)
+    return path
+
+
+def write_chart(results: Results, path: str | Path, title: str = "lm2vec evaluation") -> Path:
+    plt = _pyplot()
     import numpy as np
 
     tasks = list(results.tasks)
@@ -165,12 +182,7 @@ def write_chart(results: Results, path: str | Path, title: str = "lm2vec evaluat
     axes.set_title(title)
     axes.axhline(0, color="black", linewidth=0.5)
     axes.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.18), ncol=min(4, len(models)), frameon=False)
-    figure.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    figure.savefig(path, dpi=120)
-    plt.close(figure)
-    return path
+    return _save(figure, path)
 
 
 def write_progress_chart(
@@ -178,10 +190,7 @@ def write_progress_chart(
 ) -> Path:
     """Each task's score against training minutes: `steps` are (model, cumulative minutes, model it continues from),
     drawn as points joined to their parent; `references` (e.g. the causal baseline) as horizontal lines."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = _pyplot()
 
     minutes = {model: at for model, at, _ in steps}
     colors = plt.get_cmap("tab10")
@@ -204,12 +213,7 @@ def write_progress_chart(
     axes.set_ylabel("score × 100")
     axes.set_title("score against training time")
     axes.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.14), ncol=3, frameon=False)
-    figure.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    figure.savefig(path, dpi=120)
-    plt.close(figure)
-    return path
+    return _save(figure, path)
 
 
 def write_report(
