@@ -18,7 +18,6 @@ from lm2vec.data.languages import language_profile, validate_language
 # Scripts written without spaces: every character counts as a word for the length filters.
 _UNSPACED_CHAR = r"[\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\u0e00-\u0e7f]"
 _WORD = re.compile(rf"{_UNSPACED_CHAR}|[^\s\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\u0e00-\u0e7f]+")
-_LAST_TOKEN = re.compile(r"(\S+)\s*$")
 _OPENING_PUNCTUATION = "\"'„“«‘‚([{—–-"
 
 
@@ -36,20 +35,21 @@ class SentenceSplitter:
 
     def split(self, text: str) -> list[str]:
         """Sentences of `text`, stripped, in order; their concatenation loses only whitespace."""
-        sentences: list[str] = []
+        # Each sentence is a list of pieces, joined once at the end, and a join looks at the previous piece
+        # only: growing a string or scanning the sentence so far made long unsplit paragraphs quadratic.
+        sentences: list[list[str]] = []
         for piece in sentencex.segment(self.lang, text):
             if not piece.strip():
                 continue
-            if sentences and self._continues(sentences[-1], piece):
-                sentences[-1] += piece
+            if sentences and self._continues(sentences[-1][-1], piece):
+                sentences[-1].append(piece)
             else:
-                sentences.append(piece)
-        return [sentence.strip() for sentence in sentences]
+                sentences.append([piece])
+        return ["".join(pieces).strip() for pieces in sentences]
 
-    def _continues(self, previous: str, piece: str) -> bool:
+    def _continues(self, previous_piece: str, piece: str) -> bool:
         # The whole first word, so that "iPhone" still starts a sentence.
         first_word = piece.split(maxsplit=1)[0].lstrip(_OPENING_PUNCTUATION)
         if first_word.islower():
             return True
-        last_token = _LAST_TOKEN.search(previous)
-        return last_token is not None and last_token.group(1).lower() in self._non_final
+        return previous_piece.rsplit(maxsplit=1)[-1].lower() in self._non_final
