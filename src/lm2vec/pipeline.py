@@ -18,10 +18,14 @@ report always run:
 folders, which the run owns. Paths may use the placeholders of `lm2vec.data.packaged` (`${gensim_data}`,
 `${stsb}`, `${fortunes_bg}` ...). `--set section.key=value` overrides one option.
 
-RUN/pipeline.json records every stage: status, wall time, a summary, and a hash of its options chained with
-the hashes of the stages before it. A re-run skips finished stages, resumes an interrupted one (data from its
-manifest, training from its last checkpoint) and refuses to continue past a finished stage whose options have
-changed: `--redo STAGE` deletes that stage's output and runs it and every later stage again.
+RUN/pipeline.json records every stage: status, wall time, a summary, the paths it writes and a hash of its options
+chained with the hashes of the stages before it. A re-run skips finished stages, resumes an interrupted one (data
+from its manifest, training from its last complete checkpoint) and refuses to continue past a finished stage whose
+options have changed: `--redo STAGE` deletes the paths that stage and every later one recorded, and runs them again.
+
+pipeline.json is also the run folder's ownership record (`lm2vec.artifacts`): a run starts only in a new or empty
+folder or in one holding a run; a stage refuses to start where a path it would write exists but was not recorded.
+The whole recipe is checked before any stage starts, and every problem is reported at once.
 
 Under `torchrun`/`accelerate launch` the training stages run on every process; data, export, eval and report
 run on the main process while the others wait.
@@ -29,18 +33,20 @@ run on the main process while the others wait.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import hashlib
 import json
 import logging
 import os
-import shutil
+import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from lm2vec.artifacts import ForeignFolderError, claim_folder, read_record, remove_recorded, write_json_atomic
 from lm2vec.training.recipe import RecipeError, build_config, load_recipe
 
 logger = logging.getLogger(__name__)
@@ -50,6 +56,10 @@ TRAINING_STAGES = ("mntp", "simcse", "supervised")
 ALWAYS = ("export", "eval", "report")
 SECTIONS = ("run", "data", *TRAINING_STAGES, "eval")
 STATE_NAME = "pipeline.json"
+RUN_FORMAT = "lm2vec-run"
+LEGACY_KEYS = ("recipe", "run", "stages")  # pipeline.json before it had a format tag
+# A running stage's wall time is written this often, so a killed attempt still counts.
+HEARTBEAT_SECONDS = 10.0
 STAGE_NAMES = {"mntp": "after MNTP", "simcse": "after SimCSE", "supervised": "after supervised"}
 # Options the run sets for each training stage; a recipe may not set them.
 OWNED = {"output_dir", "export", "merge"}
@@ -92,6 +102,7 @@ class StageRecord:
     attempts: int = 0
     summary: dict[str, Any] = field(default_factory=dict)
     error: str | None = None
+    outputs: list[str] = field(default_factory=list)  # paths under the run folder this stage wrote
 
 
 class PipelineError(RuntimeError):
@@ -266,6 +277,7 @@ class Pipeline:
         self.dir = plan.run_dir
         self.echo = echo
         self.state = _distributed_state()
+        self._records_lock = threading.Lock()
         self.records = self._read_records()
 
     @property
@@ -273,22 +285,34 @@ class Pipeline:
         return self.state is None or self.state.is_main_process
 
     def _read_records(self) -> dict[str, StageRecord]:
-        path = self.dir / STATE_NAME
-        saved = json.loads(path.read_text(encoding="utf-8")).get("stages", {}) if path.is_file() else {}
-        return {stage: StageRecord(**saved[stage]) if stage in saved else StageRecord() for stage in self.plan.stages}
+        if self.is_main:
+            saved = claim_folder(self.dir, STATE_NAME, RUN_FORMAT, LEGACY_KEYS)
+        else:
+            saved = read_record(self.dir, STATE_NAME, RUN_FORMAT, LEGACY_KEYS)
+        stages = (saved or {}).get("stages", {})
+        records = {stage: StageRecord(**stages.get(stage, {})) for stage in self.plan.stages}
+        for stage, record in records.items():
+            if record.status != "pending" and "outputs" not in stages.get(stage, {}):
+                record.outputs = self._outputs(stage)  # a run from before outputs were recorded
+        return records
+
+    def _outputs(self, stage: str) -> list[str]:
+        """The paths, relative to the run folder, that `stage` writes."""
+        if stage == "data":
+            return [f"data/{name}" for _, name, _ in self.plan.options["data"]]
+        return {"export": ["model"], "eval": ["eval", "stages.json"], "report": ["report"]}.get(stage, [stage])
 
     def _write_records(self) -> None:
         if not self.is_main:
             return
-        self.dir.mkdir(parents=True, exist_ok=True)
         content = {
+            "format": RUN_FORMAT,
             "recipe": str(self.plan.recipe_path),
             "run": asdict(self.plan.run),
             "stages": {stage: asdict(record) for stage, record in self.records.items()},
         }
-        temporary = self.dir / (STATE_NAME + ".tmp")
-        temporary.write_text(json.dumps(content, indent=2, default=str) + "\n", encoding="utf-8")
-        temporary.replace(self.dir / STATE_NAME)
+        with self._records_lock:
+            write_json_atomic(self.dir / STATE_NAME, content)
 
     def run(self, redo: str | None = None, until: str | None = None) -> dict[str, StageRecord]:
         stages = self.plan.stages
@@ -322,8 +346,8 @@ class Pipeline:
     def _reset_from(self, stage: str) -> None:
         for later in self.plan.stages[self.plan.stages.index(stage) :]:
             if self.is_main:
-                for folder in _stage_folders(self.dir, later):
-                    shutil.rmtree(folder, ignore_errors=True)
+                for path in remove_recorded(self.dir, self.records[later].outputs):
+                    self.echo(f"  --redo {stage}: removed {path}")
             self.records[later] = StageRecord()
         self._write_records()
         self._barrier()
@@ -331,25 +355,56 @@ class Pipeline:
     def _run_stage(self, stage: str, header: str) -> None:
         record = self.records[stage]
         resuming = record.status in ("running", "failed")
+        if self.is_main:
+            self._check_outputs_are_ours(stage)
         self.echo(f"{header}: {'resuming' if resuming else 'starting'}")
         record.status, record.options_hash, record.error = "running", self.plan.hashes[stage], None
+        record.outputs = sorted(set(record.outputs) | set(self._outputs(stage)))
         record.attempts += 1
         self._write_records()
-        started = time.perf_counter()
         try:
-            if stage in TRAINING_STAGES or self.is_main:
-                record.summary = getattr(self, f"_{stage}")() or {}
-            self._barrier()
+            with self._timing(record):
+                if stage in TRAINING_STAGES or self.is_main:
+                    record.summary = getattr(self, f"_{stage}")() or {}
+                self._barrier()
         except BaseException as error:
             record.status, record.error = "failed", f"{type(error).__name__}: {error}"
-            record.seconds += time.perf_counter() - started
             self._write_records()
             raise
-        record.seconds += time.perf_counter() - started
         record.status = "done"
         self._write_records()
         details = ", ".join(f"{k} {v}" for k, v in record.summary.items() if not isinstance(v, dict | list))
         self.echo(f"{header}: done in {_duration(record.seconds)}" + (f" ({details})" if details else ""))
+
+    def _check_outputs_are_ours(self, stage: str) -> None:
+        recorded = set(self.records[stage].outputs)
+        for relative in self._outputs(stage):
+            path = self.dir / relative
+            if relative not in recorded and (path.exists() or path.is_symlink()):
+                raise ForeignFolderError(
+                    f"{path} exists but lm2vec's record of {self.dir} does not list it; move it away or "
+                    "choose a new --out."
+                )
+
+    @contextlib.contextmanager
+    def _timing(self, record: StageRecord) -> Iterator[None]:
+        """Adds the attempt's wall time to `record.seconds`, written every HEARTBEAT_SECONDS while it runs, so
+        the time of an attempt that is killed (not just failed) still counts after a resume."""
+        before, started, stop = record.seconds, time.perf_counter(), threading.Event()
+
+        def beat() -> None:
+            while not stop.wait(HEARTBEAT_SECONDS):
+                record.seconds = before + time.perf_counter() - started
+                self._write_records()
+
+        heart = threading.Thread(target=beat, name="lm2vec-stage-time", daemon=True)
+        heart.start()
+        try:
+            yield
+        finally:
+            stop.set()
+            heart.join()
+            record.seconds = before + time.perf_counter() - started
 
     def _barrier(self) -> None:
         if self.state is not None:
@@ -450,7 +505,7 @@ class Pipeline:
             for stage in self.plan.trained
         ]
         manifest = {"base": self.plan.run.model, "pooling": self.plan.run.pooling, "stages": stages}
-        (self.dir / "stages.json").write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
+        write_json_atomic(self.dir / "stages.json", manifest)
 
     def _report(self) -> dict:
         from lm2vec.evaluation.report import markdown_table, write_report
@@ -498,11 +553,6 @@ class Pipeline:
             cells = ["–" if r is None else f"{100 * r.main_score:.1f}" for r in scores]
             lines.append(f"| {model} | {minutes:.1f} | " + " | ".join(cells) + " |")
         return [*lines, "", "![score against training time](progress.png)"]
-
-
-def _stage_folders(run_dir: Path, stage: str) -> list[Path]:
-    folders = {"export": ["model"], "eval": ["eval", "stages.json"], "report": ["report"]}.get(stage, [stage])
-    return [run_dir / name for name in folders]
 
 
 def _duration(seconds: float) -> str:

@@ -151,6 +151,7 @@ class CorpusBuilder:
         if previous is not None:
             self._check_resumable(previous)
             self._manifest.status, self._manifest.error, self._manifest.config = "running", None, config.to_dict()
+        self._manifest.write(self._out_dir)  # first, so the folder is marked lm2vec's before any shard exists
         self._counts = self._manifest.counts
         capacity = config.dedup_capacity
         self._near = NearDuplicateKeys(config.near_duplicate_threshold) if config.near_duplicate_threshold else None
@@ -187,7 +188,6 @@ class CorpusBuilder:
         """Build the corpus; on any failure the shards written so far are closed and listed first."""
         started = time.perf_counter()
         pages_before = self._counts.pages_seen
-        self._manifest.write(self._out_dir)
         thresholds = gc.get_threshold()
         gc.set_threshold(*_GC_THRESHOLDS)
         try:

@@ -7,13 +7,16 @@ Layout of an output directory:
 A shard is written as `*.parquet.partial` and renamed when closed, so a listed shard is always a
 valid Parquet file. All open shards are closed together at a checkpoint, and only then is the
 manifest rewritten (atomically): the manifest's counts always match the shards it lists.
+
+The manifest (format tag "lm2vec-corpus") is written before anything else and is the folder's ownership
+record (`lm2vec.artifacts`): resume and overwrite touch only a folder that has one, and delete only the
+manifest and the shards lm2vec names (`SHARD_NAME`), never other files in the folder.
 """
 
 from __future__ import annotations
 
-import json
 import os
-import shutil
+import re
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -21,9 +24,13 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from lm2vec.artifacts import claim_folder, read_record, write_json_atomic
 from lm2vec.data.errors import OutputDirError
 
 MANIFEST_NAME = "manifest.json"
+CORPUS_FORMAT = "lm2vec-corpus"
+LEGACY_KEYS = ("format_version", "status", "counts", "shards")  # manifests from before the format tag
+SHARD_NAME = re.compile(r"(train|validation)-\d{5}\.parquet(\.partial)?")
 KINDS = ("paragraphs", "sentences")
 SPLITS = ("train", "validation")
 FORMAT_VERSION = 1
@@ -73,15 +80,17 @@ class Manifest:
     error: str | None = None
     timing: dict[str, float] = field(default_factory=dict)
     format_version: int = FORMAT_VERSION
+    format: str = CORPUS_FORMAT
 
     def write(self, directory: Path) -> None:
-        temporary = directory / (MANIFEST_NAME + ".tmp")
-        temporary.write_text(json.dumps(asdict(self), ensure_ascii=False, indent=2) + "\n", encoding="utf-8")
-        os.replace(temporary, directory / MANIFEST_NAME)
+        write_json_atomic(directory / MANIFEST_NAME, asdict(self))
 
     @classmethod
     def read(cls, directory: Path) -> Manifest:
-        data = json.loads((directory / MANIFEST_NAME).read_text(encoding="utf-8"))
+        """The corpus manifest in `directory`; ForeignFolderError if its manifest.json is not lm2vec's."""
+        data = read_record(directory, MANIFEST_NAME, CORPUS_FORMAT, LEGACY_KEYS)
+        if data is None:
+            raise OutputDirError(f"{directory}: not a corpus, there is no {MANIFEST_NAME}")
         data["counts"] = Counts(**data["counts"])
         return cls(**data)
 
@@ -159,41 +168,39 @@ class CorpusWriter:
 def prepare_output(directory: Path, *, resume: bool, overwrite: bool) -> Manifest | None:
     """Make `directory` ready for a run; the manifest of the run to resume, or None for a fresh run.
 
-    Never mixes two runs: an existing run is only continued with `resume` or removed with `overwrite`.
-    """
+    Never mixes two runs: an existing run is only continued with `resume` or removed with `overwrite`, and
+    a non-empty folder that holds no lm2vec corpus is refused (ForeignFolderError)."""
     if resume and overwrite:
         raise OutputDirError("choose one of resume and overwrite, not both")
-    manifest_path = directory / MANIFEST_NAME
-    if overwrite:
-        manifest_path.unlink(missing_ok=True)
-        for kind in KINDS:
-            shutil.rmtree(directory / kind, ignore_errors=True)
+    existing = claim_folder(directory, MANIFEST_NAME, CORPUS_FORMAT, LEGACY_KEYS) is not None
     if resume:
-        if not manifest_path.is_file():
+        if not existing:
             raise OutputDirError(f"{directory}: nothing to resume, there is no {MANIFEST_NAME}")
         manifest = Manifest.read(directory)
         if manifest.status == "complete":
             raise OutputDirError(f"{directory}: the run there is complete; pass --overwrite to build it again")
-        _remove_unlisted_shards(directory, manifest)
+        _remove_shards(directory, keep={shard["path"] for shard in manifest.shards})
         return manifest
-    if not overwrite and directory.exists() and any(directory.iterdir()):
-        if manifest_path.is_file():
-            status = Manifest.read(directory).status
-            raise OutputDirError(
-                f"{directory} already holds a corpus (status: {status}); pass --resume to continue it "
-                "or --overwrite to replace it"
-            )
-        if any((directory / kind).exists() for kind in KINDS):
-            raise OutputDirError(f"{directory} holds shards but no manifest; pass --overwrite to replace them")
-        raise OutputDirError(f"{directory} is not empty; choose an empty or new directory")
-    directory.mkdir(parents=True, exist_ok=True)
+    if existing and not overwrite:
+        raise OutputDirError(
+            f"{directory} already holds a corpus (status: {Manifest.read(directory).status}); pass --resume to "
+            "continue it or --overwrite to replace it"
+        )
+    if existing:
+        _remove_shards(directory, keep=set())
+        (directory / MANIFEST_NAME).unlink()
     return None
 
 
-def _remove_unlisted_shards(directory: Path, manifest: Manifest) -> None:
-    """Shards written after the last checkpoint of an interrupted run are not counted: drop them."""
-    listed = {shard["path"] for shard in manifest.shards}
+def _remove_shards(directory: Path, keep: set[str]) -> None:
+    """Delete lm2vec's shard files (listed or written after the last checkpoint) except `keep`; other files
+    stay, and a shard folder is removed only once it is empty."""
     for kind in KINDS:
-        for path in (directory / kind).glob("*.parquet*") if (directory / kind).exists() else ():
-            if path.relative_to(directory).as_posix() not in listed:
+        folder = directory / kind
+        if not folder.is_dir():
+            continue
+        for path in folder.iterdir():
+            if SHARD_NAME.fullmatch(path.name) and path.relative_to(directory).as_posix() not in keep:
                 path.unlink()
+        if not keep and not any(folder.iterdir()):
+            folder.rmdir()

@@ -11,7 +11,7 @@ import copy
 import json
 import logging
 import os
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Literal
@@ -22,6 +22,7 @@ from torch import nn
 from tqdm.auto import tqdm
 from transformers import AutoConfig, AutoModel, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
 
+from lm2vec.artifacts import atomic_folder
 from lm2vec.modeling.bidirectional import (
     SUPPORTED_ARCHITECTURES,
     default_attn_implementation,
@@ -212,6 +213,10 @@ class LM2Vec(nn.Module):
         if output_value not in ("sentence_embedding", "token_embeddings"):
             raise ValueError(f"output_value must be 'sentence_embedding' or 'token_embeddings', got {output_value!r}.")
         single = isinstance(inputs, str) or (isinstance(inputs, tuple) and _is_pair(inputs))
+        if not single and (isinstance(inputs, bytes | dict) or not isinstance(inputs, Iterable)):
+            raise TypeError(
+                f"encode takes a str, an (instruction, text) pair or a list of them, got {type(inputs).__name__}."
+            )
         items = [inputs] if single else list(inputs)
         if not items and output_value == "sentence_embedding":
             empty = torch.zeros((0, self.get_sentence_embedding_dimension()))
@@ -260,14 +265,17 @@ class LM2Vec(nn.Module):
     # --- export -------------------------------------------------------------------------------------------
     def save_pretrained(self, folder: str | os.PathLike) -> None:
         """Write merged weights, tokenizer, lm2vec_config.json and the sentence-transformers module files, so
-        that LM2Vec, plain transformers and sentence-transformers all load the folder as the same encoder."""
-        folder = Path(folder)
-        folder.mkdir(parents=True, exist_ok=True)
+        that LM2Vec, plain transformers and sentence-transformers all load the folder as the same encoder.
+
+        The folder is written next to `folder` and renamed into place when complete; an existing `folder` is
+        replaced only if it is empty or an lm2vec encoder (has lm2vec_config.json), else ForeignFolderError."""
+        target = Path(folder)
         set_bidirectional(self.model, self.config.bidirectional)  # is_causal lands in config.json
-        self.model.save_pretrained(folder)
-        tokenizer_for_export(self.tokenizer, self.config).save_pretrained(folder)
-        (folder / CONFIG_NAME).write_text(json.dumps(asdict(self.config), indent=2) + "\n")
-        write_sentence_transformers_files(folder, self.config, self.get_sentence_embedding_dimension())
+        with atomic_folder(target, replaceable=(target / CONFIG_NAME).is_file()) as folder:
+            self.model.save_pretrained(folder)
+            tokenizer_for_export(self.tokenizer, self.config).save_pretrained(folder)
+            (folder / CONFIG_NAME).write_text(json.dumps(asdict(self.config), indent=2) + "\n")
+            write_sentence_transformers_files(folder, self.config, self.get_sentence_embedding_dimension())
 
 
 def merge_adapters(model: PreTrainedModel, adapters: Sequence[str | os.PathLike]) -> PreTrainedModel:
@@ -324,12 +332,22 @@ def _is_pair(item: object) -> bool:
 
 def _split_input(item: object, position: int, prompt: str | None) -> tuple[str | None, str]:
     if isinstance(item, str):
-        return prompt, item
-    if _is_pair(item):
-        return item[0], item[1]
-    raise TypeError(
-        f"Input {position} is a {type(item).__name__}; expected a str or an (instruction, text) pair of str."
-    )
+        instruction, text = prompt, item
+    elif _is_pair(item):
+        instruction, text = item[0], item[1]
+    else:
+        raise TypeError(
+            f"Input {position} is a {type(item).__name__}; expected a str or an (instruction, text) pair of str."
+        )
+    for part in (instruction or "", text):
+        try:
+            part.encode("utf-8")
+        except UnicodeEncodeError as error:  # the tokenizer's own error names neither the input nor the cause
+            raise ValueError(
+                f"Input {position} holds a lone surrogate (U+{ord(part[error.start]):04X} at character "
+                f"{error.start}), which is not text; decode the source with errors='replace' or drop it."
+            ) from None
+    return instruction, text
 
 
 def _instruction_length(offsets: Sequence[tuple[int, int]], boundary: int) -> int:

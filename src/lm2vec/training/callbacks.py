@@ -1,19 +1,36 @@
 """Trainer callbacks every training stage shares: a JSONL log and a PNG loss plot in the run folder.
 
-TensorBoard comes from the Trainer itself (`report_to=["tensorboard"]`). The JSONL log is appended to, so a
-resumed run continues the same file and the plot shows one continuous curve.
+TensorBoard is the Trainer's callback, writing to one folder (`tensorboard/`) for every attempt, with the steps
+after the resumed checkpoint purged (`ResumableTensorBoard`). The JSONL log is appended to, so a resumed run
+continues the same file and the plot shows one continuous curve.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import time
 from pathlib import Path
 
 from transformers import TrainerCallback, TrainerControl, TrainerState, TrainingArguments
+from transformers.integrations import TensorBoardCallback
+
+from lm2vec.artifacts import temporary_sibling
 
 LOG_NAME = "log.jsonl"
 PLOT_NAME = "loss.png"
+TENSORBOARD_DIR = "tensorboard"
+
+
+class ResumableTensorBoard(TensorBoardCallback):
+    """TensorBoard events in `output_dir/tensorboard`; a resumed run purges the events a killed attempt wrote
+    after its checkpoint (SummaryWriter's `purge_step`), so no step appears twice."""
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        if state.is_world_process_zero and self.tb_writer is None and self._SummaryWriter is not None:
+            self.logging_dir = str(Path(args.output_dir) / TENSORBOARD_DIR)
+            self.tb_writer = self._SummaryWriter(log_dir=self.logging_dir, purge_step=state.global_step or None)
+        super().on_train_begin(args, state, control, **kwargs)
 
 
 class JsonlLogCallback(TrainerCallback):
@@ -77,6 +94,8 @@ def plot_losses(run_dir: str | Path) -> Path | None:
     axes.legend()
     figure.tight_layout()
     path = Path(run_dir) / PLOT_NAME
-    figure.savefig(path, dpi=100)
+    temporary = temporary_sibling(path)
+    figure.savefig(temporary, dpi=100, format="png")
     plt.close(figure)
+    os.replace(temporary, path)
     return path

@@ -2,6 +2,11 @@
 
 Convention: LoRA adapters are always trained on, saved from and merged into the *backbone* (`AutoModel`, no LM
 head), so `LM2Vec.from_pretrained(base, adapters=[mntp, simcse])` can merge any stage's adapter.
+
+A training folder is lm2vec's once it holds `lm2vec_training.json` (`lm2vec.artifacts`); a non-empty folder
+without it is refused. Checkpoints are written into a hidden sibling and renamed to `checkpoint-N` when complete
+(`AtomicCheckpoints`); resuming skips, reports and removes an incomplete one left by an older version or a
+damaged disk, and falls back to the previous complete one.
 """
 
 from __future__ import annotations
@@ -9,18 +14,26 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
+import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 from peft import LoraConfig, PeftModel, get_peft_model
 from transformers import PreTrainedModel, TrainingArguments
-from transformers.trainer_utils import get_last_checkpoint
+from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR, rotate_checkpoints
 
-from lm2vec.training.callbacks import LOG_NAME, JsonlLogCallback, LossPlotCallback, read_log
+from lm2vec.artifacts import PARTIAL, claim_folder, temporary_sibling, write_json_atomic, write_text_atomic
+from lm2vec.training.callbacks import LOG_NAME, JsonlLogCallback, LossPlotCallback, ResumableTensorBoard, read_log
 from lm2vec.training.lora import fuse_lora_layers, mark_norm_outputs
 
 logger = logging.getLogger(__name__)
+
+TRAINING_RECORD = "lm2vec_training.json"
+TRAINING_FORMAT = "lm2vec-training"
+_CHECKPOINT = re.compile(rf"{PREFIX_CHECKPOINT_DIR}-(\d+)")
+_WEIGHTS = ("adapter_model.safetensors", "model.safetensors")
 
 
 @dataclass
@@ -94,7 +107,7 @@ def training_arguments(options: TrainingOptions, **overrides) -> TrainingArgumen
         # Without CUDA, accelerate treats torchrun's processes as one-process runs unless told they are CPU ones.
         use_cpu=not on_cuda,
         dataloader_pin_memory=on_cuda,
-        report_to=["tensorboard"],
+        report_to=[],  # TensorBoard: ResumableTensorBoard in shared_callbacks
         remove_unused_columns=False,
         dataloader_num_workers=0,
         ddp_find_unused_parameters=False,
@@ -103,20 +116,88 @@ def training_arguments(options: TrainingOptions, **overrides) -> TrainingArgumen
 
 
 def shared_callbacks(options: TrainingOptions) -> list:
-    return [JsonlLogCallback(options.output_dir), LossPlotCallback(options.output_dir)]
+    return [JsonlLogCallback(options.output_dir), LossPlotCallback(options.output_dir), ResumableTensorBoard()]
+
+
+class AtomicCheckpoints:
+    """Trainer mixin: each checkpoint is written into `.checkpoint-N.partial-staging/` and renamed to
+    `checkpoint-N` once every process has written its part, so a kill during a save leaves only the
+    earlier, complete checkpoints (and a hidden leftover that the next resume removes)."""
+
+    _checkpoint_staging: str | None = None
+
+    def _get_output_dir(self, trial) -> str:
+        return self._checkpoint_staging or super()._get_output_dir(trial)
+
+    def _save_checkpoint(self, model, trial) -> None:
+        run_dir = Path(super()._get_output_dir(trial))
+        final = run_dir / f"{PREFIX_CHECKPOINT_DIR}-{self.state.global_step}"
+        staging = temporary_sibling(final, writer="staging")
+        self._checkpoint_staging = str(staging)
+        try:
+            super()._save_checkpoint(model, trial)
+        finally:
+            self._checkpoint_staging = None
+        self.accelerator.wait_for_everyone()
+        if self.args.should_save:
+            if final.exists():  # an incomplete one from a killed run, at the same step
+                shutil.rmtree(final)
+            os.replace(staging / final.name, final)
+            staging.rmdir()
+            rotate_checkpoints(str(run_dir), self.args.save_total_limit, self.state.best_model_checkpoint, True)
+        self.accelerator.wait_for_everyone()
+
+
+def is_complete_checkpoint(folder: Path) -> bool:
+    """A checkpoint the Trainer can resume from: its trainer state reads and its weights are there."""
+    try:
+        step = json.loads((folder / "trainer_state.json").read_text(encoding="utf-8"))["global_step"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return False
+    return isinstance(step, int) and any((folder / name).is_file() for name in _WEIGHTS)
+
+
+def last_complete_checkpoint(output_dir: Path, clean: bool) -> str | None:
+    """The newest complete `checkpoint-N` in `output_dir`. With `clean`, incomplete ones (and leftovers of
+    interrupted saves) are reported and removed, so the Trainer never trips over them."""
+    checkpoints = sorted(
+        (int(match.group(1)), path)
+        for path in output_dir.iterdir()
+        if (match := _CHECKPOINT.fullmatch(path.name)) and path.is_dir()
+    )
+    last = None
+    for _, path in checkpoints:
+        if is_complete_checkpoint(path):
+            last = path
+        elif clean:
+            logger.warning("%s is incomplete (a save was interrupted): removed, not resumed from.", path)
+            shutil.rmtree(path)
+    for leftover in output_dir.glob(f".{PREFIX_CHECKPOINT_DIR}-*{PARTIAL}*") if clean else ():
+        shutil.rmtree(leftover)
+    return str(last) if last is not None else None
+
+
+def claim_training_folder(options: TrainingOptions) -> None:
+    """Make `output_dir` this stage's folder (main process); refuses a non-empty folder lm2vec did not make."""
+    output_dir = Path(options.output_dir)
+    if claim_folder(output_dir, TRAINING_RECORD, TRAINING_FORMAT) is None:
+        write_json_atomic(output_dir / TRAINING_RECORD, {"format": TRAINING_FORMAT, "stage": type(options).__name__})
 
 
 def resume_checkpoint(options: TrainingOptions, resume: bool) -> str | None:
-    """The latest checkpoint to resume from; refuses to mix a new run into a folder that already has one.
+    """The latest complete checkpoint to resume from; refuses to mix a new run into a folder that already has one.
 
     Resuming drops the log records written after that checkpoint (by a run killed later), so the log goes on
     without repeated steps; resuming a folder without checkpoints starts its log afresh."""
+    is_main = os.environ.get("RANK", "0") == "0"
+    if is_main:
+        claim_training_folder(options)
     if not Path(options.output_dir).is_dir():
         return None
-    last = get_last_checkpoint(options.output_dir)
+    last = last_complete_checkpoint(Path(options.output_dir), clean=is_main and resume)
     if resume:
         step = _checkpoint_step(last) if last is not None else -1
-        if os.environ.get("RANK", "0") == "0" and (dropped := truncate_log(options.output_dir, step)):
+        if is_main and (dropped := truncate_log(options.output_dir, step)):
             logger.info("Dropped %d log records written after step %d.", dropped, step)
         return last
     if last is not None:
@@ -133,7 +214,7 @@ def truncate_log(run_dir: str | Path, step: int) -> int:
     records = read_log(run_dir)
     kept = [r for r in records if r.get("step", 0) <= step]
     if len(kept) < len(records):
-        path.write_text("".join(json.dumps(r) + "\n" for r in kept), encoding="utf-8")
+        write_text_atomic(path, "".join(json.dumps(r) + "\n" for r in kept))
     return len(records) - len(kept)
 
 

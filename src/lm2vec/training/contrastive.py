@@ -38,9 +38,11 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset, Sampler
 from transformers import Trainer
 
+from lm2vec.artifacts import atomic_folder, write_json_atomic
 from lm2vec.modeling.encoder import LM2Vec
 from lm2vec.modeling.pooling import pool
 from lm2vec.training.common import (
+    AtomicCheckpoints,
     TrainingOptions,
     add_lora,
     resume_checkpoint,
@@ -385,7 +387,7 @@ def batch_loss(
     return loss
 
 
-class ContrastiveTrainer(Trainer):
+class ContrastiveTrainer(AtomicCheckpoints, Trainer):
     """Trainer whose model is the LoRA-wrapped backbone; the loss is `batch_loss` on collated text batches."""
 
     def __init__(self, *args, encoder: LM2Vec, options: ContrastiveOptions, batch_sampler: Sampler, **kwargs):
@@ -477,8 +479,9 @@ def _train(
     output = Path(options.output_dir)
     if trainer.is_world_process_zero():
         peft_model = encoder.model
-        peft_model.save_pretrained(output / ADAPTER_DIR)
-        (output / OPTIONS_NAME).write_text(json.dumps(asdict(options), indent=2) + "\n")
+        with atomic_folder(output / ADAPTER_DIR, replaceable=True) as folder:  # the training folder is lm2vec's
+            peft_model.save_pretrained(folder)
+        write_json_atomic(output / OPTIONS_NAME, asdict(options))
         if options.export:
             encoder.model = peft_model.merge_and_unload()
             set_attention_dropout(encoder.model, original_dropout)

@@ -16,7 +16,6 @@ with `merge=true`, `merged/` (an encoder folder with the adapter merged in).
 from __future__ import annotations
 
 import contextlib
-import json
 import logging
 import os
 import time
@@ -40,11 +39,13 @@ from transformers import (
     set_seed,
 )
 
+from lm2vec.artifacts import atomic_folder, write_json_atomic
 from lm2vec.modeling.bidirectional import default_attn_implementation, set_bidirectional, verify_bidirectional
 from lm2vec.modeling.encoder import default_device, default_dtype
 from lm2vec.modeling.sources import resolve_source
 from lm2vec.training.callbacks import read_log
 from lm2vec.training.common import (
+    AtomicCheckpoints,
     TrainingOptions,
     add_lora,
     resume_checkpoint,
@@ -338,7 +339,7 @@ def masked_accuracy(prediction) -> dict[str, float]:
     return {"accuracy": float(correct / max(labelled, 1)), "token_loss": float(loss_sum / max(labelled, 1))}
 
 
-class MNTPTrainer(Trainer):
+class MNTPTrainer(AtomicCheckpoints, Trainer):
     """Reads the (already ordered) training samples sequentially, saves and restores only the LoRA adapter in
     checkpoints, and logs tokens per second."""
 
@@ -466,7 +467,7 @@ def train_mntp(
             "eval_blocks": len(eval_blocks) if eval_blocks else 0,
             "world_size": args.world_size,
         }
-        (output_dir / CONFIG_FILE).write_text(json.dumps(summary, indent=2) + "\n")
+        write_json_atomic(output_dir / CONFIG_FILE, summary)
         n_passes = samples * args.world_size / len(train_blocks)
         logger.info(
             "MNTP: %d training blocks of %d tokens (%.2f passes), %d eval blocks, mask token %r (id %d).",
@@ -486,8 +487,9 @@ def train_mntp(
     adapter_dir = output_dir / ADAPTER_DIR
     merged_dir = None
     if trainer.is_world_process_zero():
-        model.backbone.save_pretrained(adapter_dir)
-        tokenizer.save_pretrained(adapter_dir)
+        with atomic_folder(adapter_dir, replaceable=True) as folder:  # the training folder is lm2vec's
+            model.backbone.save_pretrained(folder)
+            tokenizer.save_pretrained(folder)
         if options.merge:
             from lm2vec import LM2Vec
 

@@ -1,0 +1,150 @@
+"""Folders lm2vec owns, and writes that a kill never leaves half done.
+
+Ownership: a folder lm2vec creates holds a JSON record whose `format` tag names lm2vec and the kind of folder
+(a run's `pipeline.json`, a corpus's `manifest.json`, an encoder's `lm2vec_config.json`). lm2vec writes into a
+folder only when it is new, empty or carries that record (`claim_folder`), and deletes only paths its records
+list (`remove_recorded`). A non-empty folder without the record is the user's: `ForeignFolderError` names it.
+
+Atomic writes: files (`write_text_atomic`, `write_json_atomic`) and folders (`atomic_folder`) are written under a
+temporary sibling name, `.NAME.partial-PID`, and renamed into place, so a reader sees the old version or the
+new one, never a part. The leftovers of a killed write keep that name; the next write of the same target removes
+them, and nothing else ever matches it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+PARTIAL = ".partial-"
+
+
+class ForeignFolderError(FileExistsError):
+    """A path lm2vec would write or delete holds something lm2vec did not create; the message names it."""
+
+
+def read_record(folder: Path, name: str, format_tag: str, legacy_keys: tuple[str, ...] = ()) -> dict[str, Any] | None:
+    """`folder/name` if it is lm2vec's record of `format_tag`; None if there is no such file.
+
+    A record written before format tags is accepted if it has every key in `legacy_keys`. Raises
+    ForeignFolderError for a file of that name that is not lm2vec's (not JSON, or another format)."""
+    path = Path(folder) / name
+    if not path.is_file():
+        return None
+    try:
+        record = json.loads(path.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError):
+        record = None
+    legacy = (
+        isinstance(record, dict) and "format" not in record and bool(legacy_keys) and set(legacy_keys) <= record.keys()
+    )
+    if not isinstance(record, dict) or record.get("format") != format_tag and not legacy:
+        raise ForeignFolderError(f"{path} was not written by lm2vec (no format {format_tag!r}); leaving it alone.")
+    return record
+
+
+def claim_folder(folder: Path, name: str, format_tag: str, legacy_keys: tuple[str, ...] = ()) -> dict[str, Any] | None:
+    """Make `folder` ready for lm2vec to write into; its record if lm2vec owns it, else None (new or empty).
+
+    Raises ForeignFolderError if `folder` is a file, or is not empty and has no lm2vec record `name`."""
+    folder = Path(folder)
+    record = read_record(folder, name, format_tag, legacy_keys)
+    if record is None and folder.exists():
+        if not folder.is_dir():
+            raise ForeignFolderError(f"{folder} is a file, not a folder.")
+        if any(folder.iterdir()):
+            raise ForeignFolderError(
+                f"{folder} is not empty and was not made by lm2vec (no {name}); choose a new or empty folder."
+            )
+    folder.mkdir(parents=True, exist_ok=True)
+    return record
+
+
+def temporary_sibling(path: Path, writer: str | None = None) -> Path:
+    """Where `path` is written before it is renamed into place: the same folder, a name no user file has.
+
+    `writer` names who writes it (default: this process); processes that fill one folder together share it."""
+    return path.with_name(f".{path.name}{PARTIAL}{writer or os.getpid()}")
+
+
+def remove_leftovers(path: Path) -> None:
+    """Delete what killed writes of `path` left behind (its temporary siblings)."""
+    for leftover in path.parent.glob(f".{path.name}{PARTIAL}*"):
+        if leftover.is_dir() and not leftover.is_symlink():
+            shutil.rmtree(leftover)
+        else:
+            leftover.unlink()
+
+
+def write_text_atomic(path: Path, text: str) -> None:
+    """Write `text` to `path` (UTF-8) through a temporary sibling, flushed to disk before the rename."""
+    path = Path(path)
+    temporary = temporary_sibling(path)
+    with temporary.open("w", encoding="utf-8") as file:
+        file.write(text)
+        file.flush()
+        os.fsync(file.fileno())
+    os.replace(temporary, path)
+
+
+def write_json_atomic(path: Path, data: Any) -> None:
+    write_text_atomic(path, json.dumps(data, ensure_ascii=False, indent=2, default=str) + "\n")
+
+
+@contextmanager
+def atomic_folder(target: Path, replaceable: bool = False) -> Iterator[Path]:
+    """Yields an empty temporary sibling of `target` to fill; when the block succeeds it becomes `target`.
+
+    An existing `target` is replaced only if `replaceable` (the caller knows lm2vec wrote it) or it is an empty
+    folder; otherwise ForeignFolderError. On an error the temporary folder is removed and `target` is untouched."""
+    target = Path(target)
+    if target.exists() and not replaceable and (not target.is_dir() or any(target.iterdir())):
+        raise ForeignFolderError(f"{target} exists and was not written by lm2vec; choose another folder.")
+    target.parent.mkdir(parents=True, exist_ok=True)
+    remove_leftovers(target)
+    temporary = temporary_sibling(target)
+    temporary.mkdir()
+    try:
+        yield temporary
+    except BaseException:
+        shutil.rmtree(temporary)
+        raise
+    if target.is_dir() and not target.is_symlink():
+        # Set the old version aside under a temporary name first: a kill between the renames leaves no
+        # `target`, never a mixture, and the next write removes the old one.
+        retired = target.with_name(f".{target.name}{PARTIAL}old-{os.getpid()}")
+        os.replace(target, retired)
+        os.replace(temporary, target)
+        shutil.rmtree(retired)
+    else:
+        if target.exists():
+            target.unlink()
+        os.replace(temporary, target)
+
+
+def remove_recorded(folder: Path, relative_paths: Iterable[str]) -> list[Path]:
+    """Delete the paths under `folder` that an lm2vec record lists (files or folders); the ones removed.
+
+    A listed path that would leave `folder` (absolute, `..`, a symlink out) is refused, not followed."""
+    folder = Path(folder).resolve()
+    removed = []
+    for relative in relative_paths:
+        path = folder / relative
+        inside = path.parent.resolve() / path.name  # a listed symlink is removed, never followed
+        escapes = Path(relative).is_absolute() or path.name in ("", ".", "..") or not inside.is_relative_to(folder)
+        if escapes or inside == folder:
+            raise ForeignFolderError(f"{relative!r} is not a path inside {folder}; not deleting it.")
+        if path.is_dir() and not path.is_symlink():
+            shutil.rmtree(path)
+        elif path.exists() or path.is_symlink():
+            path.unlink()
+        else:
+            continue
+        removed.append(path)
+        remove_leftovers(path)
+    return removed
