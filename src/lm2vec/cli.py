@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, NoReturn
 
 import typer
 
+from lm2vec.artifacts import ForeignFolderError, temporary_sibling
 from lm2vec.data.cli import data_app
 from lm2vec.evaluation.cli import eval_app, report
 from lm2vec.training.cli import train_app
@@ -32,8 +33,12 @@ def _load(model: str, pooling: str | None, causal: bool, max_length: int | None 
             model, pooling=pooling, bidirectional=not causal, max_length=max_length, device=device
         )
     except (ModelSourceError, StillCausalError, UnsupportedArchitectureError, FileNotFoundError) as error:
-        typer.secho(f"error: {error}", fg=typer.colors.RED, err=True)
-        raise typer.Exit(code=2) from None
+        _fail(error)
+
+
+def _fail(error: Exception) -> NoReturn:
+    typer.secho(f"error: {error}", fg=typer.colors.RED, err=True)
+    raise typer.Exit(code=2) from None
 
 
 @app.command()
@@ -54,9 +59,8 @@ def run(
 
     try:
         run_recipe(recipe, overrides or [], out, redo=redo, until=until, echo=typer.echo)
-    except (RecipeError, PipelineError, DataError, EvalDataError, EvalConfigError, FileNotFoundError) as error:
-        typer.secho(f"error: {error}", fg=typer.colors.RED, err=True)
-        raise typer.Exit(code=2) from None
+    except (RecipeError, PipelineError, DataError, EvalDataError, EvalConfigError, OSError) as error:
+        _fail(error)
 
 
 @app.command()
@@ -69,7 +73,10 @@ def convert(
 ) -> None:
     """Write SOURCE as an encoder folder that LM2Vec, transformers and sentence-transformers load."""
     encoder = _load(source, pooling, causal, max_length)
-    encoder.save_pretrained(out)
+    try:
+        encoder.save_pretrained(out)
+    except ForeignFolderError as error:
+        _fail(error)
     typer.echo(f"wrote {out} ({encoder.model.config.model_type}, pooling={encoder.config.pooling})")
 
 
@@ -85,15 +92,25 @@ def encode(
     causal: Causal = False,
     device: Annotated[str | None, typer.Option(help="cpu, cuda, cuda:1 ... (default: cuda if available).")] = None,
 ) -> None:
-    """Embed every text of INPUT and save an (n, dim) float32 array."""
+    """Embed every text of INPUT and save an (n, dim) float32 array; row i is line (or record) i of INPUT."""
     import numpy as np
 
+    if not output.parent.is_dir() or output.is_dir():
+        raise typer.BadParameter(f"{output}: its folder does not exist or it is a folder.", param_hint="--output")
+    if batch_size < 1:
+        raise typer.BadParameter(f"must be at least 1, got {batch_size}.", param_hint="--batch-size")
     texts = read_texts(input)
     encoder = _load(model, pooling, causal, device=device)
-    embeddings = encoder.encode(
-        texts, batch_size=batch_size, normalize=normalize, prompt=instruction, show_progress_bar=True
-    )
-    np.save(output, embeddings.astype(np.float32))
+    try:
+        embeddings = encoder.encode(
+            texts, batch_size=batch_size, normalize=normalize, prompt=instruction, show_progress_bar=True
+        )
+    except ValueError as error:
+        _fail(error)
+    temporary = temporary_sibling(output)
+    with temporary.open("wb") as file:  # np.save would add .npy to a name without it
+        np.save(file, embeddings.astype(np.float32))
+    temporary.replace(output)
     typer.echo(f"wrote {output}: {embeddings.shape[0]} x {embeddings.shape[1]}")
 
 
@@ -121,10 +138,15 @@ def info(model: Annotated[str, typer.Argument(help=SOURCE_HELP)]) -> None:
 
 
 def read_texts(path: Path) -> list[str]:
-    """Texts from a .txt file (one per line) or a .jsonl file (a 'text' field per record)."""
+    """Texts from a .txt file (one per line: split at "\n" only, so a U+2028 or a form feed inside a line does
+    not shift the rows; a trailing "\r" is dropped) or a .jsonl file (a 'text' string per record)."""
     if not path.is_file():
-        raise typer.BadParameter(f"{path} does not exist.", param_hint="--input")
-    lines = path.read_text(encoding="utf-8").splitlines()
+        raise typer.BadParameter(f"{path} does not exist or is not a file.", param_hint="--input")
+    try:
+        content = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as error:
+        raise typer.BadParameter(f"{path}: not UTF-8 text ({error}).", param_hint="--input") from None
+    lines = [line.removesuffix("\r") for line in content.removesuffix("\n").split("\n")] if content else []
     if path.suffix != ".jsonl":
         return lines
     texts = []
@@ -132,7 +154,10 @@ def read_texts(path: Path) -> list[str]:
         if not line.strip():
             continue
         try:
-            texts.append(json.loads(line)["text"])
+            text = json.loads(line)["text"]
         except (json.JSONDecodeError, KeyError, TypeError):
-            raise typer.BadParameter(f"{path}:{number}: not a JSON object with a 'text' field.") from None
+            text = None
+        if not isinstance(text, str):
+            raise typer.BadParameter(f"{path}:{number}: not a JSON object with a 'text' string.", param_hint="--input")
+        texts.append(text)
     return texts

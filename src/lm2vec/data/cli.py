@@ -9,6 +9,7 @@ from typing import Annotated
 
 import typer
 
+from lm2vec.artifacts import ForeignFolderError
 from lm2vec.data.config import CorpusConfig, TextConfig, WikiConfig
 from lm2vec.data.errors import DataError
 from lm2vec.data.pipeline import build_text_corpus, build_wiki_corpus
@@ -97,7 +98,7 @@ def _run(build, config_class: type[CorpusConfig], options: dict) -> None:
         logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     try:
         manifest = build(config_class(**options))
-    except (DataError, ValueError) as error:
+    except (DataError, ValueError, ForeignFolderError) as error:
         typer.echo(f"error: {error}", err=True)
         raise typer.Exit(2) from error
     except KeyboardInterrupt:

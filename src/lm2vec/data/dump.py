@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import BinaryIO
 
-from lm2vec.data.errors import DumpError
+from lm2vec.data.errors import DumpError, require_file
 
 _CHUNK_BYTES = 1 << 20
 _EXPORT_NAMESPACE = re.compile(r"^\{http://www\.mediawiki\.org/xml/export-[\d.]+/\}")
@@ -75,8 +75,7 @@ class DumpReader:
 
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
-        if not self.path.is_file():
-            raise DumpError(f"{self.path}: no such file")
+        require_file(self.path, DumpError)
         self.size = self.path.stat().st_size
         with self.path.open("rb") as raw:
             self.compression = detect_compression(raw.read(4))

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 
 class DataError(Exception):
     """Bad input or a bad output directory; the CLI prints the message and exits non-zero."""
@@ -17,3 +19,11 @@ class DumpError(DataError):
 
 class OutputDirError(DataError):
     """The output directory already holds a run and neither resume nor overwrite was asked for."""
+
+
+def require_file(path: Path, error: type[DataError] = DataError) -> None:
+    """Raise `error` unless `path` is a readable file, saying whether it is missing or a folder."""
+    if path.is_dir():
+        raise error(f"{path}: is a folder, not a file")
+    if not path.is_file():
+        raise error(f"{path}: no such file")

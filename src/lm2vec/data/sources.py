@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any, BinaryIO
 
 from lm2vec.data.dump import DumpReader, Page, decompressed_stream, detect_compression
-from lm2vec.data.errors import DataError
+from lm2vec.data.errors import DataError, require_file
 
 _FINGERPRINT_BYTES = 1 << 20
 
@@ -70,8 +70,7 @@ class TextFileSource(Source):
     optionally compressed with gzip or bz2."""
 
     def __init__(self, path: Path, text_field: str = "text") -> None:
-        if not path.is_file():
-            raise DataError(f"{path}: no such file")
+        require_file(path)
         self.path, self.text_field, self.size = path, text_field, path.stat().st_size
         suffixes = [suffix for suffix in path.suffixes if suffix not in (".gz", ".bz2")]
         self.format = "jsonl" if suffixes and suffixes[-1] in (".jsonl", ".json") else "txt"
@@ -116,6 +115,9 @@ class TextFileSource(Source):
             except (json.JSONDecodeError, KeyError, TypeError) as error:
                 raise DataError(f"{self.path}, line {number}: not a JSON object with a {self.text_field!r} "
                                 f"string field ({error})") from error  # fmt: skip
+            if not isinstance(text, str):
+                raise DataError(f"{self.path}, line {number}: {self.text_field!r} is a {type(text).__name__}, "
+                                "not a string")  # fmt: skip
             yield Document(str(record.get("id", number)), str(record.get("title", "")), str(text))
 
     def describe(self) -> dict[str, Any]:
