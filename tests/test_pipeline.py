@@ -212,7 +212,7 @@ def test_bad_recipes_are_clear_errors(tmp_path) -> None:
 @pytest.mark.usefixtures("sts_benchmark")
 @pytest.mark.parametrize("recipe", sorted((ROOT / "recipes").glob("*.toml")), ids=lambda path: path.stem)
 def test_every_shipped_recipe_plans(recipe: Path, tmp_path) -> None:
-    plan = plan_run(recipe, out=tmp_path)
+    plan = plan_run(recipe, out=tmp_path, check_inputs=False)  # GPU recipes name hub models and dumps
     assert plan.stages[-3:] == ["export", "eval", "report"] and "mntp" in plan.stages
     for stage in plan.trained:
         assert plan.options[stage].output_dir == str(tmp_path / stage)

@@ -39,7 +39,7 @@ def test_section_then_overrides(tmp_path) -> None:
 def test_mistakes_are_named(tmp_path) -> None:
     with pytest.raises(RecipeError, match="has no option max_stpes"):
         build_config(StageConfig, "mntp", {"mntp": {"max_stpes": 3}})
-    with pytest.raises(RecipeError, match="max_steps='ten' is not a number"):
+    with pytest.raises(RecipeError, match="max_steps='ten' is not an integer"):
         build_config(StageConfig, "mntp", None, ["max_steps=ten"])
     with pytest.raises(RecipeError, match="not of the form key=value"):
         build_config(StageConfig, "mntp", None, ["max_steps"])

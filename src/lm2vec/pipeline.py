@@ -47,6 +47,8 @@ from pathlib import Path
 from typing import Any
 
 from lm2vec.artifacts import ForeignFolderError, claim_folder, read_record, remove_recorded, write_json_atomic
+from lm2vec.data.errors import DataError
+from lm2vec.modeling.pooling import POOLING_MODES
 from lm2vec.training.recipe import RecipeError, build_config, load_recipe
 
 logger = logging.getLogger(__name__)
@@ -76,8 +78,15 @@ class RunOptions:
     supervised_after: str = "mntp"  # the adapters supervised training starts from: mntp, or simcse (mntp + simcse)
 
     def __post_init__(self) -> None:
-        if self.supervised_after not in ("mntp", "simcse"):
-            raise ValueError(f"supervised_after must be 'mntp' or 'simcse', got {self.supervised_after!r}.")
+        checks = [
+            (self.supervised_after in ("mntp", "simcse"),
+             f"supervised_after must be 'mntp' or 'simcse', got {self.supervised_after!r}."),
+            (self.pooling in POOLING_MODES,
+             f"pooling must be one of {', '.join(POOLING_MODES)}, got {self.pooling!r}."),
+            (self.max_length >= 1, f"max_length must be at least 1, got {self.max_length}."),
+        ]  # fmt: skip
+        if problems := [message for ok, message in checks if not ok]:
+            raise ValueError(" ".join(problems))
 
 
 @dataclass
@@ -92,6 +101,14 @@ class EvalOptions:
     device: str | None = None
     baselines: bool = True  # causal last-token, causal mean and bidirectional untrained
     reference: bool = True  # all-MiniLM-L6-v2
+
+    def __post_init__(self) -> None:
+        checks = [
+            (self.limit is None or self.limit >= 1, f"limit must be at least 1 (or none), got {self.limit}."),
+            (self.batch_size >= 1, f"batch_size must be at least 1, got {self.batch_size}."),
+        ]
+        if problems := [message for ok, message in checks if not ok]:
+            raise ValueError(" ".join(problems))
 
 
 @dataclass
@@ -138,23 +155,38 @@ class Plan:
         return self.adapters(self.trained[-1]) if self.trained else []
 
 
-def plan_run(recipe_path: str | Path, overrides: Sequence[str] = (), out: str | Path | None = None) -> Plan:
-    """Read a recipe, apply `section.key=value` overrides and resolve every stage's options for the run folder."""
+def plan_run(
+    recipe_path: str | Path, overrides: Sequence[str] = (), out: str | Path | None = None, check_inputs: bool = True
+) -> Plan:
+    """Read a recipe, apply `section.key=value` overrides and resolve every stage's options for the run folder.
+
+    Everything is checked before any work starts: sections, override syntax, every option's type and range and,
+    with `check_inputs` (off to check a recipe meant for another machine), that input paths exist and that each
+    model source resolves. One RecipeError lists every problem found."""
     recipe_path = Path(recipe_path)
     recipe = load_recipe(recipe_path)
+    problems: list[str] = []
     if unknown := sorted(set(recipe) - set(SECTIONS)):
-        raise RecipeError(f"{recipe_path}: unknown section(s) {', '.join(unknown)}; sections: {', '.join(SECTIONS)}.")
+        problems.append(f"unknown section(s) {', '.join(unknown)}; sections: {', '.join(SECTIONS)}.")
+    valid_overrides = []
     for override in overrides:
-        key = override.partition("=")[0]
-        if "." not in key or key.partition(".")[0].strip() not in SECTIONS:
-            raise RecipeError(f"Override {override!r}: write section.key=value, section one of {', '.join(SECTIONS)}.")
-    run = build_config(RunOptions, "run", recipe, overrides)
+        key, separator, _ = override.partition("=")
+        if not separator or "." not in key or key.partition(".")[0].strip() not in SECTIONS:
+            problems.append(f"Override {override!r}: write section.key=value, section one of {', '.join(SECTIONS)}.")
+        else:
+            valid_overrides.append(override)
+    overrides = valid_overrides
+    try:
+        run = build_config(RunOptions, "run", recipe, overrides)
+    except RecipeError as error:
+        problems.append(str(error))
+        run = RunOptions()
     run_dir = Path(out or run.out or Path("runs") / recipe_path.stem)
     stages = [s for s in STAGES if s in recipe or s in ALWAYS]
     if "simcse" in stages and "mntp" not in stages or "supervised" in stages and "mntp" not in stages:
-        raise RecipeError(f"{recipe_path}: contrastive stages start from the MNTP adapter; add an [mntp] section.")
+        problems.append("contrastive stages start from the MNTP adapter; add an [mntp] section.")
     if run.supervised_after == "simcse" and "supervised" in stages and "simcse" not in stages:
-        raise RecipeError(f"{recipe_path}: supervised_after = 'simcse' needs a [simcse] section.")
+        problems.append("supervised_after = 'simcse' needs a [simcse] section.")
 
     plan = Plan(recipe_path, run, run_dir, stages, {}, {})
     builders: dict[str, Callable] = {
@@ -165,11 +197,51 @@ def plan_run(recipe_path: str | Path, overrides: Sequence[str] = (), out: str | 
     for stage in stages:
         section = {**recipe.get(stage, {}), **_section_overrides(stage, overrides)}
         if owned := sorted(OWNED & set(section)):
-            raise RecipeError(f"[{stage}] may not set {', '.join(owned)}: the run owns its folders (use --out).")
-        if stage in builders:
-            plan.options[stage] = builders[stage](plan, stage, recipe, overrides, section)
+            problems.append(f"[{stage}] may not set {', '.join(owned)}: the run owns its folders (use --out).")
+        elif stage in builders:
+            try:
+                plan.options[stage] = builders[stage](plan, stage, recipe, overrides, section)
+            except (RecipeError, DataError) as error:
+                problems.append(str(error))
         previous = plan.hashes[stage] = _hash({"section": section, "previous": previous})
+    if check_inputs:
+        problems += _missing_inputs(plan)
+    if len(problems) == 1:
+        raise RecipeError(f"{recipe_path}: {problems[0]}")
+    if problems:
+        listed = "".join(f"\n  - {problem}" for problem in problems)
+        raise RecipeError(f"{recipe_path}: {len(problems)} problems, nothing was run:{listed}")
     return plan
+
+
+def _missing_inputs(plan: Plan) -> list[str]:
+    """Model sources that do not resolve and input paths that do not exist, over every planned stage."""
+    from lm2vec.modeling.sources import ModelSourceError, check_source
+
+    problems = []
+    models = {plan.run.model} | {options.model for options in plan.options.values() if hasattr(options, "model")}
+    for model in sorted(models):
+        try:
+            check_source(model)
+        except ModelSourceError as error:
+            problems.append(f"model {model!r}: {error}")
+    inputs = [("[data] inputs", source, "file") for source, _, _ in plan.options.get("data", ())]
+    for stage in TRAINING_STAGES:
+        options = plan.options.get(stage)
+        for name in ("data", "validation_data", "adapters"):
+            values = getattr(options, name, None) or []
+            inputs += [
+                (f"[{stage}] {name}", value, "any") for value in ([values] if isinstance(values, str) else values)
+            ]
+    for where, value, kind in inputs:
+        path = Path(value)
+        if value.startswith("hf:") or path.is_relative_to(plan.run_dir):  # the hub's, or this run's own output
+            continue
+        if not path.exists():
+            problems.append(f"{where}: {value} does not exist.")
+        elif kind == "file" and not path.is_file():
+            problems.append(f"{where}: {value} is a folder, not a file.")
+    return problems
 
 
 def _section_overrides(stage: str, overrides: Sequence[str]) -> dict[str, str]:
@@ -252,8 +324,15 @@ def _contrastive_options(plan: Plan, stage: str, recipe: dict, overrides: Sequen
 
 
 def _eval_options(plan: Plan, stage: str, recipe: dict, overrides: Sequence[str], section: dict) -> EvalOptions:
+    from lm2vec.evaluation.errors import EvalConfigError, EvalDataError
+    from lm2vec.evaluation.registry import Registry
+
     options = build_config(EvalOptions, stage, recipe, overrides)
     options.registries = [_expand(path, plan) for path in options.registries]
+    try:
+        Registry.from_files(options.registries).select(options.suites, options.tasks)
+    except (EvalConfigError, EvalDataError) as error:
+        raise RecipeError(f"[eval] {error}") from None
     return options
 
 

@@ -8,12 +8,16 @@ in input order, which keeps runs deterministic and makes "pages seen" a valid re
 
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
 import gc
 import hashlib
 import itertools
 import logging
+import os
 import re
 import signal
+import threading
 import time
 from collections import deque
 from collections.abc import Iterator
@@ -40,6 +44,7 @@ _IN_FLIGHT_PER_WORKER = 3
 _BLANK_LINE = re.compile(r"\n\s*\n")
 # Parsing builds many short-lived objects; the default GC thresholds make it about 1.7x slower.
 _GC_THRESHOLDS = (50_000, 20, 100)
+_PR_SET_PDEATHSIG = 1  # linux/prctl.h
 
 
 @dataclass(frozen=True)
@@ -123,8 +128,29 @@ class ArticleProcessor:
 _WORKER: ArticleProcessor | None = None
 
 
-def _init_worker(config: CorpusConfig, namespaces: dict[int, str]) -> None:
+def die_with_parent(parent_pid: int) -> None:
+    """End this worker process when the process that started it dies, even by SIGKILL, which no handler sees:
+    Linux's PR_SET_PDEATHSIG where there is one, else a thread that watches the parent's pid."""
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+        watched = libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0) == 0
+    except (OSError, AttributeError):  # not Linux
+        watched = False
+    if not watched:
+        threading.Thread(target=_watch_parent, args=(parent_pid,), name="lm2vec-parent-watch", daemon=True).start()
+    if os.getppid() != parent_pid:  # the parent died before the watch began
+        os._exit(1)
+
+
+def _watch_parent(parent_pid: int) -> None:
+    while os.getppid() == parent_pid:
+        time.sleep(1.0)
+    os._exit(1)
+
+
+def _init_worker(config: CorpusConfig, namespaces: dict[int, str], parent_pid: int) -> None:
     global _WORKER
+    die_with_parent(parent_pid)
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the main process's to handle
     gc.set_threshold(*_GC_THRESHOLDS)
     _WORKER = ArticleProcessor(config, namespaces)
@@ -230,7 +256,9 @@ class CorpusBuilder:
             for item in itertools.chain(first, items):
                 yield processor.process(item)
             return
-        pool = ProcessPoolExecutor(workers, initializer=_init_worker, initargs=(self._config, self._namespaces()))
+        pool = ProcessPoolExecutor(
+            workers, initializer=_init_worker, initargs=(self._config, self._namespaces(), os.getpid())
+        )
         pending: deque[Future[list[ProcessedArticle]]] = deque()
         read_error: DataError | None = None
         try:

@@ -77,21 +77,33 @@ def cache_dir() -> Path:
 
 def resolve_source(source: str | os.PathLike) -> str:
     """Turn any supported source into something `from_pretrained` loads: a local folder or a hub id."""
-    text = str(source)
+    located = check_source(source)
+    return str(gguf_to_folder(located)) if isinstance(located, Path) and located.suffix == ".gguf" else str(located)
+
+
+def check_source(source: str | os.PathLike) -> Path | str:
+    """Where `source` is, without loading or converting it: a GGUF file, a model folder, or a reachable hub id.
+
+    Raises ModelSourceError with what to do for anything else (an empty string, a missing file, a folder that
+    is not a model, an unknown pkg: alias, a hub id that cannot be fetched)."""
+    text = str(source).strip()
+    if not text:
+        raise ModelSourceError("No model given: name a model folder, a .gguf file, a hub id or one of "
+                               f"{', '.join(_aliases())}.")  # fmt: skip
     if text.startswith(PACKAGE_PREFIX):
         alias = text[len(PACKAGE_PREFIX) :]
         if alias not in PACKAGED_MODELS:
             raise ModelSourceError(f"Unknown packaged model {text!r}; known: {', '.join(_aliases())}.")
-        return str(gguf_to_folder(PACKAGED_MODELS[alias].gguf_path()))
+        return PACKAGED_MODELS[alias].gguf_path()
     path = Path(text).expanduser()
     if text.endswith(".gguf"):
         if not path.is_file():
             raise ModelSourceError(f"GGUF file not found: {path}")
-        return str(gguf_to_folder(path))
+        return path
     if path.is_dir():
         if not (path / "config.json").is_file():
             raise ModelSourceError(f"{path} is a folder but has no config.json: not a Hugging Face model folder.")
-        return str(path)
+        return path
     if path.exists() or text.startswith((".", "/", "~")):
         raise ModelSourceError(f"{text!r} is neither a model folder nor a .gguf file.")
     _check_hub_reachable(text)

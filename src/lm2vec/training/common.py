@@ -59,6 +59,43 @@ class TrainingOptions:
     lora_dropout: float = 0.05
     lora_target_modules: list[str] = field(default_factory=lambda: ["all-linear"])
 
+    def __post_init__(self) -> None:
+        if problems := self.problems():
+            raise ValueError(" ".join(problems))
+
+    def problems(self) -> list[str]:
+        """Every option out of range, so a recipe is refused before any work with all its mistakes named;
+        a stage's config adds its own."""
+        checks = [
+            (self.max_steps >= 1, f"max_steps must be at least 1, got {self.max_steps}."),
+            (
+                self.per_device_batch_size >= 1,
+                f"per_device_batch_size must be at least 1, got {self.per_device_batch_size}.",
+            ),
+            (
+                self.gradient_accumulation_steps >= 1,
+                f"gradient_accumulation_steps must be at least 1, got {self.gradient_accumulation_steps}.",
+            ),
+            (self.learning_rate > 0, f"learning_rate must be positive, got {self.learning_rate}."),
+            (self.warmup_steps >= 0, f"warmup_steps must be >= 0, got {self.warmup_steps}."),
+            (self.weight_decay >= 0, f"weight_decay must be >= 0, got {self.weight_decay}."),
+            (self.logging_steps >= 1, f"logging_steps must be at least 1, got {self.logging_steps}."),
+            (self.save_steps >= 1, f"save_steps must be at least 1, got {self.save_steps}."),
+            (
+                self.save_total_limit is None or self.save_total_limit >= 1,
+                f"save_total_limit must be at least 1 (or none), got {self.save_total_limit}.",
+            ),
+            (
+                self.eval_steps is None or self.eval_steps >= 1,
+                f"eval_steps must be at least 1 (or none), got {self.eval_steps}.",
+            ),
+            (self.lora_r >= 1, f"lora_r must be at least 1, got {self.lora_r}."),
+            (self.lora_alpha > 0, f"lora_alpha must be positive, got {self.lora_alpha}."),
+            (0 <= self.lora_dropout < 1, f"lora_dropout must be in [0, 1), got {self.lora_dropout}."),
+            (bool(self.lora_target_modules), "lora_target_modules must name at least one module."),
+        ]
+        return [message for ok, message in checks if not ok]
+
 
 def add_lora(backbone: PreTrainedModel, options: TrainingOptions, fused: bool = True) -> PeftModel:
     """Wrap the backbone with a fresh LoRA adapter; only the adapter's weights train.

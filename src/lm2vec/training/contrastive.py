@@ -40,7 +40,7 @@ from transformers import Trainer
 
 from lm2vec.artifacts import atomic_folder, write_json_atomic
 from lm2vec.modeling.encoder import LM2Vec
-from lm2vec.modeling.pooling import pool
+from lm2vec.modeling.pooling import POOLING_MODES, pool
 from lm2vec.training.common import (
     AtomicCheckpoints,
     TrainingOptions,
@@ -80,15 +80,22 @@ class ContrastiveOptions(TrainingOptions):
     # Write `encoder/` (merged weights, loadable everywhere) at the end; a pipeline exports only its last stage.
     export: bool = True
 
-    def __post_init__(self) -> None:
-        if self.temperature <= 0:
-            raise ValueError(f"temperature must be positive, got {self.temperature}.")
-        if not 0.0 <= self.dropout < 1.0:
-            raise ValueError(f"dropout must be in [0, 1), got {self.dropout}.")
-        if self.mini_batch_size < 0:
-            raise ValueError(f"mini_batch_size must be >= 0, got {self.mini_batch_size}.")
-        if self.cached and self.mini_batch_size == 0:
-            raise ValueError("cached=True needs mini_batch_size > 0 (the rows embedded per pass).")
+    def problems(self) -> list[str]:
+        checks = [
+            (self.temperature > 0, f"temperature must be positive, got {self.temperature}."),
+            (0.0 <= self.dropout < 1.0, f"dropout must be in [0, 1), got {self.dropout}."),
+            (self.mini_batch_size >= 0, f"mini_batch_size must be >= 0, got {self.mini_batch_size}."),
+            (
+                not self.cached or self.mini_batch_size != 0,
+                "cached=True needs mini_batch_size > 0 (the rows embedded per pass).",
+            ),
+            (self.max_length >= 1, f"max_length must be at least 1, got {self.max_length}."),
+            (
+                self.pooling in POOLING_MODES,
+                f"pooling must be one of {', '.join(POOLING_MODES)}, got {self.pooling!r}.",
+            ),
+        ]
+        return super().problems() + [message for ok, message in checks if not ok]
 
 
 @dataclass

@@ -53,7 +53,7 @@ from lm2vec.training.common import (
     training_arguments,
 )
 from lm2vec.training.lora import recomputing_norm_outputs
-from lm2vec.training.masking import IGNORE_INDEX, MNTPCollator, mask_token_for, sample_seed
+from lm2vec.training.masking import IGNORE_INDEX, STRATEGIES, MNTPCollator, mask_token_for, sample_seed
 
 logger = logging.getLogger(__name__)
 
@@ -87,6 +87,25 @@ class MNTPConfig(TrainingOptions):
     preprocessing_workers: int | None = None
     merge: bool = False
     eval_on_start: bool = True
+
+    def problems(self) -> list[str]:
+        checks = [
+            (self.max_seq_length >= 2, f"max_seq_length must be at least 2, got {self.max_seq_length}."),
+            (0 < self.mask_prob < 1, f"mask_prob must be between 0 and 1, got {self.mask_prob}."),
+            (
+                self.mask_strategy in STRATEGIES,
+                f"mask_strategy must be one of {', '.join(STRATEGIES)}, got {self.mask_strategy!r}.",
+            ),
+            (
+                0 <= self.validation_fraction < 1,
+                f"validation_fraction must be in [0, 1), got {self.validation_fraction}.",
+            ),
+            (
+                self.max_eval_blocks is None or self.max_eval_blocks >= 1,
+                f"max_eval_blocks must be at least 1 (or none), got {self.max_eval_blocks}.",
+            ),
+        ]
+        return super().problems() + [message for ok, message in checks if not ok]
 
 
 # --- the model -------------------------------------------------------------------------------------------------

@@ -38,7 +38,9 @@ def build_config(
     recipe: dict[str, Any] | None = None,
     overrides: Sequence[str] = (),
 ) -> ConfigT:
-    """`config_class` filled from `recipe[section]`, then from `key=value` overrides for that section."""
+    """`config_class` filled from `recipe[section]`, then from `key=value` overrides for that section.
+
+    Every problem of the section (unknown keys, wrong types, values out of range) is reported in one RecipeError."""
     values = dict((recipe or {}).get(section, {}))
     for override in overrides:
         key, value = _split_override(override)
@@ -49,13 +51,26 @@ def build_config(
         values[key] = value
     field_types = typing.get_type_hints(config_class)
     known = {field.name for field in dataclasses.fields(config_class)}
-    unknown = sorted(set(values) - known)
-    if unknown:
-        raise RecipeError(f"[{section}] has no option {', '.join(unknown)}; options: {', '.join(sorted(known))}.")
+    problems = []
+    if unknown := sorted(set(values) - known):
+        problems.append(f"has no option {', '.join(unknown)}; options: {', '.join(sorted(known))}.")
+    coerced = {}
+    for key, value in values.items():
+        if key in known:
+            try:
+                coerced[key] = _coerce(value, field_types[key], key)
+            except RecipeError as error:
+                problems.append(str(error))
     try:
-        return config_class(**{key: _coerce(value, field_types[key], key) for key, value in values.items()})
-    except (TypeError, ValueError) as error:
-        raise RecipeError(f"[{section}]: {error}") from None
+        config = config_class(**coerced)  # the ranges of the well-typed values are checked even after a problem
+    except ValueError as error:
+        problems.append(str(error))
+    except TypeError as error:  # a required field whose value was refused above is no news
+        if not problems:
+            problems.append(str(error))
+    if problems:
+        raise RecipeError(f"[{section}] " + " ".join(problems))
+    return config
 
 
 def _split_override(override: str) -> tuple[str, str]:
@@ -66,14 +81,29 @@ def _split_override(override: str) -> tuple[str, str]:
 
 
 def _coerce(value: Any, annotation: Any, key: str) -> Any:
-    """Values from TOML keep their type; strings from the command line are parsed by the field's type."""
-    if not isinstance(value, str):
-        return value
-    options = [a for a in typing.get_args(annotation) if a is not type(None)]
-    if isinstance(annotation, types.UnionType) or typing.get_origin(annotation) is typing.Union:
-        if value.lower() in ("none", "null", ""):
+    """A TOML value checked against the field's type; a string from the command line parsed by it first."""
+    optional = isinstance(annotation, types.UnionType) or typing.get_origin(annotation) is typing.Union
+    if optional:
+        if isinstance(value, str) and value.lower() in ("none", "null", ""):
             return None
-        annotation = options[0]
+        annotation = next(a for a in typing.get_args(annotation) if a is not type(None))
+    if isinstance(value, str) and annotation is not str:
+        value = _parse(value, annotation, key)
+    origin = typing.get_origin(annotation)
+    if origin in (list, tuple):
+        item_type = (typing.get_args(annotation) or (Any,))[0]
+        if not isinstance(value, list) or item_type is str and not all(isinstance(item, str) for item in value):
+            raise RecipeError(f"{key}={value!r} is not a list of {getattr(item_type, '__name__', 'values')}.")
+        return value
+    expected = {bool: (bool,), int: (int,), float: (int, float), str: (str,)}.get(annotation)
+    if expected is not None and (not isinstance(value, expected) or isinstance(value, bool) and annotation is not bool):
+        kind = {bool: "a boolean", int: "an integer", float: "a number", str: "a string"}[annotation]
+        raise RecipeError(f"{key}={value!r} is not {kind}.")
+    return float(value) if annotation is float else value
+
+
+def _parse(value: str, annotation: Any, key: str) -> Any:
+    """A command-line string as the field's type: true/false, numbers, JSON lists or comma-separated items."""
     if annotation is bool:
         if value.lower() in ("true", "1", "yes"):
             return True
@@ -84,11 +114,13 @@ def _coerce(value: Any, annotation: Any, key: str) -> Any:
         try:
             return annotation(value)
         except ValueError:
-            raise RecipeError(f"{key}={value!r} is not a number.") from None
+            raise RecipeError(f"{key}={value!r} is not {'an integer' if annotation is int else 'a number'}.") from None
     if typing.get_origin(annotation) in (list, tuple):
+        if not value.startswith("["):
+            return [part.strip() for part in value.split(",") if part.strip()]
         try:
             parsed = json.loads(value)
-        except json.JSONDecodeError:
-            parsed = [part.strip() for part in value.split(",") if part.strip()]
-        return list(parsed) if isinstance(parsed, list) else [parsed]
+        except json.JSONDecodeError as error:
+            raise RecipeError(f"{key}={value!r} is not a JSON list ({error.msg}).") from None
+        return parsed
     return value
