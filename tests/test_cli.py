@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 from typer.testing import CliRunner
@@ -47,3 +48,32 @@ def test_errors_are_messages_not_tracebacks(tiny_llama, tmp_path) -> None:
     result = runner.invoke(app, ["encode", "-m", str(tiny_llama), "-i", str(tmp_path / "bad.jsonl"), "-o", "x.npy"])
     assert result.exit_code == 2
     assert "bad.jsonl:2" in result.output
+
+
+def test_encode_rows_are_lines_and_bad_input_is_refused_before_loading(tiny_llama, tmp_path) -> None:
+    # U+2028, U+0085 and a form feed are characters inside a line, not line breaks: 2 lines give 2 rows.
+    (tmp_path / "two.txt").write_text("a red car\u2028the dog\u0085ran\r\nfast \x0c music\n", encoding="utf-8")
+    target = tmp_path / "two"  # no .npy suffix: written exactly where asked
+    result = runner.invoke(app, ["encode", "-m", str(tiny_llama), "-i", str(tmp_path / "two.txt"), "-o", str(target)])
+    assert result.exit_code == 0, result.output
+    expected = LM2Vec.from_pretrained(tiny_llama, device="cpu").encode(
+        ["a red car\u2028the dog\u0085ran", "fast \x0c music"]
+    )
+    np.testing.assert_allclose(np.load(target), expected, rtol=1e-5, atol=1e-6)
+
+    def encode(name: str, output: Path) -> str:
+        result = runner.invoke(app, ["encode", "-m", "pkg:never-loaded", "-i", str(tmp_path / name), "-o", str(output)])
+        assert result.exit_code == 2
+        return " ".join(result.output.split())
+
+    assert "its folder does not exist" in encode("two.txt", tmp_path / "missing" / "out.npy")
+    (tmp_path / "latin1.txt").write_bytes(b"caf\xe9\n")
+    assert "not UTF-8 text" in encode("latin1.txt", tmp_path / "out.npy")
+    (tmp_path / "numbers.jsonl").write_text('{"text": "ok"}\n{"text": 42}\n')
+    assert "numbers.jsonl:2: not a JSON object with a 'text' string" in encode("numbers.jsonl", tmp_path / "out.npy")
+    assert "does not exist or is not a file" in encode("", tmp_path / "out.npy")  # the folder itself
+    (tmp_path / "surrogate.jsonl").write_text('{"text": "ab\\ud800"}\n')
+    result = runner.invoke(
+        app, ["encode", "-m", str(tiny_llama), "-i", str(tmp_path / "surrogate.jsonl"), "-o", "x.npy"]
+    )
+    assert result.exit_code == 2 and "lone surrogate" in result.output

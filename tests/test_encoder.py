@@ -112,3 +112,12 @@ def test_bad_options_are_refused(tiny_llama, encoder) -> None:
         LM2Vec.from_pretrained(tiny_llama, pooling="max", device="cpu")
     with pytest.raises(ValueError, match="convert_to"):
         encoder.encode(["a"], convert_to="list")
+
+
+def test_none_and_lone_surrogates_are_named(encoder) -> None:
+    with pytest.raises(
+        TypeError, match="encode takes a str, an \\(instruction, text\\) pair or a list of them, got NoneType"
+    ):
+        encoder.encode(None)
+    with pytest.raises(ValueError, match="Input 1 holds a lone surrogate \\(U\\+D800 at character 2\\)"):
+        encoder.encode(["fine", "ab\ud800c"])

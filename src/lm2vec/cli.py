@@ -96,10 +96,13 @@ def encode(
     import numpy as np
 
     if not output.parent.is_dir() or output.is_dir():
-        raise typer.BadParameter(f"{output}: its folder does not exist or it is a folder.", param_hint="--output")
+        _fail(ValueError(f"--output {output}: its folder does not exist or it is a folder."))
     if batch_size < 1:
-        raise typer.BadParameter(f"must be at least 1, got {batch_size}.", param_hint="--batch-size")
-    texts = read_texts(input)
+        _fail(ValueError(f"--batch-size must be at least 1, got {batch_size}."))
+    try:
+        texts = read_texts(input)
+    except ValueError as error:
+        _fail(error)
     encoder = _load(model, pooling, causal, device=device)
     try:
         embeddings = encoder.encode(
@@ -139,13 +142,15 @@ def info(model: Annotated[str, typer.Argument(help=SOURCE_HELP)]) -> None:
 
 def read_texts(path: Path) -> list[str]:
     """Texts from a .txt file (one per line: split at "\n" only, so a U+2028 or a form feed inside a line does
-    not shift the rows; a trailing "\r" is dropped) or a .jsonl file (a 'text' string per record)."""
+    not shift the rows; a trailing "\r" is dropped) or a .jsonl file (a 'text' string per record).
+
+    Raises ValueError naming the file (and line) for anything else."""
     if not path.is_file():
-        raise typer.BadParameter(f"{path} does not exist or is not a file.", param_hint="--input")
+        raise ValueError(f"--input {path} does not exist or is not a file.")
     try:
         content = path.read_text(encoding="utf-8")
     except UnicodeDecodeError as error:
-        raise typer.BadParameter(f"{path}: not UTF-8 text ({error}).", param_hint="--input") from None
+        raise ValueError(f"{path}: not UTF-8 text ({error}).") from None
     lines = [line.removesuffix("\r") for line in content.removesuffix("\n").split("\n")] if content else []
     if path.suffix != ".jsonl":
         return lines
@@ -158,6 +163,6 @@ def read_texts(path: Path) -> list[str]:
         except (json.JSONDecodeError, KeyError, TypeError):
             text = None
         if not isinstance(text, str):
-            raise typer.BadParameter(f"{path}:{number}: not a JSON object with a 'text' string.", param_hint="--input")
+            raise ValueError(f"{path}:{number}: not a JSON object with a 'text' string.")
         texts.append(text)
     return texts
