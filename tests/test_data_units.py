@@ -183,3 +183,22 @@ def test_format_detection() -> None:
     assert detect_compression(b"<med") == "none"
     assert detect_encoding(b"\xff\xfe<\x00") == "utf-16-le" and detect_encoding(b"<\x00m\x00") == "utf-16-le"
     assert detect_encoding(b"\x00<\x00m") == "utf-16-be" and detect_encoding(b"<med") == "utf-8"
+
+
+def test_splitting_is_linear_in_the_length_of_an_unsplit_paragraph() -> None:
+    """Sentences that start in lower case are joined to the one before: a long paragraph of them used to take
+    quadratic time (1/2/4 MB: 0.8/2.3/8.9 s). Here 16x the text must take far less than 16^2 x the time."""
+    import time
+
+    splitter = SentenceSplitter("en")
+    unit = "the cat sat on the mat. and then it ran away. "
+
+    def seconds(repeats: int) -> float:
+        text = unit * repeats
+        started = time.perf_counter()
+        assert splitter.split(text) == [text.strip()]
+        return time.perf_counter() - started
+
+    small = min(seconds(4_000) for _ in range(3))  # about 0.2 MB
+    large = seconds(64_000)  # about 3 MB
+    assert large < 40 * small, (small, large)
