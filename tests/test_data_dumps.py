@@ -8,6 +8,7 @@ import bz2
 import gzip
 import importlib.util
 import json
+import random
 import shutil
 from pathlib import Path
 
@@ -278,3 +279,43 @@ def test_local_huggingface_dataset_folder(tmp_path: Path) -> None:
     config = TextConfig(lang="en", workers=1, progress=False, min_article_chars=10, text_field="content")
     manifest = build_text_corpus(str(folder), config, tmp_path / "out")
     assert manifest.source["kind"] == "huggingface" and manifest.counts.articles_kept == 5
+
+
+def test_overwrite_and_resume_touch_only_lm2vec_corpora(tmp_path: Path) -> None:
+    """`--overwrite` used to delete any paragraphs/ and sentences/ folder in --out, and a foreign manifest.json
+    ended in KeyError: 'counts'."""
+    words = "red blue green cat dog tree house river city road car man woman child music".split()
+    rng = random.Random(0)
+    documents = [" ".join(rng.choice(words) for _ in range(14)) + "." for _ in range(12)]
+    (tmp_path / "docs.txt").write_text("\n\n".join(documents))
+    common = ["text", str(tmp_path / "docs.txt"), "--lang", "en", "--workers", "1", "--no-progress",
+              "--min-article-chars", "20", "--near-duplicate-threshold", "0"]  # fmt: skip
+    users = tmp_path / "users"
+    (users / "paragraphs").mkdir(parents=True)
+    (users / "paragraphs" / "my-notes.txt").write_text("mine")
+    result = runner.invoke(data_app, [*common, "--out", str(users), "--overwrite"])
+    assert result.exit_code == 2 and f"{users} is not empty and was not made by lm2vec" in result.output
+    assert (users / "paragraphs" / "my-notes.txt").read_text() == "mine"
+
+    (users / "manifest.json").write_text('{"name": "another tool\'s manifest"}')
+    for mode in ([], ["--resume"], ["--overwrite"]):
+        result = runner.invoke(data_app, [*common, "--out", str(users), *mode])
+        assert result.exit_code == 2 and "manifest.json was not written by lm2vec" in result.output, mode
+
+    corpus = tmp_path / "corpus"
+    assert runner.invoke(data_app, [*common, "--out", str(corpus), "--shard-size", "5"]).exit_code == 0
+    shards = sorted(path.name for path in (corpus / "paragraphs").iterdir())
+    (corpus / "paragraphs" / "README.txt").write_text("a note of the user's, inside lm2vec's folder")
+    result = runner.invoke(data_app, [*common, "--out", str(corpus), "--overwrite"])
+    assert result.exit_code == 0, result.output
+    assert sorted(path.name for path in (corpus / "paragraphs").iterdir()) == ["README.txt", "train-00000.parquet"]
+    assert len(shards) == 3 and Manifest.read(corpus).counts.paragraphs == 12
+
+
+def test_a_folder_given_as_input_is_named_as_one(tmp_path: Path) -> None:
+    result = runner.invoke(data_app, ["wiki", str(tmp_path), "--lang", "en", "--out", str(tmp_path / "out")])
+    assert result.exit_code == 2 and "is a folder, not a file" in result.output
+    (tmp_path / "records.jsonl").write_text('{"text": "fine words here"}\n{"text": ["a", "list"]}\n')
+    result = runner.invoke(data_app, ["text", str(tmp_path / "records.jsonl"), "--lang", "en", "--out",
+                                      str(tmp_path / "out2"), "--workers", "1"])  # fmt: skip
+    assert result.exit_code == 2 and "records.jsonl, line 2: 'text' is a list, not a string" in result.output
