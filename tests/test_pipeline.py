@@ -7,6 +7,7 @@ import os
 import random
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -15,6 +16,7 @@ from sentence_transformers import SentenceTransformer
 from typer.testing import CliRunner
 
 from lm2vec import LM2Vec
+from lm2vec.artifacts import ForeignFolderError
 from lm2vec.cli import app
 from lm2vec.data.errors import DataError
 from lm2vec.data.packaged import stsb_dir
@@ -233,3 +235,69 @@ def test_two_processes_run_the_recipe(tiny_llama, inputs, tmp_path) -> None:
     assert config["world_size"] == 2
     assert completed.stdout.count("[7/7] report: done") == 1  # printed by the main process only
     assert (run_dir / "report" / "report.md").is_file() and (run_dir / "model" / "modules.json").is_file()
+
+
+def test_a_run_never_writes_into_or_deletes_what_is_not_its_own(tiny_llama, inputs, tmp_path) -> None:
+    """`run --out .` in a project folder, then `--redo data`, used to delete the user's dump, model/ and report/."""
+    project = tmp_path / "project"
+    for name in ("data/mydump.xml.bz2", "model/model.safetensors", "report/notes.md"):
+        (project / name).parent.mkdir(parents=True, exist_ok=True)
+        (project / name).write_text(f"the user's {name}")
+    overrides = [arg for override in tiny_overrides(tiny_llama, inputs) for arg in ("--set", override)]
+    result = CliRunner().invoke(app, ["run", str(QUICK), "--out", str(project), "--until", "data", *overrides])
+    assert result.exit_code == 2 and f"{project} is not empty and was not made by lm2vec" in result.output
+    assert sorted(str(p.relative_to(project)) for p in project.rglob("*") if p.is_file()) == [
+        "data/mydump.xml.bz2",
+        "model/model.safetensors",
+        "report/notes.md",
+    ]
+
+    run_dir = tmp_path / "run"
+    run_recipe(QUICK, tiny_overrides(tiny_llama, inputs), run_dir, until="data", echo=lambda line: None)
+    state = json.loads((run_dir / "pipeline.json").read_text())
+    assert state["format"] == "lm2vec-run" and state["stages"]["data"]["outputs"] == ["data/00-docs"]
+    (run_dir / "data" / "mydump.xml.bz2").write_text("the user's dump, kept beside the corpora")
+    (run_dir / "mntp").mkdir()
+    (run_dir / "mntp" / "my-adapter.safetensors").write_text("the user's")
+    printed: list[str] = []
+    run_recipe(QUICK, tiny_overrides(tiny_llama, inputs), run_dir, redo="data", until="data", echo=printed.append)
+    assert f"  --redo data: removed {run_dir.resolve() / 'data' / '00-docs'}" in printed
+    assert (run_dir / "data" / "mydump.xml.bz2").is_file() and (
+        run_dir / "data" / "00-docs" / "manifest.json"
+    ).is_file()
+    with pytest.raises(ForeignFolderError, match=f"{run_dir / 'mntp'} exists but lm2vec's record"):
+        run_recipe(QUICK, tiny_overrides(tiny_llama, inputs), run_dir, until="mntp", echo=lambda line: None)
+    assert (run_dir / "mntp" / "my-adapter.safetensors").read_text() == "the user's"
+    assert json.loads((run_dir / "pipeline.json").read_text())["stages"]["mntp"]["status"] == "pending"
+
+
+@pytest.mark.usefixtures("sts_benchmark")
+def test_the_whole_recipe_is_checked_before_any_stage_starts(tmp_path) -> None:
+    recipe = tmp_path / "bad.toml"
+    recipe.write_text(
+        '[run]\nmodel = "/no/such/model"\n[data]\ninputs = ["missing.txt"]\nlang = "en"\n'
+        "[mntp]\nlearning_rate = -1.0\nmax_steps = 6.5\nper_device_batch_size = 0\n[simcse]\nmax_steps = -5\n"
+    )
+    overrides = ["--set", "mntp.lora_target_modules=[q_proj", "--set", "eval.suites=nope", "--set", "nodot"]
+    result = CliRunner().invoke(app, ["run", str(recipe), "--out", str(tmp_path / "run"), *overrides])
+    assert result.exit_code == 2 and "6 problems, nothing was run" in result.output
+    for problem in ("max_steps=6.5 is not an integer", "lora_target_modules='[q_proj' is not a JSON list",
+                    "per_device_batch_size must be at least 1, got 0", "learning_rate must be positive",
+                    "[simcse] max_steps must be at least 1, got -5", "unknown suite 'nope'",
+                    "'/no/such/model' is neither a model folder nor a .gguf file",
+                    f"{tmp_path / 'missing.txt'} does not exist", "Override 'nodot'"):  # fmt: skip
+        assert problem in result.output
+    assert not (tmp_path / "run").exists()
+    result = CliRunner().invoke(app, ["run", str(QUICK), "--out", str(tmp_path / "run"), "--set", "run.model="])
+    assert result.exit_code == 2 and "No model given" in result.output
+
+
+def test_a_killed_attempt_still_counts_in_the_wall_time(tiny_llama, inputs, tmp_path, monkeypatch) -> None:
+    """The time of an attempt is written while it runs, so a kill -9 (which runs no handler) does not lose it."""
+    monkeypatch.setattr("lm2vec.pipeline.HEARTBEAT_SECONDS", 0.05)
+    pipeline = Pipeline(plan_run(QUICK, tiny_overrides(tiny_llama, inputs), tmp_path / "run"), echo=lambda line: None)
+    record = pipeline.records["data"]
+    with pipeline._timing(record):
+        time.sleep(0.5)
+        written = json.loads((tmp_path / "run" / "pipeline.json").read_text())["stages"]["data"]["seconds"]
+    assert 0.2 < written <= record.seconds

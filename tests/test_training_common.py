@@ -7,7 +7,9 @@ from dataclasses import dataclass, field
 
 import pytest
 
+from lm2vec.artifacts import ForeignFolderError
 from lm2vec.training.callbacks import plot_losses, read_log
+from lm2vec.training.common import TrainingOptions, resume_checkpoint
 from lm2vec.training.recipe import RecipeError, build_config, load_recipe
 
 
@@ -55,3 +57,48 @@ def test_loss_plot_from_log(tmp_path) -> None:
     assert len(read_log(tmp_path)) == 6
     png = plot_losses(tmp_path)
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 5000
+
+
+def test_resume_skips_an_incomplete_checkpoint(tmp_path, caplog) -> None:
+    """A kill during a save used to leave checkpoint-N without trainer_state.json, and every resume failed on it."""
+    options = TrainingOptions(output_dir=str(tmp_path / "run"))
+    assert resume_checkpoint(options, resume=True) is None  # a new folder becomes lm2vec's
+    run = tmp_path / "run"
+    for step, files in ((2, ("trainer_state.json", "adapter_model.safetensors")), (4, ("adapter_model.safetensors",)),
+                        (6, ())):  # fmt: skip
+        (run / f"checkpoint-{step}").mkdir()
+        for name in files:
+            content = json.dumps({"global_step": step}) if name == "trainer_state.json" else "weights"
+            (run / f"checkpoint-{step}" / name).write_text(content)
+    (run / ".checkpoint-8.partial-staging" / "checkpoint-8").mkdir(parents=True)  # a save killed before its rename
+    with caplog.at_level("WARNING"):
+        assert resume_checkpoint(options, resume=True) == str(run / "checkpoint-2")
+    assert "checkpoint-4 is incomplete" in caplog.text and "checkpoint-6 is incomplete" in caplog.text
+    assert sorted(path.name for path in run.iterdir()) == ["checkpoint-2", "lm2vec_training.json"]
+    with pytest.raises(FileExistsError, match="already holds checkpoints"):
+        resume_checkpoint(options, resume=False)
+
+
+def test_a_training_folder_of_the_users_is_refused(tmp_path) -> None:
+    (tmp_path / "results.csv").write_text("mine")
+    with pytest.raises(ForeignFolderError, match="not empty and was not made by lm2vec"):
+        resume_checkpoint(TrainingOptions(output_dir=str(tmp_path)), resume=True)
+    assert [path.name for path in tmp_path.iterdir()] == ["results.csv"]
+
+
+def test_every_bad_value_of_a_section_is_named_at_once() -> None:
+    from lm2vec.training.mntp import MNTPConfig
+
+    section = {"mntp": {"learning_rate": -1.0, "max_steps": 6.5, "per_device_batch_size": 0, "mask_prob": 2.0,
+                        "gradient_checkpointing": "yes please"}}  # fmt: skip
+    with pytest.raises(RecipeError) as raised:
+        build_config(MNTPConfig, "mntp", section, ["lora_target_modules=[q_proj", "save_steps=-5"])
+    for problem in ("max_steps=6.5 is not an integer", "gradient_checkpointing='yes please' is not a boolean",
+                    "lora_target_modules='[q_proj' is not a JSON list", "learning_rate must be positive, got -1.0",
+                    "per_device_batch_size must be at least 1, got 0", "mask_prob must be between 0 and 1, got 2.0",
+                    "save_steps must be at least 1, got -5"):  # fmt: skip
+        assert problem in str(raised.value)
+    assert build_config(MNTPConfig, "mntp", None, ['lora_target_modules=["q_proj", "v_proj"]']).lora_target_modules == [
+        "q_proj",
+        "v_proj",
+    ]
