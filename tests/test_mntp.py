@@ -267,6 +267,12 @@ def test_resume_after_kill_continues_exactly(tiny_llama, text_file, tmp_path) ->
         for name in ("straight", "killed")
     }
     assert [s for s, _ in losses["killed"]] == list(range(1, 9))  # the killed run's step 5 was dropped
+    # TensorBoard too: one folder for both attempts, and the resumed writer purges the killed run's step 5.
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    events = EventAccumulator(str(tmp_path / "killed" / "tensorboard"))
+    events.Reload()
+    assert [event.step for event in events.Scalars("train/loss")] == list(range(1, 9))
     for (_, a), (_, b) in zip(losses["killed"], losses["straight"], strict=True):
         assert a == pytest.approx(b, rel=1e-4)
     for name, weight in lora_weights(trainer.model).items():

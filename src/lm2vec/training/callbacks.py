@@ -29,7 +29,9 @@ class ResumableTensorBoard(TensorBoardCallback):
     def on_train_begin(self, args, state, control, **kwargs):
         if state.is_world_process_zero and self.tb_writer is None and self._SummaryWriter is not None:
             self.logging_dir = str(Path(args.output_dir) / TENSORBOARD_DIR)
-            self.tb_writer = self._SummaryWriter(log_dir=self.logging_dir, purge_step=state.global_step or None)
+            # Steps up to the checkpoint's were logged before it was saved; later ones are logged again.
+            purge_step = state.global_step + 1 if state.global_step else None
+            self.tb_writer = self._SummaryWriter(log_dir=self.logging_dir, purge_step=purge_step)
         super().on_train_begin(args, state, control, **kwargs)
 
 
