@@ -187,7 +187,7 @@ def test_format_detection() -> None:
 
 def test_splitting_is_linear_in_the_length_of_an_unsplit_paragraph() -> None:
     """Sentences that start in lower case are joined to the one before: a long paragraph of them used to take
-    quadratic time (1/2/4 MB: 0.8/2.3/8.9 s). Here 16x the text must take far less than 16^2 x the time."""
+    quadratic time (1/2/4 MB: 0.8/2.3/8.9 s). The minimum of a few timings, against noise from other processes."""
     import time
 
     splitter = SentenceSplitter("en")
@@ -199,6 +199,6 @@ def test_splitting_is_linear_in_the_length_of_an_unsplit_paragraph() -> None:
         assert splitter.split(text) == [text.strip()]
         return time.perf_counter() - started
 
-    small = min(seconds(4_000) for _ in range(3))  # about 0.2 MB
-    large = seconds(64_000)  # about 3 MB
-    assert large < 40 * small, (small, large)
+    small = min(seconds(4_000) for _ in range(5))  # about 0.2 MB
+    large = min(seconds(64_000) for _ in range(2))  # about 3 MB: linear is 16x the time, quadratic 256x
+    assert large < 64 * small, (small, large)

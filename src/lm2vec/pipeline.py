@@ -49,7 +49,7 @@ from typing import Any
 from lm2vec.artifacts import ForeignFolderError, claim_folder, read_record, remove_recorded, write_json_atomic
 from lm2vec.data.errors import DataError
 from lm2vec.modeling.pooling import POOLING_MODES
-from lm2vec.training.recipe import RecipeError, build_config, load_recipe
+from lm2vec.training.recipe import RecipeError, build_config, check_all, load_recipe
 
 logger = logging.getLogger(__name__)
 
@@ -85,8 +85,7 @@ class RunOptions:
              f"pooling must be one of {', '.join(POOLING_MODES)}, got {self.pooling!r}."),
             (self.max_length >= 1, f"max_length must be at least 1, got {self.max_length}."),
         ]  # fmt: skip
-        if problems := [message for ok, message in checks if not ok]:
-            raise ValueError(" ".join(problems))
+        check_all(checks)
 
 
 @dataclass
@@ -107,8 +106,7 @@ class EvalOptions:
             (self.limit is None or self.limit >= 1, f"limit must be at least 1 (or none), got {self.limit}."),
             (self.batch_size >= 1, f"batch_size must be at least 1, got {self.batch_size}."),
         ]
-        if problems := [message for ok, message in checks if not ok]:
-            raise ValueError(" ".join(problems))
+        check_all(checks)
 
 
 @dataclass

@@ -8,6 +8,7 @@ from dataclasses import asdict, dataclass, fields
 from typing import Any
 
 from lm2vec.data.languages import validate_language
+from lm2vec.training.recipe import check_all
 
 # Fields that change how a run goes, not what it writes: a resumed run may change them.
 RUN_ONLY_FIELDS = frozenset({"workers", "max_articles", "progress"})
@@ -32,16 +33,29 @@ class CorpusConfig:
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "lang", validate_language(self.lang))
-        if not 0 <= self.validation_fraction < 1:
-            raise ValueError(f"validation_fraction must be in [0, 1), got {self.validation_fraction}")
-        if not 0 <= self.near_duplicate_threshold <= 1:
-            raise ValueError(f"near_duplicate_threshold must be in [0, 1], got {self.near_duplicate_threshold}")
-        if self.min_sentence_words > self.max_sentence_words:
-            raise ValueError("min_sentence_words is larger than max_sentence_words")
-        if self.max_articles is not None and self.max_articles < 1:
-            raise ValueError(f"max_articles must be positive, got {self.max_articles}")
-        if self.shard_size < 1 or self.dedup_capacity < 1 or self.workers < 0:
-            raise ValueError("shard_size and dedup_capacity must be positive and workers not negative")
+        check_all(
+            [
+                (
+                    0 <= self.validation_fraction < 1,
+                    f"validation_fraction must be in [0, 1), got {self.validation_fraction}.",
+                ),
+                (
+                    0 <= self.near_duplicate_threshold <= 1,
+                    f"near_duplicate_threshold must be in [0, 1], got {self.near_duplicate_threshold}.",
+                ),
+                (
+                    self.min_sentence_words <= self.max_sentence_words,
+                    "min_sentence_words is larger than max_sentence_words.",
+                ),
+                (
+                    self.max_articles is None or self.max_articles >= 1,
+                    f"max_articles must be positive, got {self.max_articles}.",
+                ),
+                (self.shard_size >= 1, f"shard_size must be positive, got {self.shard_size}."),
+                (self.dedup_capacity >= 1, f"dedup_capacity must be positive, got {self.dedup_capacity}."),
+                (self.workers >= 0, f"workers must not be negative, got {self.workers}."),
+            ]
+        )
 
     @property
     def worker_count(self) -> int:

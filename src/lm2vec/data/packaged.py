@@ -94,7 +94,8 @@ def _fetch_debian_package(package: str, target: Path) -> None:
         # Unpack beside the target and rename, so an interrupted fetch never leaves a half folder.
         partial = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{package}-"))
         subprocess.run(["dpkg-deb", "-x", str(debs[0]), str(partial)], check=True, capture_output=True, timeout=600)
-        shutil.rmtree(target, ignore_errors=True)
+        if target.exists():  # lm2vec's own cache entry, without the wanted folder: an incomplete older one
+            shutil.rmtree(target)
         partial.replace(target)
 
 

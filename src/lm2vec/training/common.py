@@ -27,6 +27,7 @@ from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR, rotate_checkpoints
 from lm2vec.artifacts import PARTIAL, claim_folder, temporary_sibling, write_json_atomic, write_text_atomic
 from lm2vec.training.callbacks import LOG_NAME, JsonlLogCallback, LossPlotCallback, ResumableTensorBoard, read_log
 from lm2vec.training.lora import fuse_lora_layers, mark_norm_outputs
+from lm2vec.training.recipe import failed_checks
 
 logger = logging.getLogger(__name__)
 
@@ -94,7 +95,7 @@ class TrainingOptions:
             (0 <= self.lora_dropout < 1, f"lora_dropout must be in [0, 1), got {self.lora_dropout}."),
             (bool(self.lora_target_modules), "lora_target_modules must name at least one module."),
         ]
-        return [message for ok, message in checks if not ok]
+        return failed_checks(checks)
 
 
 def add_lora(backbone: PreTrainedModel, options: TrainingOptions, fused: bool = True) -> PeftModel:

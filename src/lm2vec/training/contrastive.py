@@ -51,6 +51,7 @@ from lm2vec.training.common import (
 )
 from lm2vec.training.lora import recomputing_norm_outputs
 from lm2vec.training.losses import contrastive_loss
+from lm2vec.training.recipe import failed_checks
 
 logger = logging.getLogger(__name__)
 
@@ -95,7 +96,7 @@ class ContrastiveOptions(TrainingOptions):
                 f"pooling must be one of {', '.join(POOLING_MODES)}, got {self.pooling!r}.",
             ),
         ]
-        return super().problems() + [message for ok, message in checks if not ok]
+        return super().problems() + failed_checks(checks)
 
 
 @dataclass

@@ -54,6 +54,7 @@ from lm2vec.training.common import (
 )
 from lm2vec.training.lora import recomputing_norm_outputs
 from lm2vec.training.masking import IGNORE_INDEX, STRATEGIES, MNTPCollator, mask_token_for, sample_seed
+from lm2vec.training.recipe import failed_checks
 
 logger = logging.getLogger(__name__)
 
@@ -105,7 +106,7 @@ class MNTPConfig(TrainingOptions):
                 f"max_eval_blocks must be at least 1 (or none), got {self.max_eval_blocks}.",
             ),
         ]
-        return super().problems() + [message for ok, message in checks if not ok]
+        return super().problems() + failed_checks(checks)
 
 
 # --- the model -------------------------------------------------------------------------------------------------
