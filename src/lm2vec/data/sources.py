@@ -6,7 +6,7 @@ import hashlib
 import io
 import json
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, BinaryIO
 
@@ -23,6 +23,7 @@ class Document:
     doc_id: str
     title: str
     text: str
+    metadata: dict[str, Any] = field(default_factory=dict)  # a JSONL record's other fields
 
 
 def file_fingerprint(path: Path) -> str:
@@ -116,7 +117,8 @@ class TextFileSource(Source):
             except (json.JSONDecodeError, KeyError, TypeError) as error:
                 raise DataError(f"{self.path}, line {number}: not a JSON object with a {self.text_field!r} "
                                 f"string field ({error})") from error  # fmt: skip
-            yield Document(str(record.get("id", number)), str(record.get("title", "")), str(text))
+            metadata = {key: value for key, value in record.items() if key not in ("id", "title", self.text_field)}
+            yield Document(str(record.get("id", number)), str(record.get("title", "")), str(text), metadata)
 
     def describe(self) -> dict[str, Any]:
         return {"kind": self.format, "path": str(self.path), "size_bytes": self.size,

@@ -47,6 +47,8 @@ class EncoderConfig:
     # tokens are attended to but never pooled.
     instruction_template: str = "{instruction}: "
     bidirectional: bool = True
+    # The instruction the training queries carried; retrieval puts it on queries by default (never on documents).
+    query_instruction: str = ""
 
     def __post_init__(self) -> None:
         check_pooling_mode(self.pooling)
@@ -264,6 +266,8 @@ class LM2Vec(nn.Module):
         folder = Path(folder)
         folder.mkdir(parents=True, exist_ok=True)
         set_bidirectional(self.model, self.config.bidirectional)  # is_causal lands in config.json
+        # vLLM (Gemma-3) and text-embeddings-inference read this flag to run the attention bidirectionally.
+        self.model.config.use_bidirectional_attention = self.config.bidirectional
         self.model.save_pretrained(folder)
         tokenizer_for_export(self.tokenizer, self.config).save_pretrained(folder)
         (folder / CONFIG_NAME).write_text(json.dumps(asdict(self.config), indent=2) + "\n")
