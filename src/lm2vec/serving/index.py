@@ -47,7 +47,7 @@ class IndexStoreError(Exception):
 class BuildReport:
     passages: int  # in the index now
     encoded: int  # by this command
-    unchanged: int  # passages whose content hash was already indexed
+    unchanged: int  # passages whose content hash was already indexed (or seen earlier in this run)
     documents: int  # read by this command
     seconds: float
     index_kind: str
@@ -57,7 +57,7 @@ class BuildReport:
         rate = self.encoded / self.seconds if self.seconds > 0 else 0.0
         return (f"{folder}: {self.passages:,} passages, {self.index_kind} index of {self.dimension} dims; this run: "
                 f"{self.documents:,} documents, {self.encoded:,} passages encoded ({rate:,.1f}/s), "
-                f"{self.unchanged:,} unchanged skipped, {self.seconds:.1f}s")  # fmt: skip
+                f"{self.unchanged:,} skipped as already indexed (same text), {self.seconds:.1f}s")  # fmt: skip
 
 
 # --- the model an index belongs to ---------------------------------------------------------------------------
