@@ -181,8 +181,9 @@ def create_app(service: Service) -> FastAPI:
             return schema.model_validate(data)
         except ValidationError as error:
             first = error.errors()[0]
-            param = ".".join(str(part) for part in first["loc"]) or None
-            raise APIError(400, f"Invalid request: {param or 'body'}: {first['msg']}.", param=param) from None
+            where = ".".join(str(part) for part in first["loc"]) or "body"
+            param = str(first["loc"][0]) if first["loc"] else None  # the top-level field, as OpenAI names it
+            raise APIError(400, f"Invalid request: {where}: {first['msg']}.", param=param) from None
 
     def check_model(requested: str | None) -> None:
         if requested is not None and requested != service.name:
