@@ -178,6 +178,9 @@ def test_refusals(tmp_path: Path, tiny_llama: Path, bbc: Path) -> None:
     result = runner.invoke(app, ["index", "build", str(bbc), "--model", str(tiny_llama), "--out", str(tmp_path / "i"),
                                  "--overlap-tokens", "300"])  # fmt: skip
     assert result.exit_code == 2 and "overlap_tokens" in result.output
+    result = runner.invoke(app, ["index", "build", str(bbc), "--model", str(tiny_llama), "--out", str(tmp_path / "i"),
+                                 "--part-size", "0"])  # fmt: skip
+    assert result.exit_code == 2 and "part_size must be at least 1" in result.output
     result = runner.invoke(app, ["search", str(foreign), "query"])
     assert result.exit_code == 2 and "not an lm2vec index" in result.output
 
@@ -228,3 +231,26 @@ def test_kill_9_during_build_then_resume_gives_the_same_index(tmp_path: Path, ti
     assert np.allclose(index_vectors(interrupted), index_vectors(whole), atol=1e-5)
     parts = [sorted(p.name for p in (folder / "parts").iterdir()) for folder in (interrupted, whole)]
     assert parts[0] == parts[1]
+
+
+def test_search_puts_the_trained_query_instruction_on_queries(tmp_path: Path, tiny_llama: Path, bbc: Path) -> None:
+    from lm2vec.training.contrastive import SupervisedOptions, query_instruction
+
+    records = [{"query": "q", "positive": "p", "instruction": i} for i in ("retrieve similar text", "", "find x")]
+    (tmp_path / "pairs.jsonl").write_text("\n".join(json.dumps(r) for r in records[:1] * 2 + records), "utf-8")
+    instruction = query_instruction(SupervisedOptions(data=str(tmp_path / "pairs.jsonl")))
+    assert instruction == "retrieve similar text"  # the one most training queries carried, saved on export
+
+    encoder = LM2Vec.from_pretrained(tiny_llama, device="cpu")
+    encoder.config.query_instruction = instruction
+    encoder.save_pretrained(tmp_path / "model")
+    build_index([bbc / "tech"], str(tmp_path / "model"), tmp_path / "index", CHUNKING, WriteOptions(),
+                echo=lambda _: None)  # fmt: skip
+    store, query = SearchIndex(tmp_path / "index"), "the cat sat on the mat"
+    for option, expected_query in (([], (instruction, query)), (["--instruction", ""], query)):
+        result = runner.invoke(app, ["search", str(tmp_path / "index"), query, "--k", "1", "--json", *option])
+        assert result.exit_code == 0, result.output
+        expected = store.search(encoder.encode([expected_query], normalize=True), 1)[0][0]
+        assert json.loads(result.stdout)[0]["score"] == pytest.approx(expected.score, abs=1e-5)
+    with_instruction = store.search(encoder.encode([(instruction, query)], normalize=True), 1)[0][0].score
+    assert abs(with_instruction - store.search(encoder.encode([query], normalize=True), 1)[0][0].score) > 1e-4

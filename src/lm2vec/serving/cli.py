@@ -39,13 +39,6 @@ def _user_errors() -> None:
         raise typer.Exit(code=2) from None
 
 
-def _write_options(batch_size: int, part_size: int, exact_limit: int) -> WriteOptions:
-    for name, value in (("--batch-size", batch_size), ("--part-size", part_size), ("--exact-limit", exact_limit)):
-        if value < 1:
-            raise typer.BadParameter(f"must be at least 1, got {value}", param_hint=name)
-    return WriteOptions(batch_size=batch_size, part_size=part_size, exact_limit=exact_limit)
-
-
 @index_app.command("build")
 def build(
     sources: Sources,
@@ -64,9 +57,11 @@ def build(
     """Split SOURCES into passages, encode them as documents and store them with a FAISS index in OUT."""
     from lm2vec.serving.index import build_index
 
-    options = _write_options(batch_size, part_size, exact_limit)
     with _user_errors():
-        chunking = ChunkingOptions(passage_tokens, overlap_tokens, lang)
+        options, chunking = (
+            WriteOptions(batch_size, part_size, exact_limit),
+            ChunkingOptions(passage_tokens, overlap_tokens, lang),
+        )
         report = build_index(sources, model, out, chunking, options, device=device, echo=typer.echo)
     typer.echo(report.summary(out))
 
@@ -83,9 +78,10 @@ def add(
     """Append the passages of SOURCES that INDEX does not hold yet (unchanged passages are not encoded again)."""
     from lm2vec.serving.index import add_to_index
 
-    options = _write_options(batch_size, part_size, exact_limit)
     with _user_errors():
-        report = add_to_index(index, sources, options, device=device, echo=typer.echo)
+        report = add_to_index(
+            index, sources, WriteOptions(batch_size, part_size, exact_limit), device=device, echo=typer.echo
+        )
     typer.echo(report.summary(index))
 
 

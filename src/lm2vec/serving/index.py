@@ -131,6 +131,11 @@ class WriteOptions:
     part_size: int = 256  # passages per part: how much an interrupted build can lose
     exact_limit: int = 50_000  # up to this many passages an exact index; above it an IVF index
 
+    def __post_init__(self) -> None:
+        for name, value in asdict(self).items():
+            if value < 1:
+                raise ValueError(f"{name} must be at least 1, got {value}.")
+
 
 @contextmanager
 def _locked(folder: Path) -> Iterator[None]:
