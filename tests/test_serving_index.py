@@ -75,14 +75,17 @@ def test_sources_of_every_kind_become_documents(tmp_path: Path, bbc: Path) -> No
     records = [{"id": "a1", "text": "Alpha text.", "title": "A", "lang": "en"}, {"text": "Beta text.", "year": 2004}]
     (tmp_path / "records.jsonl").write_text("\n".join(json.dumps(r) for r in records) + "\n", encoding="utf-8")
     pq.write_table(pa.table({"id": ["p1"], "text": ["Parquet text."], "topic": ["tech"]}), tmp_path / "rows.parquet")
+    (tmp_path / "old.txt").write_bytes("A £15.8m signing.".encode("cp1252"))  # as some BBC News files are
     documents = list(read_documents(tmp_path))
     assert [(label.split("/")[-1], d.doc_id, d.metadata) for label, d in documents] == [
         ("notes.md", "notes", {}),
+        ("old.txt", "old", {}),
         ("records.jsonl#a1", "a1", {"lang": "en"}),
         ("records.jsonl#2", "2", {"year": 2004}),
         ("rows.parquet#p1", "p1", {"topic": "tech"}),
     ]
     assert documents[0][1].text == "# Title\n\nFirst paragraph.\n\nSecond one."
+    assert documents[1][1].text == "A £15.8m signing."
     articles = list(read_documents(bbc))
     assert len(articles) == 6 and articles[0][1].title and "\n\n" in articles[0][1].text
 

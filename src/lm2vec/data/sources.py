@@ -70,10 +70,10 @@ class TextFileSource(Source):
     """`.txt` (documents separated by blank lines) or `.jsonl` (one JSON object with a text field a line),
     optionally compressed with gzip or bz2."""
 
-    def __init__(self, path: Path, text_field: str = "text") -> None:
+    def __init__(self, path: Path, text_field: str = "text", encoding: str = "utf-8-sig") -> None:
         if not path.is_file():
             raise DataError(f"{path}: no such file")
-        self.path, self.text_field, self.size = path, text_field, path.stat().st_size
+        self.path, self.text_field, self.size, self.encoding = path, text_field, path.stat().st_size, encoding
         suffixes = [suffix for suffix in path.suffixes if suffix not in (".gz", ".bz2")]
         self.format = "jsonl" if suffixes and suffixes[-1] in (".jsonl", ".json") else "txt"
         self._raw: BinaryIO | None = None
@@ -88,7 +88,7 @@ class TextFileSource(Source):
             self._raw = raw
             head = raw.read(4)
             raw.seek(0)
-            lines = io.TextIOWrapper(decompressed_stream(raw, detect_compression(head)), encoding="utf-8-sig")
+            lines = io.TextIOWrapper(decompressed_stream(raw, detect_compression(head)), encoding=self.encoding)
             try:
                 yield from self._jsonl(lines) if self.format == "jsonl" else self._blocks(lines)
             except (UnicodeDecodeError, EOFError, OSError) as error:

@@ -84,7 +84,7 @@ def read_documents(source: Path) -> Iterator[tuple[str, Document]]:
         for path in sorted(p for p in source.rglob("*") if p.is_file() and _kind(p) is not None):
             yield from read_documents(path)
     elif _kind(source) == "text":
-        blocks = [document.text for document in TextFileSource(source).items()]
+        blocks = _text_blocks(source)
         yield str(source), Document(source.stem, blocks[0] if blocks else "", "\n\n".join(blocks))
     elif source.suffix == ".parquet":
         for document in _parquet_documents(source):
@@ -92,6 +92,16 @@ def read_documents(source: Path) -> Iterator[tuple[str, Document]]:
     else:
         for document in TextFileSource(source).items():
             yield f"{source}#{document.doc_id}", document
+
+
+def _text_blocks(path: Path) -> list[str]:
+    """The paragraphs of a text file: UTF-8, else Windows-1252 (older tools wrote it: BBC News has '£' so)."""
+    try:
+        return [document.text for document in TextFileSource(path).items()]
+    except DataError as error:
+        if not isinstance(error.__cause__, UnicodeDecodeError):
+            raise
+        return [document.text for document in TextFileSource(path, encoding="cp1252").items()]
 
 
 def _kind(path: Path) -> str | None:

@@ -1,0 +1,200 @@
+"""lm2vec serve under load, and lm2vec index on the whole BBC News corpus, on 127.0.0.1 with the packaged SmolLM2.
+
+    .venv/bin/python benchmarks/serve.py load  --rounds 2   # 32 clients x 4 requests x 8 STS-B sentences
+    .venv/bin/python benchmarks/serve.py index              # build an index of all 2225 BBC articles, then search
+
+`load` starts `lm2vec serve pkg:smollm2` in its own process and, in each round, first encodes the very texts the
+clients will send with offline `encode()` (batch 32, in this process, the server idle), then lets 32 client threads
+(the real `openai` client, one connection each) send their fixed requests at once. Throughput is sentences/s over
+the whole load; latency is per request; peak RSS is the server's VmHWM. The two sides run one after the other in
+each round, so their ratio is measured side by side, on whatever else the machine was doing at that moment.
+
+`index` times `build_index` over every BBC article (`lm2vec.data.packaged.bbc_dir`), then searches it with the
+unique STS-B dev sentences as queries: FAISS alone, and query encoding plus FAISS (what `lm2vec search` does after
+loading). Outputs go to `$LM2VEC_BENCH_DIR/serve` (default `~/.cache/lm2vec-bench/serve`), not into the repository.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import socket
+import statistics
+import subprocess
+import sys
+import threading
+import time
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+HERE = Path(__file__).resolve().parent
+OUT = Path(os.environ.get("LM2VEC_BENCH_DIR", Path.home() / ".cache" / "lm2vec-bench")) / "serve"
+MODEL = "pkg:smollm2"
+
+
+def sts_sentences() -> list[str]:
+    from lm2vec.data.packaged import stsb_dir
+    from lm2vec.evaluation.readers import read_sts
+
+    data = read_sts(stsb_dir() / "sts-dev.csv")
+    return list(dict.fromkeys(data.sentences1 + data.sentences2))
+
+
+def percentiles(values: list[float]) -> dict[str, float]:
+    p50, p95, p99 = np.percentile(values, [50, 95, 99])
+    return {"p50_ms": 1000 * p50, "p95_ms": 1000 * p95, "p99_ms": 1000 * p99}
+
+
+def vm_hwm_mib(pid: int | str = "self") -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    raise RuntimeError("no VmHWM")
+
+
+# --- load test -------------------------------------------------------------------------------------------------
+def start_server(port: int) -> subprocess.Popen:
+    command = [sys.executable, "-m", "lm2vec", "serve", MODEL, "--port", str(port), "--name", "smollm2"]
+    server = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    server.stdout.readline()  # printed just before uvicorn starts
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline:
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=1):
+                return server
+        except OSError:
+            time.sleep(0.2)
+    server.kill()
+    raise RuntimeError("the server did not start")
+
+
+def run_clients(port: int, requests: list[list[list[str]]]) -> tuple[float, list[float], np.ndarray]:
+    """Every client sends its requests one after the other; (wall seconds, latencies, embeddings in order)."""
+    import openai
+
+    barrier = threading.Barrier(len(requests) + 1)
+    latencies: list[float] = []
+    results: dict[tuple[int, int], np.ndarray] = {}
+
+    def client(number: int) -> None:
+        api = openai.OpenAI(base_url=f"http://127.0.0.1:{port}/v1", api_key="-", max_retries=0, timeout=600)
+        barrier.wait()
+        for position, texts in enumerate(requests[number]):
+            started = time.perf_counter()
+            response = api.embeddings.create(input=texts, model="smollm2")
+            latencies.append(time.perf_counter() - started)
+            results[number, position] = np.array([item.embedding for item in response.data], dtype=np.float32)
+
+    threads = [threading.Thread(target=client, args=(number,)) for number in range(len(requests))]
+    for thread in threads:
+        thread.start()
+    barrier.wait()
+    started = time.perf_counter()
+    for thread in threads:
+        thread.join()
+    wall = time.perf_counter() - started
+    ordered = [results[n, p] for n in range(len(requests)) for p in range(len(requests[n]))]
+    return wall, latencies, np.concatenate(ordered)
+
+
+def load_test(args: argparse.Namespace) -> dict[str, Any]:
+    from lm2vec import LM2Vec
+
+    per_client = args.requests * args.batch
+    texts = sts_sentences()[: args.clients * per_client]
+    requests = [[texts[c * per_client + r * args.batch :][: args.batch] for r in range(args.requests)]
+                for c in range(args.clients)]  # fmt: skip
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    server = start_server(port)
+    encoder = LM2Vec.from_pretrained(MODEL, device="cpu")
+    rounds = []
+    try:
+        run_clients(port, [[texts[:8]]])  # warm-up: first-request costs are not part of the load
+        encoder.encode(texts[:32], batch_size=32)
+        for _ in range(args.rounds):
+            started = time.perf_counter()
+            offline = encoder.encode(texts, batch_size=32, normalize=True)
+            offline_seconds = time.perf_counter() - started
+            wall, latencies, served = run_clients(port, requests)
+            agreement = (served * offline).sum(-1) / np.linalg.norm(served, axis=-1)
+            rounds.append({"offline_sentences_per_s": len(texts) / offline_seconds,
+                           "served_sentences_per_s": len(texts) / wall, **percentiles(latencies),
+                           "min_cosine_served_vs_encode": float(agreement.min())})  # fmt: skip
+            rounds[-1]["ratio"] = rounds[-1]["served_sentences_per_s"] / rounds[-1]["offline_sentences_per_s"]
+            print(json.dumps(rounds[-1]), flush=True)
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics") as response:
+            metrics = response.read().decode()
+        server_rss = vm_hwm_mib(server.pid)
+    finally:
+        server.terminate()
+        server.wait(timeout=60)
+    batches = {line.split()[0]: float(line.split()[1]) for line in metrics.splitlines()
+               if line.startswith(("lm2vec_batch_inputs_sum", "lm2vec_batch_inputs_count"))}  # fmt: skip
+    return {
+        "sentences": len(texts), "clients": args.clients, "requests_per_client": args.requests,
+        "sentences_per_request": args.batch, "rounds": rounds,
+        "median_ratio": statistics.median(r["ratio"] for r in rounds),
+        "server_peak_rss_mib": server_rss, "offline_process_peak_rss_mib": vm_hwm_mib(),
+        "mean_inputs_per_forward_pass": batches["lm2vec_batch_inputs_sum"] / batches["lm2vec_batch_inputs_count"],
+    }  # fmt: skip
+
+
+# --- index ------------------------------------------------------------------------------------------------------
+def index_test(args: argparse.Namespace) -> dict[str, Any]:
+    import faiss
+
+    from lm2vec.data.packaged import bbc_dir
+    from lm2vec.serving.documents import ChunkingOptions
+    from lm2vec.serving.index import SearchIndex, WriteOptions, build_index, load_index_model
+
+    folder = OUT / "bbc-index"
+    if (folder / "lm2vec_index.json").is_file():  # this script's own index of an earlier run
+        shutil.rmtree(folder)
+    started = time.perf_counter()
+    report = build_index([bbc_dir()], MODEL, folder, ChunkingOptions(), WriteOptions(), device="cpu")
+    build_seconds = time.perf_counter() - started
+    store = SearchIndex(folder)
+    encoder = load_index_model(store.model, "cpu")
+    queries = sts_sentences()[: args.queries]
+    vectors = encoder.encode(queries, normalize=True)
+    faiss_only, end_to_end = [], []
+    for query, vector in zip(queries, vectors, strict=True):
+        started = time.perf_counter()
+        store.search(vector[None], 10)
+        faiss_only.append(time.perf_counter() - started)
+        started = time.perf_counter()
+        store.search(encoder.encode([query], normalize=True), 10)
+        end_to_end.append(time.perf_counter() - started)
+    return {
+        "documents": report.documents, "passages": len(store), "index_kind": report.index_kind,
+        "build_seconds": build_seconds, "passages_per_s": report.encoded / build_seconds,
+        "faiss_threads": faiss.omp_get_max_threads(), "queries": len(queries),
+        "search_faiss_only": percentiles(faiss_only), "search_with_query_encoding": percentiles(end_to_end),
+        "peak_rss_mib": vm_hwm_mib(),
+    }  # fmt: skip
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("part", choices=["load", "index"])
+    parser.add_argument("--clients", type=int, default=32)
+    parser.add_argument("--requests", type=int, default=4, help="requests per client")
+    parser.add_argument("--batch", type=int, default=8, help="sentences per request")
+    parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--queries", type=int, default=200)
+    args = parser.parse_args()
+    OUT.mkdir(parents=True, exist_ok=True)
+    result = load_test(args) if args.part == "load" else index_test(args)
+    (OUT / f"{args.part}.json").write_text(json.dumps(result, indent=2) + "\n")
+    print(json.dumps(result, indent=2))
+
+
+if __name__ == "__main__":
+    main()
