@@ -146,10 +146,10 @@ def test_batcher_gives_encode_embeddings_whatever_the_coalescing(reference: LM2V
     jobs = [texts_of(100 + seed, 3) for seed in range(8)]
     expected = [reference.encode(texts, normalize=True) for texts in jobs]
     # A budget of 32 padded tokens cuts the coalesced inputs into many small length-sorted batches; one of 4096
-    # with a 50 ms wait puts all 24 inputs of the 8 requests into one forward pass.
-    for budget, wait in ((32, 0.0), (64, 0.05), (4096, 0.05)):
+    # with a 50 ms wait puts all 24 inputs of the 8 requests into one forward pass, unless batch_size is smaller.
+    for budget, wait, size in ((32, 0.0, 32), (64, 0.05, 32), (4096, 0.05, 32), (4096, 0.05, 5)):
         batches: list[tuple[int, int]] = []
-        batcher = DynamicBatcher(reference, batch_tokens=budget, max_wait_s=wait,
+        batcher = DynamicBatcher(reference, batch_tokens=budget, max_wait_s=wait, batch_size=size,
                                  on_batch=lambda n, padded, seen=batches: seen.append((n, padded)))  # fmt: skip
         try:
             lengths = [[len(item.input_ids) for item in reference.tokenize(texts)] for texts in jobs]
@@ -159,7 +159,8 @@ def test_batcher_gives_encode_embeddings_whatever_the_coalescing(reference: LM2V
         finally:
             batcher.close()
         assert sum(n for n, _ in batches) == 24 and max(padded for _, padded in batches) <= budget
-        if budget == 4096:
+        assert max(n for n, _ in batches) <= size
+        if budget == 4096 and size == 32:
             assert batches == [(24, 24 * max(max(n) for n in lengths))]
 
 

@@ -37,6 +37,7 @@ class ServeOptions:
     truncate: bool = False  # longer inputs: truncate, or refuse the request
     max_body_bytes: int = 4 << 20
     batch_tokens: int = 16384
+    batch_size: int = 32  # inputs per forward pass
     max_wait_ms: float = 5.0
     max_k: int = 100
 
@@ -135,7 +136,7 @@ def create_app(service: Service) -> FastAPI:
     @asynccontextmanager
     async def lifespan(_app: FastAPI):
         state["batcher"] = DynamicBatcher(encoder, options.batch_tokens, options.max_wait_ms / 1000,
-                                          on_batch=metrics.observe_batch)  # fmt: skip
+                                          options.batch_size, on_batch=metrics.observe_batch)  # fmt: skip
         yield
         await asyncio.to_thread(state["batcher"].close)
 

@@ -137,6 +137,7 @@ def serve(
     truncate: Annotated[bool, typer.Option(help="Truncate longer inputs instead of refusing the request.")] = False,
     max_body_bytes: Annotated[int, typer.Option(help="Largest request body.")] = 4 << 20,
     batch_tokens: Annotated[int, typer.Option(help="Token budget of one coalesced batch (padded).")] = 16384,
+    batch_size: Annotated[int, typer.Option(help="Most inputs in one forward pass.")] = 32,
     max_wait_ms: Annotated[float, typer.Option(help="How long a request waits for others to share its batch.")] = 5.0,
     device: Device = None,
 ) -> None:
@@ -148,7 +149,7 @@ def serve(
     with _user_errors():
         options = ServeOptions(api_key=api_key, max_inputs=max_inputs, max_input_tokens=max_input_tokens,
                                truncate=truncate, max_body_bytes=max_body_bytes, batch_tokens=batch_tokens,
-                               max_wait_ms=max_wait_ms)  # fmt: skip
+                               batch_size=batch_size, max_wait_ms=max_wait_ms)  # fmt: skip
         service = load_service(model, index, options, name=name, device=device)
     searching = f", index {index} ({len(service.index):,} passages)" if service.index is not None else ""
     auth = "on" if api_key else "off"
