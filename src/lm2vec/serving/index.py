@@ -99,9 +99,11 @@ def load_index_model(recorded: dict[str, Any], device: str | None = None):
     from lm2vec import LM2Vec
 
     settings = recorded["encoder"]
-    encoder = LM2Vec.from_pretrained(recorded["folder"], pooling=settings["pooling"],
-                                     max_length=settings["max_length"], device=device)  # fmt: skip
-    check_same_model(recorded, recorded["folder"], encoder)
+    # The resolved folder, unless it has gone (a cleared cache): then the source, resolved again.
+    source = recorded["folder"] if Path(recorded["folder"]).exists() else recorded["source"]
+    encoder = LM2Vec.from_pretrained(source, pooling=settings["pooling"], max_length=settings["max_length"],
+                                     device=device)  # fmt: skip
+    check_same_model(recorded, source, encoder)
     return encoder
 
 
