@@ -3,10 +3,11 @@
     .venv/bin/python benchmarks/serve.py load  --rounds 2   # 32 clients x 4 requests x 8 STS-B sentences
     .venv/bin/python benchmarks/serve.py index              # index all 2225 BBC articles (--every 10: a tenth)
 
-`load` starts `lm2vec serve pkg:smollm2` in its own process and, in each round, first encodes the very texts the
-clients will send with offline `encode()` (batch 32, in this process, the server idle), then lets 32 client threads
-(the real `openai` client, one connection each) send their fixed requests at once. Throughput is sentences/s over
-the whole load; latency is per request; peak RSS is the server's VmHWM. The two sides run one after the other in
+`load` starts `lm2vec serve pkg:smollm2` in its own process; each round encodes the very texts the clients will
+send with offline `encode()` (batch 32, in a fresh process, the server idle) and lets 32 client threads (the real
+`openai` client) send their fixed requests at once, alternating which side goes first. Throughput is sentences/s
+over the whole load; latency is per request; CPU seconds are each process's own (utime + stime), a measure that
+other jobs on the machine disturb less than wall time; peak RSS is VmHWM. The two sides run one after the other in
 each round, so their ratio is measured side by side, on whatever else the machine was doing at that moment.
 
 `index` times `build_index` over every BBC article (`lm2vec.data.packaged.bbc_dir`), then searches it with the
@@ -102,9 +103,33 @@ def run_clients(port: int, requests: list[list[list[str]]]) -> tuple[float, list
     return wall, latencies, np.concatenate(ordered)
 
 
-def load_test(args: argparse.Namespace) -> dict[str, Any]:
+def process_cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime + stime
+
+
+def offline_worker(args: argparse.Namespace) -> None:
+    """`encode()` of the load test's texts in a fresh process, as `lm2vec encode` would run it."""
     from lm2vec import LM2Vec
 
+    texts = sts_sentences()[: args.count]
+    encoder = LM2Vec.from_pretrained(MODEL, device="cpu")
+    encoder.encode(texts[:32], batch_size=32)  # warm-up, as the server gets one
+    started, cpu = time.perf_counter(), time.process_time()
+    embeddings = encoder.encode(texts, batch_size=32, normalize=True)
+    result = {"seconds": time.perf_counter() - started, "cpu_seconds": time.process_time() - cpu,
+              "peak_rss_mib": vm_hwm_mib()}  # fmt: skip
+    np.save(OUT / "offline.npy", embeddings)
+    (OUT / "offline.json").write_text(json.dumps(result))
+
+
+def run_offline(count: int) -> tuple[dict[str, Any], np.ndarray]:
+    subprocess.run([sys.executable, __file__, "offline", "--count", str(count)], check=True,
+                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
+    return json.loads((OUT / "offline.json").read_text()), np.load(OUT / "offline.npy")
+
+
+def load_test(args: argparse.Namespace) -> dict[str, Any]:
     per_client = args.requests * args.batch
     texts = sts_sentences()[: args.clients * per_client]
     requests = [[texts[c * per_client + r * args.batch :][: args.batch] for r in range(args.requests)]
@@ -113,19 +138,22 @@ def load_test(args: argparse.Namespace) -> dict[str, Any]:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
     server = start_server(port)
-    encoder = LM2Vec.from_pretrained(MODEL, device="cpu")
     rounds = []
     try:
-        run_clients(port, [[texts[:8]]])  # warm-up: first-request costs are not part of the load
-        encoder.encode(texts[:32], batch_size=32)
-        for _ in range(args.rounds):
-            started = time.perf_counter()
-            offline = encoder.encode(texts, batch_size=32, normalize=True)
-            offline_seconds = time.perf_counter() - started
+        run_clients(port, [[texts[:32]]])  # warm-up: first-request costs are not part of the load
+        for number in range(args.rounds):
+            if number % 2 == 0:  # alternate which side goes first
+                offline, expected = run_offline(len(texts))
+            cpu = process_cpu_seconds(server.pid)
             wall, latencies, served = run_clients(port, requests)
-            agreement = (served * offline).sum(-1) / np.linalg.norm(served, axis=-1)
-            rounds.append({"offline_sentences_per_s": len(texts) / offline_seconds,
+            server_cpu = process_cpu_seconds(server.pid) - cpu
+            if number % 2 == 1:
+                offline, expected = run_offline(len(texts))
+            agreement = (served * expected).sum(-1) / np.linalg.norm(served, axis=-1)
+            rounds.append({"offline_sentences_per_s": len(texts) / offline["seconds"],
                            "served_sentences_per_s": len(texts) / wall, **percentiles(latencies),
+                           "offline_cpu_seconds": offline["cpu_seconds"], "server_cpu_seconds": server_cpu,
+                           "offline_peak_rss_mib": offline["peak_rss_mib"],
                            "min_cosine_served_vs_encode": float(agreement.min())})  # fmt: skip
             rounds[-1]["ratio"] = rounds[-1]["served_sentences_per_s"] / rounds[-1]["offline_sentences_per_s"]
             print(json.dumps(rounds[-1]), flush=True)
@@ -141,7 +169,7 @@ def load_test(args: argparse.Namespace) -> dict[str, Any]:
         "sentences": len(texts), "clients": args.clients, "requests_per_client": args.requests,
         "sentences_per_request": args.batch, "rounds": rounds,
         "median_ratio": statistics.median(r["ratio"] for r in rounds),
-        "server_peak_rss_mib": server_rss, "offline_process_peak_rss_mib": vm_hwm_mib(),
+        "server_peak_rss_mib": server_rss,
         "mean_inputs_per_forward_pass": batches["lm2vec_batch_inputs_sum"] / batches["lm2vec_batch_inputs_count"],
     }  # fmt: skip
 
@@ -187,7 +215,8 @@ def index_test(args: argparse.Namespace) -> dict[str, Any]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("part", choices=["load", "index"])
+    parser.add_argument("part", choices=["load", "index", "offline"])
+    parser.add_argument("--count", type=int, default=0, help="offline: the worker of `load`, this many texts")
     parser.add_argument("--clients", type=int, default=32)
     parser.add_argument("--requests", type=int, default=4, help="requests per client")
     parser.add_argument("--batch", type=int, default=8, help="sentences per request")
@@ -196,6 +225,8 @@ def main() -> None:
     parser.add_argument("--every", type=int, default=1, help="index: every n-th BBC article (1: the whole corpus)")
     args = parser.parse_args()
     OUT.mkdir(parents=True, exist_ok=True)
+    if args.part == "offline":
+        return offline_worker(args)
     result = load_test(args) if args.part == "load" else index_test(args)
     (OUT / f"{args.part}.json").write_text(json.dumps(result, indent=2) + "\n")
     print(json.dumps(result, indent=2))
