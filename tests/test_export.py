@@ -28,6 +28,7 @@ def test_export_loads_identically_everywhere(tiny_llama, tmp_path, pooling: str)
 
     config = json.loads((tmp_path / "config.json").read_text())
     assert config["is_causal"] is False
+    assert config["use_bidirectional_attention"] is True
     assert json.loads((tmp_path / "lm2vec_config.json").read_text())["pooling"] == pooling
 
     reloaded = LM2Vec.from_pretrained(tmp_path, device="cpu")
@@ -51,9 +52,26 @@ def test_plain_transformers_is_bidirectional_without_custom_code(tiny_llama, tmp
     assert cosine(mean, expected).min() >= 0.9999
 
 
+def test_exported_gemma3_keeps_its_sliding_window_with_the_bidirectional_flag(tmp_path) -> None:
+    """vLLM and TEI read use_bidirectional_attention; for Gemma-3 transformers also rewrites the sliding window
+    from it on load, so an input longer than the window must give the same embedding after the round trip."""
+    from tests.tiny_models import save_tiny_model
+
+    folder = save_tiny_model("gemma3_text", tmp_path / "base", sliding_window=4, layer_types=["sliding_attention"] * 2)
+    original = LM2Vec.from_pretrained(folder, device="cpu")
+    long_text = [TEXTS[-1] + " and " + TEXTS[0]]
+    expected = original.encode(long_text)
+    original.save_pretrained(tmp_path / "export")
+    assert json.loads((tmp_path / "export" / "config.json").read_text())["use_bidirectional_attention"] is True
+    reloaded = LM2Vec.from_pretrained(tmp_path / "export", device="cpu")
+    assert reloaded.model.config.sliding_window == original.model.config.sliding_window
+    assert cosine(reloaded.encode(long_text), expected).min() >= 0.9999
+
+
 def test_causal_baseline_exports_as_causal(tiny_llama, tmp_path) -> None:
     LM2Vec.from_pretrained(tiny_llama, bidirectional=False, device="cpu").save_pretrained(tmp_path)
     assert json.loads((tmp_path / "config.json").read_text())["is_causal"] is True
+    assert json.loads((tmp_path / "config.json").read_text())["use_bidirectional_attention"] is False
     assert LM2Vec.from_pretrained(tmp_path, device="cpu").config.bidirectional is False
 
 

@@ -11,6 +11,7 @@ import typer
 from lm2vec.artifacts import ForeignFolderError, temporary_sibling
 from lm2vec.data.cli import data_app
 from lm2vec.evaluation.cli import eval_app, report
+from lm2vec.serving.cli import register as register_serving
 from lm2vec.training.cli import train_app
 
 app = typer.Typer(no_args_is_help=True, help="Turn a decoder-only LLM into a text encoder (LLM2Vec).")
@@ -18,6 +19,7 @@ app.add_typer(train_app, name="train")
 app.add_typer(data_app, name="data")
 app.add_typer(eval_app, name="eval")
 app.command("report")(report)
+register_serving(app)
 
 SOURCE_HELP = "Model folder, hub id, .gguf file, or pkg:smollm2 / pkg:gemma3-270m."
 Causal = Annotated[bool, typer.Option("--causal", help="Keep causal attention (the baseline).")]

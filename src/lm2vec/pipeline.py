@@ -550,6 +550,10 @@ class Pipeline:
         adapters = self.plan.final_adapters()
         target = self.dir / "model"
         encoder = LM2Vec.from_pretrained(run.model, adapters=adapters, pooling=run.pooling, max_length=run.max_length)
+        if "supervised" in self.plan.trained:
+            from lm2vec.training.contrastive import query_instruction
+
+            encoder.config.query_instruction = query_instruction(self.plan.options["supervised"])
         encoder.save_pretrained(target)
         probe = ["A man is playing a guitar.", "The weather is cold today.", "Bread is baked in an oven."]
         expected = encoder.encode(probe, normalize=True)

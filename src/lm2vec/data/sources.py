@@ -6,7 +6,7 @@ import hashlib
 import io
 import json
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, BinaryIO
 
@@ -23,6 +23,7 @@ class Document:
     doc_id: str
     title: str
     text: str
+    metadata: dict[str, Any] = field(default_factory=dict)  # a JSONL record's other fields
 
 
 def file_fingerprint(path: Path) -> str:
@@ -69,9 +70,9 @@ class TextFileSource(Source):
     """`.txt` (documents separated by blank lines) or `.jsonl` (one JSON object with a text field a line),
     optionally compressed with gzip or bz2."""
 
-    def __init__(self, path: Path, text_field: str = "text") -> None:
+    def __init__(self, path: Path, text_field: str = "text", encoding: str = "utf-8-sig") -> None:
         require_file(path)
-        self.path, self.text_field, self.size = path, text_field, path.stat().st_size
+        self.path, self.text_field, self.size, self.encoding = path, text_field, path.stat().st_size, encoding
         suffixes = [suffix for suffix in path.suffixes if suffix not in (".gz", ".bz2")]
         self.format = "jsonl" if suffixes and suffixes[-1] in (".jsonl", ".json") else "txt"
         self._raw: BinaryIO | None = None
@@ -86,7 +87,7 @@ class TextFileSource(Source):
             self._raw = raw
             head = raw.read(4)
             raw.seek(0)
-            lines = io.TextIOWrapper(decompressed_stream(raw, detect_compression(head)), encoding="utf-8-sig")
+            lines = io.TextIOWrapper(decompressed_stream(raw, detect_compression(head)), encoding=self.encoding)
             try:
                 yield from self._jsonl(lines) if self.format == "jsonl" else self._blocks(lines)
             except (UnicodeDecodeError, EOFError, OSError) as error:
@@ -118,7 +119,8 @@ class TextFileSource(Source):
             if not isinstance(text, str):
                 raise DataError(f"{self.path}, line {number}: {self.text_field!r} is a {type(text).__name__}, "
                                 "not a string")  # fmt: skip
-            yield Document(str(record.get("id", number)), str(record.get("title", "")), str(text))
+            metadata = {key: value for key, value in record.items() if key not in ("id", "title", self.text_field)}
+            yield Document(str(record.get("id", number)), str(record.get("title", "")), text, metadata)
 
     def describe(self) -> dict[str, Any]:
         return {"kind": self.format, "path": str(self.path), "size_bytes": self.size,

@@ -48,6 +48,8 @@ class EncoderConfig:
     # tokens are attended to but never pooled.
     instruction_template: str = "{instruction}: "
     bidirectional: bool = True
+    # The instruction the training queries carried; retrieval puts it on queries by default (never on documents).
+    query_instruction: str = ""
 
     def __post_init__(self) -> None:
         check_pooling_mode(self.pooling)
@@ -271,6 +273,8 @@ class LM2Vec(nn.Module):
         replaced only if it is empty or an lm2vec encoder (has lm2vec_config.json), else ForeignFolderError."""
         target = Path(folder)
         set_bidirectional(self.model, self.config.bidirectional)  # is_causal lands in config.json
+        # vLLM (Gemma-3) and text-embeddings-inference read this flag to run the attention bidirectionally.
+        self.model.config.use_bidirectional_attention = self.config.bidirectional
         with atomic_folder(target, replaceable=(target / CONFIG_NAME).is_file()) as folder:
             self.model.save_pretrained(folder)
             tokenizer_for_export(self.tokenizer, self.config).save_pretrained(folder)

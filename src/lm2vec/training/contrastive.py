@@ -27,6 +27,7 @@ from __future__ import annotations
 import json
 import logging
 import random
+from collections import Counter
 from collections.abc import Iterator, Sequence
 from contextlib import nullcontext
 from dataclasses import asdict, dataclass, field
@@ -433,12 +434,22 @@ def train_simcse(options: SimCSEOptions, resume: bool = False) -> ContrastiveRes
     return _train(options, sentences, [range(len(sentences))], resume)
 
 
+def supervised_records(options: SupervisedOptions) -> list[dict[str, Any]]:
+    """The JSONL records of `options.data`, or its sentence-similarity pairs as records."""
+    if Path(options.data).suffix in (".csv", ".tsv"):
+        return load_sts_pairs(options.data, options.min_pair_score, options.sts_instruction)
+    return load_pairs(options.data)
+
+
+def query_instruction(options: SupervisedOptions) -> str:
+    """The instruction most training queries carried (empty if none had one): the default for retrieval."""
+    counts = Counter(record["instruction"] for record in supervised_records(options))
+    return counts.most_common(1)[0][0]
+
+
 def train_supervised(options: SupervisedOptions, resume: bool = False) -> ContrastiveResult:
     """Supervised contrastive training on the JSONL records (or sentence-similarity pairs) in `options.data`."""
-    if Path(options.data).suffix in (".csv", ".tsv"):
-        records = load_sts_pairs(options.data, options.min_pair_score, options.sts_instruction)
-    else:
-        records = load_pairs(options.data)
+    records = supervised_records(options)
     if options.homogeneous_batches:
         by_dataset: dict[str, list[int]] = {}
         for index, record in enumerate(records):

@@ -1,0 +1,164 @@
+"""`lm2vec index build|add`, `lm2vec search` and `lm2vec serve`: thin typer commands over lm2vec.serving."""
+
+from __future__ import annotations
+
+import json
+from contextlib import contextmanager
+from dataclasses import asdict
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from lm2vec.serving.documents import ChunkingOptions
+from lm2vec.serving.index import WriteOptions
+
+index_app = typer.Typer(no_args_is_help=True, help="Passage indexes of your own documents, for `lm2vec search`.")
+
+Sources = Annotated[list[Path], typer.Argument(help="Folders of .txt/.md, .jsonl, .parquet files, lm2vec corpora.")]
+Device = Annotated[str | None, typer.Option(help="cpu, cuda, cuda:1 ... (default: cuda if available).")]
+BatchSize = Annotated[int, typer.Option(help="Passages per forward pass.")]
+PartSize = Annotated[int, typer.Option(help="Passages per checkpoint (what an interruption can lose).")]
+ExactLimit = Annotated[int, typer.Option(help="Up to this many passages an exact index, above it IVF.")]
+_WRITE = WriteOptions()
+_CHUNKING = ChunkingOptions()
+
+
+@contextmanager
+def _user_errors() -> None:
+    """The errors a user can fix become `error: ...` and exit status 2."""
+    from lm2vec.data.errors import DataError
+    from lm2vec.modeling import ModelSourceError, StillCausalError, UnsupportedArchitectureError
+    from lm2vec.serving.index import IndexStoreError
+
+    try:
+        yield
+    except (IndexStoreError, DataError, ModelSourceError, StillCausalError, UnsupportedArchitectureError,
+            FileNotFoundError, ValueError) as error:  # fmt: skip
+        typer.secho(f"error: {error}", fg=typer.colors.RED, err=True)
+        raise typer.Exit(code=2) from None
+
+
+@index_app.command("build")
+def build(
+    sources: Sources,
+    model: Annotated[str, typer.Option("--model", "-m", help="Encoder folder, .gguf, hub id or pkg: alias.")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="Index folder: new, or an interrupted build to resume.")],
+    passage_tokens: Annotated[int, typer.Option(help="Longest passage in tokens.")] = _CHUNKING.passage_tokens,
+    overlap_tokens: Annotated[int, typer.Option(help="Tokens (whole sentences) shared by neighbouring passages.")] = (
+        _CHUNKING.overlap_tokens
+    ),
+    lang: Annotated[str, typer.Option(help="Language of the documents, for the sentence splitter.")] = _CHUNKING.lang,
+    batch_size: BatchSize = _WRITE.batch_size,
+    part_size: PartSize = _WRITE.part_size,
+    exact_limit: ExactLimit = _WRITE.exact_limit,
+    device: Device = None,
+) -> None:
+    """Split SOURCES into passages, encode them as documents and store them with a FAISS index in OUT."""
+    from lm2vec.serving.index import build_index
+
+    with _user_errors():
+        options, chunking = (
+            WriteOptions(batch_size, part_size, exact_limit),
+            ChunkingOptions(passage_tokens, overlap_tokens, lang),
+        )
+        report = build_index(sources, model, out, chunking, options, device=device, echo=typer.echo)
+    typer.echo(report.summary(out))
+
+
+@index_app.command("add")
+def add(
+    index: Annotated[Path, typer.Argument(help="An index folder made by `lm2vec index build`.")],
+    sources: Sources,
+    batch_size: BatchSize = _WRITE.batch_size,
+    part_size: PartSize = _WRITE.part_size,
+    exact_limit: ExactLimit = _WRITE.exact_limit,
+    device: Device = None,
+) -> None:
+    """Append the passages of SOURCES that INDEX does not hold yet (unchanged passages are not encoded again)."""
+    from lm2vec.serving.index import add_to_index
+
+    with _user_errors():
+        report = add_to_index(
+            index, sources, WriteOptions(batch_size, part_size, exact_limit), device=device, echo=typer.echo
+        )
+    typer.echo(report.summary(index))
+
+
+def search(
+    index: Annotated[Path, typer.Argument(help="An index folder made by `lm2vec index build`.")],
+    query: Annotated[str, typer.Argument(help="What to look for.")],
+    k: Annotated[int, typer.Option("--k", "-k", help="How many passages.")] = 5,
+    instruction: Annotated[
+        str | None, typer.Option(help="Query instruction (default: the one the model was trained with; '' none).")
+    ] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the hits as JSON.")] = False,
+    device: Device = None,
+) -> None:
+    """The passages of INDEX closest to QUERY, best first, with scores and sources."""
+    from lm2vec.serving.index import SearchIndex, load_index_model
+
+    if k < 1:
+        raise typer.BadParameter(f"must be at least 1, got {k}", param_hint="--k")
+    with _user_errors():
+        store = SearchIndex(index)
+        encoder = load_index_model(store.model, device)
+        instruction = encoder.config.query_instruction if instruction is None else instruction
+        vector = encoder.encode([query], prompt=instruction or None, normalize=True)
+        hits = store.search(vector, k)[0]
+    if as_json:
+        typer.echo(json.dumps([asdict(hit) for hit in hits], ensure_ascii=False, indent=2))
+        return
+    for hit in hits:
+        title = f" ({hit.title})" if hit.title else ""
+        typer.echo(f"{hit.rank}. {hit.score:.4f}  {hit.source}{title}")
+        typer.echo(f"   {_excerpt(hit.text)}")
+    if not hits:
+        typer.echo("no passages")
+
+
+def _excerpt(text: str, limit: int = 240) -> str:
+    return text if len(text) <= limit else text[: limit - 3].rstrip() + "..."
+
+
+def serve(
+    model: Annotated[str, typer.Argument(help="Encoder folder, .gguf, hub id or pkg: alias.")],
+    index: Annotated[Path | None, typer.Option(help="Serve /v1/search over this index too.")] = None,
+    host: Annotated[str, typer.Option(help="Address to bind; 0.0.0.0 exposes the service to the network.")] = (
+        "127.0.0.1"
+    ),
+    port: Annotated[int, typer.Option(help="TCP port.")] = 8000,
+    api_key: Annotated[
+        str | None, typer.Option(envvar="LM2VEC_API_KEY", help="Require `Authorization: Bearer KEY`.")
+    ] = None,
+    name: Annotated[str | None, typer.Option(help="Model id clients send (default: the folder's name).")] = None,
+    max_inputs: Annotated[int, typer.Option(help="Most inputs in one request.")] = 256,
+    max_input_tokens: Annotated[int | None, typer.Option(help="Most tokens per input (default: max_length).")] = None,
+    truncate: Annotated[bool, typer.Option(help="Truncate longer inputs instead of refusing the request.")] = False,
+    max_body_bytes: Annotated[int, typer.Option(help="Largest request body.")] = 4 << 20,
+    batch_tokens: Annotated[int, typer.Option(help="Token budget of one coalesced batch (padded).")] = 16384,
+    batch_size: Annotated[int, typer.Option(help="Most inputs in one forward pass.")] = 32,
+    max_wait_ms: Annotated[float, typer.Option(help="How long a request waits for others to share its batch.")] = 5.0,
+    device: Device = None,
+) -> None:
+    """An OpenAI-compatible embedding service (/v1/embeddings), with /v1/search when an index is given."""
+    import uvicorn
+
+    from lm2vec.serving.app import ServeOptions, create_app, load_service
+
+    with _user_errors():
+        options = ServeOptions(api_key=api_key, max_inputs=max_inputs, max_input_tokens=max_input_tokens,
+                               truncate=truncate, max_body_bytes=max_body_bytes, batch_tokens=batch_tokens,
+                               batch_size=batch_size, max_wait_ms=max_wait_ms)  # fmt: skip
+        service = load_service(model, index, options, name=name, device=device)
+    searching = f", index {index} ({len(service.index):,} passages)" if service.index is not None else ""
+    auth = "on" if api_key else "off"
+    typer.echo(f"serving {service.name} on http://{host}:{port}/v1{searching}; API key {auth}")
+    uvicorn.run(create_app(service), host=host, port=port, log_level="warning")
+
+
+def register(app: typer.Typer) -> None:
+    """Add `index`, `search` and `serve` to the lm2vec command line."""
+    app.add_typer(index_app, name="index")
+    app.command("search")(search)
+    app.command("serve")(serve)

@@ -1,0 +1,193 @@
+"""Documents for an index, and passages cut from them by tokens on sentence boundaries.
+
+Sources: a `.txt`/`.md` file (one document; paragraphs separated by blank lines), a `.jsonl` file (a `text`
+field, optional `id` and `title`, other fields kept as metadata), a Parquet file (the same columns), a folder of
+such files (recursively, in name order), or an `lm2vec data` corpus folder (its paragraphs, one document per
+article). Text files are read by `lm2vec.data.sources.TextFileSource`, corpora by `lm2vec.data.corpus`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import itertools
+import json
+import re
+from collections.abc import Iterator, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from lm2vec.data.corpus import corpus_files, is_corpus
+from lm2vec.data.errors import DataError
+from lm2vec.data.sentences import SentenceSplitter
+from lm2vec.data.shards import SPLITS
+from lm2vec.data.sources import Document, TextFileSource
+
+TEXT_SUFFIXES = (".txt", ".md")
+RECORD_SUFFIXES = (".jsonl", ".parquet")
+_PARAGRAPH_BREAK = re.compile(r"\n\s*\n")
+
+
+@dataclass(frozen=True)
+class ChunkingOptions:
+    """How documents become passages; recorded in the index manifest."""
+
+    passage_tokens: int = 256
+    overlap_tokens: int = 32
+    lang: str = "en"  # for the sentence splitter
+
+    def __post_init__(self) -> None:
+        if self.passage_tokens < 8:
+            raise ValueError(f"passage_tokens must be at least 8, got {self.passage_tokens}.")
+        if not 0 <= self.overlap_tokens < self.passage_tokens:
+            raise ValueError(f"overlap_tokens must be in [0, passage_tokens), got {self.overlap_tokens}.")
+
+
+@dataclass(frozen=True)
+class Passage:
+    text: str
+    source: str  # the file, with '#id' for a record of a .jsonl or Parquet file
+    doc_id: str
+    title: str
+    metadata: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def content_hash(self) -> str:
+        return hashlib.sha256(self.text.encode("utf-8")).hexdigest()
+
+    def record(self) -> dict[str, Any]:
+        """The passage as a row of an index part (metadata as JSON text: its fields differ between sources)."""
+        metadata = json.dumps(self.metadata, ensure_ascii=False, sort_keys=True)
+        return {"hash": self.content_hash, **asdict(self), "metadata": metadata}
+
+
+def check_sources(sources: Sequence[str | Path]) -> list[Path]:
+    """The sources as paths, each an existing file of a known kind or a folder; raises DataError otherwise."""
+    if not sources:
+        raise DataError("no sources given")
+    paths = []
+    for source in map(Path, sources):
+        if not source.exists():
+            raise DataError(f"{source}: no such file or folder")
+        if source.is_file() and _kind(source) is None:
+            known = ", ".join(TEXT_SUFFIXES + RECORD_SUFFIXES)
+            raise DataError(f"{source}: unknown kind of file; expected {known} or a folder")
+        paths.append(source)
+    return paths
+
+
+def read_documents(source: Path) -> Iterator[tuple[str, Document]]:
+    """(source label, document) pairs of one source, in a stable order."""
+    if source.is_dir() and is_corpus(source):
+        yield from _corpus_documents(source)
+    elif source.is_dir():
+        for path in sorted(p for p in source.rglob("*") if p.is_file() and _kind(p) is not None):
+            yield from read_documents(path)
+    elif _kind(source) == "text":
+        blocks = _text_blocks(source)
+        yield str(source), Document(source.stem, blocks[0] if blocks else "", "\n\n".join(blocks))
+    elif source.suffix == ".parquet":
+        for document in _parquet_documents(source):
+            yield f"{source}#{document.doc_id}", document
+    else:
+        for document in TextFileSource(source).items():
+            yield f"{source}#{document.doc_id}", document
+
+
+def _text_blocks(path: Path) -> list[str]:
+    """The paragraphs of a text file: UTF-8, else Windows-1252 (older tools wrote it: BBC News has '£' so)."""
+    try:
+        return [document.text for document in TextFileSource(path).items()]
+    except DataError as error:
+        if not isinstance(error.__cause__, UnicodeDecodeError):
+            raise
+        return [document.text for document in TextFileSource(path, encoding="cp1252").items()]
+
+
+def _kind(path: Path) -> str | None:
+    suffixes = [suffix for suffix in path.suffixes if suffix not in (".gz", ".bz2")]
+    suffix = suffixes[-1] if suffixes else ""
+    return "text" if suffix in TEXT_SUFFIXES else "records" if suffix in RECORD_SUFFIXES else None
+
+
+def _parquet_documents(path: Path) -> Iterator[Document]:
+    import pyarrow.parquet as pq
+
+    try:
+        table = pq.ParquetFile(path)
+    except Exception as error:  # pyarrow raises several kinds for a file that is not Parquet
+        raise DataError(f"{path}: not a readable Parquet file ({error})") from error
+    if "text" not in table.schema_arrow.names:
+        raise DataError(f"{path}: no 'text' column; columns: {table.schema_arrow.names}")
+    number = 0
+    for batch in table.iter_batches():
+        for row in batch.to_pylist():
+            number += 1
+            metadata = {key: value for key, value in row.items() if key not in ("id", "title", "text")}
+            doc_id = row.get("id")
+            yield Document(str(number if doc_id is None else doc_id), str(row.get("title") or ""), str(row["text"]),
+                           metadata)  # fmt: skip
+
+
+def _corpus_documents(folder: Path) -> Iterator[tuple[str, Document]]:
+    """The paragraphs of every split, joined back into their articles (shards keep an article's rows together)."""
+    for split in SPLITS:
+        for shard in corpus_files(folder, "paragraphs", split):
+            rows = _parquet_documents(shard)
+            for article_id, paragraphs in itertools.groupby(rows, key=lambda row: row.metadata["article_id"]):
+                paragraphs = list(paragraphs)
+                text = "\n\n".join(paragraph.text for paragraph in paragraphs)
+                yield f"{folder}#{article_id}", Document(str(article_id), paragraphs[0].title, text)
+
+
+class Chunker:
+    """Cuts text into passages of at most `passage_tokens` tokens (the encoder's tokenizer, no special tokens)
+    made of whole sentences; consecutive passages share up to `overlap_tokens` tokens of whole sentences. A
+    sentence longer than a passage is cut at token boundaries."""
+
+    def __init__(self, tokenizer, options: ChunkingOptions) -> None:
+        self.tokenizer, self.options = tokenizer, options
+        self.splitter = SentenceSplitter(options.lang)
+
+    def passages(self, source: str, document: Document) -> list[Passage]:
+        return [
+            Passage(text, source, document.doc_id, document.title, document.metadata)
+            for text in self.split(document.text)
+        ]
+
+    def split(self, text: str) -> list[str]:
+        sentences = [s for paragraph in _PARAGRAPH_BREAK.split(text) for s in self.splitter.split(paragraph) if s]
+        if not sentences:
+            return []
+        encoded = self.tokenizer(sentences, add_special_tokens=False, return_offsets_mapping=True)
+        pieces: list[tuple[str, int]] = []
+        for sentence, offsets in zip(sentences, encoded["offset_mapping"], strict=True):
+            pieces += self._fit(sentence, offsets)
+        return self._pack(pieces)
+
+    def _fit(self, sentence: str, offsets: Sequence[tuple[int, int]]) -> list[tuple[str, int]]:
+        size = self.options.passage_tokens
+        if len(offsets) <= size:
+            return [(sentence, len(offsets))]
+        windows = [offsets[start : start + size] for start in range(0, len(offsets), size)]
+        return [(sentence[window[0][0] : window[-1][1]].strip(), len(window)) for window in windows]
+
+    def _pack(self, pieces: list[tuple[str, int]]) -> list[str]:
+        size, overlap = self.options.passage_tokens, self.options.overlap_tokens
+        passages: list[str] = []
+        current: list[tuple[str, int]] = []  # always ends with a piece no passage has had yet
+        for piece in pieces:
+            if current and sum(n for _, n in current) + piece[1] > size:
+                passages.append(" ".join(text for text, _ in current))
+                kept: list[tuple[str, int]] = []
+                for previous in reversed(current):
+                    if sum(n for _, n in kept) + previous[1] > overlap:
+                        break
+                    kept.insert(0, previous)
+                while kept and sum(n for _, n in kept) + piece[1] > size:
+                    kept.pop(0)
+                current = kept
+            current.append(piece)
+        if current:
+            passages.append(" ".join(text for text, _ in current))
+        return passages

@@ -1,0 +1,292 @@
+"""lm2vec serve: the real `openai` client against servers on 127.0.0.1, with a tiny random encoder."""
+
+from __future__ import annotations
+
+import base64
+import http.client
+import json
+import os
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
+from pathlib import Path
+
+import numpy as np
+import openai
+import pytest
+import uvicorn
+
+from lm2vec import LM2Vec
+from lm2vec.serving.app import ServeOptions, create_app, load_service
+from lm2vec.serving.batching import DynamicBatcher
+from lm2vec.serving.documents import ChunkingOptions
+from lm2vec.serving.index import SearchIndex, WriteOptions, build_index
+
+WORDS = "the a cat dog sat on mat ran fast slow red blue green house tree car road city river big small".split()
+TEXTS = ["the cat sat on the mat .", "a dog ran fast", "music", "the big red car is on the road in the city"]
+INSTRUCTION = "retrieve similar text"
+REPO = Path(__file__).resolve().parents[1]
+
+
+def texts_of(seed: int, count: int) -> list[str]:
+    """Inputs of mixed lengths (1 to 30 words), different for every seed."""
+    generator = np.random.default_rng(seed)
+    return [" ".join(generator.choice(WORDS, size=generator.integers(1, 31))) for _ in range(count)]
+
+
+@contextmanager
+def serving(model: Path, index: Path | None = None, **options) -> Iterator[str]:
+    """A server on 127.0.0.1 (a free port) in a thread; yields its base URL."""
+    service = load_service(str(model), index, ServeOptions(**{"max_input_tokens": 32, **options}), device="cpu")
+    server = uvicorn.Server(uvicorn.Config(create_app(service), host="127.0.0.1", port=0, log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 30
+    while not server.started and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert server.started, "the server did not start"
+    try:
+        yield f"http://127.0.0.1:{server.servers[0].sockets[0].getsockname()[1]}"
+    finally:
+        server.should_exit = True
+        thread.join(timeout=30)
+
+
+def client(url: str, key: str = "unused") -> openai.OpenAI:
+    return openai.OpenAI(base_url=f"{url}/v1", api_key=key, max_retries=0, timeout=30)
+
+
+def request(url: str, method: str, path: str, body: bytes | dict | None = None, headers: dict | None = None):
+    """(status, body: parsed if JSON) of one plain HTTP request."""
+    host, port = url.removeprefix("http://").split(":")
+    connection = http.client.HTTPConnection(host, int(port), timeout=30)
+    payload = json.dumps(body).encode() if isinstance(body, dict) else body
+    connection.request(method, path, body=payload, headers={"Content-Type": "application/json", **(headers or {})})
+    response = connection.getresponse()
+    data = response.read()
+    connection.close()
+    is_json = response.getheader("content-type", "").startswith("application/json")
+    return response.status, json.loads(data) if is_json else data
+
+
+def cosine(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    return (a * b).sum(-1) / (np.linalg.norm(a, axis=-1) * np.linalg.norm(b, axis=-1))
+
+
+@pytest.fixture(scope="module")
+def reference(tiny_llama: Path) -> LM2Vec:
+    """An encoder of its own to compute the expected embeddings (the server's runs in its batching thread)."""
+    return LM2Vec.from_pretrained(tiny_llama, device="cpu", max_length=32)
+
+
+@pytest.fixture(scope="module")
+def server(tiny_llama: Path) -> Iterator[str]:
+    with serving(tiny_llama, max_wait_ms=20) as url:
+        yield url
+
+
+def test_openai_client_gets_encode_embeddings(server: str, reference: LM2Vec, tiny_llama: Path) -> None:
+    api = client(server)
+    assert [model.id for model in api.models.list()] == [tiny_llama.name]
+    expected = reference.encode(TEXTS, normalize=True)
+    default = api.embeddings.create(input=TEXTS, model=tiny_llama.name)  # the client asks for base64
+    floats = api.embeddings.create(input=TEXTS, model=tiny_llama.name, encoding_format="float")
+    for response in (default, floats):
+        got = np.array([item.embedding for item in sorted(response.data, key=lambda item: item.index)])
+        assert got.shape == expected.shape and cosine(got, expected).min() >= 0.9999
+    lengths = [len(item.input_ids) for item in reference.tokenize(TEXTS)]
+    assert floats.usage.prompt_tokens == floats.usage.total_tokens == sum(lengths)
+    single = api.embeddings.create(input=TEXTS[0], model=tiny_llama.name, dimensions=32)
+    assert cosine(np.array(single.data[0].embedding), expected[0]) >= 0.9999
+    instructed = api.embeddings.create(input=TEXTS, model=tiny_llama.name, extra_body={"instruction": INSTRUCTION})
+    got = np.array([item.embedding for item in instructed.data])
+    assert cosine(got, reference.encode([(INSTRUCTION, t) for t in TEXTS], normalize=True)).min() >= 0.9999
+    assert cosine(got, expected).max() < 0.9999  # the instruction changed them: it is attended to
+
+
+def test_raw_base64_is_little_endian_float32(server: str, reference: LM2Vec, tiny_llama: Path) -> None:
+    status, body = request(server, "POST", "/v1/embeddings", {"input": "a dog", "model": tiny_llama.name,
+                                                             "encoding_format": "base64"})  # fmt: skip
+    assert status == 200
+    vector = np.frombuffer(base64.b64decode(body["data"][0]["embedding"]), dtype="<f4")
+    assert cosine(vector, reference.encode("a dog", normalize=True)) >= 0.9999
+
+
+def test_concurrent_requests_are_coalesced_and_still_equal_encode(server: str, reference: LM2Vec,
+                                                                   tiny_llama: Path) -> None:  # fmt: skip
+    api = client(server)
+    batches = [texts_of(seed, 1 + seed % 5) for seed in range(24)]
+
+    def embed(texts: list[str]) -> np.ndarray:
+        return np.array([item.embedding for item in api.embeddings.create(input=texts, model=tiny_llama.name).data])
+
+    _, before = request(server, "GET", "/metrics")
+    with ThreadPoolExecutor(max_workers=12) as pool:
+        results = list(pool.map(embed, batches))
+    for texts, got in zip(batches, results, strict=True):
+        assert cosine(got, reference.encode(texts, normalize=True)).min() >= 0.9999
+    _, after = request(server, "GET", "/metrics")
+    forward_passes = _metric(after, "lm2vec_batch_inputs_count") - _metric(before, "lm2vec_batch_inputs_count")
+    inputs = _metric(after, "lm2vec_batch_inputs_sum") - _metric(before, "lm2vec_batch_inputs_sum")
+    assert inputs == sum(len(texts) for texts in batches)
+    assert forward_passes < len(batches)  # requests shared forward passes
+
+
+def _metric(text: bytes, name: str, labels: str = "") -> float:
+    prefix = f"{name}{labels} "
+    return float(next(line for line in text.decode().splitlines() if line.startswith(prefix)).split()[-1])
+
+
+def test_batcher_gives_encode_embeddings_whatever_the_coalescing(reference: LM2Vec) -> None:
+    jobs = [texts_of(100 + seed, 3) for seed in range(8)]
+    expected = [reference.encode(texts, normalize=True) for texts in jobs]
+    # A budget of 32 padded tokens cuts the coalesced inputs into many small length-sorted batches; one of 4096
+    # with a 50 ms wait puts all 24 inputs of the 8 requests into one forward pass, unless batch_size is smaller.
+    for budget, wait, size in ((32, 0.0, 32), (64, 0.05, 32), (4096, 0.05, 32), (4096, 0.05, 5)):
+        batches: list[tuple[int, int]] = []
+        batcher = DynamicBatcher(reference, batch_tokens=budget, max_wait_s=wait, batch_size=size,
+                                 on_batch=lambda n, padded, seen=batches: seen.append((n, padded)))  # fmt: skip
+        try:
+            lengths = [[len(item.input_ids) for item in reference.tokenize(texts)] for texts in jobs]
+            futures = [batcher.submit(texts, n) for texts, n in zip(jobs, lengths, strict=True)]
+            for future, want in zip(futures, expected, strict=True):
+                assert cosine(future.result(timeout=60), want).min() >= 0.9999
+        finally:
+            batcher.close()
+        assert sum(n for n, _ in batches) == 24 and max(padded for _, padded in batches) <= budget
+        assert max(n for n, _ in batches) <= size
+        if budget == 4096 and size == 32:
+            assert batches == [(24, 24 * max(max(n) for n in lengths))]
+
+
+def test_bad_requests_get_openai_shaped_errors(tiny_llama: Path) -> None:
+    name = tiny_llama.name
+    long_input = " ".join(["cat"] * 40)  # more than max_input_tokens=32
+    cases = [
+        (b"{not json", 400, None),
+        (b"[1, 2]", 400, None),
+        ({"model": name}, 400, "input"),
+        ({"input": "a cat"}, 400, "model"),
+        ({"input": "a cat", "model": name, "colour": "red"}, 400, "colour"),
+        ({"input": "a cat", "model": "gpt-9"}, 404, "model"),
+        ({"input": [], "model": name}, 400, "input"),
+        ({"input": "  ", "model": name}, 400, "input"),
+        ({"input": [1, 2, 3], "model": name}, 400, "input"),
+        ({"input": [[1, 2]], "model": name}, 400, "input"),
+        ({"input": 7, "model": name}, 400, "input"),
+        ({"input": ["a", 7], "model": name}, 400, "input"),
+        ({"input": "a cat", "model": name, "encoding_format": "int8"}, 400, "encoding_format"),
+        ({"input": "a cat", "model": name, "dimensions": 16}, 400, "dimensions"),
+        ({"input": ["a cat"] * 5, "model": name}, 400, "input"),
+        ({"input": ["a cat", long_input], "model": name}, 400, "input"),
+        ({"input": "a " * 600, "model": name}, 413, None),
+        ({"query": "a cat"}, 404, None),  # /v1/search without an index
+    ]
+    with serving(tiny_llama, max_inputs=4, max_body_bytes=1000) as url:
+        for body, status, param in cases:
+            path = "/v1/search" if isinstance(body, dict) and "query" in body else "/v1/embeddings"
+            got, answer = request(url, "POST", path, body)
+            assert got == status, (body, answer)
+            error = answer["error"]
+            assert error["type"] == "invalid_request_error" and error["message"], answer
+            assert param is None or error["param"] == param, (body, error)
+        assert request(url, "POST", "/v1/embeddings", {"input": ["a cat", long_input], "model": name})[1]["error"][
+            "code"] == "context_length_exceeded"  # fmt: skip
+        for method, path, status in (("GET", "/v1/embeddings", 405), ("POST", "/v1/chat/completions", 404)):
+            got, answer = request(url, method, path, b"{}")
+            assert got == status and answer["error"]["message"]
+        with pytest.raises(openai.BadRequestError) as refused:
+            client(url).embeddings.create(input="a cat", model=name, dimensions=8)
+        assert "dimensions" in refused.value.message
+        metrics = request(url, "GET", "/metrics")[1]
+        assert _metric(metrics, "lm2vec_requests_total", '{endpoint="/v1/embeddings",status="400"}') >= 10
+    with serving(tiny_llama, truncate=True) as url:
+        got, answer = request(url, "POST", "/v1/embeddings", {"input": ["a cat", long_input], "model": name})
+        assert got == 200 and answer["usage"]["total_tokens"] == 3 + 32
+
+
+def test_api_key_is_required_when_set(tiny_llama: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import lm2vec.serving.app as serving_app
+
+    compared = []
+    original = serving_app.hmac.compare_digest
+    monkeypatch.setattr(serving_app.hmac, "compare_digest", lambda a, b: compared.append(b) or original(a, b))
+    with serving(tiny_llama, api_key="s3cret") as url:
+        for key in ("wrong", "s3cre", "s3cret-and-more"):
+            with pytest.raises(openai.AuthenticationError) as refused:
+                client(url, key).embeddings.create(input="a cat", model=tiny_llama.name)
+            assert refused.value.status_code == 401 and refused.value.body["code"] == "invalid_api_key"
+        assert compared and set(compared) == {b"s3cret"}  # every key went through the constant-time compare
+        for path in ("/v1/models", "/metrics"):
+            assert request(url, "GET", path)[0] == 401
+        assert request(url, "GET", "/health")[0] == 200
+        assert client(url, "s3cret").embeddings.create(input="a cat", model=tiny_llama.name).data
+    with serving(tiny_llama) as url:  # no key set: any key and none are accepted
+        assert client(url, "anything").embeddings.create(input="a cat", model=tiny_llama.name).data
+        assert request(url, "GET", "/v1/models")[0] == 200
+
+
+def test_search_endpoint(tmp_path: Path, tiny_llama: Path, reference: LM2Vec) -> None:
+    from lm2vec.data.packaged import bbc_dir
+
+    index = tmp_path / "index"
+    articles = [sorted((bbc_dir() / topic).glob("*.txt"))[0] for topic in ("tech", "sports")]
+    build_index(articles, str(tiny_llama), index, ChunkingOptions(24, 6), WriteOptions(), echo=lambda _: None)
+    passages = SearchIndex(index).passages
+    with serving(tiny_llama, index=index) as url:
+        got, answer = request(url, "POST", "/v1/search", {"query": passages[3]["text"], "k": 3, "instruction": ""})
+        assert got == 200 and [hit["rank"] for hit in answer["data"]] == [1, 2, 3]
+        assert answer["data"][0]["text"] == passages[3]["text"] and answer["data"][0]["score"] > 0.9999
+        sports = str(articles[1])
+        got, answer = request(url, "POST", "/v1/search", {"query": passages[3]["text"], "k": 50,
+                                                          "filter": {"source": sports}})  # fmt: skip
+        assert got == 200 and answer["data"] and {hit["source"] for hit in answer["data"]} == {sports}
+        for body in ({"query": "a cat", "k": 0}, {"query": "a cat", "k": 101}, {"query": ""},
+                     {"query": "a cat", "filter": {"source": ["x"]}}):  # fmt: skip
+            got, answer = request(url, "POST", "/v1/search", body)
+            assert got == 400 and answer["error"]["param"], (body, answer)
+
+
+def test_a_client_that_disconnects_does_not_stall_others(server: str, reference: LM2Vec, tiny_llama: Path) -> None:
+    host, port = server.removeprefix("http://").split(":")
+    body = json.dumps({"input": texts_of(7, 64), "model": tiny_llama.name}).encode()
+    for _ in range(3):  # a client that sends its request and goes away at once
+        with socket.create_connection((host, int(port))) as gone:
+            gone.sendall(b"POST /v1/embeddings HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                         + f"Content-Length: {len(body)}\r\n\r\n".encode() + body)  # fmt: skip
+    with socket.create_connection((host, int(port))) as half:  # one that never finishes its body
+        half.sendall(b"POST /v1/embeddings HTTP/1.1\r\nHost: x\r\nContent-Length: 1000\r\n\r\n{")
+        started = time.monotonic()
+        response = client(server).embeddings.create(input=TEXTS, model=tiny_llama.name, encoding_format="float")
+        assert time.monotonic() - started < 10
+    got = np.array([item.embedding for item in response.data])
+    assert cosine(got, reference.encode(TEXTS, normalize=True)).min() >= 0.9999
+
+
+def test_lm2vec_serve_command_binds_localhost(tmp_path: Path, tiny_llama: Path) -> None:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    environment = {**os.environ, "PYTHONPATH": f"{REPO / 'src'}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}
+    process = subprocess.Popen([sys.executable, "-m", "lm2vec", "serve", str(tiny_llama), "--port", str(port),
+                                "--name", "tiny"], env=environment, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
+                               text=True)  # fmt: skip
+    try:
+        line = process.stdout.readline()
+        assert line.startswith(f"serving tiny on http://127.0.0.1:{port}/v1"), line
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            try:
+                if request(f"http://127.0.0.1:{port}", "GET", "/health")[0] == 200:
+                    break
+            except OSError:
+                time.sleep(0.1)
+        assert client(f"http://127.0.0.1:{port}").embeddings.create(input="a cat", model="tiny").data
+    finally:
+        process.terminate()
+        process.wait(timeout=30)
