@@ -134,7 +134,7 @@ def test_build_add_and_search(tmp_path: Path, tiny_llama: Path, bbc: Path) -> No
     business = [p.text for label, d in read_documents(bbc / "business") for p in chunker.passages(label, d)]
     assert f"{len(business):,} passages encoded" in result.output
     assert f"{len(expected):,} skipped as already indexed" in result.output
-    again = add_to_index(out, [bbc], WriteOptions(), echo=lambda _: None)
+    again = add_to_index(out, [bbc], WriteOptions())
     assert again.encoded == 0 and again.passages == len(expected) + len(business)
 
     # A changed article: only its new passages are encoded.
@@ -142,7 +142,7 @@ def test_build_add_and_search(tmp_path: Path, tiny_llama: Path, bbc: Path) -> No
     shutil.copytree(bbc / "tech", edited)
     first = sorted(edited.glob("*.txt"))[0]
     first.write_text(first.read_text(encoding="utf-8") + "\n\nA brand new closing paragraph.\n", encoding="utf-8")
-    assert add_to_index(out, [edited], WriteOptions(), echo=lambda _: None).encoded == 1
+    assert add_to_index(out, [edited], WriteOptions()).encoded == 1
 
     result = runner.invoke(app, ["search", str(out), expected[7], "--k", "2", "--json"])
     assert result.exit_code == 0, result.output

@@ -79,9 +79,7 @@ def add(
     from lm2vec.serving.index import add_to_index
 
     with _user_errors():
-        report = add_to_index(
-            index, sources, WriteOptions(batch_size, part_size, exact_limit), device=device, echo=typer.echo
-        )
+        report = add_to_index(index, sources, WriteOptions(batch_size, part_size, exact_limit), device=device)
     typer.echo(report.summary(index))
 
 

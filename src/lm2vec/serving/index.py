@@ -185,11 +185,11 @@ def build_index(sources: Sequence[str | Path], model: str, out: Path, chunking: 
                                   "with the same options")  # fmt: skip
         echo(f"resuming the build in {out}: {sum(p['passages'] for p in manifest['parts']):,} passages kept")
     with _locked(out):
-        return _ingest(out, manifest, encoder, paths, options, echo)
+        return _ingest(out, manifest, encoder, paths, options)
 
 
 def add_to_index(folder: Path, sources: Sequence[str | Path], options: WriteOptions,
-                 device: str | None = None, echo: Callable[[str], None] = print) -> BuildReport:  # fmt: skip
+                 device: str | None = None) -> BuildReport:  # fmt: skip
     """Append the passages of `sources` that the index does not hold yet (by content hash)."""
     paths = check_sources(sources)
     manifest = read_manifest(folder)
@@ -205,11 +205,11 @@ def add_to_index(folder: Path, sources: Sequence[str | Path], options: WriteOpti
     manifest.update(status="building", operation={"command": "add", "sources": source_list})
     with _locked(folder):
         write_json_atomically(folder / MANIFEST_NAME, manifest)
-        return _ingest(folder, manifest, encoder, paths, options, echo)
+        return _ingest(folder, manifest, encoder, paths, options)
 
 
-def _ingest(folder: Path, manifest: dict[str, Any], encoder, paths: list[Path], options: WriteOptions,
-            echo: Callable[[str], None]) -> BuildReport:  # fmt: skip
+def _ingest(folder: Path, manifest: dict[str, Any], encoder, paths: list[Path],
+            options: WriteOptions) -> BuildReport:  # fmt: skip
     started = time.perf_counter()
     _remove_uncommitted_parts(folder, manifest)
     known = {h for part in manifest["parts"] for h in pq.read_table(folder / part["path"], columns=["hash"])["hash"]
