@@ -173,7 +173,7 @@ def test_refusals(tmp_path: Path, tiny_llama: Path, bbc: Path) -> None:
     foreign.mkdir()
     (foreign / "keep.txt").write_text("not ours")
     result = runner.invoke(app, ["index", "build", str(bbc), "--model", str(tiny_llama), "--out", str(foreign)])
-    assert result.exit_code == 2 and "was not created by lm2vec" in result.output
+    assert result.exit_code == 2 and "was not made by lm2vec" in result.output
     assert (foreign / "keep.txt").read_text() == "not ours" and sorted(foreign.iterdir()) == [foreign / "keep.txt"]
     result = runner.invoke(app, ["index", "build", str(tmp_path / "missing"), "--model", str(tiny_llama),
                                  "--out", str(tmp_path / "i")])  # fmt: skip

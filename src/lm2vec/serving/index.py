@@ -29,8 +29,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from tqdm.auto import tqdm
 
+from lm2vec.artifacts import ForeignFolderError, claim_folder, read_record, write_json_atomic
 from lm2vec.serving.documents import Chunker, ChunkingOptions, Passage, check_sources, read_documents
-from lm2vec.serving.ownership import NotOwnedError, read_owned, write_json_atomically
 
 MANIFEST_NAME = "lm2vec_index.json"
 FORMAT_NAME = "lm2vec-index"
@@ -156,8 +156,8 @@ def build_index(sources: Sequence[str | Path], model: str, out: Path, chunking: 
     """Index `sources` with `model` into `out`; an interrupted build of the same inputs is resumed."""
     paths = check_sources(sources)
     try:
-        manifest = read_owned(out, MANIFEST_NAME, FORMAT_NAME)
-    except NotOwnedError as error:
+        manifest = claim_folder(out, MANIFEST_NAME, FORMAT_NAME)
+    except ForeignFolderError as error:
         raise IndexStoreError(str(error)) from None
     source_list = [str(path) for path in paths]
     if manifest is not None and manifest["status"] == "complete":
@@ -177,7 +177,7 @@ def build_index(sources: Sequence[str | Path], model: str, out: Path, chunking: 
                     "model": describe_model(model, encoder), "chunking": asdict(chunking), "sources": [],
                     "operation": {"command": "build", "sources": source_list}, "parts": [],
                     "searchable": None}  # fmt: skip
-        write_json_atomically(out / MANIFEST_NAME, manifest)
+        write_json_atomic(out / MANIFEST_NAME, manifest)
     else:
         check_same_model(manifest["model"], model, encoder)
         if manifest["chunking"] != asdict(chunking):
@@ -204,7 +204,7 @@ def add_to_index(folder: Path, sources: Sequence[str | Path], options: WriteOpti
     encoder = load_index_model(manifest["model"], device)
     manifest.update(status="building", operation={"command": "add", "sources": source_list})
     with _locked(folder):
-        write_json_atomically(folder / MANIFEST_NAME, manifest)
+        write_json_atomic(folder / MANIFEST_NAME, manifest)
         return _ingest(folder, manifest, encoder, paths, options)
 
 
@@ -232,7 +232,7 @@ def _ingest(folder: Path, manifest: dict[str, Any], encoder, paths: list[Path],
             chunk = pending[start : start + options.part_size]
             vectors = encoder.encode([p.text for p in chunk], batch_size=options.batch_size, normalize=True)
             manifest["parts"].append(_write_part(folder, len(manifest["parts"]), chunk, vectors))
-            write_json_atomically(folder / MANIFEST_NAME, manifest)
+            write_json_atomic(folder / MANIFEST_NAME, manifest)
             bar.update(len(chunk))
     manifest["sources"] = sorted(set(manifest["sources"]) | {str(path) for path in paths})
     kind = _publish(folder, manifest, options.exact_limit)
@@ -286,7 +286,7 @@ def _publish(folder: Path, manifest: dict[str, Any], exact_limit: int) -> str:
     manifest["searchable"] = {"generation": generation, "faiss": name, "kind": kind, "nprobe": nprobe,
                               "parts": len(manifest["parts"]), "passages": len(vectors)}  # fmt: skip
     manifest["status"] = "complete"
-    write_json_atomically(folder / MANIFEST_NAME, manifest)
+    write_json_atomic(folder / MANIFEST_NAME, manifest)
     for stale in folder.glob("index-*.faiss"):
         if stale.name != name:
             stale.unlink()
@@ -304,8 +304,8 @@ def read_manifest(folder: Path) -> dict[str, Any]:
         raise IndexStoreError(f"{folder} is not an lm2vec index (no {MANIFEST_NAME}); build one with "
                               "`lm2vec index build`")  # fmt: skip
     try:
-        manifest = read_owned(folder, MANIFEST_NAME, FORMAT_NAME)
-    except NotOwnedError as error:
+        manifest = read_record(folder, MANIFEST_NAME, FORMAT_NAME)
+    except ForeignFolderError as error:
         raise IndexStoreError(str(error)) from None
     assert manifest is not None
     if manifest["format_version"] != FORMAT_VERSION:
