@@ -299,8 +299,12 @@ def test_model_specs() -> None:
         "after simcse", "out/base", ("out/mntp", "out/simcse"), "mean", False, 128)  # fmt: skip
     assert ModelSpec.parse(spec.describe()) == spec
     assert ModelSpec.parse("pkg:smollm2").name == "pkg:smollm2"
+    echo = ModelSpec.parse("echo=pkg:smollm2,causal,template=echo")
+    assert echo.template == "echo" and ModelSpec.parse(echo.describe()) == echo
     with pytest.raises(EvalConfigError, match="unknown option 'colour=red'"):
         ModelSpec.parse("x=pkg:smollm2,colour=red")
+    with pytest.raises(EvalConfigError, match="template 'echoes'"):
+        ModelSpec.parse("x=pkg:smollm2,template=echoes")
 
 
 def test_cache_encodes_each_text_set_once(tmp_path: Path, tiny_llama: Path) -> None:
@@ -322,9 +326,12 @@ def test_cache_encodes_each_text_set_once(tmp_path: Path, tiny_llama: Path) -> N
             ModelSpec("other name", str(tiny_llama)),
             ModelSpec("t", str(tiny_llama), pooling="last_token"),
             ModelSpec("t", str(tiny_llama), bidirectional=False),
+            ModelSpec("t", str(tiny_llama), template="echo"),
+            ModelSpec("t", str(tiny_llama), template="{text} {text}"),
         )  # fmt: skip
     }
-    assert len(fingerprints) == 3  # the name does not matter, pooling and attention do
+    assert len(fingerprints) == 4  # the name does not matter, pooling, attention and the text template do
+    assert spec_fingerprint(ModelSpec("t", str(tiny_llama), template="{text}")) == spec_fingerprint(spec)
     weights = next(tiny_llama.glob("*.safetensors"))
     before = spec_fingerprint(spec)
     weights.touch()
@@ -339,10 +346,12 @@ def test_run_manifest_gives_baselines_and_stages(tmp_path: Path) -> None:
           '{"name": "after MNTP", "adapters": ["mntp/adapter"]},'
           '{"name": "after SimCSE", "adapters": ["mntp/adapter", "simcse/adapter"]}]}')  # fmt: skip
     specs = run_specs(tmp_path)
-    assert [s.name for s in specs] == ["causal last-token", "causal mean", "bidirectional untrained", "after MNTP",
-                                       "after SimCSE"]  # fmt: skip
-    assert specs[0].pooling == "last_token" and specs[0].bidirectional is False and specs[2].bidirectional
-    assert specs[4].adapters == (str(tmp_path / "mntp/adapter"), str(tmp_path / "simcse/adapter"))
+    assert [s.name for s in specs] == ["causal last-token", "causal mean", "causal echo", "causal PromptEOL",
+                                       "bidirectional untrained", "after MNTP", "after SimCSE"]  # fmt: skip
+    assert specs[0].pooling == "last_token" and specs[0].bidirectional is False and specs[4].bidirectional
+    assert (specs[2].template, specs[2].pooling, specs[3].template, specs[3].pooling) == (
+        "echo", "mean", "prompteol", "last_token")  # fmt: skip
+    assert specs[6].adapters == (str(tmp_path / "mntp/adapter"), str(tmp_path / "simcse/adapter"))
     everything = resolve_models([str(tmp_path), "extra=pkg:smollm2,causal"])
     assert everything[-1].source == "ref:all-minilm-l6-v2" and everything[-2].name == "extra"
     with pytest.raises(EvalConfigError, match="several models are named causal mean"):
