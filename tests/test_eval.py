@@ -287,6 +287,9 @@ def test_builtin_english_suite_loads_subsets() -> None:
         names = names[1:]
     tasks = [registry.load(name, limit=50) for name in names]
     assert [t.type for t in tasks][-4:] == ["sts", "classification", "clustering", "retrieval"]
+    retrieval = tasks[-1]  # 50 headlines against their articles and distractors: 3 documents per query
+    assert retrieval.size == 50 and len(retrieval.corpus) == 150
+    assert {doc for docs in retrieval.qrels.values() for doc in docs} <= set(retrieval.corpus)
     bbc = tasks[2]
     assert bbc.size == 50 and len(set(bbc.labels)) == 5 and max(len(t) for t in bbc.texts) <= 600
     assert gensim_data_dir().is_dir()

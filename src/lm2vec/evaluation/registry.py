@@ -10,7 +10,8 @@ path = "data/sts.tsv"             # relative to this file, absolute, or ${stsb}/
 format = "tsv"                    # optional; else from the suffix (see lm2vec.evaluation.readers)
 instruction = "Retrieve semantically similar text"
 metric = "spearman"               # optional main metric; else the type's default
-limit = 500                       # optional: a deterministic subset (stratified by label where there are labels)
+limit = 500                       # optional: a deterministic subset (stratified by label where there are labels;
+                                  # retrieval: `limit` queries against their documents and others, 3 per query)
 
 [tasks.my-faq]
 type = "retrieval"
@@ -110,6 +111,9 @@ language = "bg"
 instruction = "Given a sentence, retrieve the paragraph of the article that contains it"
 description = "Bulgarian Wikipedia sample (gensim): sentence -> paragraph, built with lm2vec.data"
 """
+
+# A retrieval `limit` scales the corpus with the queries: documents per kept query (theirs and distractors).
+RETRIEVAL_CORPUS_PER_QUERY = 3
 
 TASK_KEYS = {
     "type",
@@ -221,6 +225,14 @@ def _stratified(labels: list[str], limit: int | None, seed: int = 0) -> list[int
     return sorted(i for indices in by_label.values() for i in rng.sample(indices, min(share, len(indices))))
 
 
+def _retrieval_subset(corpus: dict[str, str], qrels: dict[str, dict], size: int) -> dict[str, str]:
+    """The documents relevant to the kept queries, topped up with a deterministic sample of the others to `size`."""
+    relevant = {doc for docs in qrels.values() for doc in docs}
+    others = [doc for doc in corpus if doc not in relevant]
+    chosen = relevant | {others[i] for i in _subset(len(others), max(0, size - len(relevant)))}
+    return {doc: text for doc, text in corpus.items() if doc in chosen}
+
+
 def _cut(text: str, max_chars: int | None) -> str:
     if not max_chars or len(text) <= max_chars:
         return text
@@ -304,6 +316,8 @@ def build_task(name: str, d: dict, base_dir: Path | None = None) -> Task:
         data = readers.read_beir(path, d.get("split", "test"))
         queries, corpus, qrels = data.queries, data.corpus, data.qrels
     keep = set(_subset(len(qrels), limit))
-    qrels = {q: r for i, (q, r) in enumerate(qrels.items()) if i in keep}
+    if len(keep) < len(qrels):
+        qrels = {q: r for i, (q, r) in enumerate(qrels.items()) if i in keep}
+        corpus = _retrieval_subset(corpus, qrels, RETRIEVAL_CORPUS_PER_QUERY * len(keep))
     corpus = {k: _cut(v, max_chars) for k, v in corpus.items()}
     return cls(**common, queries=queries, corpus=corpus, qrels=qrels)
