@@ -12,11 +12,11 @@ and the pooling; it is evaluated with its training stages merged. Zero-training 
 
 Cost: the CPU is shared, so wall time is inflated and noisy. Each arm records its optimizer steps, token slots
 (steps x batch x sequence length, both SimCSE views counted: an upper bound of the tokens processed), wall
-seconds and the CPU seconds of this process (every torch thread); `idle_minutes` = CPU seconds / 120, the
-minutes of an idle 2-core machine that runs both threads flat out (torch's two threads keep both cores busy,
-and CPU time, unlike wall time, barely changes with other users' load). The calibration at the start measures
-this process's tokens per CPU second on a fixed MNTP-like forward and backward of each base model, to convert
-token slots into idle minutes for arms not run.
+seconds and the CPU seconds of this process (every torch thread). The throughput measured is token slots per
+CPU second; `idle_minutes` = CPU seconds / 120, the minutes of an idle 2-core machine whose two torch threads
+keep both cores busy. CPU time, unlike wall time, barely changes with other users' load, the more so with
+OMP_NUM_THREADS=1 (no thread waits for a descheduled sibling), which is how the study was run; the two-thread
+speed-up is assumed perfect, so idle minutes are a lower bound.
 
 Writes `OUT/results.json` (every arm and score) and `OUT/table.md` (the table); training runs go to `--work`.
 A re-run skips the arms already in results.json.
@@ -158,26 +158,6 @@ def train(name: str, arm: Arm, data: Path, paragraphs: Path, out: Path, cost: Co
     return adapters
 
 
-def calibrate(model: str, tokens: int = 4096, length: int = 128) -> float:
-    """Tokens per CPU second of this process for a forward and backward pass of `model` (batches of `length`)."""
-    import torch
-
-    from lm2vec import LM2Vec
-
-    encoder = LM2Vec.from_pretrained(model, device="cpu", max_length=length)
-    ids = torch.randint(10, 1000, (tokens // length, length))
-    ones = torch.ones_like(ids)
-
-    def work() -> None:
-        for row in range(0, len(ids), 8):
-            hidden = encoder.model(input_ids=ids[row : row + 8], attention_mask=ones[row : row + 8]).last_hidden_state
-            hidden.float().pow(2).mean().backward()
-
-    work()  # warm-up
-    _, _, cpu = timed(work)
-    return tokens / cpu
-
-
 def run_arm(name: str, arm: Arm, tasks: list, data: Path, paragraphs: Path, out: Path) -> dict:
     from lm2vec.evaluation.encoders import ModelSpec
     from lm2vec.evaluation.report import baseline_specs
@@ -212,7 +192,8 @@ def run_arm(name: str, arm: Arm, tasks: list, data: Path, paragraphs: Path, out:
 
 
 def table(rows: list[dict]) -> str:
-    header = ["arm", *TUNING_TASKS, "average", "steps", "token slots", "wall min", "CPU min", "idle 2-core min"]
+    header = ["arm", *TUNING_TASKS, "average", "steps", "token slots", "slots / CPU s", "wall min", "CPU min",
+              "idle 2-core min"]  # fmt: skip
     lines = ["| " + " | ".join(header) + " |", "| --- |" + " ---: |" * (len(header) - 1)]
     for row in rows:
         cost = row["cost"]
@@ -221,6 +202,7 @@ def table(rows: list[dict]) -> str:
             f"{100 * row['average']:.1f}",
             str(cost["steps"]),
             f"{cost['token_slots']:,}",
+            f"{cost['token_slots'] / cost['cpu_seconds']:.0f}" if cost["cpu_seconds"] else "–",
             f"{cost['wall_seconds'] / 60:.1f}",
             f"{cost['cpu_seconds'] / 60:.1f}",
             f"{row['idle_minutes']:.1f}",
@@ -235,14 +217,11 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--out", type=Path, default=REPO / "benchmarks" / "results" / "recipe-study")
     parser.add_argument("--work", type=Path, default=REPO / "runs" / "recipe-study", help="training runs")
     parser.add_argument("--limit", type=int, default=100, help="examples per proxy task (the registry's limit)")
-    parser.add_argument("--calibrate", action="store_true", help="measure tokens per CPU second of the base models")
     args = parser.parse_args(argv)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     args.out.mkdir(parents=True, exist_ok=True)
     results_path = args.out / "results.json"
     done = json.loads(results_path.read_text()) if results_path.is_file() else {"arms": {}}
-    if args.calibrate:
-        done["tokens_per_cpu_second"] = {m: round(calibrate(m), 1) for m in (SMOLLM2, GEMMA)}
     data, paragraphs = corpus(args.work)
     tasks = proxy_tasks(args.limit)
     done["proxy"] = {"limit": args.limit, "tasks": {t.name: t.size for t in tasks}}

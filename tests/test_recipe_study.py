@@ -42,4 +42,4 @@ def test_cost_and_table(study) -> None:
                     "cpu_seconds": cost.cpu_seconds}, "idle_minutes": cost.idle_minutes}  # fmt: skip
     assert cost.idle_minutes == 2.0  # 240 CPU seconds on two cores
     line = study.table([row]).splitlines()[-1]
-    assert line == "| a | 50.0 | 50.0 | 50.0 | 50.0 | 50.0 | 50.0 | 20 | 61,440 | 5.0 | 4.0 | 2.0 |"
+    assert line == "| a | 50.0 | 50.0 | 50.0 | 50.0 | 50.0 | 50.0 | 20 | 61,440 | 256 | 5.0 | 4.0 | 2.0 |"
