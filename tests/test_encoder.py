@@ -121,3 +121,47 @@ def test_none_and_lone_surrogates_are_named(encoder) -> None:
         encoder.encode(None)
     with pytest.raises(ValueError, match="Input 1 holds a lone surrogate \\(U\\+D800 at character 2\\)"):
         encoder.encode(["fine", "ab\ud800c"])
+
+
+def test_echo_pools_only_the_second_copy_of_the_text(tiny_llama) -> None:
+    echo = LM2Vec.from_pretrained(tiny_llama, bidirectional=False, text_template="echo", device="cpu")
+    (item,) = echo.tokenize([("search", "a dog ran")])
+    tokens = echo.tokenizer.convert_ids_to_tokens(item.input_ids)
+    assert tokens == ["<s>", "search", ":", "a", "dog", "ran", "a", "dog", "ran"]
+    assert item.instruction_length == 6  # BOS, instruction and the first copy are attended to, never pooled
+    token_states = echo.encode(("search", "a dog ran"), output_value="token_embeddings")
+    assert token_states.shape[0] == 3
+    np.testing.assert_allclose(token_states.mean(axis=0), echo.encode(("search", "a dog ran")), atol=1e-5)
+    plain = LM2Vec.from_pretrained(tiny_llama, bidirectional=False, device="cpu")
+    first_copy = plain.encode(("search", "a dog ran"), output_value="token_embeddings")
+    assert not np.allclose(token_states, first_copy, atol=1e-4), "the second copy should see the whole text"
+
+
+def test_prompteol_pools_the_last_token_of_the_prompt(tiny_llama) -> None:
+    prompteol = LM2Vec.from_pretrained(
+        tiny_llama, bidirectional=False, pooling="last_token", text_template="prompteol", device="cpu"
+    )
+    assert prompteol.config.text_template == 'This sentence : "{text}" means in one word:"'
+    (item,) = prompteol.tokenize(["a dog ran"])
+    expected = prompteol.tokenizer('This sentence : "a dog ran" means in one word:"')["input_ids"]
+    assert item.input_ids == expected  # the prompt's closing quote is last: no EOS appended
+    assert item.input_ids[item.instruction_length] == prompteol.tokenizer.convert_tokens_to_ids("a")
+    token_states = prompteol.encode("a dog ran", output_value="token_embeddings")
+    np.testing.assert_allclose(token_states[-1], prompteol.encode("a dog ran"), atol=1e-6)
+
+
+def test_a_templated_text_is_cut_so_that_the_whole_template_fits(tiny_llama) -> None:
+    echo = LM2Vec.from_pretrained(tiny_llama, text_template="{text} , {text} .", max_length=10, device="cpu")
+    (item,) = echo.tokenize(["the cat sat on the mat"])
+    tokens = echo.tokenizer.convert_ids_to_tokens(item.input_ids)
+    assert tokens == ["<s>", "the", "cat", "sat", ",", "the", "cat", "sat", "."] and item.truncated
+    assert tokens[item.instruction_length :] == ["the", "cat", "sat", "."]
+
+
+def test_bad_templates_and_templated_export_are_refused(tiny_llama, tmp_path) -> None:
+    with pytest.raises(ValueError, match="text_template must contain"):
+        LM2Vec.from_pretrained(tiny_llama, text_template="echoes", device="cpu")
+    echo = LM2Vec.from_pretrained(tiny_llama, text_template="echo", device="cpu")
+    with pytest.raises(ValueError, match="cannot be exported"):
+        echo.save_pretrained(tmp_path / "echo")
+    assert not (tmp_path / "echo").exists()

@@ -204,6 +204,22 @@ def test_tasks_with_a_bag_of_words_encoder() -> None:
     assert triplets.evaluate(encoder)["accuracy"] == 1.0
 
 
+def test_headline_retrieval_metrics_by_hand(tmp_path: Path) -> None:
+    # Two articles share the headline "Red car" (both relevant to it); "Car phone"'s own body ranks third for it:
+    # cosines 1/2 ("red car"), 1/sqrt(6) ("red car race"), 1/sqrt(20) ("phone is is is").
+    write(tmp_path / "motoring" / "1.txt", "Red car\n\nred car")
+    write(tmp_path / "motoring" / "2.txt", "Red car\n\nred car race\n")
+    write(tmp_path / "tech" / "3.txt", "Car phone\n\nphone is is is")
+    write(tmp_path / "tech" / "4.txt", "A headline without a body")
+    task = build_task("news", {"type": "retrieval", "format": "headlines", "path": "."}, tmp_path)
+    assert task.queries == {"q0": "Red car", "q1": "Car phone"} and len(task.corpus) == 3
+    assert task.qrels == {"q0": {"d0": 1.0, "d1": 1.0}, "q1": {"d2": 1.0}}
+    metrics = task.evaluate(BagOfWords(2048))
+    assert metrics["ndcg_at_10"] == pytest.approx((1 + 1 / np.log2(4)) / 2)
+    assert metrics["mrr_at_10"] == pytest.approx((1 + 1 / 3) / 2)
+    assert metrics["recall_at_100"] == 1.0
+
+
 def test_real_data_tasks_score_well_above_chance() -> None:
     registry = Registry.builtin()
     encoder = BagOfWords(2048)
@@ -211,6 +227,9 @@ def test_real_data_tasks_score_well_above_chance() -> None:
     assert registry.load("bbc-clustering", limit=100).evaluate(encoder)["v_measure"] > 0.1
     lee = registry.load("lee-similarity")
     assert lee.size == 1225 and lee.evaluate(encoder)["pearson"] > 0.1
+    headlines = registry.load("bbc-headline-retrieval")
+    assert (headlines.size, len(headlines.corpus)) == (2096, 2225)
+    assert max(map(len, headlines.corpus.values())) <= 300 and headlines.evaluate(encoder)["ndcg_at_10"] > 0.3
     bg = registry.load("bg-wiki-sentence-retrieval")
     assert bg.language == "bg" and bg.size > 20 and bg.evaluate(encoder)["ndcg_at_10"] > 0.5
 
@@ -261,13 +280,16 @@ def test_bad_metric_and_placeholder(tmp_path: Path) -> None:
 def test_builtin_english_suite_loads_subsets() -> None:
     registry = Registry.builtin()
     names = registry.select(["english"])
-    assert names == ["stsb-dev", "lee-similarity", "bbc-classification", "bbc-clustering"]
+    assert names == ["stsb-dev", "lee-similarity", "bbc-classification", "bbc-clustering", "bbc-headline-retrieval"]
     try:
         registry.load("stsb-dev", limit=50)
     except EvalDataError:  # ../shared/data/stsb is not in every checkout; the packaged tasks still load
         names = names[1:]
     tasks = [registry.load(name, limit=50) for name in names]
-    assert [t.type for t in tasks][-3:] == ["sts", "classification", "clustering"]
+    assert [t.type for t in tasks][-4:] == ["sts", "classification", "clustering", "retrieval"]
+    retrieval = tasks[-1]  # 50 headlines against their articles and distractors: 3 documents per query
+    assert retrieval.size == 50 and len(retrieval.corpus) == 150
+    assert {doc for docs in retrieval.qrels.values() for doc in docs} <= set(retrieval.corpus)
     bbc = tasks[2]
     assert bbc.size == 50 and len(set(bbc.labels)) == 5 and max(len(t) for t in bbc.texts) <= 600
     assert gensim_data_dir().is_dir()
@@ -280,8 +302,12 @@ def test_model_specs() -> None:
         "after simcse", "out/base", ("out/mntp", "out/simcse"), "mean", False, 128)  # fmt: skip
     assert ModelSpec.parse(spec.describe()) == spec
     assert ModelSpec.parse("pkg:smollm2").name == "pkg:smollm2"
+    echo = ModelSpec.parse("echo=pkg:smollm2,causal,template=echo")
+    assert echo.template == "echo" and ModelSpec.parse(echo.describe()) == echo
     with pytest.raises(EvalConfigError, match="unknown option 'colour=red'"):
         ModelSpec.parse("x=pkg:smollm2,colour=red")
+    with pytest.raises(EvalConfigError, match="template 'echoes'"):
+        ModelSpec.parse("x=pkg:smollm2,template=echoes")
 
 
 def test_cache_encodes_each_text_set_once(tmp_path: Path, tiny_llama: Path) -> None:
@@ -303,9 +329,12 @@ def test_cache_encodes_each_text_set_once(tmp_path: Path, tiny_llama: Path) -> N
             ModelSpec("other name", str(tiny_llama)),
             ModelSpec("t", str(tiny_llama), pooling="last_token"),
             ModelSpec("t", str(tiny_llama), bidirectional=False),
+            ModelSpec("t", str(tiny_llama), template="echo"),
+            ModelSpec("t", str(tiny_llama), template="{text} {text}"),
         )  # fmt: skip
     }
-    assert len(fingerprints) == 3  # the name does not matter, pooling and attention do
+    assert len(fingerprints) == 4  # the name does not matter, pooling, attention and the text template do
+    assert spec_fingerprint(ModelSpec("t", str(tiny_llama), template="{text}")) == spec_fingerprint(spec)
     weights = next(tiny_llama.glob("*.safetensors"))
     before = spec_fingerprint(spec)
     weights.touch()
@@ -320,10 +349,12 @@ def test_run_manifest_gives_baselines_and_stages(tmp_path: Path) -> None:
           '{"name": "after MNTP", "adapters": ["mntp/adapter"]},'
           '{"name": "after SimCSE", "adapters": ["mntp/adapter", "simcse/adapter"]}]}')  # fmt: skip
     specs = run_specs(tmp_path)
-    assert [s.name for s in specs] == ["causal last-token", "causal mean", "bidirectional untrained", "after MNTP",
-                                       "after SimCSE"]  # fmt: skip
-    assert specs[0].pooling == "last_token" and specs[0].bidirectional is False and specs[2].bidirectional
-    assert specs[4].adapters == (str(tmp_path / "mntp/adapter"), str(tmp_path / "simcse/adapter"))
+    assert [s.name for s in specs] == ["causal last-token", "causal mean", "causal echo", "causal PromptEOL",
+                                       "bidirectional untrained", "after MNTP", "after SimCSE"]  # fmt: skip
+    assert specs[0].pooling == "last_token" and specs[0].bidirectional is False and specs[4].bidirectional
+    assert (specs[2].template, specs[2].pooling, specs[3].template, specs[3].pooling) == (
+        "echo", "mean", "prompteol", "last_token")  # fmt: skip
+    assert specs[6].adapters == (str(tmp_path / "mntp/adapter"), str(tmp_path / "simcse/adapter"))
     everything = resolve_models([str(tmp_path), "extra=pkg:smollm2,causal"])
     assert everything[-1].source == "ref:all-minilm-l6-v2" and everything[-2].name == "extra"
     with pytest.raises(EvalConfigError, match="several models are named causal mean"):

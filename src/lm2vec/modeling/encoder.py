@@ -36,6 +36,11 @@ logger = logging.getLogger(__name__)
 
 EncoderInput = str | tuple[str, str]
 CONFIG_NAME = "lm2vec_config.json"
+PLAIN_TEMPLATE = "{text}"
+# Zero-training ways to read a causal LLM (named presets of `EncoderConfig.text_template`): echo embeddings
+# (arXiv 2402.15449) repeat the text so that every pooled token of the second copy has seen the whole text;
+# PromptEOL (arXiv 2307.16645) asks for the text's meaning in one word and pools the prompt's last token.
+TEXT_TEMPLATES = {"echo": "{text} {text}", "prompteol": 'This sentence : "{text}" means in one word:"'}
 
 
 @dataclass
@@ -50,9 +55,18 @@ class EncoderConfig:
     bidirectional: bool = True
     # The instruction the training queries carried; retrieval puts it on queries by default (never on documents).
     query_instruction: str = ""
+    # How the text sits in the model's input: "{text}", a preset of TEXT_TEMPLATES, or a template with one or
+    # more "{text}"; pooling covers the last copy of the text and whatever follows it.
+    text_template: str = PLAIN_TEMPLATE
 
     def __post_init__(self) -> None:
         check_pooling_mode(self.pooling)
+        self.text_template = TEXT_TEMPLATES.get(self.text_template, self.text_template)
+        if "{text}" not in self.text_template:
+            raise ValueError(
+                f"text_template must contain '{{text}}' or be one of {', '.join(TEXT_TEMPLATES)}, "
+                f"got {self.text_template!r}."
+            )
         if self.max_length < 2:
             raise ValueError(f"max_length must be at least 2, got {self.max_length}.")
         if "{instruction}" not in self.instruction_template:
@@ -105,6 +119,7 @@ class LM2Vec(nn.Module):
         device: str | torch.device | None = None,
         attn_implementation: str | None = None,
         bidirectional: bool | None = None,
+        text_template: str | None = None,
         adapters: Sequence[str | os.PathLike] = (),
     ) -> LM2Vec:
         """Load an encoder from a model folder, hub id, .gguf file or packaged alias (`pkg:smollm2`).
@@ -115,7 +130,12 @@ class LM2Vec(nn.Module):
         folder = resolve_source(source)
         saved = EncoderConfig.from_folder(folder) if Path(folder).is_dir() else None
         base = asdict(saved or EncoderConfig())
-        overrides = {"pooling": pooling, "max_length": max_length, "bidirectional": bidirectional}
+        overrides = {
+            "pooling": pooling,
+            "max_length": max_length,
+            "bidirectional": bidirectional,
+            "text_template": text_template,
+        }
         config = EncoderConfig(**{**base, **{k: v for k, v in overrides.items() if v is not None}})
 
         device = torch.device(device) if device is not None else default_device()
@@ -145,13 +165,17 @@ class LM2Vec(nn.Module):
 
     # --- turning text into batches -------------------------------------------------------------------
     def tokenize(self, inputs: Sequence[EncoderInput], prompt: str | None = None) -> list[TokenizedInput]:
-        """Tokenize inputs, marking instruction tokens by character offsets and appending EOS for last-token
-        pooling. Texts are truncated to max_length tokens, keeping the instruction and the EOS."""
+        """Tokenize inputs, marking the unpooled lead (instruction, and any template text before the last copy
+        of the text) by character offsets, and appending EOS for last-token pooling of plain text. Texts are
+        truncated to max_length tokens, keeping the instruction and the EOS; a templated text is cut itself, so
+        that the whole template fits."""
         prefixes, texts = [], []
         for position, item in enumerate(inputs):
             instruction, text = _split_input(item, position, prompt)
             prefixes.append(self.config.instruction_template.format(instruction=instruction) if instruction else "")
             texts.append(text)
+        if self.config.text_template != PLAIN_TEMPLATE:
+            return [self._tokenize_templated(prefix, text) for prefix, text in zip(prefixes, texts, strict=True)]
         encoded = self.tokenizer(
             [p + t for p, t in zip(prefixes, texts, strict=True)], return_offsets_mapping=True, add_special_tokens=True
         )
@@ -171,6 +195,26 @@ class LM2Vec(nn.Module):
                 ids = [*ids, eos]
             result.append(TokenizedInput(ids, min(instruction_length, len(ids) - 1), truncated))
         return result
+
+    def _tokenize_templated(self, prefix: str, text: str) -> TokenizedInput:
+        """One text in `text_template`: the lead up to the last copy of the text is attended to, not pooled. A
+        text too long for max_length loses its last tokens, in every copy, until the template fits."""
+        before, after = self.config.text_template.rsplit("{text}", 1)
+        copies = self.config.text_template.count("{text}")
+        truncated = False
+        while True:
+            lead = prefix + before.replace("{text}", text)
+            encoded = self.tokenizer(lead + text + after, return_offsets_mapping=True, add_special_tokens=True)
+            excess = len(encoded["input_ids"]) - self.config.max_length
+            if excess <= 0 or not text:
+                break
+            truncated = True
+            text_offsets = self.tokenizer(text, return_offsets_mapping=True, add_special_tokens=False)["offset_mapping"]
+            keep = max(0, len(text_offsets) - -(-excess // copies))
+            text = text[: text_offsets[keep - 1][1]] if keep else ""
+        ids = encoded["input_ids"][: self.config.max_length]
+        lead_length = min(_instruction_length(encoded["offset_mapping"], len(lead)), len(ids) - 1)
+        return TokenizedInput(ids, lead_length, truncated)
 
     def collate(self, batch: Sequence[TokenizedInput]) -> dict[str, torch.Tensor]:
         """Right-pad a batch; `pool_mask` marks the tokens that pooling may use (not instruction, not padding)."""
@@ -271,6 +315,11 @@ class LM2Vec(nn.Module):
 
         The folder is written next to `folder` and renamed into place when complete; an existing `folder` is
         replaced only if it is empty or an lm2vec encoder (has lm2vec_config.json), else ForeignFolderError."""
+        if self.config.text_template != PLAIN_TEMPLATE:
+            raise ValueError(
+                f"text_template {self.config.text_template!r} cannot be exported: sentence-transformers would "
+                "embed the plain text; export with the default '{text}'."
+            )
         target = Path(folder)
         set_bidirectional(self.model, self.config.bidirectional)  # is_causal lands in config.json
         # vLLM (Gemma-3) and text-embeddings-inference read this flag to run the attention bidirectionally.

@@ -1,0 +1,240 @@
+"""Recipe study: where encoder quality per CPU-minute comes from, in short proxy runs on the tuning tasks only.
+
+    PYTHONPATH=src .venv/bin/python benchmarks/recipe_study.py                       # every arm
+    PYTHONPATH=src .venv/bin/python benchmarks/recipe_study.py --arms gemma-simcse   # some arms
+
+Tuning tasks, and nothing else: STS-B dev, Lee, BBC News classification and clustering, BBC headline retrieval,
+in proxy subsets (the registry's `limit`: `--limit` pairs, articles or headlines per task; retrieval searches 3
+articles per headline, its own and distractors). Final numbers come from `lm2vec run` on the full tasks.
+
+An arm is a base model, optional MNTP and SimCSE runs (lm2vec's own trainers, options as in a recipe section)
+and the pooling; it is evaluated with its training stages merged. Zero-training arms evaluate the baselines.
+
+Cost: the CPU is shared, so wall time is inflated and noisy. Each arm records its optimizer steps, token slots
+(steps x batch x sequence length, both SimCSE views counted: an upper bound of the tokens processed), wall
+seconds and the CPU seconds of this process (every torch thread). The throughput measured is token slots per
+CPU second; `idle_minutes` = CPU seconds / 120, the minutes of an idle 2-core machine whose two torch threads
+keep both cores busy. CPU time, unlike wall time, barely changes with other users' load, the more so with
+OMP_NUM_THREADS=1 (no thread waits for a descheduled sibling), which is how the study was run; the two-thread
+speed-up is assumed perfect, so idle minutes are a lower bound.
+
+Writes `OUT/results.json` (every arm and score) and `OUT/table.md` (the table); training runs go to `--work`.
+A re-run skips the arms already in results.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import os
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+TUNING_TASKS = ("stsb-dev", "lee-similarity", "bbc-classification", "bbc-clustering", "bbc-headline-retrieval")
+GEMMA, SMOLLM2 = "pkg:gemma3-270m", "pkg:smollm2"
+SENTENCES = {"max_length": 48, "per_device_batch_size": 32}
+PARAGRAPHS = {"max_length": 128, "per_device_batch_size": 32, "data": "paragraphs"}
+MNTP_SHORT = {"max_steps": 30, "max_seq_length": 128, "per_device_batch_size": 8, "learning_rate": 1e-4}
+
+
+@dataclass
+class Arm:
+    model: str
+    mntp: dict | None = None  # MNTPConfig fields
+    simcse: dict | None = None  # SimCSEOptions fields; data = "paragraphs" trains on paragraphs, not sentences
+    pooling: str = "mean"
+    baselines: bool = False  # a zero-training arm: the base model's baselines instead of a trained model
+    note: str = ""
+
+
+def simcse(steps: int = 20, lr: float = 1e-4, dropout: float = 0.3, **text) -> dict:
+    return {"max_steps": steps, "learning_rate": lr, "dropout": dropout, "mini_batch_size": 16, **(text or SENTENCES)}
+
+
+ARMS: dict[str, Arm] = {
+    "smollm2-zero": Arm(SMOLLM2, baselines=True, note="SmolLM2 untouched"),
+    "gemma-zero": Arm(GEMMA, baselines=True, note="Gemma-3-270m untouched"),
+    "gemma-zero-weighted": Arm(GEMMA, pooling="weighted_mean", note="bidirectional, untrained, weighted mean"),
+    "gemma-simcse": Arm(GEMMA, simcse=simcse(), note="no MNTP; SimCSE 20 x 32 sentences, lr 1e-4"),
+    "gemma-simcse-paragraphs": Arm(GEMMA, simcse=simcse(**PARAGRAPHS), note="no MNTP; SimCSE on paragraphs"),
+    "gemma-mntp-simcse": Arm(GEMMA, mntp=MNTP_SHORT, simcse=simcse(), note="MNTP 30 x 8 x 128, then SimCSE"),
+    "gemma-simcse-lr3e-5": Arm(GEMMA, simcse=simcse(lr=3e-5), note="no MNTP; the paper's lr"),
+    "gemma-simcse-dropout0.1": Arm(GEMMA, simcse=simcse(dropout=0.1), note="no MNTP; dropout 0.1"),
+    "smollm2-mntp-simcse": Arm(SMOLLM2, mntp=MNTP_SHORT, simcse=simcse(), note="the old base model"),
+}
+
+
+@dataclass
+class Cost:
+    steps: int = 0
+    token_slots: int = 0
+    wall_seconds: float = 0.0
+    cpu_seconds: float = 0.0
+    parts: dict = field(default_factory=dict)
+
+    def add(self, name: str, steps: int, token_slots: int, wall: float, cpu: float) -> None:
+        self.steps += steps
+        self.token_slots += token_slots
+        self.wall_seconds += wall
+        self.cpu_seconds += cpu
+        self.parts[name] = {"steps": steps, "token_slots": token_slots, "wall_seconds": wall, "cpu_seconds": cpu}
+
+    @property
+    def idle_minutes(self) -> float:
+        return self.cpu_seconds / 120
+
+
+def timed(work):
+    wall, cpu = time.perf_counter(), time.process_time()
+    result = work()
+    return result, time.perf_counter() - wall, time.process_time() - cpu
+
+
+def corpus(work: Path) -> tuple[Path, Path]:
+    """The English training text of the main recipe (its data stage) and its paragraphs as a one-per-line file."""
+    from lm2vec.data.corpus import load_corpus
+    from lm2vec.pipeline import run_recipe
+
+    run_dir = work / "data-run"
+    run_recipe(REPO / "recipes" / "smollm2-en-cpu.toml", out=run_dir, until="data", echo=lambda _: None)
+    data = run_dir / "data"
+    paragraphs = work / "paragraphs.txt"
+    if not paragraphs.is_file():
+        texts = [" ".join(t.split()) for folder in sorted(data.iterdir()) for t in load_corpus(folder)["text"]]
+        temporary = paragraphs.with_suffix(".tmp")
+        temporary.write_text("\n".join(texts) + "\n", encoding="utf-8")
+        temporary.replace(paragraphs)
+    return data, paragraphs
+
+
+def proxy_tasks(limit: int) -> list:
+    from lm2vec.evaluation.registry import Registry
+
+    registry = Registry.builtin()
+    return [registry.load(name, limit) for name in TUNING_TASKS]
+
+
+def train(name: str, arm: Arm, data: Path, paragraphs: Path, out: Path, cost: Cost) -> list[str]:
+    """Run the arm's training stages; returns its adapter chain."""
+    from lm2vec.training.contrastive import SimCSEOptions, train_simcse
+    from lm2vec.training.mntp import MNTPConfig, train_mntp
+
+    adapters: list[str] = []
+    if arm.mntp:
+        options = MNTPConfig(
+            model=arm.model,
+            data=str(data),
+            output_dir=str(out / name / "mntp"),
+            save_steps=10_000,
+            eval_on_start=False,
+            eval_steps=None,
+            **arm.mntp,
+        )
+        (result, _), wall, cpu = timed(lambda: train_mntp(options, resume=True))
+        slots = result.global_step * options.per_device_batch_size * options.max_seq_length
+        cost.add("mntp", result.global_step, slots, wall, cpu)
+        adapters.append(str(out / name / "mntp" / "adapter"))
+    if arm.simcse:
+        settings = dict(arm.simcse)
+        source = str(paragraphs) if settings.pop("data", "") == "paragraphs" else str(data)
+        options = SimCSEOptions(
+            model=arm.model,
+            adapters=list(adapters),
+            data=source,
+            pooling=arm.pooling,
+            output_dir=str(out / name / "simcse"),
+            save_steps=10_000,
+            export=False,
+            **settings,
+        )
+        result, wall, cpu = timed(lambda: train_simcse(options, resume=True))
+        slots = result.global_step * options.per_device_batch_size * options.max_length * 2
+        cost.add("simcse", result.global_step, slots, wall, cpu)
+        adapters.append(str(out / name / "simcse" / "adapter"))
+    return adapters
+
+
+def run_arm(name: str, arm: Arm, tasks: list, data: Path, paragraphs: Path, out: Path) -> dict:
+    from lm2vec.evaluation.encoders import ModelSpec
+    from lm2vec.evaluation.report import baseline_specs
+    from lm2vec.evaluation.runner import evaluate
+
+    cost = Cost()
+    if arm.baselines:
+        specs = [dataclasses.replace(s, name=f"{name}: {s.name}") for s in baseline_specs(arm.model, arm.pooling)]
+    else:
+        adapters = train(name, arm, data, paragraphs, out, cost)
+        specs = [ModelSpec(name, arm.model, tuple(adapters), pooling=arm.pooling)]
+    results, wall, cpu = timed(lambda: evaluate(specs, tasks, progress=False))
+    rows = []
+    for spec in specs:
+        scores = {task: r.main_score for task, r in results.models[spec.name].results.items()}
+        rows.append(
+            {
+                "arm": spec.name,
+                "note": arm.note,
+                "scores": scores,
+                "average": sum(scores.values()) / len(scores),
+                "cost": dataclasses.asdict(cost),
+                "idle_minutes": round(cost.idle_minutes, 2),
+            }
+        )
+    print(
+        f"{name}: trained in {cost.wall_seconds:.0f}s wall / {cost.cpu_seconds:.0f}s CPU, evaluated in {wall:.0f}s "
+        f"wall / {cpu:.0f}s CPU",
+        flush=True,
+    )
+    return {"rows": rows, "eval_wall_seconds": wall, "eval_cpu_seconds": cpu}
+
+
+def table(rows: list[dict]) -> str:
+    header = ["arm", *TUNING_TASKS, "average", "steps", "token slots", "slots / CPU s", "wall min", "CPU min",
+              "idle 2-core min"]  # fmt: skip
+    lines = ["| " + " | ".join(header) + " |", "| --- |" + " ---: |" * (len(header) - 1)]
+    for row in rows:
+        cost = row["cost"]
+        cells = [f"{100 * row['scores'].get(t, float('nan')):.1f}" for t in TUNING_TASKS]
+        cells += [
+            f"{100 * row['average']:.1f}",
+            str(cost["steps"]),
+            f"{cost['token_slots']:,}",
+            f"{cost['token_slots'] / cost['cpu_seconds']:.0f}" if cost["cpu_seconds"] else "–",
+            f"{cost['wall_seconds'] / 60:.1f}",
+            f"{cost['cpu_seconds'] / 60:.1f}",
+            f"{row['idle_minutes']:.1f}",
+        ]
+        lines.append("| " + " | ".join([row["arm"], *cells]) + " |")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--arms", nargs="+", default=list(ARMS), choices=list(ARMS), metavar="ARM")
+    parser.add_argument("--out", type=Path, default=REPO / "benchmarks" / "results" / "recipe-study")
+    parser.add_argument("--work", type=Path, default=REPO / "runs" / "recipe-study", help="training runs")
+    parser.add_argument("--limit", type=int, default=100, help="examples per proxy task (the registry's limit)")
+    args = parser.parse_args(argv)
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    args.out.mkdir(parents=True, exist_ok=True)
+    results_path = args.out / "results.json"
+    done = json.loads(results_path.read_text()) if results_path.is_file() else {"arms": {}}
+    data, paragraphs = corpus(args.work)
+    tasks = proxy_tasks(args.limit)
+    done["proxy"] = {"limit": args.limit, "tasks": {t.name: t.size for t in tasks}}
+    for name in args.arms:
+        if name not in done["arms"]:
+            done["arms"][name] = run_arm(name, ARMS[name], tasks, data, paragraphs, args.work)
+        temporary = results_path.with_suffix(".tmp")
+        temporary.write_text(json.dumps(done, indent=2) + "\n")
+        temporary.replace(results_path)
+    rows = [row for name in ARMS if name in done["arms"] for row in done["arms"][name]["rows"]]
+    (args.out / "table.md").write_text(table(rows) + "\n")
+    print(table(rows))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

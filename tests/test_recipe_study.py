@@ -1,0 +1,45 @@
+"""benchmarks/recipe_study.py: every arm's options are valid before any long run starts, and the table reads them."""
+
+from __future__ import annotations
+
+import importlib.util
+import sys
+from pathlib import Path
+
+import pytest
+
+from lm2vec.training.contrastive import SimCSEOptions
+from lm2vec.training.mntp import MNTPConfig
+
+SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "recipe_study.py"
+
+
+@pytest.fixture(scope="module")
+def study():
+    spec = importlib.util.spec_from_file_location("recipe_study", SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["recipe_study"] = module  # dataclasses look their module up while the class is built
+    spec.loader.exec_module(module)
+    yield module
+    del sys.modules["recipe_study"]
+
+
+def test_every_arm_builds_its_training_options(study) -> None:
+    for arm in study.ARMS.values():
+        assert arm.baselines or arm.simcse or arm.pooling != "mean", "an arm must differ from the untrained model"
+        if arm.mntp:
+            MNTPConfig(model=arm.model, **arm.mntp)
+        if arm.simcse:
+            settings = {k: v for k, v in arm.simcse.items() if k != "data"}
+            SimCSEOptions(model=arm.model, **settings)
+
+
+def test_cost_and_table(study) -> None:
+    cost = study.Cost()
+    cost.add("simcse", steps=20, token_slots=61_440, wall=300.0, cpu=240.0)
+    row = {"arm": "a", "scores": dict.fromkeys(study.TUNING_TASKS, 0.5), "average": 0.5,
+           "cost": {"steps": cost.steps, "token_slots": cost.token_slots, "wall_seconds": cost.wall_seconds,
+                    "cpu_seconds": cost.cpu_seconds}, "idle_minutes": cost.idle_minutes}  # fmt: skip
+    assert cost.idle_minutes == 2.0  # 240 CPU seconds on two cores
+    line = study.table([row]).splitlines()[-1]
+    assert line == "| a | 50.0 | 50.0 | 50.0 | 50.0 | 50.0 | 50.0 | 20 | 61,440 | 256 | 5.0 | 4.0 | 2.0 |"
