@@ -105,3 +105,25 @@ def test_adapters_are_merged_in_order(tiny_llama, tmp_path) -> None:
 def test_missing_adapter_folder_is_a_clear_error(tiny_llama, tmp_path) -> None:
     with pytest.raises(FileNotFoundError, match="not a LoRA adapter folder"):
         LM2Vec.from_pretrained(tiny_llama, adapters=[tmp_path], device="cpu")
+
+
+@pytest.mark.parametrize("pooling", ["mean", "last_token"])
+def test_plain_sentence_transformers_applies_the_trained_query_instruction(tiny_llama, tmp_path, pooling) -> None:
+    original = LM2Vec.from_pretrained(tiny_llama, pooling=pooling, max_length=64, device="cpu")
+    original.config.query_instruction = "retrieve similar text"
+    with_instruction = original.encode(TEXTS, prompt="retrieve similar text")
+    without = original.encode(TEXTS)
+    assert cosine(with_instruction, without).min() < 0.999  # else the test could not tell them apart
+    original.save_pretrained(tmp_path)
+
+    sentence_transformer = SentenceTransformer(str(tmp_path), device="cpu")
+    assert cosine(sentence_transformer.encode(TEXTS), with_instruction).min() >= 0.9999
+    assert cosine(sentence_transformer.encode(TEXTS, prompt_name="query"), with_instruction).min() >= 0.9999
+    assert cosine(sentence_transformer.encode_query(TEXTS), with_instruction).min() >= 0.9999
+    assert cosine(sentence_transformer.encode_document(TEXTS), without).min() >= 0.9999
+
+
+def test_export_without_instruction_has_no_default_prompt(tiny_llama, tmp_path) -> None:
+    LM2Vec.from_pretrained(tiny_llama, device="cpu").save_pretrained(tmp_path)
+    saved = json.loads((tmp_path / "config_sentence_transformers.json").read_text())
+    assert saved["prompts"] == {} and saved["default_prompt_name"] is None

@@ -111,9 +111,13 @@ def test_the_quick_recipe_runs_every_stage_and_resumes(tiny_llama, inputs, tmp_p
 
     # The export is the final chain, and plain sentence-transformers reads it.
     texts = ["a red car", "the dog ran fast"]
-    expected = LM2Vec.from_pretrained(tiny_llama, adapters=pipeline.plan.final_adapters()).encode(texts)
-    exported = SentenceTransformer(str(run_dir / "model"), device="cpu").encode(texts)
-    np.testing.assert_allclose(exported, expected, rtol=1e-4, atol=1e-5)
+    final = LM2Vec.from_pretrained(tiny_llama, adapters=pipeline.plan.final_adapters())
+    exported = SentenceTransformer(str(run_dir / "model"), device="cpu")
+    np.testing.assert_allclose(exported.encode_document(texts), final.encode(texts), rtol=1e-4, atol=1e-5)
+    instruction = LM2Vec.from_pretrained(run_dir / "model").config.query_instruction
+    assert instruction  # the STS pairs carry one, so plain `encode` puts it in front
+    expected_query = final.encode(texts, prompt=instruction)
+    np.testing.assert_allclose(exported.encode(texts), expected_query, rtol=1e-4, atol=1e-5)
 
     report = (run_dir / "report" / "report.md").read_text()
     for row in ("causal last-token", "causal mean", "bidirectional untrained", "after MNTP", "after SimCSE",

@@ -14,7 +14,7 @@ import os
 from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 import torch
@@ -280,6 +280,22 @@ class LM2Vec(nn.Module):
             tokenizer_for_export(self.tokenizer, self.config).save_pretrained(folder)
             (folder / CONFIG_NAME).write_text(json.dumps(asdict(self.config), indent=2) + "\n")
             write_sentence_transformers_files(folder, self.config, self.get_sentence_embedding_dimension())
+        if self.config.query_instruction and self.config.pooling != "last_token":
+            self._warn_if_prompt_length_differs()
+
+    def _warn_if_prompt_length_differs(self) -> None:
+        """sentence-transformers skips as many tokens as the prompt has alone; a tokenizer that gives the
+        template's trailing space its own token there (BPE) makes it skip the first text token too."""
+        prompt = self.config.instruction_template.format(instruction=self.config.query_instruction)
+        alone = self.tokenizer(prompt)["input_ids"]
+        skipped = len(alone) - int(bool(alone) and alone[-1] in self.tokenizer.all_special_ids)
+        pooled_from = self.tokenize([(self.config.query_instruction, "a")])[0].instruction_length
+        if skipped != pooled_from:
+            logger.warning(
+                "sentence-transformers will leave %d more token(s) after the query prompt out of pooling than "
+                "lm2vec does, so its query vectors differ slightly; LM2Vec.encode gives the trained ones.",
+                skipped - pooled_from,
+            )
 
 
 def merge_adapters(model: PreTrainedModel, adapters: Sequence[str | os.PathLike]) -> PreTrainedModel:
@@ -328,6 +344,23 @@ def write_sentence_transformers_files(folder: Path, config: EncoderConfig, dimen
     }
     (folder / "1_Pooling" / "config.json").write_text(json.dumps(pooling, indent=2) + "\n")
     (folder / "sentence_bert_config.json").write_text(json.dumps({"max_seq_length": config.max_length}) + "\n")
+    (folder / "config_sentence_transformers.json").write_text(
+        json.dumps(sentence_transformers_prompts(config), indent=2) + "\n"
+    )
+
+
+def sentence_transformers_prompts(config: EncoderConfig) -> dict[str, Any]:
+    """config_sentence_transformers.json: with a trained query instruction, `encode` and `encode_query` put it
+    in front (as lm2vec does for queries and symmetric tasks), `encode_document` does not."""
+    prompts: dict[str, str] = {}
+    if config.query_instruction:
+        prompts = {"query": config.instruction_template.format(instruction=config.query_instruction), "document": ""}
+    return {
+        "model_type": "SentenceTransformer",
+        "prompts": prompts,
+        "default_prompt_name": "query" if prompts else None,
+        "similarity_fn_name": "cosine",
+    }
 
 
 def _is_pair(item: object) -> bool:
