@@ -20,6 +20,7 @@ from lm2vec.artifacts import ForeignFolderError
 from lm2vec.cli import app
 from lm2vec.data.errors import DataError
 from lm2vec.data.packaged import stsb_dir
+from lm2vec.modeling.card import front_matter
 from lm2vec.pipeline import STAGES, Pipeline, PipelineError, plan_run, run_recipe
 from lm2vec.training.recipe import RecipeError
 from tests.tiny_models import WORDS
@@ -134,6 +135,19 @@ def test_the_quick_recipe_runs_every_stage_and_resumes(tiny_llama, inputs, tmp_p
     assert rows["after supervised"] == f"{minutes['mntp'] + minutes['supervised']:.1f}"
     assert (run_dir / "report" / "progress.png").stat().st_size > 1000
     assert any(line.startswith("| model |") for line in printed)  # the table is printed at the end
+
+    # The exported folder's model card: Hub front matter, each stage's wall time, the scores of eval/results.json.
+    card = (run_dir / "model" / "README.md").read_text()
+    assert front_matter(card)["library_name"] == "sentence-transformers"
+    training = card.split("## Training")[1].split("## Evaluation")[0]
+    assert f"| mntp | {state['stages']['mntp']['seconds']:.0f} s | " in training and "max_steps=4" in training
+    saved = json.loads((run_dir / "eval" / "results.json").read_text())
+    table = [line for line in card.split("## Evaluation")[1].splitlines() if line.startswith("| ")][2:]
+    scores = {row.split(" | ")[0][2:]: [cell.strip(" *|") for cell in row.split(" | ")[1:]] for row in table}
+    assert set(scores) == set(saved["models"])
+    for model, cells in scores.items():
+        for task, cell in zip(saved["tasks"], cells, strict=False):
+            assert cell == f"{100 * saved['models'][model]['results'][task]['main_score']:.1f}"
 
     # A second run finds everything done.
     printed.clear()

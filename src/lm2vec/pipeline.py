@@ -616,9 +616,29 @@ class Pipeline:
             command=f"lm2vec run {self.plan.recipe_path}",
             notes="\n".join(lines),
         )
+        self._write_model_card(results)
         self.echo(markdown_table(results))
         self.echo(f"report: {paths['markdown']}, chart: {paths['chart']}, encoder: {self.dir / 'model'}")
         return {"markdown": str(paths["markdown"])}
+
+    def _write_model_card(self, results) -> None:
+        """The exported folder's README.md, now with the recipe, each stage's settings and wall time, and scores."""
+        from lm2vec.modeling.card import StageCard, TrainingCard, base_metadata, model_card, write_model_card
+        from lm2vec.modeling.encoder import EncoderConfig
+
+        folder = self.dir / "model"
+        config = EncoderConfig.from_folder(folder)
+        dimension = json.loads((folder / "1_Pooling" / "config.json").read_text())["embedding_dimension"]
+        stages = []
+        for stage, record in self.records.items():
+            if stage == "report":
+                continue
+            options = self.plan.options.get(stage)
+            settings = {} if not dataclasses.is_dataclass(options) else asdict(options)
+            settings = {k: v for k, v in settings.items() if v not in (None, "", [], {}) and k != "output_dir"}
+            stages.append(StageCard(stage, record.seconds, settings))
+        training = TrainingCard(self.plan.recipe_path.name, stages)
+        write_model_card(folder, model_card(config, dimension, base_metadata(self.plan.run.model), training, results))
 
     def _progress(self, results) -> list[str]:
         """report/progress.png and its table: each stage's scores against the training minutes that made it."""

@@ -29,6 +29,7 @@ from lm2vec.modeling.bidirectional import (
     set_bidirectional,
     verify_bidirectional,
 )
+from lm2vec.modeling.card import base_metadata, model_card, write_model_card
 from lm2vec.modeling.pooling import SENTENCE_TRANSFORMERS_MODES, check_pooling_mode, pool
 from lm2vec.modeling.sources import resolve_source
 
@@ -280,6 +281,8 @@ class LM2Vec(nn.Module):
             tokenizer_for_export(self.tokenizer, self.config).save_pretrained(folder)
             (folder / CONFIG_NAME).write_text(json.dumps(asdict(self.config), indent=2) + "\n")
             write_sentence_transformers_files(folder, self.config, self.get_sentence_embedding_dimension())
+            base = base_metadata(self.model.config.name_or_path)
+            write_model_card(folder, model_card(self.config, self.get_sentence_embedding_dimension(), base))
         if self.config.query_instruction and self.config.pooling != "last_token":
             self._warn_if_prompt_length_differs()
 
