@@ -136,6 +136,7 @@ def test_export_writes_a_model_card_with_the_base_models_license(tiny_llama, tmp
     (base / "README.md").write_text("---\nlicense: apache-2.0\nlanguage:\n- en\n---\n# A base model\n")
     encoder = LM2Vec.from_pretrained(base, device="cpu")
     encoder.config.query_instruction = "retrieve similar text"
+    encoder.config.matryoshka_dims = [8, 16]
     encoder.save_pretrained(tmp_path / "export")
 
     card = (tmp_path / "export" / "README.md").read_text()
@@ -144,7 +145,7 @@ def test_export_writes_a_model_card_with_the_base_models_license(tiny_llama, tmp
     assert metadata["library_name"] == "sentence-transformers"
     assert metadata["pipeline_tag"] == "sentence-similarity"
     assert "lm2vec" in metadata["tags"]
-    assert "`retrieve similar text`" in card
+    assert "`retrieve similar text`" in card and "cut to 8, 16, 32 dimensions" in card
     for usage in ("SentenceTransformer(", "AutoModel.from_pretrained(", "LM2Vec.from_pretrained(", "lm2vec serve"):
         assert usage in card
 

@@ -554,6 +554,8 @@ class Pipeline:
             from lm2vec.training.contrastive import query_instruction
 
             encoder.config.query_instruction = query_instruction(self.plan.options["supervised"])
+        if self.plan.trained and self.plan.trained[-1] in ("simcse", "supervised"):
+            encoder.config.matryoshka_dims = sorted(set(self.plan.options[self.plan.trained[-1]].matryoshka_dims))
         encoder.save_pretrained(target)
         probe = ["A man is playing a guitar.", "The weather is cold today.", "Bread is baked in an oven."]
         instruction = encoder.config.query_instruction or None

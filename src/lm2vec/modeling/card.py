@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 import yaml
 
 from lm2vec.artifacts import write_text_atomic
+from lm2vec.modeling.matryoshka import supported_dimensions
 
 if TYPE_CHECKING:
     from lm2vec.evaluation.runner import Results
@@ -89,6 +90,7 @@ def model_card(
         "Compare embeddings by cosine.",
         "",
         *_instruction_section(config),
+        *_matryoshka_section(config, dimension),
         *_usage_section(config),
     ]
     if training is not None:
@@ -115,6 +117,20 @@ def _instruction_section(config: EncoderConfig) -> list[str]:
         f"`{config.query_instruction}`, written as `{prompt!r}` in front of the text; its tokens are attended to "
         "but not pooled. Documents get no instruction. sentence-transformers applies it by default "
         "(prompt `query`), `encode_document` leaves it out.",
+        "",
+    ]
+
+
+def _matryoshka_section(config: EncoderConfig, dimension: int) -> list[str]:
+    if not config.matryoshka_dims:
+        return []
+    sizes = ", ".join(map(str, supported_dimensions(config.matryoshka_dims, dimension)))
+    return [
+        "## Matryoshka dimensions",
+        "",
+        f"Trained with the loss also on the embeddings' prefixes, so they can be cut to {sizes} dimensions: "
+        "`encoder.encode(texts, dimensions=k)` in lm2vec, `dimensions` in the served API, "
+        "`SentenceTransformer(path, truncate_dim=k)` with `normalize_embeddings=True` in sentence-transformers.",
         "",
     ]
 

@@ -12,7 +12,7 @@ import json
 import logging
 import os
 from collections.abc import Iterable, Sequence
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any, Literal
 
@@ -30,6 +30,7 @@ from lm2vec.modeling.bidirectional import (
     verify_bidirectional,
 )
 from lm2vec.modeling.card import base_metadata, model_card, write_model_card
+from lm2vec.modeling.matryoshka import check_dimensions, truncate
 from lm2vec.modeling.pooling import SENTENCE_TRANSFORMERS_MODES, check_pooling_mode, pool
 from lm2vec.modeling.sources import resolve_source
 
@@ -51,9 +52,13 @@ class EncoderConfig:
     bidirectional: bool = True
     # The instruction the training queries carried; retrieval puts it on queries by default (never on documents).
     query_instruction: str = ""
+    # Prefix sizes the contrastive loss was also computed at: `encode(dimensions=k)` accepts these.
+    matryoshka_dims: list[int] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         check_pooling_mode(self.pooling)
+        if any(d < 1 for d in self.matryoshka_dims):
+            raise ValueError(f"matryoshka_dims must be positive, got {self.matryoshka_dims}.")
         if self.max_length < 2:
             raise ValueError(f"max_length must be at least 2, got {self.max_length}.")
         if "{instruction}" not in self.instruction_template:
@@ -206,15 +211,21 @@ class LM2Vec(nn.Module):
         show_progress_bar: bool | None = None,
         prompt: str | None = None,
         output_value: Literal["sentence_embedding", "token_embeddings"] = "sentence_embedding",
+        dimensions: int | None = None,
     ) -> np.ndarray | torch.Tensor | list:
         """Embed inputs (`str` or `(instruction, text)`), batched by length, returned in input order.
 
         `sentence_embedding` gives an array (n, dim); `token_embeddings` a list with one (tokens, dim) array
-        per input, holding the pooled tokens only. A single input gives a single result."""
+        per input, holding the pooled tokens only. A single input gives a single result. `dimensions` (one of
+        the Matryoshka sizes the model was trained for) cuts sentence embeddings to that size, renormalised."""
         if convert_to not in ("numpy", "torch"):
             raise ValueError(f"convert_to must be 'numpy' or 'torch', got {convert_to!r}.")
         if output_value not in ("sentence_embedding", "token_embeddings"):
             raise ValueError(f"output_value must be 'sentence_embedding' or 'token_embeddings', got {output_value!r}.")
+        if dimensions is not None:
+            if output_value != "sentence_embedding":
+                raise ValueError("dimensions applies to sentence embeddings only.")
+            check_dimensions(dimensions, self.config.matryoshka_dims, self.get_sentence_embedding_dimension())
         single = isinstance(inputs, str) or (isinstance(inputs, tuple) and _is_pair(inputs))
         if not single and (isinstance(inputs, bytes | dict) or not isinstance(inputs, Iterable)):
             raise TypeError(
@@ -222,7 +233,7 @@ class LM2Vec(nn.Module):
             )
         items = [inputs] if single else list(inputs)
         if not items and output_value == "sentence_embedding":
-            empty = torch.zeros((0, self.get_sentence_embedding_dimension()))
+            empty = torch.zeros((0, dimensions or self.get_sentence_embedding_dimension()))
             return empty if convert_to == "torch" else empty.numpy()
         if device is not None:
             self.model.to(device)
@@ -262,6 +273,8 @@ class LM2Vec(nn.Module):
             converted = [r if convert_to == "torch" else r.numpy() for r in results]
             return converted[0] if single else converted
         stacked = torch.stack(results)
+        if dimensions is not None:
+            stacked = truncate(stacked, dimensions)
         stacked = stacked if convert_to == "torch" else stacked.numpy()
         return stacked[0] if single else stacked
 
