@@ -246,7 +246,7 @@ def _cosine(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return (a * b).sum(-1) / (np.linalg.norm(a, axis=-1) * np.linalg.norm(b, axis=-1))
 
 
-def test_simcse_run_exports_resumes_and_loads_everywhere(tiny_llama, tmp_path) -> None:
+def test_simcse_run_exports_resumes_and_loads_everywhere(tiny_llama, tmp_path, capfd) -> None:
     from tests.test_export import save_random_lora
 
     mntp = tmp_path / "mntp"
@@ -266,7 +266,10 @@ def test_simcse_run_exports_resumes_and_loads_everywhere(tiny_llama, tmp_path) -
     ]
     options = build_config(SimCSEOptions, "simcse", recipe, overrides)
     assert options.dropout == 0.3 and options.temperature == 0.05
+    capfd.readouterr()
     encoder_dir = train_simcse(options).encoder_dir
+    console = "".join(capfd.readouterr())  # not a terminal: no progress bar, no printed Trainer log dicts
+    assert "\r" not in console and "'loss'" not in console and "it/s" not in console
 
     assert (run / ADAPTER_DIR / "adapter_config.json").is_file()
     assert (run / "checkpoint-2" / "adapter_model.safetensors").is_file()

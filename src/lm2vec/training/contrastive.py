@@ -44,6 +44,7 @@ from lm2vec.modeling.encoder import LM2Vec
 from lm2vec.modeling.pooling import POOLING_MODES, pool
 from lm2vec.training.common import (
     AtomicCheckpoints,
+    OneProgressBar,
     TrainingOptions,
     add_lora,
     resume_checkpoint,
@@ -404,7 +405,7 @@ def batch_loss(
     return loss
 
 
-class ContrastiveTrainer(AtomicCheckpoints, Trainer):
+class ContrastiveTrainer(AtomicCheckpoints, OneProgressBar, Trainer):
     """Trainer whose model is the LoRA-wrapped backbone; the loss is `batch_loss` on collated text batches."""
 
     def __init__(self, *args, encoder: LM2Vec, options: ContrastiveOptions, batch_sampler: Sampler, **kwargs):
