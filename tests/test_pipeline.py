@@ -105,6 +105,7 @@ def test_the_quick_recipe_runs_every_stage_and_resumes(tiny_llama, inputs, tmp_p
     assert "masked_accuracy_start" in state["stages"]["mntp"]["summary"]
     assert state["stages"]["simcse"]["summary"]["steps"] == 3
     assert state["stages"]["data"]["summary"]["articles"] == 24
+    assert all((run_dir / "logs" / f"{stage}.log").is_file() for stage in STAGES)  # third-party noise is kept
     for stage in ("mntp", "simcse", "supervised"):
         assert (run_dir / stage / "adapter" / "adapter_config.json").is_file()
         assert not (run_dir / stage / "encoder").exists()  # only the final model is exported

@@ -52,6 +52,9 @@ def run(
     ] = None,
     redo: Annotated[str | None, typer.Option(help="Run this stage and every later one again.")] = None,
     until: Annotated[str | None, typer.Option(help="Stop after this stage.")] = None,
+    verbose: Annotated[
+        bool, typer.Option("--verbose", "-v", help="Also print third-party logs and warnings (kept in logs/).")
+    ] = False,
 ) -> None:
     """Run a whole recipe: data, mntp, simcse, supervised, export, eval, report; re-running resumes."""
     from lm2vec.data.errors import DataError
@@ -60,7 +63,7 @@ def run(
     from lm2vec.training.recipe import RecipeError
 
     try:
-        run_recipe(recipe, overrides or [], out, redo=redo, until=until, echo=typer.echo)
+        run_recipe(recipe, overrides or [], out, redo=redo, until=until, echo=typer.echo, verbose=verbose)
     except (RecipeError, PipelineError, DataError, EvalDataError, EvalConfigError, OSError) as error:
         _fail(error)
 

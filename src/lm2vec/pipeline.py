@@ -47,6 +47,7 @@ from pathlib import Path
 from typing import Any
 
 from lm2vec.artifacts import ForeignFolderError, claim_folder, read_record, remove_recorded, write_json_atomic
+from lm2vec.console import stage_log
 from lm2vec.data.errors import DataError
 from lm2vec.modeling.pooling import POOLING_MODES
 from lm2vec.training.recipe import RecipeError, build_config, check_all, load_recipe
@@ -58,6 +59,7 @@ TRAINING_STAGES = ("mntp", "simcse", "supervised")
 ALWAYS = ("export", "eval", "report")
 SECTIONS = ("run", "data", *TRAINING_STAGES, "eval")
 STATE_NAME = "pipeline.json"
+LOGS_DIR = "logs"
 RUN_FORMAT = "lm2vec-run"
 LEGACY_KEYS = ("recipe", "run", "stages")  # pipeline.json before it had a format tag
 # A running stage's wall time is written this often, so a killed attempt still counts.
@@ -349,8 +351,9 @@ def _expand(path: str, plan: Plan) -> str:
 class Pipeline:
     """Runs a plan stage by stage, recording each in RUN/pipeline.json."""
 
-    def __init__(self, plan: Plan, echo: Callable[[str], None] = print):
+    def __init__(self, plan: Plan, echo: Callable[[str], None] = print, verbose: bool = False):
         self.plan = plan
+        self.verbose = verbose  # third-party logs and warnings on the console too, not only in logs/STAGE.log
         self.dir = plan.run_dir
         self.echo = echo
         self.state = _distributed_state()
@@ -376,8 +379,10 @@ class Pipeline:
     def _outputs(self, stage: str) -> list[str]:
         """The paths, relative to the run folder, that `stage` writes."""
         if stage == "data":
-            return [f"data/{name}" for _, name, _ in self.plan.options["data"]]
-        return {"export": ["model"], "eval": ["eval", "stages.json"], "report": ["report"]}.get(stage, [stage])
+            written = [f"data/{name}" for _, name, _ in self.plan.options["data"]]
+        else:
+            written = {"export": ["model"], "eval": ["eval", "stages.json"], "report": ["report"]}.get(stage, [stage])
+        return [*written, f"{LOGS_DIR}/{stage}.log"]  # the stage's third-party logs and warnings
 
     def _write_records(self) -> None:
         if not self.is_main:
@@ -440,7 +445,7 @@ class Pipeline:
         record.attempts += 1
         self._write_records()
         try:
-            with self._timing(record):
+            with self._timing(record), stage_log(self.dir / LOGS_DIR / f"{stage}.log", self.verbose):
                 if stage in TRAINING_STAGES or self.is_main:
                     record.summary = getattr(self, f"_{stage}")() or {}
                 self._barrier()
@@ -689,9 +694,10 @@ def run_recipe(
     redo: str | None = None,
     until: str | None = None,
     echo: Callable[[str], None] = print,
+    verbose: bool = False,
 ) -> Pipeline:
     """Plan and run a recipe; returns the finished pipeline (its `records` hold each stage's outcome)."""
-    pipeline = Pipeline(plan_run(recipe, overrides, out), echo)
+    pipeline = Pipeline(plan_run(recipe, overrides, out), echo, verbose)
     if not pipeline.is_main:
         pipeline.echo = lambda message: None
     pipeline.run(redo=redo, until=until)

@@ -1,0 +1,42 @@
+"""What a pipeline stage prints: lm2vec's own lines (and one progress bar); third-party logs and warnings (peft's
+FutureWarnings, transformers' load reports) go to the stage's log file instead, or to both with `--verbose`."""
+
+from __future__ import annotations
+
+import logging
+import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+
+@contextmanager
+def stage_log(path: Path, verbose: bool = False) -> Iterator[None]:
+    """Route Python logging and warnings to `path` (appended) while the block runs; the console keeps them only
+    with `verbose`."""
+    import transformers.utils.logging as transformers_logging
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handler = logging.FileHandler(path, encoding="utf-8")
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    handlers: list[logging.Handler] = [handler, logging.StreamHandler()] if verbose else [handler]
+    root = logging.getLogger()
+    previous_level = root.level
+    for each in handlers:
+        root.addHandler(each)
+    root.setLevel(logging.INFO)
+    transformers_logging.disable_default_handler()  # its records reach the root's handlers instead
+    transformers_logging.enable_propagation()
+    logging.captureWarnings(True)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("default")  # each warning once per place, into the log
+            yield
+    finally:
+        logging.captureWarnings(False)
+        transformers_logging.enable_default_handler()
+        transformers_logging.disable_propagation()
+        root.setLevel(previous_level)
+        for each in handlers:
+            root.removeHandler(each)
+        handler.close()
