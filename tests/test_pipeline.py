@@ -274,7 +274,7 @@ def test_a_run_never_writes_into_or_deletes_what_is_not_its_own(tiny_llama, inpu
     run_dir = tmp_path / "run"
     run_recipe(QUICK, tiny_overrides(tiny_llama, inputs), run_dir, until="data", echo=lambda line: None)
     state = json.loads((run_dir / "pipeline.json").read_text())
-    assert state["format"] == "lm2vec-run" and state["stages"]["data"]["outputs"] == ["data/00-docs"]
+    assert state["format"] == "lm2vec-run" and state["stages"]["data"]["outputs"] == ["data/00-docs", "logs/data.log"]
     (run_dir / "data" / "mydump.xml.bz2").write_text("the user's dump, kept beside the corpora")
     (run_dir / "mntp").mkdir()
     (run_dir / "mntp" / "my-adapter.safetensors").write_text("the user's")

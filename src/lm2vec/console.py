@@ -11,13 +11,15 @@ from pathlib import Path
 
 
 @contextmanager
-def stage_log(path: Path, verbose: bool = False) -> Iterator[None]:
-    """Route Python logging and warnings to `path` (appended) while the block runs; the console keeps them only
-    with `verbose`."""
+def stage_log(path: Path | None, verbose: bool = False) -> Iterator[None]:
+    """Route Python logging and warnings to `path` (appended; None: nowhere, for the non-main processes of a
+    distributed run) while the block runs; the console keeps them only with `verbose`."""
     import transformers.utils.logging as transformers_logging
 
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handler = logging.FileHandler(path, encoding="utf-8")
+    handler: logging.Handler = logging.NullHandler()
+    if path is not None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        handler = logging.FileHandler(path, encoding="utf-8")
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
     handlers: list[logging.Handler] = [handler, logging.StreamHandler()] if verbose else [handler]
     root = logging.getLogger()

@@ -445,7 +445,8 @@ class Pipeline:
         record.attempts += 1
         self._write_records()
         try:
-            with self._timing(record), stage_log(self.dir / LOGS_DIR / f"{stage}.log", self.verbose):
+            log = self.dir / LOGS_DIR / f"{stage}.log" if self.is_main else None
+            with self._timing(record), stage_log(log, self.verbose):
                 if stage in TRAINING_STAGES or self.is_main:
                     record.summary = getattr(self, f"_{stage}")() or {}
                 self._barrier()
