@@ -30,11 +30,15 @@ def stage_log(path: Path | None, verbose: bool = False) -> Iterator[None]:
     transformers_logging.disable_default_handler()  # its records reach the root's handlers instead
     transformers_logging.enable_propagation()
     logging.captureWarnings(True)
+    bars_were_on = transformers_logging.is_progress_bar_enabled()
+    if not verbose:  # loading, saving and dataset bars: the stage's own bar is the one display
+        _set_library_bars(False)
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("default")  # each warning once per place, into the log
             yield
     finally:
+        _set_library_bars(bars_were_on)
         logging.captureWarnings(False)
         transformers_logging.enable_default_handler()
         transformers_logging.disable_propagation()
@@ -42,3 +46,15 @@ def stage_log(path: Path | None, verbose: bool = False) -> Iterator[None]:
         for each in handlers:
             root.removeHandler(each)
         handler.close()
+
+
+def _set_library_bars(enabled: bool) -> None:
+    import datasets
+    import transformers.utils.logging as transformers_logging
+
+    if enabled:
+        transformers_logging.enable_progress_bar()
+        datasets.enable_progress_bars()
+    else:
+        transformers_logging.disable_progress_bar()
+        datasets.disable_progress_bars()

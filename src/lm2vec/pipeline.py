@@ -569,11 +569,12 @@ class Pipeline:
         expected_query = encoder.encode(probe, normalize=True, prompt=instruction)
         del encoder
         loaded = SentenceTransformer(str(target), device=self.plan.options.get("eval", EvalOptions()).device)
-        agreement = float(np.min(np.sum(loaded.encode_document(probe, normalize_embeddings=True) * expected, axis=1)))
+        quiet = {"normalize_embeddings": True, "show_progress_bar": False}
+        agreement = float(np.min(np.sum(loaded.encode_document(probe, **quiet) * expected, axis=1)))
         if agreement < 0.999:
             raise PipelineError(f"{target}: sentence-transformers disagrees with LM2Vec (cosine {agreement:.6f})")
         # Not fatal: with BPE tokenizers sentence-transformers also skips the first text token after a prompt.
-        query = loaded.encode(probe, normalize_embeddings=True)
+        query = loaded.encode(probe, **quiet)
         query_agreement = float(np.min(np.sum(query * expected_query, axis=1)))
         return {
             "folder": str(target),
