@@ -148,6 +148,22 @@ def test_info_nce_matches_the_formula() -> None:
     torch.testing.assert_close(info_nce(queries, documents, torch.arange(4), 0.05), expected)
 
 
+def test_matryoshka_loss_is_the_sum_over_renormalised_prefixes() -> None:
+    torch.manual_seed(0)
+    queries, documents = torch.randn(3, 8), torch.randn(5, 8)
+
+    def by_hand(q: torch.Tensor, d: torch.Tensor) -> torch.Tensor:
+        cosines = (q @ d.T) / (q.norm(dim=1, keepdim=True) * d.norm(dim=1)[None])
+        logits = cosines / 0.05
+        return (torch.logsumexp(logits, dim=1) - logits[torch.arange(3), torch.arange(3)]).mean()
+
+    expected = by_hand(queries, documents) + by_hand(queries[:, :2], documents[:, :2])
+    expected = expected + by_hand(queries[:, :4], documents[:, :4])
+    got = contrastive_loss(queries, documents, 0.05, matryoshka_dims=[4, 2, 4])
+    torch.testing.assert_close(got, expected)
+    assert not torch.isclose(got, by_hand(queries, documents))
+
+
 def _lora_gradients(encoder: LM2Vec) -> dict[str, torch.Tensor]:
     return {n: p.grad.clone() for n, p in encoder.model.named_parameters() if p.requires_grad}
 
@@ -230,7 +246,7 @@ def _cosine(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return (a * b).sum(-1) / (np.linalg.norm(a, axis=-1) * np.linalg.norm(b, axis=-1))
 
 
-def test_simcse_run_exports_resumes_and_loads_everywhere(tiny_llama, tmp_path) -> None:
+def test_simcse_run_exports_resumes_and_loads_everywhere(tiny_llama, tmp_path, capfd) -> None:
     from tests.test_export import save_random_lora
 
     mntp = tmp_path / "mntp"
@@ -250,7 +266,10 @@ def test_simcse_run_exports_resumes_and_loads_everywhere(tiny_llama, tmp_path) -
     ]
     options = build_config(SimCSEOptions, "simcse", recipe, overrides)
     assert options.dropout == 0.3 and options.temperature == 0.05
+    capfd.readouterr()
     encoder_dir = train_simcse(options).encoder_dir
+    console = "".join(capfd.readouterr())  # not a terminal: no progress bar, no printed Trainer log dicts
+    assert "\r" not in console and "'loss'" not in console and "it/s" not in console
 
     assert (run / ADAPTER_DIR / "adapter_config.json").is_file()
     assert (run / "checkpoint-2" / "adapter_model.safetensors").is_file()
@@ -302,10 +321,16 @@ def test_supervised_run(tiny_llama, tmp_path) -> None:
         cached=True,
         symmetric_datasets=["a"],
         save_steps=10,
+        matryoshka_dims=[16, 8],
     )
     encoder_dir = train_supervised(options).encoder_dir
     trained = LM2Vec.from_pretrained(encoder_dir, device="cpu")
     assert trained.encode(("retrieve similar text", "a cat")).shape == (32,)
+    assert trained.config.matryoshka_dims == [8, 16]  # recorded in the export: encode(dimensions=8) accepts it
+    assert trained.encode("a cat", dimensions=8).shape == (8,)
+    options.matryoshka_dims, options.output_dir = [64], str(tmp_path / "refused")
+    with pytest.raises(ValueError, match=r"matryoshka_dims \[64\] are larger than the model's 32"):
+        train_supervised(options)
     assert json.loads((tmp_path / "run" / "contrastive_options.json").read_text())["symmetric_datasets"] == ["a"]
 
 

@@ -165,3 +165,22 @@ def test_bad_templates_and_templated_export_are_refused(tiny_llama, tmp_path) ->
     with pytest.raises(ValueError, match="cannot be exported"):
         echo.save_pretrained(tmp_path / "echo")
     assert not (tmp_path / "echo").exists()
+
+
+def test_dimensions_cuts_and_renormalises_only_to_trained_matryoshka_sizes(tiny_llama) -> None:
+    encoder = LM2Vec.from_pretrained(tiny_llama, device="cpu")
+    texts = ["a red car", "the dog ran fast", "music"]
+    full = encoder.encode(texts)
+    with pytest.raises(ValueError, match="dimensions=8 is not supported"):
+        encoder.encode(texts, dimensions=8)  # not trained for it
+    encoder.config.matryoshka_dims = [8, 16]
+    cut = encoder.encode(texts, dimensions=8)
+    np.testing.assert_allclose(cut, full[:, :8] / np.linalg.norm(full[:, :8], axis=1, keepdims=True), rtol=1e-5)
+    assert encoder.encode(texts[0], dimensions=16).shape == (16,)
+    assert encoder.encode([], dimensions=8).shape == (0, 8)
+    np.testing.assert_allclose(np.linalg.norm(encoder.encode(texts, dimensions=32), axis=1), 1.0, rtol=1e-5)
+    for refused in (4, 64):
+        with pytest.raises(ValueError, match=f"dimensions={refused} is not supported.*trained for 8, 16, 32"):
+            encoder.encode(texts, dimensions=refused)
+    with pytest.raises(ValueError, match="sentence embeddings only"):
+        encoder.encode(texts, dimensions=8, output_value="token_embeddings")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 
 import numpy as np
 import pytest
@@ -12,6 +13,8 @@ from sentence_transformers import SentenceTransformer
 from transformers import AutoModel, AutoTokenizer
 
 from lm2vec import LM2Vec
+from lm2vec.modeling.card import front_matter
+from tests.tiny_models import save_tiny_model
 
 TEXTS = ["the cat sat on the mat .", "a dog ran fast", "music", "the big red car is on the road in the city"]
 
@@ -55,8 +58,6 @@ def test_plain_transformers_is_bidirectional_without_custom_code(tiny_llama, tmp
 def test_exported_gemma3_keeps_its_sliding_window_with_the_bidirectional_flag(tmp_path) -> None:
     """vLLM and TEI read use_bidirectional_attention; for Gemma-3 transformers also rewrites the sliding window
     from it on load, so an input longer than the window must give the same embedding after the round trip."""
-    from tests.tiny_models import save_tiny_model
-
     folder = save_tiny_model("gemma3_text", tmp_path / "base", sliding_window=4, layer_types=["sliding_attention"] * 2)
     original = LM2Vec.from_pretrained(folder, device="cpu")
     long_text = [TEXTS[-1] + " and " + TEXTS[0]]
@@ -105,3 +106,54 @@ def test_adapters_are_merged_in_order(tiny_llama, tmp_path) -> None:
 def test_missing_adapter_folder_is_a_clear_error(tiny_llama, tmp_path) -> None:
     with pytest.raises(FileNotFoundError, match="not a LoRA adapter folder"):
         LM2Vec.from_pretrained(tiny_llama, adapters=[tmp_path], device="cpu")
+
+
+@pytest.mark.parametrize("pooling", ["mean", "last_token"])
+def test_plain_sentence_transformers_applies_the_trained_query_instruction(tiny_llama, tmp_path, pooling) -> None:
+    original = LM2Vec.from_pretrained(tiny_llama, pooling=pooling, max_length=64, device="cpu")
+    original.config.query_instruction = "retrieve similar text"
+    with_instruction = original.encode(TEXTS, prompt="retrieve similar text")
+    without = original.encode(TEXTS)
+    assert cosine(with_instruction, without).min() < 0.999  # else the test could not tell them apart
+    original.save_pretrained(tmp_path)
+
+    sentence_transformer = SentenceTransformer(str(tmp_path), device="cpu")
+    assert cosine(sentence_transformer.encode(TEXTS), with_instruction).min() >= 0.9999
+    assert cosine(sentence_transformer.encode(TEXTS, prompt_name="query"), with_instruction).min() >= 0.9999
+    assert cosine(sentence_transformer.encode_query(TEXTS), with_instruction).min() >= 0.9999
+    assert cosine(sentence_transformer.encode_document(TEXTS), without).min() >= 0.9999
+
+
+def test_export_without_instruction_has_no_default_prompt(tiny_llama, tmp_path) -> None:
+    LM2Vec.from_pretrained(tiny_llama, device="cpu").save_pretrained(tmp_path)
+    saved = json.loads((tmp_path / "config_sentence_transformers.json").read_text())
+    assert saved["prompts"] == {} and saved["default_prompt_name"] is None
+
+
+def test_export_writes_a_model_card_with_the_base_models_license(tiny_llama, tmp_path) -> None:
+    base = tmp_path / "base"
+    shutil.copytree(tiny_llama, base)
+    (base / "README.md").write_text("---\nlicense: apache-2.0\nlanguage:\n- en\n---\n# A base model\n")
+    encoder = LM2Vec.from_pretrained(base, device="cpu")
+    encoder.config.query_instruction = "retrieve similar text"
+    encoder.config.matryoshka_dims = [8, 16]
+    encoder.save_pretrained(tmp_path / "export")
+
+    card = (tmp_path / "export" / "README.md").read_text()
+    metadata = front_matter(card)
+    assert metadata["license"] == "apache-2.0" and metadata["language"] == ["en"]
+    assert metadata["library_name"] == "sentence-transformers"
+    assert metadata["pipeline_tag"] == "sentence-similarity"
+    assert "lm2vec" in metadata["tags"]
+    assert "`retrieve similar text`" in card and "cut to 8, 16, 32 dimensions" in card
+    for usage in ("SentenceTransformer(", "AutoModel.from_pretrained(", "LM2Vec.from_pretrained(", "lm2vec serve"):
+        assert usage in card
+
+
+def test_a_re_exported_encoder_keeps_its_hub_base_model(tmp_path) -> None:
+    folder = tmp_path / "models--someone--tiny-base" / "snapshots" / "abc"
+    save_tiny_model("llama", folder)
+    LM2Vec.from_pretrained(folder, device="cpu").save_pretrained(tmp_path / "first")
+    LM2Vec.from_pretrained(tmp_path / "first", device="cpu").save_pretrained(tmp_path / "second")
+    for export in ("first", "second"):
+        assert front_matter((tmp_path / export / "README.md").read_text())["base_model"] == "someone/tiny-base"

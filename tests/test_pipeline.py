@@ -20,6 +20,7 @@ from lm2vec.artifacts import ForeignFolderError
 from lm2vec.cli import app
 from lm2vec.data.errors import DataError
 from lm2vec.data.packaged import stsb_dir
+from lm2vec.modeling.card import front_matter
 from lm2vec.pipeline import STAGES, Pipeline, PipelineError, plan_run, run_recipe
 from lm2vec.training.recipe import RecipeError
 from tests.tiny_models import WORDS
@@ -104,6 +105,7 @@ def test_the_quick_recipe_runs_every_stage_and_resumes(tiny_llama, inputs, tmp_p
     assert "masked_accuracy_start" in state["stages"]["mntp"]["summary"]
     assert state["stages"]["simcse"]["summary"]["steps"] == 3
     assert state["stages"]["data"]["summary"]["articles"] == 24
+    assert all((run_dir / "logs" / f"{stage}.log").is_file() for stage in STAGES)  # third-party noise is kept
     for stage in ("mntp", "simcse", "supervised"):
         assert (run_dir / stage / "adapter" / "adapter_config.json").is_file()
         assert not (run_dir / stage / "encoder").exists()  # only the final model is exported
@@ -111,9 +113,13 @@ def test_the_quick_recipe_runs_every_stage_and_resumes(tiny_llama, inputs, tmp_p
 
     # The export is the final chain, and plain sentence-transformers reads it.
     texts = ["a red car", "the dog ran fast"]
-    expected = LM2Vec.from_pretrained(tiny_llama, adapters=pipeline.plan.final_adapters()).encode(texts)
-    exported = SentenceTransformer(str(run_dir / "model"), device="cpu").encode(texts)
-    np.testing.assert_allclose(exported, expected, rtol=1e-4, atol=1e-5)
+    final = LM2Vec.from_pretrained(tiny_llama, adapters=pipeline.plan.final_adapters())
+    exported = SentenceTransformer(str(run_dir / "model"), device="cpu")
+    np.testing.assert_allclose(exported.encode_document(texts), final.encode(texts), rtol=1e-4, atol=1e-5)
+    instruction = LM2Vec.from_pretrained(run_dir / "model").config.query_instruction
+    assert instruction  # the STS pairs carry one, so plain `encode` puts it in front
+    expected_query = final.encode(texts, prompt=instruction)
+    np.testing.assert_allclose(exported.encode(texts), expected_query, rtol=1e-4, atol=1e-5)
 
     report = (run_dir / "report" / "report.md").read_text()
     for row in ("causal last-token", "causal mean", "bidirectional untrained", "after MNTP", "after SimCSE",
@@ -130,6 +136,19 @@ def test_the_quick_recipe_runs_every_stage_and_resumes(tiny_llama, inputs, tmp_p
     assert rows["after supervised"] == f"{minutes['mntp'] + minutes['supervised']:.1f}"
     assert (run_dir / "report" / "progress.png").stat().st_size > 1000
     assert any(line.startswith("| model |") for line in printed)  # the table is printed at the end
+
+    # The exported folder's model card: Hub front matter, each stage's wall time, the scores of eval/results.json.
+    card = (run_dir / "model" / "README.md").read_text()
+    assert front_matter(card)["library_name"] == "sentence-transformers"
+    training = card.split("## Training")[1].split("## Evaluation")[0]
+    assert f"| mntp | {state['stages']['mntp']['seconds']:.0f} s | " in training and "max_steps=4" in training
+    saved = json.loads((run_dir / "eval" / "results.json").read_text())
+    table = [line for line in card.split("## Evaluation")[1].splitlines() if line.startswith("| ")][2:]
+    scores = {row.split(" | ")[0][2:]: [cell.strip(" *|") for cell in row.split(" | ")[1:]] for row in table}
+    assert set(scores) == set(saved["models"])
+    for model, cells in scores.items():
+        for task, cell in zip(saved["tasks"], cells, strict=False):
+            assert cell == f"{100 * saved['models'][model]['results'][task]['main_score']:.1f}"
 
     # A second run finds everything done.
     printed.clear()
@@ -255,7 +274,7 @@ def test_a_run_never_writes_into_or_deletes_what_is_not_its_own(tiny_llama, inpu
     run_dir = tmp_path / "run"
     run_recipe(QUICK, tiny_overrides(tiny_llama, inputs), run_dir, until="data", echo=lambda line: None)
     state = json.loads((run_dir / "pipeline.json").read_text())
-    assert state["format"] == "lm2vec-run" and state["stages"]["data"]["outputs"] == ["data/00-docs"]
+    assert state["format"] == "lm2vec-run" and state["stages"]["data"]["outputs"] == ["data/00-docs", "logs/data.log"]
     (run_dir / "data" / "mydump.xml.bz2").write_text("the user's dump, kept beside the corpora")
     (run_dir / "mntp").mkdir()
     (run_dir / "mntp" / "my-adapter.safetensors").write_text("the user's")

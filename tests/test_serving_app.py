@@ -290,3 +290,20 @@ def test_lm2vec_serve_command_binds_localhost(tmp_path: Path, tiny_llama: Path) 
     finally:
         process.terminate()
         process.wait(timeout=30)
+
+
+def test_dimensions_are_the_matryoshka_sizes_the_model_was_trained_for(tmp_path: Path, tiny_llama: Path) -> None:
+    encoder = LM2Vec.from_pretrained(tiny_llama, device="cpu")
+    encoder.config.matryoshka_dims = [8, 16]
+    encoder.save_pretrained(tmp_path / "matryoshka")
+    expected = encoder.encode(TEXTS, dimensions=8)
+    with serving(tmp_path / "matryoshka") as url:
+        api = client(url)
+        response = api.embeddings.create(input=TEXTS, model="matryoshka", dimensions=8, encoding_format="float")
+        got = np.array([item.embedding for item in sorted(response.data, key=lambda item: item.index)])
+        assert got.shape == (4, 8) and cosine(got, expected).min() >= 0.9999
+        np.testing.assert_allclose(np.linalg.norm(got, axis=1), 1.0, rtol=1e-5)
+        assert len(api.embeddings.create(input="a cat", model="matryoshka", dimensions=32).data[0].embedding) == 32
+        for refused in (4, 12, 64):
+            with pytest.raises(openai.BadRequestError, match="trained for 8, 16, 32"):
+                api.embeddings.create(input="a cat", model="matryoshka", dimensions=refused)

@@ -52,6 +52,9 @@ def run(
     ] = None,
     redo: Annotated[str | None, typer.Option(help="Run this stage and every later one again.")] = None,
     until: Annotated[str | None, typer.Option(help="Stop after this stage.")] = None,
+    verbose: Annotated[
+        bool, typer.Option("--verbose", "-v", help="Also print third-party logs and warnings (kept in logs/).")
+    ] = False,
 ) -> None:
     """Run a whole recipe: data, mntp, simcse, supervised, export, eval, report; re-running resumes."""
     from lm2vec.data.errors import DataError
@@ -60,7 +63,7 @@ def run(
     from lm2vec.training.recipe import RecipeError
 
     try:
-        run_recipe(recipe, overrides or [], out, redo=redo, until=until, echo=typer.echo)
+        run_recipe(recipe, overrides or [], out, redo=redo, until=until, echo=typer.echo, verbose=verbose)
     except (RecipeError, PipelineError, DataError, EvalDataError, EvalConfigError, OSError) as error:
         _fail(error)
 
@@ -117,6 +120,40 @@ def encode(
         np.save(file, embeddings.astype(np.float32))
     temporary.replace(output)
     typer.echo(f"wrote {output}: {embeddings.shape[0]} x {embeddings.shape[1]}")
+
+
+@app.command()
+def mine(
+    model: Annotated[str, typer.Option("--model", "-m", help=SOURCE_HELP)],
+    pairs: Annotated[Path, typer.Option("--pairs", "-p", help="Supervised JSONL: query, positive (, instruction).")],
+    output: Annotated[Path, typer.Option("--output", "-o", help="The JSONL to write, with `negatives` added.")],
+    corpus: Annotated[
+        Path | None, typer.Option(help=".txt (a text per line) or .jsonl ('text'); default: the positives.")
+    ] = None,
+    num_negatives: Annotated[int, typer.Option(help="Negatives mined per pair.")] = 3,
+    margin: Annotated[float, typer.Option(help="A negative scores at most positive - margin.")] = 0.0,
+    relative_margin: Annotated[float, typer.Option(help="... and at most positive * (1 - this).")] = 0.05,
+    batch_size: Annotated[int, typer.Option(help="Inputs per forward pass.")] = 32,
+    pooling: Pooling = None,
+    device: Annotated[str | None, typer.Option(help="cpu, cuda, cuda:1 ... (default: cuda if available).")] = None,
+) -> None:
+    """Add hard negatives to query/positive pairs with the encoder MODEL, for `[supervised] data`."""
+    from lm2vec.training.mining import MiningOptions, check_paths, mine_file
+
+    try:
+        options = MiningOptions(num_negatives, margin, relative_margin, batch_size)
+        check_paths(pairs, output, corpus)
+    except (ValueError, FileExistsError, FileNotFoundError) as error:
+        _fail(error)
+    encoder = _load(model, pooling, False, device=device)
+    try:
+        summary = mine_file(encoder, pairs, output, corpus, options)
+    except (ValueError, FileExistsError, FileNotFoundError) as error:
+        _fail(error)
+    typer.echo(
+        f"wrote {output}: {summary['negatives']} negatives for {summary['records']} pairs from "
+        f"{summary['corpus']} corpus texts ({summary['records_short']} pairs got fewer than {num_negatives})"
+    )
 
 
 @app.command()

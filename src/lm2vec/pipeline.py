@@ -47,6 +47,7 @@ from pathlib import Path
 from typing import Any
 
 from lm2vec.artifacts import ForeignFolderError, claim_folder, read_record, remove_recorded, write_json_atomic
+from lm2vec.console import stage_log
 from lm2vec.data.errors import DataError
 from lm2vec.modeling.pooling import POOLING_MODES
 from lm2vec.training.recipe import RecipeError, build_config, check_all, load_recipe
@@ -58,6 +59,7 @@ TRAINING_STAGES = ("mntp", "simcse", "supervised")
 ALWAYS = ("export", "eval", "report")
 SECTIONS = ("run", "data", *TRAINING_STAGES, "eval")
 STATE_NAME = "pipeline.json"
+LOGS_DIR = "logs"
 RUN_FORMAT = "lm2vec-run"
 LEGACY_KEYS = ("recipe", "run", "stages")  # pipeline.json before it had a format tag
 # A running stage's wall time is written this often, so a killed attempt still counts.
@@ -349,8 +351,9 @@ def _expand(path: str, plan: Plan) -> str:
 class Pipeline:
     """Runs a plan stage by stage, recording each in RUN/pipeline.json."""
 
-    def __init__(self, plan: Plan, echo: Callable[[str], None] = print):
+    def __init__(self, plan: Plan, echo: Callable[[str], None] = print, verbose: bool = False):
         self.plan = plan
+        self.verbose = verbose  # third-party logs and warnings on the console too, not only in logs/STAGE.log
         self.dir = plan.run_dir
         self.echo = echo
         self.state = _distributed_state()
@@ -376,8 +379,10 @@ class Pipeline:
     def _outputs(self, stage: str) -> list[str]:
         """The paths, relative to the run folder, that `stage` writes."""
         if stage == "data":
-            return [f"data/{name}" for _, name, _ in self.plan.options["data"]]
-        return {"export": ["model"], "eval": ["eval", "stages.json"], "report": ["report"]}.get(stage, [stage])
+            written = [f"data/{name}" for _, name, _ in self.plan.options["data"]]
+        else:
+            written = {"export": ["model"], "eval": ["eval", "stages.json"], "report": ["report"]}.get(stage, [stage])
+        return [*written, f"{LOGS_DIR}/{stage}.log"]  # the stage's third-party logs and warnings
 
     def _write_records(self) -> None:
         if not self.is_main:
@@ -440,7 +445,8 @@ class Pipeline:
         record.attempts += 1
         self._write_records()
         try:
-            with self._timing(record):
+            log = self.dir / LOGS_DIR / f"{stage}.log" if self.is_main else None
+            with self._timing(record), stage_log(log, self.verbose):
                 if stage in TRAINING_STAGES or self.is_main:
                     record.summary = getattr(self, f"_{stage}")() or {}
                 self._barrier()
@@ -554,16 +560,28 @@ class Pipeline:
             from lm2vec.training.contrastive import query_instruction
 
             encoder.config.query_instruction = query_instruction(self.plan.options["supervised"])
+        if self.plan.trained and self.plan.trained[-1] in ("simcse", "supervised"):
+            encoder.config.matryoshka_dims = sorted(set(self.plan.options[self.plan.trained[-1]].matryoshka_dims))
         encoder.save_pretrained(target)
         probe = ["A man is playing a guitar.", "The weather is cold today.", "Bread is baked in an oven."]
+        instruction = encoder.config.query_instruction or None
         expected = encoder.encode(probe, normalize=True)
+        expected_query = encoder.encode(probe, normalize=True, prompt=instruction)
         del encoder
         loaded = SentenceTransformer(str(target), device=self.plan.options.get("eval", EvalOptions()).device)
-        got = loaded.encode(probe, normalize_embeddings=True)
-        agreement = float(np.min(np.sum(got * expected, axis=1)))
+        quiet = {"normalize_embeddings": True, "show_progress_bar": False}
+        agreement = float(np.min(np.sum(loaded.encode_document(probe, **quiet) * expected, axis=1)))
         if agreement < 0.999:
             raise PipelineError(f"{target}: sentence-transformers disagrees with LM2Vec (cosine {agreement:.6f})")
-        return {"folder": str(target), "adapters": [str(a) for a in adapters], "st_cosine": round(agreement, 6)}
+        # Not fatal: with BPE tokenizers sentence-transformers also skips the first text token after a prompt.
+        query = loaded.encode(probe, **quiet)
+        query_agreement = float(np.min(np.sum(query * expected_query, axis=1)))
+        return {
+            "folder": str(target),
+            "adapters": [str(a) for a in adapters],
+            "st_cosine": round(agreement, 6),
+            "st_query_cosine": round(query_agreement, 6),
+        }
 
     def _eval(self) -> dict:
         from lm2vec.evaluation.registry import Registry
@@ -607,9 +625,29 @@ class Pipeline:
             command=f"lm2vec run {self.plan.recipe_path}",
             notes="\n".join(lines),
         )
+        self._write_model_card(results)
         self.echo(markdown_table(results))
         self.echo(f"report: {paths['markdown']}, chart: {paths['chart']}, encoder: {self.dir / 'model'}")
         return {"markdown": str(paths["markdown"])}
+
+    def _write_model_card(self, results) -> None:
+        """The exported folder's README.md, now with the recipe, each stage's settings and wall time, and scores."""
+        from lm2vec.modeling.card import StageCard, TrainingCard, base_metadata, model_card, write_model_card
+        from lm2vec.modeling.encoder import EncoderConfig
+
+        folder = self.dir / "model"
+        config = EncoderConfig.from_folder(folder)
+        dimension = json.loads((folder / "1_Pooling" / "config.json").read_text())["embedding_dimension"]
+        stages = []
+        for stage, record in self.records.items():
+            if stage == "report":
+                continue
+            options = self.plan.options.get(stage)
+            settings = {} if not dataclasses.is_dataclass(options) else asdict(options)
+            settings = {k: v for k, v in settings.items() if v not in (None, "", [], {}) and k != "output_dir"}
+            stages.append(StageCard(stage, record.seconds, settings))
+        training = TrainingCard(self.plan.recipe_path.name, stages)
+        write_model_card(folder, model_card(config, dimension, base_metadata(self.plan.run.model), training, results))
 
     def _progress(self, results) -> list[str]:
         """report/progress.png and its table: each stage's scores against the training minutes that made it."""
@@ -658,9 +696,10 @@ def run_recipe(
     redo: str | None = None,
     until: str | None = None,
     echo: Callable[[str], None] = print,
+    verbose: bool = False,
 ) -> Pipeline:
     """Plan and run a recipe; returns the finished pipeline (its `records` hold each stage's outcome)."""
-    pipeline = Pipeline(plan_run(recipe, overrides, out), echo)
+    pipeline = Pipeline(plan_run(recipe, overrides, out), echo, verbose)
     if not pipeline.is_main:
         pipeline.echo = lambda message: None
     pipeline.run(redo=redo, until=until)

@@ -12,9 +12,9 @@ import json
 import logging
 import os
 from collections.abc import Iterable, Sequence
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 import torch
@@ -29,6 +29,8 @@ from lm2vec.modeling.bidirectional import (
     set_bidirectional,
     verify_bidirectional,
 )
+from lm2vec.modeling.card import base_metadata, model_card, write_model_card
+from lm2vec.modeling.matryoshka import check_dimensions, truncate
 from lm2vec.modeling.pooling import SENTENCE_TRANSFORMERS_MODES, check_pooling_mode, pool
 from lm2vec.modeling.sources import resolve_source
 
@@ -58,6 +60,8 @@ class EncoderConfig:
     # How the text sits in the model's input: "{text}", a preset of TEXT_TEMPLATES, or a template with one or
     # more "{text}"; pooling covers the last copy of the text and whatever follows it.
     text_template: str = PLAIN_TEMPLATE
+    # Prefix sizes the contrastive loss was also computed at: `encode(dimensions=k)` accepts these.
+    matryoshka_dims: list[int] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         check_pooling_mode(self.pooling)
@@ -67,6 +71,8 @@ class EncoderConfig:
                 f"text_template must contain '{{text}}' or be one of {', '.join(TEXT_TEMPLATES)}, "
                 f"got {self.text_template!r}."
             )
+        if any(d < 1 for d in self.matryoshka_dims):
+            raise ValueError(f"matryoshka_dims must be positive, got {self.matryoshka_dims}.")
         if self.max_length < 2:
             raise ValueError(f"max_length must be at least 2, got {self.max_length}.")
         if "{instruction}" not in self.instruction_template:
@@ -249,15 +255,21 @@ class LM2Vec(nn.Module):
         show_progress_bar: bool | None = None,
         prompt: str | None = None,
         output_value: Literal["sentence_embedding", "token_embeddings"] = "sentence_embedding",
+        dimensions: int | None = None,
     ) -> np.ndarray | torch.Tensor | list:
         """Embed inputs (`str` or `(instruction, text)`), batched by length, returned in input order.
 
         `sentence_embedding` gives an array (n, dim); `token_embeddings` a list with one (tokens, dim) array
-        per input, holding the pooled tokens only. A single input gives a single result."""
+        per input, holding the pooled tokens only. A single input gives a single result. `dimensions` (one of
+        the Matryoshka sizes the model was trained for) cuts sentence embeddings to that size, renormalised."""
         if convert_to not in ("numpy", "torch"):
             raise ValueError(f"convert_to must be 'numpy' or 'torch', got {convert_to!r}.")
         if output_value not in ("sentence_embedding", "token_embeddings"):
             raise ValueError(f"output_value must be 'sentence_embedding' or 'token_embeddings', got {output_value!r}.")
+        if dimensions is not None:
+            if output_value != "sentence_embedding":
+                raise ValueError("dimensions applies to sentence embeddings only.")
+            check_dimensions(dimensions, self.config.matryoshka_dims, self.get_sentence_embedding_dimension())
         single = isinstance(inputs, str) or (isinstance(inputs, tuple) and _is_pair(inputs))
         if not single and (isinstance(inputs, bytes | dict) or not isinstance(inputs, Iterable)):
             raise TypeError(
@@ -265,7 +277,7 @@ class LM2Vec(nn.Module):
             )
         items = [inputs] if single else list(inputs)
         if not items and output_value == "sentence_embedding":
-            empty = torch.zeros((0, self.get_sentence_embedding_dimension()))
+            empty = torch.zeros((0, dimensions or self.get_sentence_embedding_dimension()))
             return empty if convert_to == "torch" else empty.numpy()
         if device is not None:
             self.model.to(device)
@@ -305,6 +317,8 @@ class LM2Vec(nn.Module):
             converted = [r if convert_to == "torch" else r.numpy() for r in results]
             return converted[0] if single else converted
         stacked = torch.stack(results)
+        if dimensions is not None:
+            stacked = truncate(stacked, dimensions)
         stacked = stacked if convert_to == "torch" else stacked.numpy()
         return stacked[0] if single else stacked
 
@@ -329,6 +343,24 @@ class LM2Vec(nn.Module):
             tokenizer_for_export(self.tokenizer, self.config).save_pretrained(folder)
             (folder / CONFIG_NAME).write_text(json.dumps(asdict(self.config), indent=2) + "\n")
             write_sentence_transformers_files(folder, self.config, self.get_sentence_embedding_dimension())
+            base = base_metadata(self.model.config.name_or_path)
+            write_model_card(folder, model_card(self.config, self.get_sentence_embedding_dimension(), base))
+        if self.config.query_instruction and self.config.pooling != "last_token":
+            self._warn_if_prompt_length_differs()
+
+    def _warn_if_prompt_length_differs(self) -> None:
+        """sentence-transformers skips as many tokens as the prompt has alone; a tokenizer that gives the
+        template's trailing space its own token there (BPE) makes it skip the first text token too."""
+        prompt = self.config.instruction_template.format(instruction=self.config.query_instruction)
+        alone = self.tokenizer(prompt)["input_ids"]
+        skipped = len(alone) - int(bool(alone) and alone[-1] in self.tokenizer.all_special_ids)
+        pooled_from = self.tokenize([(self.config.query_instruction, "a")])[0].instruction_length
+        if skipped != pooled_from:
+            logger.warning(
+                "sentence-transformers will leave %d more token(s) after the query prompt out of pooling than "
+                "lm2vec does, so its query vectors differ slightly; LM2Vec.encode gives the trained ones.",
+                skipped - pooled_from,
+            )
 
 
 def merge_adapters(model: PreTrainedModel, adapters: Sequence[str | os.PathLike]) -> PreTrainedModel:
@@ -377,6 +409,23 @@ def write_sentence_transformers_files(folder: Path, config: EncoderConfig, dimen
     }
     (folder / "1_Pooling" / "config.json").write_text(json.dumps(pooling, indent=2) + "\n")
     (folder / "sentence_bert_config.json").write_text(json.dumps({"max_seq_length": config.max_length}) + "\n")
+    (folder / "config_sentence_transformers.json").write_text(
+        json.dumps(sentence_transformers_prompts(config), indent=2) + "\n"
+    )
+
+
+def sentence_transformers_prompts(config: EncoderConfig) -> dict[str, Any]:
+    """config_sentence_transformers.json: with a trained query instruction, `encode` and `encode_query` put it
+    in front (as lm2vec does for queries and symmetric tasks), `encode_document` does not."""
+    prompts: dict[str, str] = {}
+    if config.query_instruction:
+        prompts = {"query": config.instruction_template.format(instruction=config.query_instruction), "document": ""}
+    return {
+        "model_type": "SentenceTransformer",
+        "prompts": prompts,
+        "default_prompt_name": "query" if prompts else None,
+        "similarity_fn_name": "cosine",
+    }
 
 
 def _is_pair(item: object) -> bool:

@@ -24,6 +24,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, H
 from pydantic import BaseModel, ConfigDict, Field, StrictStr, ValidationError
 from starlette.exceptions import HTTPException
 
+from lm2vec.modeling.matryoshka import check_dimensions, truncate
 from lm2vec.serving.batching import DynamicBatcher
 
 ENDPOINTS = ("/v1/embeddings", "/v1/search", "/v1/models", "/health", "/metrics")
@@ -219,10 +220,12 @@ def create_app(service: Service) -> FastAPI:
         authorize(request)
         body: EmbeddingRequest = await read_body(request, EmbeddingRequest)
         check_model(body.model)
-        dimension = encoder.get_sentence_embedding_dimension()
-        if body.dimensions is not None and body.dimensions != dimension:
-            raise APIError(400, f"dimensions={body.dimensions} is not supported: this model gives {dimension} "
-                           "dimensions and was not trained for shorter ones.", param="dimensions")  # fmt: skip
+        if body.dimensions is not None:
+            try:
+                check_dimensions(body.dimensions, encoder.config.matryoshka_dims,
+                                 encoder.get_sentence_embedding_dimension())  # fmt: skip
+            except ValueError as error:
+                raise APIError(400, str(error), param="dimensions") from None
         texts = [body.input] if isinstance(body.input, str) else body.input
         if not texts:
             raise APIError(400, "input must not be an empty list.", param="input")
@@ -235,6 +238,8 @@ def create_app(service: Service) -> FastAPI:
         items = [(body.instruction, text) for text in texts] if body.instruction else texts
         lengths = token_lengths(items, "input")
         vectors = await embed(request, items, lengths)
+        if body.dimensions is not None:
+            vectors = truncate(vectors, body.dimensions)
         data = [{"object": "embedding", "index": i, "embedding": _encode_vector(vector, body.encoding_format)}
                 for i, vector in enumerate(vectors)]  # fmt: skip
         usage = {"prompt_tokens": sum(lengths), "total_tokens": sum(lengths)}

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 import time
 from pathlib import Path
 
@@ -49,6 +50,45 @@ class JsonlLogCallback(TrainerCallback):
         with self.path.open("a", encoding="utf-8") as log:
             record = {"step": state.global_step, "epoch": state.epoch, "time": round(time.time(), 3), **logs}
             log.write(json.dumps(record) + "\n")
+
+
+def hide_progress_bars_unless_terminal() -> None:
+    """transformers' loading/saving bars and datasets' ones redraw with carriage returns: off in CI logs."""
+    if not sys.stderr.isatty():
+        import datasets
+        import transformers
+
+        transformers.utils.logging.disable_progress_bar()
+        datasets.disable_progress_bars()
+
+
+class StageProgress(TrainerCallback):
+    """The one progress display of a training stage: a single bar (step, loss, ETA) on a terminal, nothing when
+    stderr is not one, so CI logs hold no carriage-return spam. It replaces the Trainer's own bars (with their
+    nested evaluation bar) and the log dicts it prints; every log still goes to log.jsonl."""
+
+    def __init__(self) -> None:
+        self.bar = None
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        if state.is_world_process_zero and sys.stderr.isatty():
+            from tqdm.auto import tqdm
+
+            name = Path(args.output_dir).name
+            self.bar = tqdm(total=state.max_steps, initial=state.global_step, desc=name, dynamic_ncols=True)
+
+    def on_step_end(self, args, state, control, **kwargs):
+        if self.bar is not None:
+            self.bar.update(state.global_step - self.bar.n)
+
+    def on_log(self, args, state, control, logs=None, **kwargs):
+        if self.bar is not None and logs and "loss" in logs:
+            self.bar.set_postfix(loss=f"{logs['loss']:.4g}", refresh=False)
+
+    def on_train_end(self, args, state, control, **kwargs):
+        if self.bar is not None:
+            self.bar.close()
+            self.bar = None
 
 
 class LossPlotCallback(TrainerCallback):

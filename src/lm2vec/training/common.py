@@ -22,10 +22,19 @@ from pathlib import Path
 import torch
 from peft import LoraConfig, PeftModel, get_peft_model
 from transformers import PreTrainedModel, TrainingArguments
+from transformers.trainer_callback import PrinterCallback, ProgressCallback
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR, rotate_checkpoints
 
 from lm2vec.artifacts import PARTIAL, claim_folder, temporary_sibling, write_json_atomic, write_text_atomic
-from lm2vec.training.callbacks import LOG_NAME, JsonlLogCallback, LossPlotCallback, ResumableTensorBoard, read_log
+from lm2vec.training.callbacks import (
+    LOG_NAME,
+    JsonlLogCallback,
+    LossPlotCallback,
+    ResumableTensorBoard,
+    StageProgress,
+    hide_progress_bars_unless_terminal,
+    read_log,
+)
 from lm2vec.training.lora import fuse_lora_layers, mark_norm_outputs
 from lm2vec.training.recipe import failed_checks
 
@@ -121,6 +130,7 @@ def add_lora(backbone: PreTrainedModel, options: TrainingOptions, fused: bool = 
 
 def training_arguments(options: TrainingOptions, **overrides) -> TrainingArguments:
     """Trainer arguments from a stage's options: bf16 on CUDA, fp32 on CPU, TensorBoard logs, checkpoints."""
+    hide_progress_bars_unless_terminal()
     on_cuda = torch.cuda.is_available()
     settings = dict(
         output_dir=options.output_dir,
@@ -155,6 +165,16 @@ def training_arguments(options: TrainingOptions, **overrides) -> TrainingArgumen
 
 def shared_callbacks(options: TrainingOptions) -> list:
     return [JsonlLogCallback(options.output_dir), LossPlotCallback(options.output_dir), ResumableTensorBoard()]
+
+
+class OneProgressBar:
+    """Trainer mixin: `StageProgress` instead of the Trainer's progress bars and printed log dicts."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.remove_callback(ProgressCallback)
+        self.remove_callback(PrinterCallback)
+        self.add_callback(StageProgress())
 
 
 class AtomicCheckpoints:

@@ -44,6 +44,7 @@ from lm2vec.modeling.encoder import LM2Vec
 from lm2vec.modeling.pooling import POOLING_MODES, pool
 from lm2vec.training.common import (
     AtomicCheckpoints,
+    OneProgressBar,
     TrainingOptions,
     add_lora,
     resume_checkpoint,
@@ -81,6 +82,8 @@ class ContrastiveOptions(TrainingOptions):
     gather_across_processes: bool = True
     # Write `encoder/` (merged weights, loadable everywhere) at the end; a pipeline exports only its last stage.
     export: bool = True
+    # Matryoshka: the loss is also summed over the embeddings' prefixes of these sizes, so they can be cut to them.
+    matryoshka_dims: list[int] = field(default_factory=list)
 
     def problems(self) -> list[str]:
         checks = [
@@ -92,6 +95,10 @@ class ContrastiveOptions(TrainingOptions):
                 "cached=True needs mini_batch_size > 0 (the rows embedded per pass).",
             ),
             (self.max_length >= 1, f"max_length must be at least 1, got {self.max_length}."),
+            (
+                all(d >= 1 for d in self.matryoshka_dims),
+                f"matryoshka_dims must be positive, got {self.matryoshka_dims}.",
+            ),
             (
                 self.pooling in POOLING_MODES,
                 f"pooling must be one of {', '.join(POOLING_MODES)}, got {self.pooling!r}.",
@@ -363,7 +370,9 @@ def batch_loss(
         return out
 
     def loss_of(all_rows: torch.Tensor) -> torch.Tensor:
-        return contrastive_loss(all_rows[:n], all_rows[n:], options.temperature, gather=options.gather_across_processes)
+        return contrastive_loss(
+            all_rows[:n], all_rows[n:], options.temperature, options.gather_across_processes, options.matryoshka_dims
+        )
 
     if not options.cached or not torch.is_grad_enabled():
         return loss_of(assemble([embed(encoder, backbone, part) for _, part in parts]))
@@ -396,7 +405,7 @@ def batch_loss(
     return loss
 
 
-class ContrastiveTrainer(AtomicCheckpoints, Trainer):
+class ContrastiveTrainer(AtomicCheckpoints, OneProgressBar, Trainer):
     """Trainer whose model is the LoRA-wrapped backbone; the loss is `batch_loss` on collated text batches."""
 
     def __init__(self, *args, encoder: LM2Vec, options: ContrastiveOptions, batch_sampler: Sampler, **kwargs):
@@ -474,6 +483,11 @@ def _train(
         max_length=options.max_length,
         device=args.device,
     )
+    if too_large := [d for d in options.matryoshka_dims if d > encoder.get_sentence_embedding_dimension()]:
+        raise ValueError(
+            f"matryoshka_dims {too_large} are larger than the model's {encoder.get_sentence_embedding_dimension()}."
+        )
+    encoder.config.matryoshka_dims = sorted(set(options.matryoshka_dims))
     original_dropout = set_attention_dropout(encoder.model, options.dropout)
     encoder.model = add_lora(encoder.model, options)
     if args.process_index == 0:

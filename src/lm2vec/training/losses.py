@@ -9,9 +9,13 @@ process holding the whole global batch (tests/test_contrastive_distributed.py).
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import torch
 import torch.distributed as dist
 import torch.nn.functional as F
+
+from lm2vec.modeling.matryoshka import supported_dimensions
 
 
 def distributed() -> bool:
@@ -65,14 +69,21 @@ def info_nce(
 
 
 def contrastive_loss(
-    queries: torch.Tensor, documents: torch.Tensor, temperature: float = 0.05, gather: bool = True
+    queries: torch.Tensor,
+    documents: torch.Tensor,
+    temperature: float = 0.05,
+    gather: bool = True,
+    matryoshka_dims: Sequence[int] = (),
 ) -> torch.Tensor:
     """InfoNCE for a batch laid out as documents = [positive of query 0..n-1, then any hard negatives].
 
-    With `gather` (and more than one process) the documents of all processes are the candidates."""
+    With `gather` (and more than one process) the documents of all processes are the candidates. With
+    `matryoshka_dims` the loss is summed over the full vectors and their prefixes of those sizes (each
+    renormalised by the cosine), so the prefixes are embeddings of their own."""
     n = queries.shape[0]
     positives = torch.arange(n, device=queries.device)
     if gather and distributed():
         documents, offset = gather_with_grad(documents)
         positives = positives + offset
-    return info_nce(queries, documents, positives, temperature)
+    dims = supported_dimensions(matryoshka_dims, queries.shape[-1])
+    return sum(info_nce(queries[:, :d], documents[:, :d], positives, temperature) for d in dims)

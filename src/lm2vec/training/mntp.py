@@ -46,6 +46,7 @@ from lm2vec.modeling.sources import resolve_source
 from lm2vec.training.callbacks import read_log
 from lm2vec.training.common import (
     AtomicCheckpoints,
+    OneProgressBar,
     TrainingOptions,
     add_lora,
     resume_checkpoint,
@@ -359,7 +360,7 @@ def masked_accuracy(prediction) -> dict[str, float]:
     return {"accuracy": float(correct / max(labelled, 1)), "token_loss": float(loss_sum / max(labelled, 1))}
 
 
-class MNTPTrainer(AtomicCheckpoints, Trainer):
+class MNTPTrainer(AtomicCheckpoints, OneProgressBar, Trainer):
     """Reads the (already ordered) training samples sequentially, saves and restores only the LoRA adapter in
     checkpoints, and logs tokens per second."""
 

@@ -1,0 +1,190 @@
+"""README.md for an exported encoder, in the Hugging Face Hub's model-card format.
+
+`save_pretrained` writes the basic card (what the model is, how to use it); the pipeline's report stage rewrites
+it with the recipe, each stage's settings and wall time, and the evaluation table.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import yaml
+
+from lm2vec.artifacts import write_text_atomic
+from lm2vec.modeling.matryoshka import supported_dimensions
+
+if TYPE_CHECKING:
+    from lm2vec.evaluation.runner import Results
+    from lm2vec.modeling.encoder import EncoderConfig
+
+CARD_NAME = "README.md"
+TAGS = ["sentence-transformers", "sentence-similarity", "feature-extraction", "lm2vec", "llm2vec"]
+HUB_CACHE_FOLDER = re.compile(r"models--([^/]+)--([^/]+)")
+
+
+@dataclass
+class StageCard:
+    """One training stage as the card shows it."""
+
+    name: str
+    seconds: float
+    settings: Mapping[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class TrainingCard:
+    recipe: str
+    stages: Sequence[StageCard]
+
+
+def base_metadata(source: str) -> dict[str, Any]:
+    """base_model, license and language of the model `source` names, from its own card where it has one.
+
+    A folder exported by lm2vec passes on its base model; a hub id (or a hub cache folder) is the base model."""
+    metadata: dict[str, Any] = {}
+    path = Path(source)
+    if path.is_dir():
+        card = front_matter((path / CARD_NAME).read_text()) if (path / CARD_NAME).is_file() else {}
+        metadata = {key: card[key] for key in ("license", "language") if card.get(key)}
+        if "lm2vec" in (card.get("tags") or []) and card.get("base_model"):
+            metadata["base_model"] = card["base_model"]
+        elif match := HUB_CACHE_FOLDER.search(path.as_posix()):
+            metadata["base_model"] = f"{match[1]}/{match[2]}"
+    elif not path.exists() and re.fullmatch(r"[\w.-]+/[\w.-]+", source):
+        metadata["base_model"] = source
+    return metadata
+
+
+def front_matter(text: str) -> dict[str, Any]:
+    """The YAML block between the leading `---` lines of a model card ({} when there is none)."""
+    if not text.startswith("---\n") or "\n---\n" not in text[3:]:
+        return {}
+    loaded = yaml.safe_load(text[4 : text.index("\n---\n", 3)])
+    return loaded if isinstance(loaded, dict) else {}
+
+
+def model_card(
+    config: EncoderConfig,
+    dimension: int,
+    base: Mapping[str, Any],
+    training: TrainingCard | None = None,
+    results: Results | None = None,
+) -> str:
+    header = {**base, "library_name": "sentence-transformers", "pipeline_tag": "sentence-similarity", "tags": TAGS}
+    base_name = base.get("base_model", "a decoder-only language model")
+    attention = "bidirectional attention" if config.bidirectional else "causal attention"
+    lines = [
+        "---",
+        yaml.safe_dump(header, sort_keys=False, allow_unicode=True).strip(),
+        "---",
+        "",
+        f"# Text encoder from {base_name}",
+        "",
+        f"A sentence encoder made from {base_name} with the LLM2Vec recipe by lm2vec: {attention}, "
+        f"{config.pooling} pooling, {dimension}-dimensional embeddings, inputs up to {config.max_length} tokens. "
+        "Compare embeddings by cosine.",
+        "",
+        *_instruction_section(config),
+        *_matryoshka_section(config, dimension),
+        *_usage_section(config),
+    ]
+    if training is not None:
+        lines += _training_section(training)
+    if results is not None:
+        from lm2vec.evaluation.report import markdown_table
+
+        lines += ["## Evaluation", "", markdown_table(results), ""]
+    return "\n".join(lines)
+
+
+def write_model_card(folder: Path, text: str) -> None:
+    write_text_atomic(folder / CARD_NAME, text)
+
+
+def _instruction_section(config: EncoderConfig) -> list[str]:
+    if not config.query_instruction:
+        return ["Trained without an instruction: encode queries and documents as they are.", ""]
+    prompt = config.instruction_template.format(instruction=config.query_instruction)
+    return [
+        "## Query instruction",
+        "",
+        f"Queries (and both sides of a similarity comparison) were trained with the instruction "
+        f"`{config.query_instruction}`, written as `{prompt!r}` in front of the text; its tokens are attended to "
+        "but not pooled. Documents get no instruction. sentence-transformers applies it by default "
+        "(prompt `query`), `encode_document` leaves it out.",
+        "",
+    ]
+
+
+def _matryoshka_section(config: EncoderConfig, dimension: int) -> list[str]:
+    if not config.matryoshka_dims:
+        return []
+    sizes = ", ".join(map(str, supported_dimensions(config.matryoshka_dims, dimension)))
+    return [
+        "## Matryoshka dimensions",
+        "",
+        f"Trained with the loss also on the embeddings' prefixes, so they can be cut to {sizes} dimensions: "
+        "`encoder.encode(texts, dimensions=k)` in lm2vec, `dimensions` in the served API, "
+        "`SentenceTransformer(path, truncate_dim=k)` with `normalize_embeddings=True` in sentence-transformers.",
+        "",
+    ]
+
+
+def _usage_section(config: EncoderConfig) -> list[str]:
+    query = f', prompt="{config.query_instruction}"' if config.query_instruction else ""
+    return [
+        "## Usage",
+        "",
+        "sentence-transformers:",
+        "",
+        "```python",
+        "from sentence_transformers import SentenceTransformer",
+        "",
+        'model = SentenceTransformer("path/to/this/folder")',
+        'queries = model.encode_query(["How do I bake bread?"])',
+        'documents = model.encode_document(["Bread is baked in an oven."])',
+        "print(model.similarity(queries, documents))",
+        "```",
+        "",
+        "transformers (the attention is bidirectional from config.json, no custom code):",
+        "",
+        "```python",
+        "from transformers import AutoModel, AutoTokenizer",
+        "",
+        'tokenizer = AutoTokenizer.from_pretrained("path/to/this/folder")',
+        'model = AutoModel.from_pretrained("path/to/this/folder")',
+        'batch = tokenizer(["Bread is baked in an oven."], return_tensors="pt")',
+        f"hidden = model(**batch).last_hidden_state  # then {config.pooling} pooling over the text tokens",
+        "```",
+        "",
+        "lm2vec:",
+        "",
+        "```python",
+        "from lm2vec import LM2Vec",
+        "",
+        'encoder = LM2Vec.from_pretrained("path/to/this/folder")',
+        f'queries = encoder.encode(["How do I bake bread?"]{query}, normalize=True)',
+        'documents = encoder.encode(["Bread is baked in an oven."], normalize=True)',
+        "```",
+        "",
+        "Serving (OpenAI-compatible `/v1/embeddings`):",
+        "",
+        "```bash",
+        "lm2vec serve path/to/this/folder",
+        "```",
+        "",
+    ]
+
+
+def _training_section(training: TrainingCard) -> list[str]:
+    lines = ["## Training", "", f"Trained with `lm2vec run {training.recipe}`.", ""]
+    lines += ["| stage | wall time | settings |", "| --- | ---: | --- |"]
+    for stage in training.stages:
+        settings = ", ".join(f"{key}={json.dumps(value, default=str)}" for key, value in stage.settings.items())
+        lines.append(f"| {stage.name} | {stage.seconds:.0f} s | {settings.replace('|', '/')} |")
+    return [*lines, ""]

@@ -1,0 +1,119 @@
+"""Hard-negative mining: for each (query, positive) pair, the corpus texts the encoder ranks highest for the query
+that are neither the positive nor so close to it that they are probably also relevant.
+
+As in sentence-transformers' `mine_hard_negatives`, a candidate is kept only if its score is below the positive's
+by `margin` (absolute) and below `(1 - relative_margin)` times it; texts equal to the query or the positive (after
+case and whitespace folding) are never negatives. The output is the supervised stage's JSONL with `negatives`.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from lm2vec.artifacts import write_text_atomic
+from lm2vec.modeling.encoder import LM2Vec
+from lm2vec.training.contrastive import load_pairs, load_sentences
+
+
+@dataclass
+class MiningOptions:
+    num_negatives: int = 3
+    margin: float = 0.0  # a negative scores at most positive - margin
+    relative_margin: float = 0.05  # ... and at most positive * (1 - relative_margin)
+    batch_size: int = 32
+    query_chunk: int = 256  # queries scored against the whole corpus at once
+
+    def __post_init__(self) -> None:
+        if self.num_negatives < 1:
+            raise ValueError(f"num_negatives must be at least 1, got {self.num_negatives}.")
+        if not 0.0 <= self.relative_margin < 1.0:
+            raise ValueError(f"relative_margin must be in [0, 1), got {self.relative_margin}.")
+        if self.margin < 0:
+            raise ValueError(f"margin must be >= 0, got {self.margin}.")
+
+
+def fold(text: str) -> str:
+    """Case and whitespace folded: texts that differ only so are duplicates."""
+    return " ".join(text.lower().split())
+
+
+def select_negatives(
+    scores: np.ndarray, positive_scores: np.ndarray, excluded: Sequence[set[int]], options: MiningOptions
+) -> list[list[int]]:
+    """Per query (row of `scores` over the corpus), the highest-scoring corpus indices that are not excluded and
+    score below the positive by both margins; fewer than `num_negatives` when too few qualify."""
+    limits = np.minimum(positive_scores - options.margin, positive_scores * (1 - options.relative_margin))
+    chosen = []
+    for row, limit, skip in zip(scores, limits, excluded, strict=True):
+        picked: list[int] = []
+        for index in np.argsort(-row, kind="stable"):
+            if row[index] > limit or int(index) in skip:
+                continue
+            picked.append(int(index))
+            if len(picked) == options.num_negatives:
+                break
+        chosen.append(picked)
+    return chosen
+
+
+def mine_hard_negatives(
+    encoder: LM2Vec, records: list[dict[str, Any]], corpus: Sequence[str], options: MiningOptions
+) -> list[dict[str, Any]]:
+    """The records with mined negatives appended to any they already had (queries carry their instruction)."""
+    queries = [(r["instruction"], r["query"]) if r["instruction"] else r["query"] for r in records]
+    encode = dict(batch_size=options.batch_size, normalize=True, convert_to="torch")
+    query_vectors = encoder.encode(queries, **encode)
+    positive_vectors = encoder.encode([r["positive"] for r in records], **encode)
+    corpus_vectors = encoder.encode(list(corpus), **encode)
+    positions: dict[str, set[int]] = {}
+    for index, text in enumerate(corpus):
+        positions.setdefault(fold(text), set()).add(index)
+    mined = []
+    for start in range(0, len(records), options.query_chunk):
+        chunk = records[start : start + options.query_chunk]
+        vectors = query_vectors[start : start + len(chunk)]
+        scores = (vectors @ corpus_vectors.T).numpy()
+        positive_scores = (vectors * positive_vectors[start : start + len(chunk)]).sum(-1).numpy()
+        excluded = [
+            positions.get(fold(r["positive"]), set())
+            | positions.get(fold(r["query"]), set())
+            | set().union(*(positions.get(fold(n), set()) for n in r["negatives"]))
+            for r in chunk
+        ]
+        mined += select_negatives(scores, positive_scores, excluded, options)
+    return [
+        {**r, "negatives": [*r["negatives"], *(corpus[i] for i in found)]}
+        for r, found in zip(records, mined, strict=True)
+    ]
+
+
+def check_paths(pairs: Path, output: Path, corpus: Path | None) -> None:
+    """Refuse missing inputs and an existing output before any model is loaded."""
+    for path in (pairs, corpus):
+        if path is not None and not path.is_file():
+            raise FileNotFoundError(f"{path} is not a file.")
+    if output.exists():
+        raise FileExistsError(f"{output} exists; lm2vec mine does not overwrite files.")
+    if not output.parent.is_dir():
+        raise FileNotFoundError(f"{output.parent} does not exist.")
+
+
+def mine_file(
+    encoder: LM2Vec, pairs: Path, output: Path, corpus: Path | None = None, options: MiningOptions | None = None
+) -> dict[str, int]:
+    """Read pairs (and a corpus: by default the pairs' positives), mine, write `output` atomically."""
+    options = options or MiningOptions()
+    check_paths(pairs, output, corpus)
+    records = load_pairs(pairs)
+    texts = load_sentences(corpus) if corpus is not None else list(dict.fromkeys(r["positive"] for r in records))
+    mined = mine_hard_negatives(encoder, records, texts, options)
+    write_text_atomic(output, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in mined))
+    added = [len(m["negatives"]) - len(r["negatives"]) for m, r in zip(mined, records, strict=True)]
+    short = sum(count < options.num_negatives for count in added)
+    return {"records": len(records), "corpus": len(texts), "negatives": sum(added), "records_short": short}
