@@ -29,7 +29,14 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from tqdm.auto import tqdm
 
-from lm2vec.artifacts import ForeignFolderError, claim_folder, read_record, write_json_atomic
+from lm2vec.artifacts import (
+    ForeignFolderError,
+    claim_folder,
+    read_record,
+    remove_leftovers,
+    temporary_sibling,
+    write_json_atomic,
+)
 from lm2vec.serving.documents import Chunker, ChunkingOptions, Passage, check_sources, read_documents
 
 MANIFEST_NAME = "lm2vec_index.json"
@@ -248,7 +255,7 @@ def _write_part(folder: Path, number: int, passages: list[Passage], vectors: np.
     relative = f"parts/part-{number:06d}.parquet"
     path = folder / relative
     path.parent.mkdir(exist_ok=True)
-    temporary = path.with_name(f".{path.name}.tmp")
+    temporary = temporary_sibling(path)
     pq.write_table(table, temporary)
     os.replace(temporary, path)
     return {"path": relative, "passages": len(passages)}
@@ -281,8 +288,10 @@ def _publish(folder: Path, manifest: dict[str, Any], exact_limit: int) -> str:
     previous = manifest["searchable"]
     generation = previous["generation"] + 1 if previous else 1
     name = f"index-{generation:06d}.faiss"
-    faiss.write_index(index, str(folder / f".{name}.tmp"))
-    os.replace(folder / f".{name}.tmp", folder / name)
+    remove_leftovers(folder / name)  # a killed earlier publish of this generation
+    temporary = temporary_sibling(folder / name)
+    faiss.write_index(index, str(temporary))
+    os.replace(temporary, folder / name)
     manifest["searchable"] = {"generation": generation, "faiss": name, "kind": kind, "nprobe": nprobe,
                               "parts": len(manifest["parts"]), "passages": len(vectors)}  # fmt: skip
     manifest["status"] = "complete"
