@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import hashlib
 import json
 import os
 import sys
@@ -39,13 +40,16 @@ GEMMA, SMOLLM2 = "pkg:gemma3-270m", "pkg:smollm2"
 SENTENCES = {"max_length": 48, "per_device_batch_size": 32}
 PARAGRAPHS = {"max_length": 128, "per_device_batch_size": 32, "data": "paragraphs"}
 MNTP_SHORT = {"max_steps": 30, "max_seq_length": 128, "per_device_batch_size": 8, "learning_rate": 1e-4}
+MNTP_RECIPE = {**MNTP_SHORT, "max_steps": 10, "mask_strategy": "bert"}  # the main recipe's MNTP
+CROPS = {"positives": "crops", "max_length": 64, "per_device_batch_size": 32, "data": "corpus"}
 
 
 @dataclass
 class Arm:
     model: str
     mntp: dict | None = None  # MNTPConfig fields
-    simcse: dict | None = None  # SimCSEOptions fields; data = "paragraphs" trains on paragraphs, not sentences
+    # SimCSEOptions fields; data = "paragraphs": the paragraphs as one text per line, "corpus": the corpus folder
+    simcse: dict | None = None
     pooling: str = "mean"
     baselines: bool = False  # a zero-training arm: the base model's baselines instead of a trained model
     note: str = ""
@@ -65,6 +69,20 @@ ARMS: dict[str, Arm] = {
     "gemma-simcse-lr3e-5": Arm(GEMMA, simcse=simcse(lr=3e-5), note="no MNTP; the paper's lr"),
     "gemma-simcse-dropout0.1": Arm(GEMMA, simcse=simcse(dropout=0.1), note="no MNTP; dropout 0.1"),
     "smollm2-mntp-simcse": Arm(SMOLLM2, mntp=MNTP_SHORT, simcse=simcse(), note="the old base model"),
+    "gemma-mntp10-simcse": Arm(GEMMA, mntp=MNTP_RECIPE, simcse=simcse(), note="the main recipe's MNTP, SimCSE"),
+    "gemma-mntp10-crops": Arm(
+        GEMMA, mntp=MNTP_RECIPE, simcse=simcse(dropout=0.1, **CROPS), note="MNTP 10, then crops of paragraphs"
+    ),
+    "gemma-crops": Arm(GEMMA, simcse=simcse(dropout=0.1, **CROPS), note="no MNTP; crops of paragraphs"),
+    "gemma-mntp10-crops40": Arm(
+        GEMMA, mntp=MNTP_RECIPE, simcse=simcse(steps=40, dropout=0.1, **CROPS), note="crops, 40 steps"
+    ),
+    "gemma-mntp10-crops-b128": Arm(
+        GEMMA,
+        mntp=MNTP_RECIPE,
+        simcse=simcse(dropout=0.1, **{**CROPS, "per_device_batch_size": 128, "cached": True}),
+        note="crops, batch 128 (GradCache)",
+    ),
 }
 
 
@@ -125,22 +143,29 @@ def train(name: str, arm: Arm, data: Path, paragraphs: Path, out: Path, cost: Co
 
     adapters: list[str] = []
     if arm.mntp:
-        options = MNTPConfig(
-            model=arm.model,
-            data=str(data),
-            output_dir=str(out / name / "mntp"),
-            save_steps=10_000,
-            eval_on_start=False,
-            eval_steps=None,
-            **arm.mntp,
-        )
-        (result, _), wall, cpu = timed(lambda: train_mntp(options, resume=True))
-        slots = result.global_step * options.per_device_batch_size * options.max_seq_length
-        cost.add("mntp", result.global_step, slots, wall, cpu)
-        adapters.append(str(out / name / "mntp" / "adapter"))
+        # Arms with the same base model and MNTP settings share one MNTP run; each arm still pays its cost.
+        key = hashlib.sha256(json.dumps([arm.model, arm.mntp], sort_keys=True).encode()).hexdigest()[:12]
+        folder = out / f"mntp-{key}"
+        record = folder / "study-cost.json"
+        if not record.is_file():
+            options = MNTPConfig(
+                model=arm.model,
+                data=str(data),
+                output_dir=str(folder),
+                save_steps=10_000,
+                eval_on_start=False,
+                eval_steps=None,
+                **arm.mntp,
+            )
+            (result, _), wall, cpu = timed(lambda: train_mntp(options, resume=True))
+            slots = result.global_step * options.per_device_batch_size * options.max_seq_length
+            record.write_text(json.dumps({"steps": result.global_step, "token_slots": slots, "wall": wall, "cpu": cpu}))
+        cost.add("mntp", **json.loads(record.read_text()))
+        adapters.append(str(folder / "adapter"))
     if arm.simcse:
         settings = dict(arm.simcse)
-        source = str(paragraphs) if settings.pop("data", "") == "paragraphs" else str(data)
+        source = str(paragraphs) if settings.get("data") == "paragraphs" else str(data)
+        settings.pop("data", None)
         options = SimCSEOptions(
             model=arm.model,
             adapters=list(adapters),

@@ -21,6 +21,7 @@ from lm2vec.training.contrastive import (
     SimCSEOptions,
     SupervisedOptions,
     batch_loss,
+    crop_pairs,
     embed,
     load_pairs,
     load_sentences,
@@ -352,3 +353,44 @@ def test_sentence_similarity_pairs_train_without_export(tiny_llama, tmp_path) ->
     result = train_supervised(options)
     assert result.encoder_dir is None and not (tmp_path / "run" / "encoder").exists()
     assert (result.adapter_dir / "adapter_config.json").is_file() and result.global_step == 1
+
+
+def test_crop_pairs_are_spans_of_their_paragraph_in_the_ratio() -> None:
+    paragraphs = [" ".join(f"w{p}_{i}" for i in range(40)) for p in range(30)] + ["too short to crop"]
+    pairs = crop_pairs(paragraphs, [0.25, 0.5], seed=3)
+    assert len(pairs) == 30  # the short paragraph is skipped
+    assert pairs == crop_pairs(paragraphs, [0.25, 0.5], seed=3)  # drawn once per seed: resumes see the same pairs
+    assert pairs != crop_pairs(paragraphs, [0.25, 0.5], seed=4)
+    for number, pair in enumerate(pairs):
+        words = paragraphs[number].split()
+        for side in (pair["query"], pair["positive"]):
+            span = side.split()
+            assert 10 <= len(span) <= 20
+            start = words.index(span[0])
+            assert words[start : start + len(span)] == span  # a contiguous span, whole words
+    assert any(pair["query"] != pair["positive"] for pair in pairs)
+    with pytest.raises(ValueError, match="words"):
+        crop_pairs(["two words"], [0.1, 0.5])
+
+
+def test_simcse_crops_train_on_paragraph_pairs(tiny_llama, tmp_path) -> None:
+    with pytest.raises(ValueError, match="positives must be one of"):
+        SimCSEOptions(positives="views")
+    with pytest.raises(ValueError, match="crop_ratio"):
+        SimCSEOptions(crop_ratio=[0.6, 0.2])
+    paragraphs = [" ".join(SENTENCES[i : i + 3]) for i in range(len(SENTENCES) - 2)] * 3
+    (tmp_path / "paragraphs.txt").write_text("\n".join(paragraphs) + "\n")
+    options = SimCSEOptions(
+        model=str(tiny_llama),
+        data=str(tmp_path / "paragraphs.txt"),
+        output_dir=str(tmp_path / "run"),
+        positives="crops",
+        max_steps=2,
+        per_device_batch_size=4,
+        max_length=32,
+        export=False,
+    )
+    result = train_simcse(options)
+    assert result.global_step == 2 and (result.adapter_dir / "adapter_config.json").is_file()
+    losses = [r["loss"] for r in map(json.loads, (tmp_path / "run" / LOG_NAME).read_text().splitlines()) if "loss" in r]
+    assert losses and all(np.isfinite(losses))

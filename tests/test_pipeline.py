@@ -46,8 +46,12 @@ folds = 2
 
 @pytest.fixture(scope="module")
 def inputs(tmp_path_factory) -> Path:
+    return inputs_folder(tmp_path_factory.mktemp("pipeline-inputs"))
+
+
+def inputs_folder(folder: Path) -> Path:
     """Documents, STS pairs and tasks in the tiny model's vocabulary."""
-    folder = tmp_path_factory.mktemp("pipeline-inputs")
+    folder.mkdir(parents=True, exist_ok=True)
     rng = random.Random(0)
 
     def sentence() -> str:

@@ -63,12 +63,17 @@ def hide_progress_bars_unless_terminal() -> None:
 
 
 class StageProgress(TrainerCallback):
-    """The one progress display of a training stage: a single bar (step, loss, ETA) on a terminal, nothing when
-    stderr is not one, so CI logs hold no carriage-return spam. It replaces the Trainer's own bars (with their
-    nested evaluation bar) and the log dicts it prints; every log still goes to log.jsonl."""
+    """The one progress display of a training stage: a single bar (step, loss, tokens/s, ETA) on a terminal,
+    nothing when stderr is not one, so CI logs hold no carriage-return spam. It replaces the Trainer's own bars
+    (with their nested evaluation bar) and the log dicts it prints; every log still goes to log.jsonl.
+
+    tokens/s counts the real (non-padding) input tokens of this attempt, from the Trainer's
+    `num_input_tokens_seen`, over this attempt's wall time."""
 
     def __init__(self) -> None:
         self.bar = None
+        self.figures: dict[str, str] = {}
+        self.start: tuple[float, int] = (0.0, 0)
 
     def on_train_begin(self, args, state, control, **kwargs):
         if state.is_world_process_zero and sys.stderr.isatty():
@@ -76,19 +81,30 @@ class StageProgress(TrainerCallback):
 
             name = Path(args.output_dir).name
             self.bar = tqdm(total=state.max_steps, initial=state.global_step, desc=name, dynamic_ncols=True)
+            self.start = (time.perf_counter(), state.num_input_tokens_seen)
 
     def on_step_end(self, args, state, control, **kwargs):
         if self.bar is not None:
+            if rate := tokens_per_second(self.start, state.num_input_tokens_seen):
+                self.figures["tokens/s"] = f"{rate:,.0f}"
+            self.bar.set_postfix(self.figures, refresh=False)
             self.bar.update(state.global_step - self.bar.n)
 
     def on_log(self, args, state, control, logs=None, **kwargs):
         if self.bar is not None and logs and "loss" in logs:
-            self.bar.set_postfix(loss=f"{logs['loss']:.4g}", refresh=False)
+            self.figures["loss"] = f"{logs['loss']:.4g}"
+            self.bar.set_postfix(self.figures, refresh=False)
 
     def on_train_end(self, args, state, control, **kwargs):
         if self.bar is not None:
             self.bar.close()
             self.bar = None
+
+
+def tokens_per_second(start: tuple[float, int], tokens_now: int) -> float | None:
+    """Tokens seen since `start` = (perf_counter time, tokens seen then), per second; None before any."""
+    seconds, tokens = time.perf_counter() - start[0], tokens_now - start[1]
+    return tokens / seconds if tokens > 0 and seconds > 0 else None
 
 
 class LossPlotCallback(TrainerCallback):

@@ -159,6 +159,7 @@ def training_arguments(options: TrainingOptions, **overrides) -> TrainingArgumen
         remove_unused_columns=False,
         dataloader_num_workers=0,
         ddp_find_unused_parameters=False,
+        include_num_input_tokens_seen="non_padding",  # tokens/s in the progress bar, token counts in log.jsonl
     )
     return TrainingArguments(**{**settings, **overrides})
 

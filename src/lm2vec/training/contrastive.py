@@ -4,7 +4,8 @@ Both start from the backbone with its MNTP adapter merged (`LM2Vec.from_pretrain
 add a fresh LoRA adapter and minimise InfoNCE over cosine similarities (temperature 0.05).
 
 - SimCSE: every sentence is a query and its own positive; the two copies differ only by dropout (attention
-  dropout, paper: 0.3, set on the backbone because decoder LLMs ship with 0). No instructions.
+  dropout, paper: 0.3, set on the backbone because decoder LLMs ship with 0). No instructions. With
+  `positives = "crops"` the pair is two random spans of one paragraph instead (Contriever, arXiv 2112.09118).
 - Supervised: JSONL records `{query, positive, negatives?, instruction?, dataset?}`; the instruction goes on the
   query (on every text for the datasets listed in `symmetric_datasets`), hard negatives join the in-batch
   negatives, and each global batch comes from one `dataset`.
@@ -60,6 +61,8 @@ logger = logging.getLogger(__name__)
 ADAPTER_DIR = "adapter"
 ENCODER_DIR = "encoder"
 OPTIONS_NAME = "contrastive_options.json"
+POSITIVES = ("dropout", "crops")
+MIN_CROP_WORDS = 8  # shorter paragraphs give crops of a word or two
 
 
 @dataclass
@@ -116,6 +119,19 @@ class SimCSEOptions(ContrastiveOptions):
     learning_rate: float = 3e-5
     dropout: float = 0.3
     text_field: str = "text"  # the .jsonl field holding the sentence
+    # "dropout": a sentence and itself, differing only by dropout (SimCSE). "crops": two random spans of one
+    # paragraph (Contriever's independent cropping), a harder task that keeps teaching after dropout's saturates.
+    positives: str = "dropout"
+    crop_ratio: list[float] = field(default_factory=lambda: [0.1, 0.5])  # a crop's share of the paragraph's words
+
+    def problems(self) -> list[str]:
+        low, high = (self.crop_ratio + [0.0, 0.0])[:2]
+        checks = [
+            (self.positives in POSITIVES, f"positives must be one of {', '.join(POSITIVES)}, got {self.positives!r}."),
+            (len(self.crop_ratio) == 2 and 0 < low <= high <= 1,
+             f"crop_ratio must be [low, high] with 0 < low <= high <= 1, got {self.crop_ratio}."),
+        ]  # fmt: skip
+        return super().problems() + failed_checks(checks)
 
 
 @dataclass
@@ -140,14 +156,14 @@ class SupervisedOptions(ContrastiveOptions):
 # --- data -------------------------------------------------------------------------------------------------
 
 
-def load_sentences(path: str | Path, text_field: str = "text") -> list[str]:
-    """SimCSE sentences: an `lm2vec data` corpus folder (its `sentences` train split), a .txt file (one sentence
-    per line) or a .jsonl file (`text_field`). Empty lines are skipped."""
+def load_sentences(path: str | Path, text_field: str = "text", kind: str = "sentences") -> list[str]:
+    """SimCSE texts: an `lm2vec data` corpus folder (its `kind` train split: sentences or paragraphs), a .txt
+    file (one text per line) or a .jsonl file (`text_field`). Empty lines are skipped."""
     path = Path(path)
     if path.is_dir():
         from lm2vec.data.corpus import load_corpus
 
-        texts = load_corpus(path, kind="sentences", split="train")["text"]
+        texts = load_corpus(path, kind=kind, split="train")["text"]
     elif path.suffix == ".jsonl":
         texts = [json.loads(line)[text_field] for line in _lines(path)]
     elif path.is_file():
@@ -437,10 +453,34 @@ class ContrastiveResult:
     global_step: int
 
 
+def crop_pairs(paragraphs: Sequence[str], ratio: Sequence[float], seed: int = 0) -> list[dict[str, str]]:
+    """Two independent random word spans of each paragraph as a (query, positive) pair, each `ratio` (low, high)
+    of its words, drawn once with `seed` so a resumed run sees the same pairs."""
+    rng = random.Random(seed)
+    pairs = []
+    for paragraph in paragraphs:
+        words = paragraph.split()
+        if len(words) < MIN_CROP_WORDS:
+            continue
+        spans = []
+        for _ in range(2):
+            length = max(1, round(rng.uniform(*ratio) * len(words)))
+            start = rng.randrange(len(words) - length + 1)
+            spans.append(" ".join(words[start : start + length]))
+        pairs.append({"query": spans[0], "positive": spans[1], "dataset": "crops"})
+    if not pairs:
+        raise ValueError(f"No paragraph has the {MIN_CROP_WORDS} words two crops need.")
+    return pairs
+
+
 def train_simcse(options: SimCSEOptions, resume: bool = False) -> ContrastiveResult:
-    """Unsupervised SimCSE on `options.data`."""
-    sentences = load_sentences(options.data, options.text_field)
-    return _train(options, sentences, [range(len(sentences))], resume)
+    """Unsupervised SimCSE on `options.data`: sentences and themselves, or crops of paragraphs."""
+    if options.positives == "crops":
+        paragraphs = load_sentences(options.data, options.text_field, kind="paragraphs")
+        items: Sequence[Any] = crop_pairs(paragraphs, options.crop_ratio, options.seed)
+    else:
+        items = load_sentences(options.data, options.text_field)
+    return _train(options, items, [range(len(items))], resume)
 
 
 def supervised_records(options: SupervisedOptions) -> list[dict[str, Any]]:
