@@ -394,3 +394,42 @@ def test_simcse_crops_train_on_paragraph_pairs(tiny_llama, tmp_path) -> None:
     assert result.global_step == 2 and (result.adapter_dir / "adapter_config.json").is_file()
     losses = [r["loss"] for r in map(json.loads, (tmp_path / "run" / LOG_NAME).read_text().splitlines()) if "loss" in r]
     assert losses and all(np.isfinite(losses))
+
+
+def test_supervised_mines_its_negatives_with_the_starting_encoder_once(tiny_llama, tmp_path) -> None:
+    from lm2vec.training.mining import MiningOptions, mine_hard_negatives
+
+    with pytest.raises(ValueError, match="mine_negatives"):
+        SupervisedOptions(mine_negatives=-1)
+    records = [
+        {"query": s, "positive": s + " .", "negatives": [], "instruction": "", "dataset": "d"} for s in SENTENCES
+    ]
+    (tmp_path / "pairs.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
+    options = SupervisedOptions(
+        model=str(tiny_llama),
+        data=str(tmp_path / "pairs.jsonl"),
+        output_dir=str(tmp_path / "run"),
+        max_steps=1,
+        per_device_batch_size=4,
+        warmup_steps=0,
+        max_length=32,
+        mine_negatives=2,
+        num_hard_negatives=2,
+        export=False,
+    )
+    train_supervised(options)
+    mined = load_pairs(tmp_path / "run" / "mined.jsonl")
+    starting = LM2Vec.from_pretrained(tiny_llama, device="cpu", max_length=32)
+    expected = mine_hard_negatives(starting, load_pairs(tmp_path / "pairs.jsonl"),
+                                   [r["positive"] for r in records], MiningOptions(num_negatives=2))  # fmt: skip
+    assert [r["negatives"] for r in mined] == [r["negatives"] for r in expected]
+    assert any(r["negatives"] for r in mined)
+    for record in mined:  # never the pair's own positive
+        assert record["positive"] not in record["negatives"] and len(record["negatives"]) <= 2
+    # A resumed run reads the negatives it mined instead of mining again with a different model.
+    (tmp_path / "run" / "mined.jsonl").write_text(
+        "".join(json.dumps({**r, "negatives": ["x y"]}) + "\n" for r in mined)
+    )
+    options.max_steps = 2
+    train_supervised(options, resume=True)
+    assert all(r["negatives"] == ["x y"] for r in load_pairs(tmp_path / "run" / "mined.jsonl"))

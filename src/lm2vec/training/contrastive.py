@@ -40,7 +40,7 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset, Sampler
 from transformers import Trainer
 
-from lm2vec.artifacts import atomic_folder, write_json_atomic
+from lm2vec.artifacts import atomic_folder, write_json_atomic, write_text_atomic
 from lm2vec.modeling.encoder import LM2Vec
 from lm2vec.modeling.pooling import POOLING_MODES, pool
 from lm2vec.training.common import (
@@ -61,6 +61,7 @@ logger = logging.getLogger(__name__)
 ADAPTER_DIR = "adapter"
 ENCODER_DIR = "encoder"
 OPTIONS_NAME = "contrastive_options.json"
+MINED_NAME = "mined.jsonl"  # the supervised records with their mined hard negatives
 POSITIVES = ("dropout", "crops")
 MIN_CROP_WORDS = 8  # shorter paragraphs give crops of a word or two
 
@@ -151,6 +152,19 @@ class SupervisedOptions(ContrastiveOptions):
     sts_instruction: str = "Retrieve semantically similar text"
     # Batches from one dataset at a time (paper); False mixes all datasets.
     homogeneous_batches: bool = True
+    # Before training, mine this many hard negatives per pair with the encoder training starts from (base model +
+    # `adapters`), among the positives of all pairs (lm2vec.training.mining; 0 = none). They follow any
+    # negatives the records had; `num_hard_negatives` of them go into each batch. Kept in OUTPUT/mined.jsonl.
+    mine_negatives: int = 0
+    mining_relative_margin: float = 0.05  # a mined negative scores at most the positive's score x (1 - this)
+
+    def problems(self) -> list[str]:
+        checks = [
+            (self.mine_negatives >= 0, f"mine_negatives must be >= 0, got {self.mine_negatives}."),
+            (0.0 <= self.mining_relative_margin < 1.0,
+             f"mining_relative_margin must be in [0, 1), got {self.mining_relative_margin}."),
+        ]  # fmt: skip
+        return super().problems() + failed_checks(checks)
 
 
 # --- data -------------------------------------------------------------------------------------------------
@@ -509,6 +523,26 @@ def train_supervised(options: SupervisedOptions, resume: bool = False) -> Contra
     return _train(options, records, groups, resume)
 
 
+def mined_records(
+    encoder: LM2Vec, records: Sequence[dict[str, Any]], options: SupervisedOptions, write: bool = True
+) -> list[dict]:
+    """The records with hard negatives mined by `encoder` (the model training starts from), from
+    OUTPUT/mined.jsonl when an earlier attempt of this run wrote it, so a resumed run trains on the same ones."""
+    from lm2vec.training.mining import MiningOptions, mine_hard_negatives
+
+    path = Path(options.output_dir) / MINED_NAME
+    if path.is_file():
+        mined = load_pairs(path)
+        if len(mined) == len(records):
+            return mined
+    mining = MiningOptions(options.mine_negatives, relative_margin=options.mining_relative_margin)
+    corpus = list(dict.fromkeys(record["positive"] for record in records))
+    mined = mine_hard_negatives(encoder, list(records), corpus, mining)
+    if write:  # the main process; the others mined the same negatives
+        write_text_atomic(path, "".join(json.dumps(record, ensure_ascii=False) + "\n" for record in mined))
+    return mined
+
+
 def _train(
     options: ContrastiveOptions, items: Sequence[Any], groups: Sequence[Sequence[int]], resume: bool
 ) -> ContrastiveResult:
@@ -523,6 +557,8 @@ def _train(
         max_length=options.max_length,
         device=args.device,
     )
+    if getattr(options, "mine_negatives", 0):
+        items = mined_records(encoder, items, options, write=args.process_index == 0)
     if too_large := [d for d in options.matryoshka_dims if d > encoder.get_sentence_embedding_dimension()]:
         raise ValueError(
             f"matryoshka_dims {too_large} are larger than the model's {encoder.get_sentence_embedding_dimension()}."
