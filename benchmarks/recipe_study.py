@@ -28,6 +28,7 @@ import argparse
 import dataclasses
 import hashlib
 import json
+import math
 import os
 import sys
 import time
@@ -52,6 +53,9 @@ class Arm:
     simcse: dict | None = None
     pooling: str = "mean"
     baselines: bool = False  # a zero-training arm: the base model's baselines instead of a trained model
+    # SimCSE steps whose checkpoints are evaluated too (the score-against-minutes curve of one run); their cost
+    # is MNTP's plus that share of SimCSE's.
+    checkpoints: tuple[int, ...] = ()
     note: str = ""
 
 
@@ -74,8 +78,15 @@ ARMS: dict[str, Arm] = {
         GEMMA, mntp=MNTP_RECIPE, simcse=simcse(dropout=0.1, **CROPS), note="MNTP 10, then crops of paragraphs"
     ),
     "gemma-crops": Arm(GEMMA, simcse=simcse(dropout=0.1, **CROPS), note="no MNTP; crops of paragraphs"),
-    "gemma-mntp10-crops40": Arm(
-        GEMMA, mntp=MNTP_RECIPE, simcse=simcse(steps=40, dropout=0.1, **CROPS), note="crops, 40 steps"
+    "gemma-mntp10-crops-curve": Arm(
+        GEMMA,
+        mntp=MNTP_RECIPE,
+        simcse=simcse(steps=80, dropout=0.1, **CROPS),
+        checkpoints=(20, 40, 80),
+        note="crops, 80 steps, evaluated at 20, 40 and 80",
+    ),
+    "gemma-mntp50-crops": Arm(
+        GEMMA, mntp={**MNTP_RECIPE, "max_steps": 50}, simcse=simcse(dropout=0.1, **CROPS), note="MNTP 50, crops"
     ),
     "gemma-mntp10-crops-b128": Arm(
         GEMMA,
@@ -100,6 +111,15 @@ class Cost:
         self.wall_seconds += wall
         self.cpu_seconds += cpu
         self.parts[name] = {"steps": steps, "token_slots": token_slots, "wall_seconds": wall, "cpu_seconds": cpu}
+
+    def share(self, simcse_steps: int) -> Cost:
+        """The cost of the run up to `simcse_steps` of its SimCSE part (steps cost alike)."""
+        part = Cost()
+        for name, spent in self.parts.items():
+            fraction = simcse_steps / spent["steps"] if name == "simcse" else 1.0
+            part.add(name, round(spent["steps"] * fraction), round(spent["token_slots"] * fraction),
+                     spent["wall_seconds"] * fraction, spent["cpu_seconds"] * fraction)  # fmt: skip
+        return part
 
     @property
     def idle_minutes(self) -> float:
@@ -172,7 +192,8 @@ def train(name: str, arm: Arm, data: Path, paragraphs: Path, out: Path, cost: Co
             data=source,
             pooling=arm.pooling,
             output_dir=str(out / name / "simcse"),
-            save_steps=10_000,
+            save_steps=math.gcd(*arm.checkpoints) if arm.checkpoints else 10_000,
+            save_total_limit=None,
             export=False,
             **settings,
         )
@@ -189,14 +210,20 @@ def run_arm(name: str, arm: Arm, tasks: list, data: Path, paragraphs: Path, out:
     from lm2vec.evaluation.runner import evaluate
 
     cost = Cost()
+    costs: dict[str, Cost] = {}
     if arm.baselines:
         specs = [dataclasses.replace(s, name=f"{name}: {s.name}") for s in baseline_specs(arm.model, arm.pooling)]
     else:
         adapters = train(name, arm, data, paragraphs, out, cost)
         specs = [ModelSpec(name, arm.model, tuple(adapters), pooling=arm.pooling)]
+        for step in arm.checkpoints[:-1] if arm.checkpoints else ():
+            checkpoint = Path(adapters[-1]).parent / f"checkpoint-{step}"
+            specs.append(ModelSpec(f"{name} @ {step}", arm.model, (*adapters[:-1], str(checkpoint)), arm.pooling))
+            costs[specs[-1].name] = cost.share(step)
     results, wall, cpu = timed(lambda: evaluate(specs, tasks, progress=False))
     rows = []
     for spec in specs:
+        spec_cost = costs.get(spec.name, cost)
         scores = {task: r.main_score for task, r in results.models[spec.name].results.items()}
         rows.append(
             {
@@ -204,8 +231,8 @@ def run_arm(name: str, arm: Arm, tasks: list, data: Path, paragraphs: Path, out:
                 "note": arm.note,
                 "scores": scores,
                 "average": sum(scores.values()) / len(scores),
-                "cost": dataclasses.asdict(cost),
-                "idle_minutes": round(cost.idle_minutes, 2),
+                "cost": dataclasses.asdict(spec_cost),
+                "idle_minutes": round(spec_cost.idle_minutes, 2),
             }
         )
     print(

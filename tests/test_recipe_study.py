@@ -43,3 +43,17 @@ def test_cost_and_table(study) -> None:
     assert cost.idle_minutes == 2.0  # 240 CPU seconds on two cores
     line = study.table([row]).splitlines()[-1]
     assert line == "| a | 50.0 | 50.0 | 50.0 | 50.0 | 50.0 | 50.0 | 20 | 61,440 | 256 | 5.0 | 4.0 | 2.0 |"
+
+
+def test_a_checkpoint_costs_mntp_and_its_share_of_simcse(study) -> None:
+    cost = study.Cost()
+    cost.add("mntp", steps=10, token_slots=10_240, wall=100.0, cpu=90.0)
+    cost.add("simcse", steps=80, token_slots=80_000, wall=800.0, cpu=720.0)
+    part = cost.share(20)
+    assert part.parts["mntp"]["steps"] == 10 and part.parts["simcse"]["steps"] == 20
+    assert part.steps == 30 and part.token_slots == 30_240
+    assert part.cpu_seconds == 90.0 + 180.0 and part.wall_seconds == 100.0 + 200.0
+    assert (
+        study.ARMS["gemma-mntp10-crops-curve"].checkpoints[-1]
+        == study.ARMS["gemma-mntp10-crops-curve"].simcse["max_steps"]
+    )  # the last checkpoint is the arm's own model
