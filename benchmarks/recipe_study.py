@@ -42,6 +42,8 @@ SENTENCES = {"max_length": 48, "per_device_batch_size": 32}
 PARAGRAPHS = {"max_length": 128, "per_device_batch_size": 32, "data": "paragraphs"}
 MNTP_SHORT = {"max_steps": 30, "max_seq_length": 128, "per_device_batch_size": 8, "learning_rate": 1e-4}
 MNTP_RECIPE = {**MNTP_SHORT, "max_steps": 10, "mask_strategy": "bert"}  # the main recipe's MNTP
+SUPERVISED = {"data": "${stsb}/sts-train.csv", "per_device_batch_size": 32, "max_length": 64, "max_steps": 20,
+              "warmup_steps": 3, "mini_batch_size": 16}  # fmt: skip  # the main recipe's
 CROPS = {"positives": "crops", "max_length": 64, "per_device_batch_size": 32, "data": "corpus"}
 
 
@@ -53,6 +55,7 @@ class Arm:
     simcse: dict | None = None
     pooling: str = "mean"
     baselines: bool = False  # a zero-training arm: the base model's baselines instead of a trained model
+    supervised: dict | None = None  # SupervisedOptions fields, `data` a path that may use ${stsb}
     # SimCSE steps whose checkpoints are evaluated too (the score-against-minutes curve of one run); their cost
     # is MNTP's plus that share of SimCSE's.
     checkpoints: tuple[int, ...] = ()
@@ -85,6 +88,16 @@ ARMS: dict[str, Arm] = {
         checkpoints=(20, 40, 80),
         note="crops, 80 steps, evaluated at 20, 40 and 80",
     ),
+    "gemma-mntp10-crops-supervised": Arm(
+        GEMMA, mntp=MNTP_RECIPE, simcse=simcse(dropout=0.1, **CROPS), supervised=SUPERVISED, note="+ STS-B train"
+    ),
+    "gemma-mntp10-crops-supervised-mined": Arm(
+        GEMMA,
+        mntp=MNTP_RECIPE,
+        simcse=simcse(dropout=0.1, **CROPS),
+        supervised={**SUPERVISED, "mine_negatives": 1, "num_hard_negatives": 1},
+        note="+ STS-B train with a mined hard negative per pair",
+    ),
     "gemma-mntp50-crops": Arm(
         GEMMA, mntp={**MNTP_RECIPE, "max_steps": 50}, simcse=simcse(dropout=0.1, **CROPS), note="MNTP 50, crops"
     ),
@@ -106,6 +119,7 @@ class Cost:
     parts: dict = field(default_factory=dict)
 
     def add(self, name: str, steps: int, token_slots: int, wall: float, cpu: float) -> None:
+        """The cost of one stage run; token slots count every side (SimCSE's two views, negatives)."""
         self.steps += steps
         self.token_slots += token_slots
         self.wall_seconds += wall
@@ -126,9 +140,9 @@ class Cost:
         return self.cpu_seconds / 120
 
 
-def timed(work):
+def timed(work, *args, **kwargs):
     wall, cpu = time.perf_counter(), time.process_time()
-    result = work()
+    result = work(*args, **kwargs)
     return result, time.perf_counter() - wall, time.process_time() - cpu
 
 
@@ -157,50 +171,48 @@ def proxy_tasks(limit: int) -> list:
 
 
 def train(name: str, arm: Arm, data: Path, paragraphs: Path, out: Path, cost: Cost) -> list[str]:
-    """Run the arm's training stages; returns its adapter chain."""
-    from lm2vec.training.contrastive import SimCSEOptions, train_simcse
+    """Run the arm's training stages; returns its adapter chain.
+
+    A stage run is keyed by everything that makes it (base model, the chain before it, its settings), so arms
+    that share a prefix share its runs, and each arm still pays their cost (kept in the run's study-cost.json)."""
+    from lm2vec.data.packaged import expand_path
+    from lm2vec.training.contrastive import SimCSEOptions, SupervisedOptions, train_simcse, train_supervised
     from lm2vec.training.mntp import MNTPConfig, train_mntp
 
     adapters: list[str] = []
-    if arm.mntp:
-        # Arms with the same base model and MNTP settings share one MNTP run; each arm still pays its cost.
-        key = hashlib.sha256(json.dumps([arm.model, arm.mntp], sort_keys=True).encode()).hexdigest()[:12]
-        folder = out / f"mntp-{key}"
+    stages = [("mntp", arm.mntp), ("simcse", arm.simcse), ("supervised", arm.supervised)]
+    for stage, given in stages:
+        if not given:
+            continue
+        settings = dict(given)
+        key = hashlib.sha256(json.dumps([arm.model, arm.pooling, adapters, stage, settings], sort_keys=True)
+                             .encode()).hexdigest()[:12]  # fmt: skip
+        folder = out / f"{stage}-{key}"
         record = folder / "study-cost.json"
         if not record.is_file():
-            options = MNTPConfig(
-                model=arm.model,
-                data=str(data),
-                output_dir=str(folder),
-                save_steps=10_000,
-                eval_on_start=False,
-                eval_steps=None,
-                **arm.mntp,
-            )
-            (result, _), wall, cpu = timed(lambda: train_mntp(options, resume=True))
-            slots = result.global_step * options.per_device_batch_size * options.max_seq_length
-            record.write_text(json.dumps({"steps": result.global_step, "token_slots": slots, "wall": wall, "cpu": cpu}))
-        cost.add("mntp", **json.loads(record.read_text()))
+            common = {"model": arm.model, "output_dir": str(folder), "save_steps": 10_000}
+            if stage == "mntp":
+                options = MNTPConfig(**common, data=str(data), eval_on_start=False, eval_steps=None, **settings)
+                (result, _), wall, cpu = timed(train_mntp, options, resume=True)
+                rows = options.per_device_batch_size * options.max_seq_length
+            else:
+                text = settings.pop("data", None)
+                source = {"paragraphs": str(paragraphs), None: str(data), "corpus": str(data)}.get(text) or str(
+                    expand_path(text)
+                )
+                common |= {"adapters": list(adapters), "data": source, "pooling": arm.pooling, "export": False}
+                if stage == "simcse" and arm.checkpoints:
+                    common |= {"save_steps": math.gcd(*arm.checkpoints), "save_total_limit": None}
+                options_class, run = {"simcse": (SimCSEOptions, train_simcse),
+                                      "supervised": (SupervisedOptions, train_supervised)}[stage]  # fmt: skip
+                options = options_class(**common, **settings)
+                result, wall, cpu = timed(run, options, resume=True)
+                sides = 2 + (options.num_hard_negatives if stage == "supervised" else 0)
+                rows = options.per_device_batch_size * options.max_length * sides
+            spent = {"steps": result.global_step, "token_slots": result.global_step * rows, "wall": wall, "cpu": cpu}
+            record.write_text(json.dumps(spent))
+        cost.add(stage, **json.loads(record.read_text()))
         adapters.append(str(folder / "adapter"))
-    if arm.simcse:
-        settings = dict(arm.simcse)
-        source = str(paragraphs) if settings.get("data") == "paragraphs" else str(data)
-        settings.pop("data", None)
-        options = SimCSEOptions(
-            model=arm.model,
-            adapters=list(adapters),
-            data=source,
-            pooling=arm.pooling,
-            output_dir=str(out / name / "simcse"),
-            save_steps=math.gcd(*arm.checkpoints) if arm.checkpoints else 10_000,
-            save_total_limit=None,
-            export=False,
-            **settings,
-        )
-        result, wall, cpu = timed(lambda: train_simcse(options, resume=True))
-        slots = result.global_step * options.per_device_batch_size * options.max_length * 2
-        cost.add("simcse", result.global_step, slots, wall, cpu)
-        adapters.append(str(out / name / "simcse" / "adapter"))
     return adapters
 
 

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from lm2vec.training.contrastive import SimCSEOptions
+from lm2vec.training.contrastive import SimCSEOptions, SupervisedOptions
 from lm2vec.training.mntp import MNTPConfig
 
 SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "recipe_study.py"
@@ -32,6 +32,9 @@ def test_every_arm_builds_its_training_options(study) -> None:
         if arm.simcse:
             settings = {k: v for k, v in arm.simcse.items() if k != "data"}
             SimCSEOptions(model=arm.model, **settings)
+        if arm.supervised:
+            assert arm.supervised["data"].startswith("${stsb}/")  # a tuning task's training split, nothing else
+            SupervisedOptions(model=arm.model, **{k: v for k, v in arm.supervised.items() if k != "data"})
 
 
 def test_cost_and_table(study) -> None:
