@@ -35,6 +35,7 @@ BUILTIN_BASES = {
     "lm2vec.modeling.bidirectional.UnsupportedArchitectureError": ValueError,
     "lm2vec.modeling.bidirectional.StillCausalError": RuntimeError,
     "lm2vec.modeling.sources.ModelSourceError": OSError,
+    "lm2vec.training.lora.FusedLoraError": RuntimeError,
 }
 
 
