@@ -486,3 +486,15 @@ def test_fused_lora_false_trains(tiny_llama, tmp_path) -> None:
         assert (result.adapter_dir / "adapter_model.safetensors").is_file()
     assert len(runs[False]) == 4
     assert runs[False] == pytest.approx(runs[True], rel=1e-3)
+
+
+def test_fused_lora_is_a_recipe_option_of_every_training_stage() -> None:
+    from lm2vec.training.contrastive import SimCSEOptions, SupervisedOptions
+    from lm2vec.training.recipe import RecipeError, build_config
+
+    for options, section in ((MNTPConfig, "mntp"), (SimCSEOptions, "simcse"), (SupervisedOptions, "supervised")):
+        assert options().fused_lora is True
+        assert build_config(options, section, {section: {"fused_lora": False}}, []).fused_lora is False
+        assert build_config(options, section, {}, [f"{section}.fused_lora=false"]).fused_lora is False
+    with pytest.raises(RecipeError, match="fused_lora='sometimes' is not a boolean"):
+        build_config(MNTPConfig, "mntp", {"mntp": {"fused_lora": "sometimes"}}, [])
