@@ -1,28 +1,43 @@
-"""FusedLoraLinear: the function, gradients, dropout distribution and saved adapter of peft's LoRA layer."""
+"""FusedLoraLinear: the function, gradients, dropout distribution and saved adapter of peft's LoRA layer; what it
+assumes of the installed peft; `fused_lora = false` (peft's own layers)."""
 
 from __future__ import annotations
 
+import inspect
 import math
+import random
 import weakref
 
+import peft
 import pytest
 import torch
 from peft import LoraConfig, get_peft_model, get_peft_model_state_dict
 from peft.tuners.lora import Linear as LoraLinear
 from torch import nn
 
+import lm2vec.training.lora as lora_module
+from lm2vec import LM2VecError
+from lm2vec.training.callbacks import read_log
+from lm2vec.training.common import add_lora
 from lm2vec.training.lora import (
     GATED_MLP_CLASSES,
+    PEFT_FORWARD_PARAMETERS,
+    PEFT_LAYER_ATTRIBUTES,
+    PEFT_LAYER_PROPERTIES,
     Dropped,
     FusedGatedMLP,
+    FusedLoraError,
     FusedLoraLinear,
     LoraAddmm,
     dropped_positions,
     fuse_lora_layers,
     mark_norm_outputs,
+    peft_layer_problems,
+    peft_problems,
     recomputing_norm_outputs,
 )
-from lm2vec.training.mntp import MNTPConfig, build_mntp_model, load_causal_lm
+from lm2vec.training.mntp import MNTPConfig, build_mntp_model, load_causal_lm, train_mntp
+from tests.tiny_models import WORDS
 
 
 # --- the dropped positions -------------------------------------------------------------------------------------
@@ -318,3 +333,168 @@ def test_gradient_checkpointing_redraws_the_same_dropout(tiny_llama) -> None:
     assert checkpointed_grads.keys() == grads.keys()
     for name in grads:
         torch.testing.assert_close(checkpointed_grads[name], grads[name], msg=name)
+
+
+# --- what the fused layers assume of peft ----------------------------------------------------------------------
+def test_the_installed_peft_fits_the_fused_layers() -> None:
+    """Guards a peft upgrade: each assumption FusedLoraLinear makes, asserted against the installed peft itself."""
+    assert peft_problems() == ()
+    # The class: the properties read, forward(self, x, *args, **kwargs), and the vanilla LoRA sum in that forward.
+    assert all(isinstance(inspect.getattr_static(LoraLinear, name), property) for name in PEFT_LAYER_PROPERTIES)
+    parameters = inspect.signature(LoraLinear.forward).parameters.values()
+    assert tuple((p.name, p.kind) for p in parameters) == PEFT_FORWARD_PARAMETERS
+    source = inspect.getsource(LoraLinear.forward)
+    assert "result = self.base_layer(x, *args, **kwargs)" in source
+    assert "if active_adapter not in self.lora_variant:  # vanilla LoRA" in source
+    assert "result = result + lora_B(lora_A(dropout(x))) * scaling" in source
+    assert "self.disable_adapters" in source and "self.merged" in source and "self.active_adapters" in source
+    # A layer made by get_peft_model: the attributes, their types, and what they hold.
+    layer = next(m for m in lora_block(0.1).modules() if type(m) is LoraLinear)
+    assert peft_layer_problems(layer) == []
+    assert set(PEFT_LAYER_ATTRIBUTES) == {
+        "base_layer", "lora_A", "lora_B", "lora_dropout", "scaling", "lora_variant", "use_dora",
+    }  # fmt: skip
+    for name, kind in PEFT_LAYER_ATTRIBUTES.items():
+        assert isinstance(getattr(layer, name), kind), name
+    assert type(layer.base_layer) is nn.Linear and layer.active_adapters == ["default"]
+    assert type(layer.lora_A["default"]) is nn.Linear and type(layer.lora_B["default"]) is nn.Linear
+    assert type(layer.lora_dropout["default"]) is nn.Dropout and layer.lora_dropout["default"].p == 0.1
+    assert layer.scaling == {"default": 8 / 4} and layer.lora_variant == {} and layer.use_dora == {"default": False}
+    assert layer.merged is False and layer.disable_adapters is False
+
+
+def test_the_peft_probe_does_not_touch_the_random_numbers() -> None:
+    peft_problems.cache_clear()
+    torch.manual_seed(11)
+    expected = torch.rand(3)
+    torch.manual_seed(11)
+    assert peft_problems() == ()
+    torch.testing.assert_close(torch.rand(3), expected, rtol=0, atol=0)
+
+
+@pytest.fixture
+def fresh_peft_check():
+    peft_problems.cache_clear()
+    yield
+    peft_problems.cache_clear()
+
+
+def _changed_forward(self, inputs, *args, **kwargs):  # a peft whose forward renamed x
+    return self.base_layer(inputs)
+
+
+@pytest.mark.parametrize("change", ["forward signature", "attribute", "no class", "different result"])
+def test_a_peft_that_no_longer_fits_is_refused_at_wrap_time(change, tiny_llama, monkeypatch, fresh_peft_check):
+    """A changed peft: add_lora refuses, naming the peft version and `fused_lora = false`, which then trains."""
+    causal_lm, _, _ = load_causal_lm(str(tiny_llama))
+    if change == "forward signature":
+        monkeypatch.setattr(LoraLinear, "forward", _changed_forward)
+        expected = "is not forward(self, x, ...)"
+    elif change == "attribute":  # e.g. peft renames `scaling`
+        original = LoraLinear.update_layer
+
+        def update_layer(self, *args, **kwargs):
+            result = original(self, *args, **kwargs)
+            self.__dict__["scale_factors"] = self.__dict__.pop("scaling")
+            return result
+
+        monkeypatch.setattr(LoraLinear, "update_layer", update_layer)
+        expected = "lora.Linear.scaling is NoneType, not dict"
+    elif change == "no class":
+        monkeypatch.setattr(lora_module, "LoraLinear", None)
+        expected = "peft.tuners.lora has no Linear class"
+    else:  # peft computes something else (say, scaling applied twice): only the probe can tell
+        original_forward = LoraLinear.forward
+
+        def forward(self, x, *args, **kwargs):
+            base = self.base_layer(x)
+            return base + (original_forward(self, x, *args, **kwargs) - base) * 2.0
+
+        monkeypatch.setattr(LoraLinear, "forward", forward)
+        expected = "the fused forward no longer equals lora.Linear's"
+    backbone = getattr(causal_lm, causal_lm.base_model_prefix)
+    with pytest.raises(FusedLoraError) as error:
+        add_lora(backbone, MNTPConfig(mask_token="<unk>"))
+    message = str(error.value)
+    assert expected in message and f"peft {peft.__version__}" in message and "fused_lora = false" in message
+    assert isinstance(error.value, LM2VecError)
+    if change != "attribute":  # peft's own layers still train there (the renamed attribute breaks peft too)
+        causal_lm, _, _ = load_causal_lm(str(tiny_llama))
+        model = add_lora(getattr(causal_lm, causal_lm.base_model_prefix), MNTPConfig(fused_lora=False))
+        assert not any(isinstance(m, FusedLoraLinear | FusedGatedMLP) for m in model.modules())
+
+
+# --- fused_lora = false ----------------------------------------------------------------------------------------
+def mntp_model(tiny_llama, fused: bool, dropout: float):
+    causal_lm, _, _ = load_causal_lm(str(tiny_llama))
+    torch.manual_seed(0)
+    options = MNTPConfig(mask_token="<unk>", lora_dropout=dropout, fused_lora=fused)
+    model = build_mntp_model(causal_lm, options).double()
+    for name, parameter in model.named_parameters():
+        if "lora_B" in name:
+            nn.init.normal_(parameter, std=0.1)
+    return model
+
+
+def test_fused_lora_false_uses_peft_layers_with_the_same_function(tiny_llama) -> None:
+    """The same adapter through peft's layers and through the fused ones: the same loss and LoRA gradients
+    (training, no dropout), the same output with dropout in eval mode, and the same adapter state dict."""
+    fused, plain = mntp_model(tiny_llama, True, 0.0), mntp_model(tiny_llama, False, 0.0)
+    assert sum(type(m) is FusedLoraLinear for m in fused.modules()) == 14  # 7 projections x 2 layers
+    assert sum(type(m) is LoraLinear for m in plain.modules()) == 14
+    assert not any(isinstance(m, FusedLoraLinear | FusedGatedMLP) for m in plain.modules())
+    input_ids = torch.randint(4, 60, (2, 12), generator=torch.Generator().manual_seed(1))
+    labels = torch.where(torch.rand(2, 12, generator=torch.Generator().manual_seed(2)) < 0.3, input_ids, -100)
+    labels[:, 1] = input_ids[:, 1]
+    results = []
+    for model in (fused, plain):
+        model.train()
+        loss = model(input_ids=input_ids, attention_mask=torch.ones_like(input_ids), labels=labels)["loss"]
+        loss.backward()
+        results.append((loss.detach(), {n: p.grad for n, p in model.named_parameters() if p.grad is not None}))
+    (loss, grads), (expected_loss, expected_grads) = results
+    torch.testing.assert_close(loss, expected_loss)
+    assert grads.keys() == expected_grads.keys() and len(grads) == 28
+    for name in grads:
+        torch.testing.assert_close(grads[name], expected_grads[name], msg=name)
+
+    fused, plain = mntp_model(tiny_llama, True, 0.2).eval(), mntp_model(tiny_llama, False, 0.2).eval()
+    with torch.no_grad():
+        logits = [m(input_ids=input_ids, attention_mask=torch.ones_like(input_ids))["logits"] for m in (fused, plain)]
+    torch.testing.assert_close(logits[0], logits[1])
+    theirs, ours = get_peft_model_state_dict(plain.backbone), get_peft_model_state_dict(fused.backbone)
+    assert ours.keys() == theirs.keys() and all(torch.equal(ours[k], theirs[k]) for k in ours)
+
+
+def test_fused_lora_false_trains(tiny_llama, tmp_path) -> None:
+    """A short MNTP run with peft's own layers: the loss goes the way the fused layers' run goes (no dropout, the
+    same seed: the same steps up to float32 rounding) and the adapter it saves loads."""
+    rng = random.Random(0)
+    documents = [" ".join(rng.choice(WORDS) for _ in range(rng.randint(5, 30))) for _ in range(60)]
+    (tmp_path / "texts.txt").write_text("\n\n".join(documents))
+    runs = {}
+    for fused in (True, False):
+        options = MNTPConfig(
+            model=str(tiny_llama), data=str(tmp_path / "texts.txt"), output_dir=str(tmp_path / f"run-{fused}"),
+            max_seq_length=16, per_device_batch_size=2, max_steps=4, learning_rate=5e-3, logging_steps=1,
+            save_steps=4, mask_token="<unk>", eval_on_start=False, lora_dropout=0.0, fused_lora=fused,
+        )  # fmt: skip
+        result, trainer = train_mntp(options)
+        assert result.global_step == 4
+        assert any(type(m) is FusedLoraLinear for m in trainer.model.modules()) == fused
+        runs[fused] = [record["loss"] for record in read_log(options.output_dir) if "loss" in record]
+        assert (result.adapter_dir / "adapter_model.safetensors").is_file()
+    assert len(runs[False]) == 4
+    assert runs[False] == pytest.approx(runs[True], rel=1e-3)
+
+
+def test_fused_lora_is_a_recipe_option_of_every_training_stage() -> None:
+    from lm2vec.training.contrastive import SimCSEOptions, SupervisedOptions
+    from lm2vec.training.recipe import RecipeError, build_config
+
+    for options, section in ((MNTPConfig, "mntp"), (SimCSEOptions, "simcse"), (SupervisedOptions, "supervised")):
+        assert options().fused_lora is True
+        assert build_config(options, section, {section: {"fused_lora": False}}, []).fused_lora is False
+        assert build_config(options, section, {}, [f"{section}.fused_lora=false"]).fused_lora is False
+    with pytest.raises(RecipeError, match="fused_lora='sometimes' is not a boolean"):
+        build_config(MNTPConfig, "mntp", {"mntp": {"fused_lora": "sometimes"}}, [])

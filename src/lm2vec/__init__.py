@@ -4,8 +4,11 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from lm2vec.errors import LM2VecError
+
 __version__ = "0.1.0"
-__all__ = ["EncoderConfig", "LM2Vec"]
+__all__ = ["EncoderConfig", "LM2Vec", "LM2VecError"]
+_LAZY = ("EncoderConfig", "LM2Vec")
 
 if TYPE_CHECKING:
     from lm2vec.modeling import EncoderConfig, LM2Vec
@@ -13,7 +16,7 @@ if TYPE_CHECKING:
 
 def __getattr__(name: str):
     # Lazy, so that `lm2vec data ...` and its worker processes do not pay for importing torch and transformers.
-    if name in __all__:
+    if name in _LAZY:
         import lm2vec.modeling
 
         return getattr(lm2vec.modeling, name)

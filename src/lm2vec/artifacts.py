@@ -21,10 +21,12 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from lm2vec.errors import LM2VecError
+
 PARTIAL = ".partial-"
 
 
-class ForeignFolderError(FileExistsError):
+class ForeignFolderError(LM2VecError, FileExistsError):
     """A path lm2vec would write or delete holds something lm2vec did not create; the message names it."""
 
 

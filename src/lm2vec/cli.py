@@ -1,14 +1,20 @@
-"""The `lm2vec` command line: a thin typer layer over the library."""
+"""The `lm2vec` command line: a thin typer layer over the library.
+
+Every command reports a problem the user can fix as `error: MESSAGE` and exit status 2: each runs its work under
+`user_errors()` (lm2vec.console), which catches `LM2VecError`, the base of all of lm2vec's own errors, and the
+few builtin errors the command expects; anything else is a bug and keeps its traceback."""
 
 from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Annotated, NoReturn
+from typing import Annotated
 
 import typer
 
-from lm2vec.artifacts import ForeignFolderError, temporary_sibling
+from lm2vec.artifacts import temporary_sibling
+from lm2vec.console import fail as _fail
+from lm2vec.console import user_errors
 from lm2vec.data.cli import data_app
 from lm2vec.evaluation.cli import eval_app, report
 from lm2vec.serving.cli import register as register_serving
@@ -28,19 +34,11 @@ Pooling = Annotated[str | None, typer.Option(help="mean, weighted_mean, last_tok
 
 def _load(model: str, pooling: str | None, causal: bool, max_length: int | None = None, device: str | None = None):
     from lm2vec import LM2Vec
-    from lm2vec.modeling import ModelSourceError, StillCausalError, UnsupportedArchitectureError
 
-    try:
+    with user_errors(FileNotFoundError):
         return LM2Vec.from_pretrained(
             model, pooling=pooling, bidirectional=not causal, max_length=max_length, device=device
         )
-    except (ModelSourceError, StillCausalError, UnsupportedArchitectureError, FileNotFoundError) as error:
-        _fail(error)
-
-
-def _fail(error: Exception) -> NoReturn:
-    typer.secho(f"error: {error}", fg=typer.colors.RED, err=True)
-    raise typer.Exit(code=2) from None
 
 
 @app.command()
@@ -57,15 +55,10 @@ def run(
     ] = False,
 ) -> None:
     """Run a whole recipe: data, mntp, simcse, supervised, export, eval, report; re-running resumes."""
-    from lm2vec.data.errors import DataError
-    from lm2vec.evaluation.errors import EvalConfigError, EvalDataError
-    from lm2vec.pipeline import PipelineError, run_recipe
-    from lm2vec.training.recipe import RecipeError
+    from lm2vec.pipeline import run_recipe
 
-    try:
+    with user_errors(OSError):
         run_recipe(recipe, overrides or [], out, redo=redo, until=until, echo=typer.echo, verbose=verbose)
-    except (RecipeError, PipelineError, DataError, EvalDataError, EvalConfigError, OSError) as error:
-        _fail(error)
 
 
 @app.command()
@@ -78,10 +71,8 @@ def convert(
 ) -> None:
     """Write SOURCE as an encoder folder that LM2Vec, transformers and sentence-transformers load."""
     encoder = _load(source, pooling, causal, max_length)
-    try:
+    with user_errors():
         encoder.save_pretrained(out)
-    except ForeignFolderError as error:
-        _fail(error)
     typer.echo(f"wrote {out} ({encoder.model.config.model_type}, pooling={encoder.config.pooling})")
 
 
@@ -104,17 +95,13 @@ def encode(
         _fail(ValueError(f"--output {output}: its folder does not exist or it is a folder."))
     if batch_size < 1:
         _fail(ValueError(f"--batch-size must be at least 1, got {batch_size}."))
-    try:
+    with user_errors(ValueError):
         texts = read_texts(input)
-    except ValueError as error:
-        _fail(error)
     encoder = _load(model, pooling, causal, device=device)
-    try:
+    with user_errors(ValueError):
         embeddings = encoder.encode(
             texts, batch_size=batch_size, normalize=normalize, prompt=instruction, show_progress_bar=True
         )
-    except ValueError as error:
-        _fail(error)
     temporary = temporary_sibling(output)
     with temporary.open("wb") as file:  # np.save would add .npy to a name without it
         np.save(file, embeddings.astype(np.float32))
@@ -140,16 +127,12 @@ def mine(
     """Add hard negatives to query/positive pairs with the encoder MODEL, for `[supervised] data`."""
     from lm2vec.training.mining import MiningOptions, check_paths, mine_file
 
-    try:
+    with user_errors(ValueError, FileExistsError, FileNotFoundError):
         options = MiningOptions(num_negatives, margin, relative_margin, batch_size)
         check_paths(pairs, output, corpus)
-    except (ValueError, FileExistsError, FileNotFoundError) as error:
-        _fail(error)
     encoder = _load(model, pooling, False, device=device)
-    try:
+    with user_errors(ValueError, FileExistsError, FileNotFoundError):
         summary = mine_file(encoder, pairs, output, corpus, options)
-    except (ValueError, FileExistsError, FileNotFoundError) as error:
-        _fail(error)
     typer.echo(
         f"wrote {output}: {summary['negatives']} negatives for {summary['records']} pairs from "
         f"{summary['corpus']} corpus texts ({summary['records_short']} pairs got fewer than {num_negatives})"

@@ -1,5 +1,8 @@
 """What a pipeline stage prints: lm2vec's own lines (and one progress bar); third-party logs and warnings (peft's
-FutureWarnings, transformers' load reports) go to the stage's log file instead, or to both with `--verbose`."""
+FutureWarnings, transformers' load reports) go to the stage's log file instead, or to both with `--verbose`.
+
+Also how every command reports a problem the user can fix: `user_errors()` turns any `LM2VecError` (and the
+builtin errors a command names) into `error: MESSAGE` on stderr and exit status 2 (`fail`)."""
 
 from __future__ import annotations
 
@@ -8,6 +11,31 @@ import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import NoReturn
+
+from lm2vec.errors import LM2VecError
+
+
+def fail(error: BaseException) -> NoReturn:
+    """Print `error: MESSAGE` to stderr (red on a terminal) and exit with status 2."""
+    import typer
+
+    typer.secho(f"error: {error}", fg=typer.colors.RED, err=True)
+    raise typer.Exit(code=2) from None
+
+
+@contextmanager
+def user_errors(*also: type[Exception]) -> Iterator[None]:
+    """Every `LM2VecError` raised in the block, and every error of the classes `also` (builtins a command expects,
+    such as ValueError from a bad option), becomes `fail(error)`: `error: MESSAGE` and exit status 2."""
+    import typer
+
+    try:
+        yield
+    except (typer.Exit, typer.Abort, typer.TyperException):
+        raise  # typer's own exits and usage errors (typer.Exit is also a RuntimeError) pass through untouched
+    except (LM2VecError, *also) as error:
+        fail(error)
 
 
 @contextmanager

@@ -49,6 +49,7 @@ from typing import Any
 from lm2vec.artifacts import ForeignFolderError, claim_folder, read_record, remove_recorded, write_json_atomic
 from lm2vec.console import stage_log
 from lm2vec.data.errors import DataError
+from lm2vec.errors import LM2VecError
 from lm2vec.modeling.pooling import POOLING_MODES
 from lm2vec.training.recipe import RecipeError, build_config, check_all, load_recipe
 
@@ -122,7 +123,7 @@ class StageRecord:
     outputs: list[str] = field(default_factory=list)  # paths under the run folder this stage wrote
 
 
-class PipelineError(RuntimeError):
+class PipelineError(LM2VecError, RuntimeError):
     """The run cannot go on as asked; the message says what to do."""
 
 

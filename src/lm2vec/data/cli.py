@@ -9,9 +9,8 @@ from typing import Annotated
 
 import typer
 
-from lm2vec.artifacts import ForeignFolderError
+from lm2vec.console import user_errors
 from lm2vec.data.config import CorpusConfig, TextConfig, WikiConfig
-from lm2vec.data.errors import DataError
 from lm2vec.data.pipeline import build_text_corpus, build_wiki_corpus
 from lm2vec.data.shards import Manifest
 
@@ -97,10 +96,8 @@ def _run(build, config_class: type[CorpusConfig], options: dict) -> None:
     if not logging.getLogger().handlers:
         logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     try:
-        manifest = build(config_class(**options))
-    except (DataError, ValueError, ForeignFolderError) as error:
-        typer.echo(f"error: {error}", err=True)
-        raise typer.Exit(2) from error
+        with user_errors(ValueError):
+            manifest = build(config_class(**options))
     except KeyboardInterrupt:
         typer.echo("interrupted: the shards written so far are listed in manifest.json; rerun with --resume",
                    err=True)  # fmt: skip

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from lm2vec.errors import LM2VecError
 
-class DataError(Exception):
+
+class DataError(LM2VecError):
     """Bad input or a bad output directory; the CLI prints the message and exits non-zero."""
 
 

@@ -10,7 +10,7 @@ from typing import Annotated
 
 import typer
 
-from lm2vec.evaluation.errors import EvalConfigError, EvalDataError
+from lm2vec.console import user_errors
 
 eval_app = typer.Typer(no_args_is_help=True, help="Evaluate encoders on offline MTEB-style tasks.")
 
@@ -24,11 +24,6 @@ NoCache = Annotated[bool, typer.Option("--no-cache", help="Do not read or write 
 MODEL_HELP = (
     "name=source[,adapters=a+b][,pooling=..][,causal]; source: folder, .gguf, pkg:smollm2, ref:all-minilm-l6-v2"
 )
-
-
-def _fail(error: Exception) -> typer.Exit:
-    typer.secho(f"error: {error}", fg=typer.colors.RED, err=True)
-    return typer.Exit(code=2)
 
 
 def _tasks(tasks_files, suites, names, limit):
@@ -63,11 +58,9 @@ def run_command(
     from lm2vec.evaluation.encoders import ModelSpec
     from lm2vec.evaluation.report import markdown_table
 
-    try:
+    with user_errors(OSError):
         specs = [ModelSpec.parse(m) for m in model]
         results = _run(specs, tasks, suite, task, limit, batch_size, device, no_cache)
-    except (EvalDataError, EvalConfigError, OSError) as error:
-        raise _fail(error) from None
     results.save(out)
     typer.echo(markdown_table(results))
     typer.echo(f"wrote {out}")
@@ -78,10 +71,8 @@ def list_command(tasks: TasksFile = None) -> None:
     """The suites and tasks of the built-in registry (and of --tasks files)."""
     from lm2vec.evaluation.registry import Registry
 
-    try:
+    with user_errors():
         registry = Registry.from_files(tasks or [])
-    except (EvalDataError, EvalConfigError) as error:
-        raise _fail(error) from None
     for suite, names in registry.suites.items():
         typer.echo(f"suite {suite}: {', '.join(names)}")
     for name, definition in registry.tasks.items():
@@ -91,13 +82,10 @@ def list_command(tasks: TasksFile = None) -> None:
 @eval_app.command("fetch-data")
 def fetch_data(lang: Annotated[str, typer.Option(help="LibreOffice language pack.")] = "bg") -> None:
     """Download Debian's libreoffice-l10n-LANG with apt-get and unpack its .mo catalogues into the lm2vec cache."""
-    from lm2vec.data.errors import DataError
     from lm2vec.data.packaged import libreoffice_messages
 
-    try:
+    with user_errors(OSError):
         folder = libreoffice_messages(lang)
-    except (DataError, OSError) as error:
-        raise _fail(error) from None
     typer.echo(f"LibreOffice {lang} catalogues: {folder}")
 
 
@@ -126,12 +114,10 @@ def report(
     """Compare models stage by stage on the same tasks: a markdown table and a PNG bar chart."""
     from lm2vec.evaluation.report import baseline_specs, markdown_table, resolve_models, write_report
 
-    try:
+    with user_errors(OSError):
         specs = (baseline_specs(baselines) if baselines else []) + resolve_models(models or [], reference=reference)
         started = time.perf_counter()
         results = _run(specs, tasks, suite, task, limit, batch_size, device, no_cache)
-    except (EvalDataError, EvalConfigError, OSError) as error:
-        raise _fail(error) from None
     invoked = Path(sys.argv[0]).name == "lm2vec" and sys.argv[1:2] == ["report"]
     command = "lm2vec report " + " ".join(shlex.quote(a) for a in sys.argv[2:]) if invoked else None
     paths = write_report(results, out, title, command)

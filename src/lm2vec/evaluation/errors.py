@@ -4,8 +4,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from lm2vec.errors import LM2VecError
 
-class EvalDataError(ValueError):
+
+class EvalDataError(LM2VecError, ValueError):
     """Evaluation data that cannot be used: a missing file, a malformed line, an empty task ..."""
 
     def __init__(self, message: str, path: str | Path | None = None, line: int | None = None) -> None:
@@ -15,5 +17,5 @@ class EvalDataError(ValueError):
         super().__init__(where + message)
 
 
-class EvalConfigError(ValueError):
+class EvalConfigError(LM2VecError, ValueError):
     """A task registry, model spec or run manifest that cannot be understood."""

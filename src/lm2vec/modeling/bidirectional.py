@@ -17,6 +17,8 @@ import transformers
 from packaging.version import Version
 from torch import nn
 
+from lm2vec.errors import LM2VecError
+
 MIN_TRANSFORMERS = Version("5.0")
 
 # Architectures (config.model_type) whose masks honour `is_causal=False`, verified by tests/test_bidirectional.py
@@ -51,11 +53,11 @@ SUPPORTED_ARCHITECTURES: dict[str, tuple[str, ...]] = {
 }
 
 
-class UnsupportedArchitectureError(ValueError):
+class UnsupportedArchitectureError(LM2VecError, ValueError):
     """The architecture has not been verified to become bidirectional with this transformers version."""
 
 
-class StillCausalError(RuntimeError):
+class StillCausalError(LM2VecError, RuntimeError):
     """The bidirectional probe found that a token does not see the tokens after it."""
 
 

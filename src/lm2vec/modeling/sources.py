@@ -19,6 +19,8 @@ import torch
 from huggingface_hub import constants as hub_constants
 from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
+from lm2vec.errors import LM2VecError
+
 
 @dataclass(frozen=True)
 class PackagedModel:
@@ -66,7 +68,7 @@ PACKAGED_MODELS: dict[str, PackagedModel] = {
 PACKAGE_PREFIX = "pkg:"
 
 
-class ModelSourceError(OSError):
+class ModelSourceError(LM2VecError, OSError):
     """A model source could not be resolved; the message says what to do."""
 
 

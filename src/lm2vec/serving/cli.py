@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import json
-from contextlib import contextmanager
 from dataclasses import asdict
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
+from lm2vec.console import user_errors
 from lm2vec.serving.documents import ChunkingOptions
 from lm2vec.serving.index import WriteOptions
 
@@ -23,20 +23,8 @@ ExactLimit = Annotated[int, typer.Option(help="Up to this many passages an exact
 _WRITE = WriteOptions()
 _CHUNKING = ChunkingOptions()
 
-
-@contextmanager
-def _user_errors() -> None:
-    """The errors a user can fix become `error: ...` and exit status 2."""
-    from lm2vec.data.errors import DataError
-    from lm2vec.modeling import ModelSourceError, StillCausalError, UnsupportedArchitectureError
-    from lm2vec.serving.index import IndexStoreError
-
-    try:
-        yield
-    except (IndexStoreError, DataError, ModelSourceError, StillCausalError, UnsupportedArchitectureError,
-            FileNotFoundError, ValueError) as error:  # fmt: skip
-        typer.secho(f"error: {error}", fg=typer.colors.RED, err=True)
-        raise typer.Exit(code=2) from None
+# The builtin errors these commands report as `error: ...` besides lm2vec's own (a bad option, a missing file).
+_EXPECTED = (FileNotFoundError, ValueError)
 
 
 @index_app.command("build")
@@ -57,7 +45,7 @@ def build(
     """Split SOURCES into passages, encode them as documents and store them with a FAISS index in OUT."""
     from lm2vec.serving.index import build_index
 
-    with _user_errors():
+    with user_errors(*_EXPECTED):
         options, chunking = (
             WriteOptions(batch_size, part_size, exact_limit),
             ChunkingOptions(passage_tokens, overlap_tokens, lang),
@@ -78,7 +66,7 @@ def add(
     """Append the passages of SOURCES that INDEX does not hold yet (unchanged passages are not encoded again)."""
     from lm2vec.serving.index import add_to_index
 
-    with _user_errors():
+    with user_errors(*_EXPECTED):
         report = add_to_index(index, sources, WriteOptions(batch_size, part_size, exact_limit), device=device)
     typer.echo(report.summary(index))
 
@@ -98,7 +86,7 @@ def search(
 
     if k < 1:
         raise typer.BadParameter(f"must be at least 1, got {k}", param_hint="--k")
-    with _user_errors():
+    with user_errors(*_EXPECTED):
         store = SearchIndex(index)
         encoder = load_index_model(store.model, device)
         instruction = encoder.config.query_instruction if instruction is None else instruction
@@ -144,7 +132,7 @@ def serve(
 
     from lm2vec.serving.app import ServeOptions, create_app, load_service
 
-    with _user_errors():
+    with user_errors(*_EXPECTED):
         options = ServeOptions(api_key=api_key, max_inputs=max_inputs, max_input_tokens=max_input_tokens,
                                truncate=truncate, max_body_bytes=max_body_bytes, batch_tokens=batch_tokens,
                                batch_size=batch_size, max_wait_ms=max_wait_ms)  # fmt: skip

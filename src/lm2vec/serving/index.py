@@ -37,6 +37,7 @@ from lm2vec.artifacts import (
     temporary_sibling,
     write_json_atomic,
 )
+from lm2vec.errors import LM2VecError
 from lm2vec.serving.documents import Chunker, ChunkingOptions, Passage, check_sources, read_documents
 
 MANIFEST_NAME = "lm2vec_index.json"
@@ -46,7 +47,7 @@ WEIGHT_SUFFIXES = (".safetensors", ".bin", ".gguf", ".pt")
 PASSAGE_COLUMNS = ("hash", "text", "source", "doc_id", "title", "metadata")
 
 
-class IndexStoreError(Exception):
+class IndexStoreError(LM2VecError):
     """A problem with an index folder or its inputs, worded for the user."""
 
 

@@ -7,6 +7,8 @@ from typing import Annotated
 
 import typer
 
+from lm2vec.console import user_errors
+
 train_app = typer.Typer(no_args_is_help=True, help="Train a stage: mntp, simcse, supervised.")
 
 
@@ -20,25 +22,17 @@ def mntp(
 ) -> None:
     """Masked next-token prediction with LoRA (LLM2Vec step 2); options: see lm2vec.training.mntp.MNTPConfig."""
     from lm2vec.training.mntp import run_from_recipe
-    from lm2vec.training.recipe import RecipeError
 
-    try:
+    with user_errors(FileExistsError, FileNotFoundError, ValueError):
         result = run_from_recipe(recipe, overrides or [], resume)
-    except (RecipeError, FileExistsError, FileNotFoundError, ValueError) as error:
-        typer.secho(f"error: {error}", fg=typer.colors.RED, err=True)
-        raise typer.Exit(code=2) from None
     typer.echo(f"MNTP done at step {result.global_step}: adapter {result.adapter_dir}")
 
 
 def _contrastive(mode: str, recipe: Path | None, overrides: list[str] | None, resume: bool) -> None:
     from lm2vec.training.contrastive import run_from_recipe
-    from lm2vec.training.recipe import RecipeError
 
-    try:
+    with user_errors(FileExistsError, FileNotFoundError, ValueError):
         result = run_from_recipe(mode, recipe, overrides or [], resume)
-    except (RecipeError, FileExistsError, FileNotFoundError, ValueError) as error:
-        typer.secho(f"error: {error}", fg=typer.colors.RED, err=True)
-        raise typer.Exit(code=2) from None
     exported = f", encoder {result.encoder_dir}" if result.encoder_dir else ""
     typer.echo(f"{mode} done at step {result.global_step}: adapter {result.adapter_dir}{exported}")
 

@@ -68,6 +68,9 @@ class TrainingOptions:
     lora_alpha: int = 32
     lora_dropout: float = 0.05
     lora_target_modules: list[str] = field(default_factory=lambda: ["all-linear"])
+    # Fused LoRA layers where they apply (faster, far fewer saved activations: lm2vec.training.lora); false uses
+    # peft's own layers (the same function and adapter files).
+    fused_lora: bool = True
 
     def __post_init__(self) -> None:
         if problems := self.problems():
@@ -107,12 +110,13 @@ class TrainingOptions:
         return failed_checks(checks)
 
 
-def add_lora(backbone: PreTrainedModel, options: TrainingOptions, fused: bool = True) -> PeftModel:
+def add_lora(backbone: PreTrainedModel, options: TrainingOptions) -> PeftModel:
     """Wrap the backbone with a fresh LoRA adapter; only the adapter's weights train.
 
-    With `fused`, peft's LoRA layers are switched to lm2vec's (`lm2vec.training.lora`): the same function and
-    adapter files with far fewer saved activations, and the norm outputs they keep are recomputed in the backward
-    pass of forwards run under `recomputing_norm_outputs()`."""
+    With `options.fused_lora`, peft's LoRA layers are switched to lm2vec's (`lm2vec.training.lora`): the same
+    function and adapter files with far fewer saved activations, and the norm outputs they keep are recomputed in
+    the backward pass of forwards run under `recomputing_norm_outputs()`. Raises `FusedLoraError` when the
+    installed peft does not fit them (then `fused_lora = false` trains with peft's own layers)."""
     targets = options.lora_target_modules
     config = LoraConfig(
         r=options.lora_r,
@@ -122,7 +126,7 @@ def add_lora(backbone: PreTrainedModel, options: TrainingOptions, fused: bool = 
         bias="none",
     )
     model = get_peft_model(backbone, config)
-    if fused:
+    if options.fused_lora:
         fuse_lora_layers(model)
         mark_norm_outputs(model)
     return model

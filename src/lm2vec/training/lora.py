@@ -14,7 +14,14 @@ distributed), which gives exactly the distribution of independent drops with pro
 many random numbers, from a private generator whose seed is all the backward pass needs to draw them again.
 `FusedGatedMLP` does the same for the down projection of a gated MLP and also recomputes `act(gate) * up` in the
 backward pass instead of keeping it. The parameters, their names and the saved adapter are peft's own;
-`fuse_lora_layers` switches a peft model's layers in place.
+`fuse_lora_layers` switches a peft model's layers in place (the `fused_lora` training option, on by default;
+off, training uses peft's own layers).
+
+The fused layers read peft's `lora.Linear` internals (`PEFT_LAYER_ATTRIBUTES`, `PEFT_LAYER_PROPERTIES`, the
+signature of its `forward`) and compute what its forward computes. `fuse_lora_layers` first checks all of that
+against the installed peft, on a probe layer whose fused output and gradients must equal peft's, and raises
+`FusedLoraError` (naming the peft version and `fused_lora = false`) rather than train with layers that no longer
+fit; tests/test_lora.py asserts the same of the installed peft.
 
 The input the adapters of q/k/v and gate/up keep is a normalisation layer's output, which nothing else keeps (a
 frozen projection needs only its weight for the input's gradient). Under `recomputing_norm_outputs()` such a
@@ -24,12 +31,22 @@ tensor is not kept but recomputed in the backward pass from the norm's input, wh
 
 from __future__ import annotations
 
+import copy
+import functools
+import inspect
 import math
 import warnings
 
+import peft
 import torch
-from peft.tuners.lora import Linear as LoraLinear
 from torch import nn
+
+from lm2vec.errors import LM2VecError
+
+try:
+    from peft.tuners.lora import Linear as LoraLinear
+except ImportError:  # a peft without it: fuse_lora_layers refuses with FusedLoraError, fused_lora = false trains
+    LoraLinear = None
 
 
 def dropped_positions(
@@ -154,7 +171,7 @@ def _dropout_matmul(x2d: torch.Tensor, dropped: torch.Tensor | None, scale: floa
         return (x2d @ other).sub_(dropped_part @ other).mul_(scale)
 
 
-class FusedLoraLinear(LoraLinear):
+class FusedLoraLinear(LoraLinear if LoraLinear is not None else nn.Module):
     """peft's `lora.Linear` whose forward runs `LoraAddmm` when it can: a plain `nn.Linear` base, one active plain
     LoRA adapter (no DoRA or other variant, no LoRA bias), not merged, matching dtypes, no autocast, no extra
     arguments. Anything else goes to peft's own forward."""
@@ -293,7 +310,14 @@ def _fused_mlp_class(cls: type) -> type:
 
 def fuse_lora_layers(model: nn.Module) -> int:
     """Switch, in place, every peft `lora.Linear` of `model` to `FusedLoraLinear` and every gated MLP of a known
-    class (`GATED_MLP_CLASSES`) to its `FusedGatedMLP` subclass; returns how many LoRA layers were switched."""
+    class (`GATED_MLP_CLASSES`) to its `FusedGatedMLP` subclass; returns how many LoRA layers were switched.
+
+    Raises `FusedLoraError` (before switching anything) when the installed peft does not fit the fused layers."""
+    check_peft_fits()
+    layers = [module for module in model.modules() if LoraLinear is not None and type(module) is LoraLinear]
+    for layer in layers:
+        if problems := peft_layer_problems(layer):
+            raise FusedLoraError(_misfit(problems))
     switched = 0
     for module in model.modules():
         if type(module) is LoraLinear:
@@ -302,6 +326,120 @@ def fuse_lora_layers(model: nn.Module) -> int:
         elif type(module).__name__ in GATED_MLP_CLASSES and not isinstance(module, FusedGatedMLP):
             module.__class__ = _fused_mlp_class(type(module))
     return switched
+
+
+# --- what the fused layers assume of peft ----------------------------------------------------------------------
+# The instance attributes of a peft `lora.Linear` that FusedLoraLinear reads (peft's LoraLayer sets them), and
+# their types: `lora_A`/`lora_B`/`lora_dropout` map an adapter name to its nn.Linear/nn.Linear/dropout module,
+# `scaling` to its float, `lora_variant` to a variant (DoRA ...) object, `use_dora` to a flag.
+PEFT_LAYER_ATTRIBUTES: dict[str, type] = {
+    "base_layer": nn.Module,
+    "lora_A": nn.ModuleDict,
+    "lora_B": nn.ModuleDict,
+    "lora_dropout": nn.ModuleDict,
+    "scaling": dict,
+    "lora_variant": dict,
+    "use_dora": dict,
+}
+# Properties of the class (peft's BaseTunerLayer): bool, bool, list of adapter names.
+PEFT_LAYER_PROPERTIES = ("disable_adapters", "merged", "active_adapters")
+# `lora.Linear.forward(self, x, *args, **kwargs)`: FusedLoraLinear.forward overrides it with the same parameters.
+PEFT_FORWARD_PARAMETERS = (
+    ("self", inspect.Parameter.POSITIONAL_OR_KEYWORD),
+    ("x", inspect.Parameter.POSITIONAL_OR_KEYWORD),
+    ("args", inspect.Parameter.VAR_POSITIONAL),
+    ("kwargs", inspect.Parameter.VAR_KEYWORD),
+)
+
+
+class FusedLoraError(LM2VecError, RuntimeError):
+    """The installed peft does not fit lm2vec's fused LoRA layers; `fused_lora = false` trains with peft's own."""
+
+
+def _misfit(problems: list[str]) -> str:
+    return (
+        f"lm2vec's fused LoRA layers do not fit the installed peft {peft.__version__}: {'; '.join(problems)}. "
+        "Set `fused_lora = false` in the training stage's recipe section (e.g. `--set mntp.fused_lora=false` for "
+        "`lm2vec run`, `--set fused_lora=false` for `lm2vec train`) to train with peft's own LoRA layers."
+    )
+
+
+def peft_class_problems() -> list[str]:
+    """How the installed peft's `lora.Linear` class differs from what FusedLoraLinear assumes (empty: it fits)."""
+    if LoraLinear is None:
+        return ["peft.tuners.lora has no Linear class"]
+    problems = [
+        f"lora.Linear has no `{name}` property" for name in PEFT_LAYER_PROPERTIES if not hasattr(LoraLinear, name)
+    ]
+    parameters = tuple((p.name, p.kind) for p in inspect.signature(LoraLinear.forward).parameters.values())
+    if parameters != PEFT_FORWARD_PARAMETERS:
+        problems.append(f"lora.Linear.forward{inspect.signature(LoraLinear.forward)} is not forward(self, x, ...)")
+    return problems
+
+
+def peft_layer_problems(layer: nn.Module) -> list[str]:
+    """How a peft `lora.Linear` instance differs from what FusedLoraLinear reads of it (empty: it fits)."""
+    problems = []
+    for name, kind in PEFT_LAYER_ATTRIBUTES.items():
+        value = getattr(layer, name, None)
+        if not isinstance(value, kind):
+            problems.append(f"lora.Linear.{name} is {type(value).__name__}, not {kind.__name__}")
+    active = getattr(layer, "active_adapters", None)
+    if not isinstance(active, list | tuple) or not all(isinstance(name, str) for name in active):
+        problems.append(f"lora.Linear.active_adapters is {active!r}, not a list of adapter names")
+    for name in ("disable_adapters", "merged"):
+        if not isinstance(getattr(layer, name, None), bool):
+            problems.append(f"lora.Linear.{name} is not a bool")
+    if not problems and isinstance(layer.scaling, dict):
+        if not all(isinstance(value, float | int) for value in layer.scaling.values()):
+            problems.append("lora.Linear.scaling does not map adapters to numbers")
+    return problems
+
+
+@functools.cache
+def peft_problems() -> tuple[str, ...]:
+    """Everything the fused layers assume of the installed peft, checked once per process: the class, the
+    attributes of a probe layer (float64, LoRA on one 8x6 projection, random B), and that on it the fused forward
+    actually runs and gives peft's output and gradients (no dropout; with dropout the same up to the mask)."""
+    if problems := peft_class_problems():
+        return tuple(problems)
+    # The probe draws random numbers (training's seeds must not see them) and needs gradients wherever it is called.
+    with torch.random.fork_rng(devices=[]), torch.enable_grad():
+        torch.manual_seed(0)
+        config = peft.LoraConfig(r=2, lora_alpha=4, lora_dropout=0.0, target_modules=["0"], init_lora_weights=False)
+        probe = peft.get_peft_model(nn.Sequential(nn.Linear(8, 6)).double(), config)
+        layers = [module for module in probe.modules() if type(module) is LoraLinear]
+        if len(layers) != 1:
+            return (f"get_peft_model made {len(layers)} lora.Linear layers of one targeted nn.Linear, not 1",)
+        if problems := peft_layer_problems(layers[0]):
+            return tuple(problems)
+        x = torch.randn(2, 3, 8, dtype=torch.float64)
+        fused = copy.deepcopy(probe)
+        fused_layer = next(module for module in fused.modules() if type(module) is LoraLinear)
+        fused_layer.__class__ = FusedLoraLinear
+        if fused_layer._fused_adapter(x) is None:
+            return ("a plain LoRA layer no longer takes the fused path",)
+        results = []
+        for model in (probe, fused):
+            model.train()
+            out = model(x)
+            out.pow(2).sum().backward()
+            grads = {n: p.grad for n, p in model.named_parameters() if p.grad is not None}
+            results.append((out.detach(), grads))
+    (expected, expected_grads), (out, grads) = results
+    if not torch.allclose(out, expected, rtol=1e-9, atol=1e-9):
+        return ("the fused forward no longer equals lora.Linear's (base + lora_B(lora_A(dropout(x))) * scaling)",)
+    if grads.keys() != expected_grads.keys() or not all(
+        torch.allclose(grads[n], expected_grads[n], rtol=1e-9, atol=1e-9) for n in grads
+    ):
+        return ("the fused layer's gradients no longer equal lora.Linear's",)
+    return ()
+
+
+def check_peft_fits() -> None:
+    """Raise `FusedLoraError` naming the peft version and `fused_lora = false` unless the installed peft fits."""
+    if problems := peft_problems():
+        raise FusedLoraError(_misfit(list(problems)))
 
 
 # --- norm outputs ----------------------------------------------------------------------------------------------
@@ -358,8 +496,16 @@ __all__ = [
     "GatedLoraDown",
     "LoraAddmm",
     "Dropped",
+    "FusedLoraError",
+    "PEFT_FORWARD_PARAMETERS",
+    "PEFT_LAYER_ATTRIBUTES",
+    "PEFT_LAYER_PROPERTIES",
+    "check_peft_fits",
     "dropped_positions",
     "fuse_lora_layers",
+    "peft_class_problems",
+    "peft_layer_problems",
+    "peft_problems",
     "mark_norm_outputs",
     "recomputing_norm_outputs",
 ]

@@ -15,10 +15,12 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
+from lm2vec.errors import LM2VecError
+
 ConfigT = TypeVar("ConfigT")
 
 
-class RecipeError(ValueError):
+class RecipeError(LM2VecError, ValueError):
     """A recipe or an override does not fit the stage's options."""
 
 
