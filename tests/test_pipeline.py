@@ -22,7 +22,7 @@ from lm2vec.data.errors import DataError
 from lm2vec.data.packaged import stsb_dir
 from lm2vec.modeling.card import front_matter
 from lm2vec.pipeline import STAGES, Pipeline, PipelineError, plan_run, run_recipe
-from lm2vec.training.recipe import RecipeError
+from lm2vec.recipe import RecipeError
 from tests.tiny_models import WORDS
 
 ROOT = Path(__file__).resolve().parents[1]

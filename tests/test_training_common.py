@@ -8,9 +8,9 @@ from dataclasses import dataclass, field
 import pytest
 
 from lm2vec.artifacts import ForeignFolderError
+from lm2vec.recipe import RecipeError, build_config, load_recipe
 from lm2vec.training.callbacks import plot_losses, read_log
 from lm2vec.training.common import TrainingOptions, resume_checkpoint
-from lm2vec.training.recipe import RecipeError, build_config, load_recipe
 
 
 @dataclass

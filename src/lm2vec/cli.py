@@ -60,7 +60,7 @@ def run(
     from lm2vec.data.errors import DataError
     from lm2vec.evaluation.errors import EvalConfigError, EvalDataError
     from lm2vec.pipeline import PipelineError, run_recipe
-    from lm2vec.training.recipe import RecipeError
+    from lm2vec.recipe import RecipeError
 
     try:
         run_recipe(recipe, overrides or [], out, redo=redo, until=until, echo=typer.echo, verbose=verbose)

@@ -50,7 +50,7 @@ from lm2vec.artifacts import ForeignFolderError, claim_folder, read_record, remo
 from lm2vec.console import stage_log
 from lm2vec.data.errors import DataError
 from lm2vec.modeling.pooling import POOLING_MODES
-from lm2vec.training.recipe import RecipeError, build_config, check_all, load_recipe
+from lm2vec.recipe import RecipeError, build_config, check_all, load_recipe
 
 logger = logging.getLogger(__name__)
 

@@ -19,8 +19,8 @@ def mntp(
     resume: Annotated[bool, typer.Option(help="Continue from the latest checkpoint in output_dir.")] = False,
 ) -> None:
     """Masked next-token prediction with LoRA (LLM2Vec step 2); options: see lm2vec.training.mntp.MNTPConfig."""
+    from lm2vec.recipe import RecipeError
     from lm2vec.training.mntp import run_from_recipe
-    from lm2vec.training.recipe import RecipeError
 
     try:
         result = run_from_recipe(recipe, overrides or [], resume)
@@ -31,8 +31,8 @@ def mntp(
 
 
 def _contrastive(mode: str, recipe: Path | None, overrides: list[str] | None, resume: bool) -> None:
+    from lm2vec.recipe import RecipeError
     from lm2vec.training.contrastive import run_from_recipe
-    from lm2vec.training.recipe import RecipeError
 
     try:
         result = run_from_recipe(mode, recipe, overrides or [], resume)

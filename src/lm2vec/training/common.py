@@ -26,6 +26,7 @@ from transformers.trainer_callback import PrinterCallback, ProgressCallback
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR, rotate_checkpoints
 
 from lm2vec.artifacts import PARTIAL, claim_folder, temporary_sibling, write_json_atomic, write_text_atomic
+from lm2vec.recipe import failed_checks
 from lm2vec.training.callbacks import (
     LOG_NAME,
     JsonlLogCallback,
@@ -36,7 +37,6 @@ from lm2vec.training.callbacks import (
     read_log,
 )
 from lm2vec.training.lora import fuse_lora_layers, mark_norm_outputs
-from lm2vec.training.recipe import failed_checks
 
 logger = logging.getLogger(__name__)
 

@@ -42,6 +42,7 @@ from transformers import Trainer
 from lm2vec.artifacts import atomic_folder, write_json_atomic
 from lm2vec.modeling.encoder import LM2Vec
 from lm2vec.modeling.pooling import POOLING_MODES, pool
+from lm2vec.recipe import failed_checks
 from lm2vec.training.common import (
     AtomicCheckpoints,
     OneProgressBar,
@@ -53,7 +54,6 @@ from lm2vec.training.common import (
 )
 from lm2vec.training.lora import recomputing_norm_outputs
 from lm2vec.training.losses import contrastive_loss
-from lm2vec.training.recipe import failed_checks
 
 logger = logging.getLogger(__name__)
 
@@ -530,7 +530,7 @@ def run_from_recipe(
 ) -> ContrastiveResult:
     """`lm2vec train simcse|supervised`: options from the recipe's `[simcse]`/`[supervised]` section and the
     `key=value` overrides."""
-    from lm2vec.training.recipe import build_config, load_recipe
+    from lm2vec.recipe import build_config, load_recipe
 
     options_class, train = {
         "simcse": (SimCSEOptions, train_simcse),
