@@ -23,6 +23,7 @@ from lm2vec.data.packaged import stsb_dir
 from lm2vec.modeling.card import front_matter
 from lm2vec.pipeline import STAGES, Pipeline, PipelineError, plan_run, run_recipe
 from lm2vec.recipe import RecipeError
+from lm2vec.stages import get_stage
 from tests.tiny_models import WORDS
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -172,10 +173,10 @@ def test_a_failed_stage_is_resumed(tiny_llama, inputs, tmp_path, monkeypatch) ->
     state = json.loads((run_dir / "pipeline.json").read_text())["stages"]
     assert state["mntp"]["status"] == "done" and state["simcse"]["status"] == "pending"
 
-    def broken(self):
+    def broken(context):
         raise KeyboardInterrupt  # as if the user pressed Ctrl-C during SimCSE
 
-    monkeypatch.setattr(Pipeline, "_simcse", broken)
+    monkeypatch.setattr(get_stage("simcse"), "run", broken)
     with pytest.raises(KeyboardInterrupt):
         run_recipe(QUICK, overrides, run_dir, echo=lambda line: None)
     assert json.loads((run_dir / "pipeline.json").read_text())["stages"]["simcse"]["status"] == "failed"
