@@ -132,23 +132,25 @@ def unregister_stage(name: str) -> None:
 
 
 def registered_stages() -> list[Stage]:
-    """Every registered stage in run order: each right after the stage it names in `after`."""
+    """Every registered stage in run order: in the order of registration, each right after the stage it names in
+    `after` (a stage whose `after` is not registered yet waits for it)."""
     order: list[Stage] = []
-    pending = list(_REGISTERED.values())
-    while pending:
-        waiting = []
-        for stage, after in pending:
-            names = [placed.name for placed in order]
-            if after is None:
-                order.insert(0, stage)
-            elif after in names:
-                order.insert(names.index(after) + 1, stage)
-            else:
-                waiting.append((stage, after))
-        if len(waiting) == len(pending):
-            missing = ", ".join(f"{stage.name} (after {after})" for stage, after in waiting)
-            raise ValueError(f"stage(s) registered after a stage that is not registered: {missing}")
-        pending = waiting
+    waiting: list[tuple[Stage, str | None]] = []
+    for registration in _REGISTERED.values():
+        waiting.append(registration)
+        placed = True
+        while placed:
+            placed = False
+            for stage, after in waiting:
+                names = [s.name for s in order]
+                if after is None or after in names:
+                    order.insert(0 if after is None else names.index(after) + 1, stage)
+                    waiting.remove((stage, after))
+                    placed = True
+                    break
+    if waiting:
+        missing = ", ".join(f"{stage.name} (after {after})" for stage, after in waiting)
+        raise ValueError(f"stage(s) registered after a stage that is not registered: {missing}")
     return order
 
 
