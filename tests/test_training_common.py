@@ -71,6 +71,7 @@ def test_resume_skips_an_incomplete_checkpoint(tmp_path, caplog) -> None:
             content = json.dumps({"global_step": step}) if name == "trainer_state.json" else "weights"
             (run / f"checkpoint-{step}" / name).write_text(content)
     (run / ".checkpoint-8.partial-staging" / "checkpoint-8").mkdir(parents=True)  # a save killed before its rename
+    (run / ".checkpoint-10.partial-123").write_text("a file, not a folder")  # removed too, not an error
     with caplog.at_level("WARNING"):
         assert resume_checkpoint(options, resume=True) == str(run / "checkpoint-2")
     assert "checkpoint-4 is incomplete" in caplog.text and "checkpoint-6 is incomplete" in caplog.text

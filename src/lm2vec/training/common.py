@@ -198,8 +198,10 @@ class AtomicCheckpoints:
             self._checkpoint_staging = None
         self.accelerator.wait_for_everyone()
         if self.args.should_save:
-            if final.exists():  # an incomplete one from a killed run, at the same step
+            if final.is_dir() and not final.is_symlink():  # an incomplete one from a killed run, at the same step
                 shutil.rmtree(final)
+            elif final.exists() or final.is_symlink():
+                final.unlink()
             os.replace(staging / final.name, final)
             staging.rmdir()
             rotate_checkpoints(str(run_dir), self.args.save_total_limit, self.state.best_model_checkpoint, True)
@@ -231,7 +233,10 @@ def last_complete_checkpoint(output_dir: Path, clean: bool) -> str | None:
             logger.warning("%s is incomplete (a save was interrupted): removed, not resumed from.", path)
             shutil.rmtree(path)
     for leftover in output_dir.glob(f".{PREFIX_CHECKPOINT_DIR}-*{PARTIAL}*") if clean else ():
-        shutil.rmtree(leftover)
+        if leftover.is_dir() and not leftover.is_symlink():
+            shutil.rmtree(leftover)
+        else:
+            leftover.unlink()
     return str(last) if last is not None else None
 
 
