@@ -54,7 +54,7 @@ from lm2vec.console import stage_log
 from lm2vec.data.errors import DataError
 from lm2vec.modeling.pooling import POOLING_MODES
 from lm2vec.recipe import RecipeError, build_config, check_all, load_recipe
-from lm2vec.stages import Stage, duration, registered_stages
+from lm2vec.stages import OWNED, Stage, duration, registered_stages
 from lm2vec.stages.eval import EvalOptions
 
 logger = logging.getLogger(__name__)
@@ -65,8 +65,6 @@ RUN_FORMAT = "lm2vec-run"
 LEGACY_KEYS = ("recipe", "run", "stages")  # pipeline.json before it had a format tag
 # A running stage's wall time is written this often, so a killed attempt still counts.
 HEARTBEAT_SECONDS = 10.0
-# Options the run sets for each training stage; a recipe may not set them.
-OWNED = {"output_dir", "export", "merge"}
 
 
 def __getattr__(name: str) -> Any:
@@ -82,11 +80,14 @@ def __getattr__(name: str) -> Any:
 class RunOptions:
     """The `[run]` section: what every stage shares."""
 
-    model: str = "pkg:smollm2"  # base model: folder, hub id, .gguf or pkg: alias
-    out: str = ""  # run folder; default runs/<recipe name>; --out overrides
-    pooling: str = "mean"  # training and the exported encoder
-    max_length: int = 512  # the exported encoder's
-    supervised_after: str = "mntp"  # the adapters supervised training starts from: mntp, or simcse (mntp + simcse)
+    model: str = field(default="pkg:smollm2", metadata={"help": "base model: folder, hub id, .gguf or pkg: alias"})
+    out: str = field(default="", metadata={"help": "run folder; default runs/<recipe name>; --out overrides"})
+    pooling: str = field(default="mean", metadata={"help": "pooling for training and the exported encoder"})
+    max_length: int = field(default=512, metadata={"help": "the exported encoder's longest input, in tokens"})
+    supervised_after: str = field(
+        default="mntp",
+        metadata={"help": "the adapters supervised training starts from: mntp, or simcse (mntp + simcse)"},
+    )
 
     def __post_init__(self) -> None:
         checks = [

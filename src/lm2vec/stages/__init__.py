@@ -29,6 +29,9 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from lm2vec.pipeline import Pipeline, Plan
 
+# Options the run sets for each stage that has them; a recipe may not set them.
+OWNED = frozenset({"output_dir", "export", "merge"})
+
 
 class Stage:
     """One stage of a run. Subclasses set the class attributes and override what they need; `run` is required."""
@@ -179,6 +182,7 @@ def _load_builtin() -> None:
 _load_builtin()
 
 __all__ = [
+    "OWNED",
     "Stage",
     "TrainingStage",
     "duration",

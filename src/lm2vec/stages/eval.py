@@ -14,14 +14,18 @@ from lm2vec.stages import Stage, expand, register_stage
 class EvalOptions:
     """The `[eval]` section: which tasks (lm2vec.evaluation's registry) and which comparisons."""
 
-    suites: list[str] = field(default_factory=lambda: ["english"])
-    tasks: list[str] = field(default_factory=list)  # single tasks by name, added to the suites'
-    registries: list[str] = field(default_factory=list)  # extra task registry TOML files
-    limit: int | None = None  # at most this many examples per task
-    batch_size: int = 32
-    device: str | None = None
-    baselines: bool = True  # causal last-token, mean, echo, PromptEOL and bidirectional untrained
-    reference: bool = True  # all-MiniLM-L6-v2
+    suites: list[str] = field(
+        default_factory=lambda: ["english"], metadata={"help": "task suites of lm2vec.evaluation's registry"}
+    )
+    tasks: list[str] = field(default_factory=list, metadata={"help": "single tasks by name, added to the suites'"})
+    registries: list[str] = field(default_factory=list, metadata={"help": "extra task registry TOML files"})
+    limit: int | None = field(default=None, metadata={"help": "at most this many examples per task"})
+    batch_size: int = field(default=32, metadata={"help": "texts per forward pass"})
+    device: str | None = field(default=None, metadata={"help": "cpu, cuda, cuda:1 ... (default: cuda if available)"})
+    baselines: bool = field(
+        default=True, metadata={"help": "causal last-token, mean, echo, PromptEOL and bidirectional untrained"}
+    )
+    reference: bool = field(default=True, metadata={"help": "all-MiniLM-L6-v2, a small encoder, for reference"})
 
     def __post_init__(self) -> None:
         checks = [

@@ -8,8 +8,9 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+from typer.core import TyperCommand
 
-from lm2vec.stages import Stage, TrainingStage, get_stage, registered_stages
+from lm2vec.stages import OWNED, Stage, TrainingStage, get_stage, registered_stages
 
 train_app = typer.Typer(no_args_is_help=True, help="Train a stage: mntp, simcse, supervised.")
 
@@ -95,7 +96,37 @@ def _qualified(override: str, section: str) -> str:
     return f"{section}.{override.strip()}" if separator and "." not in key else override
 
 
+class _StageCommand(TyperCommand):
+    """A `train` command whose epilog lists its stage's options, made only when help is shown (the options
+    classes import torch)."""
+
+    stage_name = ""
+
+    @property
+    def epilog(self) -> str | None:
+        from lm2vec.options import options_help
+
+        options_class = get_stage(self.stage_name).options_class()
+        if options_class is None:
+            return None
+        return _escape(options_help(options_class, get_stage(self.stage_name).section, OWNED))
+
+    @epilog.setter
+    def epilog(self, value: str | None) -> None:
+        pass
+
+
+def _escape(text: str) -> str:
+    """Brackets (`[mntp]`, `list[str]`) as text, not rich markup."""
+    try:
+        from rich.markup import escape
+    except ImportError:
+        return text
+    return escape(text)
+
+
 for _stage in registered_stages():
     if isinstance(_stage, TrainingStage):
-        _help = f"{_stage.help} Options: the {_stage.section} section of a recipe, or --set."
-        train_app.command(_stage.name, help=_help)(_command(_stage))
+        _help = f"{_stage.help} Its options (listed below): the {_stage.section} section of a recipe, or --set."
+        _class = type(f"{_stage.name.title()}Command", (_StageCommand,), {"stage_name": _stage.name})
+        train_app.command(_stage.name, help=_help, cls=_class)(_command(_stage))
