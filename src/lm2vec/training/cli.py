@@ -12,7 +12,8 @@ from typer.core import TyperCommand
 
 from lm2vec.stages import OWNED, Stage, TrainingStage, get_stage, registered_stages
 
-train_app = typer.Typer(no_args_is_help=True, help="Train a stage: mntp, simcse, supervised.")
+_TRAINED = [stage.name for stage in registered_stages() if isinstance(stage, TrainingStage)]
+train_app = typer.Typer(no_args_is_help=True, help=f"Train a stage: {', '.join(_TRAINED)}.")
 
 RECIPE_HELP = (
     "TOML recipe: train this stage of its run (`lm2vec run RECIPE --only STAGE`), from the run's inputs: "
