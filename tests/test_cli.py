@@ -77,3 +77,27 @@ def test_encode_rows_are_lines_and_bad_input_is_refused_before_loading(tiny_llam
         app, ["encode", "-m", str(tiny_llama), "-i", str(tmp_path / "surrogate.jsonl"), "-o", "x.npy"]
     )
     assert result.exit_code == 2 and "lone surrogate" in result.output
+
+
+def test_train_help_lists_the_stages_options() -> None:
+    result = runner.invoke(app, ["train", "mntp", "--help"], env={"COLUMNS": "200"})
+    assert result.exit_code == 0, result.output
+    text = " ".join(result.output.split())
+    assert "Options (MNTPConfig), set with --set mntp.KEY=VALUE or a recipe's [mntp]" in text
+    assert 'mask_strategy (str, default "bert"): bert: 80% mask / 10% random / 10% kept' in text
+    assert "lora_target_modules (list[str]" in text and "output_dir" in text and "the run sets it" in text
+    result = runner.invoke(app, ["train", "supervised", "--help"], env={"COLUMNS": "200"})
+    assert "Options (SupervisedOptions)" in " ".join(result.output.split())
+
+
+def test_options_are_described_from_metadata_and_comments() -> None:
+    from lm2vec.options import describe
+    from lm2vec.pipeline import RunOptions
+    from lm2vec.stages.eval import EvalOptions
+
+    run = {doc.name: doc for doc in describe(RunOptions)}
+    assert run["supervised_after"].help.startswith("the adapters supervised training starts from")
+    assert run["max_length"].type == "int" and run["max_length"].default == "512"
+    evaluation = {doc.name: doc for doc in describe(EvalOptions)}
+    assert evaluation["limit"].type == "int | None" and evaluation["limit"].default == "none"
+    assert evaluation["suites"].default == '["english"]'

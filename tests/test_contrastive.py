@@ -11,6 +11,7 @@ import torch.nn.functional as F
 from sentence_transformers import SentenceTransformer
 
 from lm2vec import LM2Vec
+from lm2vec.recipe import build_config
 from lm2vec.training.callbacks import LOG_NAME, PLOT_NAME
 from lm2vec.training.common import add_lora
 from lm2vec.training.contrastive import (
@@ -32,7 +33,6 @@ from lm2vec.training.contrastive import (
     train_supervised,
 )
 from lm2vec.training.losses import contrastive_loss, info_nce
-from lm2vec.training.recipe import build_config
 
 SENTENCES = [
     "the cat sat on the mat .",

@@ -26,7 +26,7 @@ NOT_USER_ERRORS = {
 
 # The builtin base each family keeps, so `except ValueError` (...) goes on catching it.
 BUILTIN_BASES = {
-    "lm2vec.training.recipe.RecipeError": ValueError,
+    "lm2vec.recipe.RecipeError": ValueError,
     "lm2vec.pipeline.PipelineError": RuntimeError,
     "lm2vec.data.errors.UnknownLanguageError": ValueError,
     "lm2vec.evaluation.errors.EvalDataError": ValueError,
@@ -89,9 +89,9 @@ COMMANDS = {
     ),
     "mine": (["mine", "-m", "m", "-p", "{t}/pairs.jsonl", "-o", "{t}/out.jsonl"], "lm2vec.training.mining.check_paths"),
     "info": (["info", "some-model"], "lm2vec.modeling.encoder.LM2Vec.from_pretrained"),
-    "train mntp": (["train", "mntp"], "lm2vec.training.mntp.run_from_recipe"),
-    "train simcse": (["train", "simcse"], "lm2vec.training.contrastive.run_from_recipe"),
-    "train supervised": (["train", "supervised"], "lm2vec.training.contrastive.run_from_recipe"),
+    "train mntp": (["train", "mntp", "--recipe", "{t}/recipe.toml"], "lm2vec.pipeline.run_recipe"),
+    "train simcse": (["train", "simcse"], "lm2vec.recipe.build_config"),
+    "train supervised": (["train", "supervised", "--recipe", "{t}/recipe.toml"], "lm2vec.pipeline.run_recipe"),
     "data wiki": (
         ["data", "wiki", "{t}/dump.xml", "--lang", "en", "--out", "{t}/c"],
         "lm2vec.data.cli.build_wiki_corpus",

@@ -489,8 +489,8 @@ def test_fused_lora_false_trains(tiny_llama, tmp_path) -> None:
 
 
 def test_fused_lora_is_a_recipe_option_of_every_training_stage() -> None:
+    from lm2vec.recipe import RecipeError, build_config
     from lm2vec.training.contrastive import SimCSEOptions, SupervisedOptions
-    from lm2vec.training.recipe import RecipeError, build_config
 
     for options, section in ((MNTPConfig, "mntp"), (SimCSEOptions, "simcse"), (SupervisedOptions, "supervised")):
         assert options().fused_lora is True

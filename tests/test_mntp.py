@@ -280,6 +280,7 @@ def test_resume_after_kill_continues_exactly(tiny_llama, text_file, tmp_path) ->
 
 
 def test_recipe_and_cli(tiny_llama, text_file, tmp_path) -> None:
+    """`lm2vec train mntp --recipe R` is `lm2vec run R --only mntp`: RUN/mntp, recorded in RUN/pipeline.json."""
     recipe = tmp_path / "recipe.toml"
     recipe.write_text(
         f'[mntp]\nmodel = "{tiny_llama}"\ndata = "{text_file}"\nmax_seq_length = 16\nper_device_batch_size = 2\n'
@@ -287,14 +288,35 @@ def test_recipe_and_cli(tiny_llama, text_file, tmp_path) -> None:
     )
     runner = CliRunner()
     out = tmp_path / "cli-run"
-    arguments = ["train", "mntp", "--recipe", str(recipe), "--set", "max_steps=2", "--set", f"output_dir={out}"]
+    arguments = ["train", "mntp", "--recipe", str(recipe), "--set", "max_steps=2", "--out", str(out)]
     result = runner.invoke(app, arguments)
     assert result.exit_code == 0, result.output
-    assert "step 2" in result.output and (out / "adapter" / "adapter_config.json").is_file()
-    saved = json.loads((out / "mntp_config.json").read_text())
+    assert "step 2" in result.output and (out / "mntp" / "adapter" / "adapter_config.json").is_file()
+    saved = json.loads((out / "mntp" / "mntp_config.json").read_text())
     assert saved["max_steps"] == 2 and saved["mask_strategy"] == "all" and saved["lora_r"] == 16
+    stages = json.loads((out / "pipeline.json").read_text())["stages"]
+    assert stages["mntp"]["status"] == "done" and stages["mntp"]["summary"]["steps"] == 2
+    assert stages["export"]["status"] == "pending"  # --only: nothing but the stage
 
     result = runner.invoke(app, [*arguments[:4], "--set", "mask_prob=oops"])
     assert result.exit_code == 2 and "not a number" in result.output
-    result = runner.invoke(app, arguments)
+    result = runner.invoke(app, arguments)  # done: skipped
+    assert result.exit_code == 0 and "done earlier" in result.output and "step 2" in result.output
+    result = runner.invoke(app, [*arguments[:4], "--set", "mntp.max_steps=3", "--out", str(out)])
+    assert result.exit_code == 2 and "--redo mntp" in result.output
+    result = runner.invoke(app, [*arguments[:4], "--set", "mntp.max_steps=3", "--out", str(out), "--redo"])
+    assert result.exit_code == 0 and "step 3" in result.output
+
+
+def test_cli_without_a_recipe(tiny_llama, text_file, tmp_path) -> None:
+    """Without --recipe the options come from --set alone (section.key=value, or key=value for short)."""
+    out = tmp_path / "alone"
+    arguments = ["train", "mntp", "--set", f"mntp.model={tiny_llama}", "--set", f"data={text_file}", "--out", str(out)]
+    arguments += ["--set", "max_seq_length=16", "--set", "max_steps=2", "--set", f"mask_token={MASK}"]
+    result = CliRunner().invoke(app, arguments)
+    assert result.exit_code == 0, result.output
+    assert "step 2" in result.output and (out / "adapter" / "adapter_config.json").is_file()
+    result = CliRunner().invoke(app, arguments)
     assert result.exit_code == 2 and "--resume" in result.output
+    result = CliRunner().invoke(app, [*arguments, "--set", "simcse.max_steps=2"])
+    assert result.exit_code == 2 and "only mntp.KEY=VALUE applies" in result.output

@@ -8,6 +8,7 @@ import random
 import subprocess
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -22,7 +23,8 @@ from lm2vec.data.errors import DataError
 from lm2vec.data.packaged import stsb_dir
 from lm2vec.modeling.card import front_matter
 from lm2vec.pipeline import STAGES, Pipeline, PipelineError, plan_run, run_recipe
-from lm2vec.training.recipe import RecipeError
+from lm2vec.recipe import RecipeError, build_config
+from lm2vec.stages import Stage, get_stage, register_stage, unregister_stage
 from tests.tiny_models import WORDS
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -176,10 +178,10 @@ def test_a_failed_stage_is_resumed(tiny_llama, inputs, tmp_path, monkeypatch) ->
     state = json.loads((run_dir / "pipeline.json").read_text())["stages"]
     assert state["mntp"]["status"] == "done" and state["simcse"]["status"] == "pending"
 
-    def broken(self):
+    def broken(context):
         raise KeyboardInterrupt  # as if the user pressed Ctrl-C during SimCSE
 
-    monkeypatch.setattr(Pipeline, "_simcse", broken)
+    monkeypatch.setattr(get_stage("simcse"), "run", broken)
     with pytest.raises(KeyboardInterrupt):
         run_recipe(QUICK, overrides, run_dir, echo=lambda line: None)
     assert json.loads((run_dir / "pipeline.json").read_text())["stages"]["simcse"]["status"] == "failed"
@@ -324,3 +326,93 @@ def test_a_killed_attempt_still_counts_in_the_wall_time(tiny_llama, inputs, tmp_
         time.sleep(0.5)
         written = json.loads((tmp_path / "run" / "pipeline.json").read_text())["stages"]["data"]["seconds"]
     assert 0.2 < written <= record.seconds
+
+
+def test_only_runs_one_stage_from_the_runs_inputs(tiny_llama, inputs, tmp_path) -> None:
+    """`run --only STAGE` and `train STAGE --recipe`: that stage alone, in the run's folders, from its inputs."""
+    run_dir = tmp_path / "run"
+    overrides = [arg for override in tiny_overrides(tiny_llama, inputs) for arg in ("--set", override)]
+    result = CliRunner().invoke(app, ["run", str(QUICK), "--out", str(run_dir), "--only", "mntp", *overrides])
+    assert result.exit_code == 2 and "mntp reads what data write(s)" in " ".join(result.output.split())
+    assert "--until data" in result.output
+    result = CliRunner().invoke(app, ["run", str(QUICK), "--out", str(run_dir), "--only", "data", *overrides])
+    assert result.exit_code == 0, result.output
+    result = CliRunner().invoke(app, ["train", "mntp", "--recipe", str(QUICK), "--out", str(run_dir), *overrides])
+    assert result.exit_code == 0, result.output
+    assert f"mntp done at step 4: adapter {run_dir / 'mntp' / 'adapter'}" in result.output
+    # Supervised training starts from MNTP here (run.supervised_after), so it need not wait for SimCSE.
+    result = CliRunner().invoke(app, ["train", "supervised", "-r", str(QUICK), "--out", str(run_dir), *overrides])
+    assert result.exit_code == 0, result.output
+    state = json.loads((run_dir / "pipeline.json").read_text())["stages"]
+    assert [s for s in STAGES if state[s]["status"] == "done"] == ["data", "mntp", "supervised"]
+    config = json.loads((run_dir / "supervised" / "contrastive_options.json").read_text())
+    assert config["adapters"] == [str(run_dir / "mntp" / "adapter")] and config["max_steps"] == 2
+
+    printed: list[str] = []  # the whole run goes on from there
+    run_recipe(QUICK, tiny_overrides(tiny_llama, inputs), run_dir, until="export", echo=printed.append)
+    ran = [line.split(":")[0].split()[-1] for line in printed if ": done in" in line]
+    assert ran == ["simcse", "export"]
+
+
+@dataclass
+class Greeting:
+    """The toy stage's options."""
+
+    word: str = "hello"
+
+
+class ToyStage(Stage):
+    """A stage from outside lm2vec: writes the adapters of the chain before it, with its option, to RUN/toy/."""
+
+    name = section = "toy"
+
+    def options_class(self) -> type:
+        return Greeting
+
+    def build_options(self, plan, section):
+        return build_config(Greeting, self.name, {self.name: section})
+
+    def outputs(self, plan) -> list[str]:
+        return ["toy"]
+
+    def run(self, context) -> dict:
+        adapters = context.plan.final_adapters()
+        assert all((adapter / "adapter_config.json").is_file() for adapter in adapters)
+        (context.dir / "toy").mkdir()
+        text = "\n".join([context.plan.options["toy"].word, *(str(a) for a in adapters)])
+        (context.dir / "toy" / "adapters.txt").write_text(text)
+        return {"adapters": len(adapters), "word": context.plan.options["toy"].word}
+
+
+@pytest.fixture
+def toy_stage():
+    register_stage(ToyStage(), after="supervised")
+    yield
+    unregister_stage("toy")
+
+
+@pytest.mark.usefixtures("toy_stage")
+def test_a_stage_added_through_the_registry_runs_in_a_recipe(tiny_llama, inputs, tmp_path) -> None:
+    recipe = tmp_path / "toy.toml"
+    recipe.write_text(QUICK.read_text() + '\n[toy]\nword = "hi"\n')
+    overrides = [*tiny_overrides(tiny_llama, inputs), "supervised.max_steps=1", "simcse.max_steps=1"]
+    plain = plan_run(QUICK, overrides, tmp_path / "plain")
+    plan = plan_run(recipe, overrides, tmp_path / "run")
+    assert plan.stages == ["data", "mntp", "simcse", "supervised", "toy", "export", "eval", "report"]
+    assert [plan.hashes[s] for s in plan.stages[:4]] == [plain.hashes[s] for s in plain.stages[:4]]
+    assert plan_run(QUICK, overrides, tmp_path / "plain").stages == plain.stages  # only recipes with [toy] run it
+
+    printed: list[str] = []
+    run_recipe(recipe, [*overrides, "toy.word=howdy"], tmp_path / "run", until="toy", echo=printed.append)
+    assert "[5/8] toy: done in" in printed[-2] and "(adapters 2, word howdy)" in printed[-2]
+    state = json.loads((tmp_path / "run" / "pipeline.json").read_text())["stages"]
+    assert state["toy"]["summary"] == {"adapters": 2, "word": "howdy"}
+    assert state["toy"]["outputs"] == ["logs/toy.log", "toy"]
+    written = (tmp_path / "run" / "toy" / "adapters.txt").read_text().splitlines()
+    assert written == [
+        "howdy",
+        str(tmp_path / "run" / "mntp" / "adapter"),
+        str(tmp_path / "run" / "supervised" / "adapter"),
+    ]
+    with pytest.raises(RecipeError, match="toy\\] has no option colour"):
+        plan_run(recipe, [*overrides, "toy.colour=red"])

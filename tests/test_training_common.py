@@ -8,9 +8,9 @@ from dataclasses import dataclass, field
 import pytest
 
 from lm2vec.artifacts import ForeignFolderError
+from lm2vec.recipe import RecipeError, build_config, load_recipe
 from lm2vec.training.callbacks import plot_losses, read_log
 from lm2vec.training.common import TrainingOptions, resume_checkpoint
-from lm2vec.training.recipe import RecipeError, build_config, load_recipe
 
 
 @dataclass
@@ -71,6 +71,7 @@ def test_resume_skips_an_incomplete_checkpoint(tmp_path, caplog) -> None:
             content = json.dumps({"global_step": step}) if name == "trainer_state.json" else "weights"
             (run / f"checkpoint-{step}" / name).write_text(content)
     (run / ".checkpoint-8.partial-staging" / "checkpoint-8").mkdir(parents=True)  # a save killed before its rename
+    (run / ".checkpoint-10.partial-123").write_text("a file, not a folder")  # removed too, not an error
     with caplog.at_level("WARNING"):
         assert resume_checkpoint(options, resume=True) == str(run / "checkpoint-2")
     assert "checkpoint-4 is incomplete" in caplog.text and "checkpoint-6 is incomplete" in caplog.text

@@ -50,15 +50,20 @@ def run(
     ] = None,
     redo: Annotated[str | None, typer.Option(help="Run this stage and every later one again.")] = None,
     until: Annotated[str | None, typer.Option(help="Stop after this stage.")] = None,
+    only: Annotated[
+        str | None, typer.Option(help="Run just this stage; the stages it reads from must be done in the run folder.")
+    ] = None,
     verbose: Annotated[
         bool, typer.Option("--verbose", "-v", help="Also print third-party logs and warnings (kept in logs/).")
     ] = False,
 ) -> None:
-    """Run a whole recipe: data, mntp, simcse, supervised, export, eval, report; re-running resumes."""
+    """Run a whole recipe: data, mntp, simcse, supervised, export, eval, report; re-running resumes.
+
+    `lm2vec train STAGE --recipe RECIPE` is `lm2vec run RECIPE --only STAGE`."""
     from lm2vec.pipeline import run_recipe
 
     with user_errors(OSError):
-        run_recipe(recipe, overrides or [], out, redo=redo, until=until, echo=typer.echo, verbose=verbose)
+        run_recipe(recipe, overrides or [], out, redo=redo, until=until, echo=typer.echo, verbose=verbose, only=only)
 
 
 @app.command()

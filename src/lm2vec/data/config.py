@@ -8,7 +8,7 @@ from dataclasses import asdict, dataclass, fields
 from typing import Any
 
 from lm2vec.data.languages import validate_language
-from lm2vec.training.recipe import check_all
+from lm2vec.recipe import check_all
 
 # Fields that change how a run goes, not what it writes: a resumed run may change them.
 RUN_ONLY_FIELDS = frozenset({"workers", "max_articles", "progress"})

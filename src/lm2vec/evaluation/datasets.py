@@ -6,10 +6,10 @@ Wikipedia dump sample, and headline-to-article retrieval from news articles (BBC
 from __future__ import annotations
 
 import hashlib
-import shutil
 from collections import defaultdict
 from pathlib import Path
 
+from lm2vec.artifacts import remove_recorded
 from lm2vec.evaluation.errors import EvalDataError
 from lm2vec.evaluation.readers import _clean_ui_string, read_labelled, read_mo_catalog
 
@@ -80,7 +80,7 @@ def wiki_sentence_retrieval(dump: str | Path, lang: str) -> tuple[dict, dict, di
     key = hashlib.sha256(f"{dump.resolve()}:{stat.st_size}:{stat.st_mtime_ns}:{lang}".encode()).hexdigest()[:16]
     out = Path(cache_dir()) / "eval-data" / f"wiki-{lang}-{key}"
     if not ((out / MANIFEST_NAME).is_file() and Manifest.read(out).status == "complete"):
-        shutil.rmtree(out, ignore_errors=True)
+        remove_recorded(out.parent, [out.name])  # an incomplete build (a folder, or whatever is in the way)
         build_wiki_corpus(dump, WikiConfig(lang=lang, workers=1, progress=False, validation_fraction=0.0), out)
 
     def rows(kind: str) -> list[dict]:

@@ -26,6 +26,7 @@ from transformers.trainer_callback import PrinterCallback, ProgressCallback
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR, rotate_checkpoints
 
 from lm2vec.artifacts import PARTIAL, claim_folder, temporary_sibling, write_json_atomic, write_text_atomic
+from lm2vec.recipe import failed_checks
 from lm2vec.training.callbacks import (
     LOG_NAME,
     JsonlLogCallback,
@@ -36,7 +37,6 @@ from lm2vec.training.callbacks import (
     read_log,
 )
 from lm2vec.training.lora import fuse_lora_layers, mark_norm_outputs
-from lm2vec.training.recipe import failed_checks
 
 logger = logging.getLogger(__name__)
 
@@ -203,8 +203,10 @@ class AtomicCheckpoints:
             self._checkpoint_staging = None
         self.accelerator.wait_for_everyone()
         if self.args.should_save:
-            if final.exists():  # an incomplete one from a killed run, at the same step
+            if final.is_dir() and not final.is_symlink():  # an incomplete one from a killed run, at the same step
                 shutil.rmtree(final)
+            elif final.exists() or final.is_symlink():
+                final.unlink()
             os.replace(staging / final.name, final)
             staging.rmdir()
             rotate_checkpoints(str(run_dir), self.args.save_total_limit, self.state.best_model_checkpoint, True)
@@ -236,7 +238,10 @@ def last_complete_checkpoint(output_dir: Path, clean: bool) -> str | None:
             logger.warning("%s is incomplete (a save was interrupted): removed, not resumed from.", path)
             shutil.rmtree(path)
     for leftover in output_dir.glob(f".{PREFIX_CHECKPOINT_DIR}-*{PARTIAL}*") if clean else ():
-        shutil.rmtree(leftover)
+        if leftover.is_dir() and not leftover.is_symlink():
+            shutil.rmtree(leftover)
+        else:
+            leftover.unlink()
     return str(last) if last is not None else None
 
 

@@ -43,6 +43,7 @@ from transformers import Trainer
 from lm2vec.artifacts import atomic_folder, write_json_atomic, write_text_atomic
 from lm2vec.modeling.encoder import LM2Vec
 from lm2vec.modeling.pooling import POOLING_MODES, pool
+from lm2vec.recipe import failed_checks
 from lm2vec.training.common import (
     AtomicCheckpoints,
     OneProgressBar,
@@ -54,7 +55,6 @@ from lm2vec.training.common import (
 )
 from lm2vec.training.lora import recomputing_norm_outputs
 from lm2vec.training.losses import contrastive_loss
-from lm2vec.training.recipe import failed_checks
 
 logger = logging.getLogger(__name__)
 
@@ -599,18 +599,3 @@ def _train(
     trainer.accelerator.wait_for_everyone()
     encoder_dir = output / ENCODER_DIR if options.export else None
     return ContrastiveResult(output, output / ADAPTER_DIR, encoder_dir, trainer.state.global_step)
-
-
-def run_from_recipe(
-    mode: str, recipe: str | Path | None, overrides: Sequence[str], resume: bool = False
-) -> ContrastiveResult:
-    """`lm2vec train simcse|supervised`: options from the recipe's `[simcse]`/`[supervised]` section and the
-    `key=value` overrides."""
-    from lm2vec.training.recipe import build_config, load_recipe
-
-    options_class, train = {
-        "simcse": (SimCSEOptions, train_simcse),
-        "supervised": (SupervisedOptions, train_supervised),
-    }[mode]
-    options = build_config(options_class, mode, load_recipe(recipe) if recipe else None, overrides)
-    return train(options, resume)

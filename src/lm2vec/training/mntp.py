@@ -43,6 +43,7 @@ from lm2vec.artifacts import atomic_folder, write_json_atomic
 from lm2vec.modeling.bidirectional import default_attn_implementation, set_bidirectional, verify_bidirectional
 from lm2vec.modeling.encoder import default_device, default_dtype
 from lm2vec.modeling.sources import resolve_source
+from lm2vec.recipe import failed_checks
 from lm2vec.training.callbacks import read_log
 from lm2vec.training.common import (
     AtomicCheckpoints,
@@ -55,7 +56,6 @@ from lm2vec.training.common import (
 )
 from lm2vec.training.lora import recomputing_norm_outputs
 from lm2vec.training.masking import IGNORE_INDEX, STRATEGIES, MNTPCollator, mask_token_for, sample_seed
-from lm2vec.training.recipe import failed_checks
 
 logger = logging.getLogger(__name__)
 
@@ -521,15 +521,6 @@ def train_mntp(
     return result, trainer
 
 
-def run_from_recipe(recipe: str | Path | None, overrides: list[str], resume: bool) -> MNTPResult:
-    """What `lm2vec train mntp` runs: the recipe's [mntp] section, then the overrides."""
-    from lm2vec.training.recipe import build_config, load_recipe
-
-    options = build_config(MNTPConfig, SECTION, load_recipe(recipe) if recipe else None, overrides)
-    result, _ = train_mntp(options, resume=resume)
-    return result
-
-
 def eval_accuracy_log(run_dir: str | Path) -> list[tuple[int, float]]:
     """(step, masked-token accuracy) of every evaluation in a run's log."""
     return [(r["step"], r["eval_accuracy"]) for r in read_log(run_dir) if "eval_accuracy" in r]
@@ -547,6 +538,5 @@ __all__ = [
     "load_texts",
     "pack_blocks",
     "prepare_data",
-    "run_from_recipe",
     "train_mntp",
 ]

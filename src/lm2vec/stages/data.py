@@ -1,0 +1,75 @@
+"""`[data]`: each of `inputs` built into RUN/data/NN-name/, an lm2vec.data corpus; training reads them as one."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+from typing import Any
+
+from lm2vec.stages import Stage, register_stage
+
+
+class DataStage(Stage):
+    name = section = "data"
+    help = "Build the recipe's inputs (dumps, .txt/.jsonl files, hf:NAME) into corpora under RUN/data."
+
+    def build_options(self, plan, section: dict[str, Any]) -> list[tuple]:
+        """[(input path or hf: name, corpus folder name, WikiConfig or TextConfig)] for the data section."""
+        from lm2vec.data import TextConfig, WikiConfig
+        from lm2vec.data.packaged import expand_path
+        from lm2vec.recipe import RecipeError, build_config
+
+        inputs = section.get("inputs")
+        if isinstance(inputs, str):
+            inputs = [part.strip() for part in inputs.split(",") if part.strip()]
+        if not inputs:
+            raise RecipeError("[data] needs `inputs`: dumps (.xml, .xml.bz2, .xml.gz), .txt/.jsonl files or hf:NAME.")
+        known = {f.name for f in dataclasses.fields(WikiConfig)} | {f.name for f in dataclasses.fields(TextConfig)}
+        if unknown := sorted(set(section) - known - {"inputs"}):
+            raise RecipeError(
+                f"[data] has no option {', '.join(unknown)}; options: inputs, {', '.join(sorted(known))}."
+            )
+        result = []
+        for number, spec in enumerate(inputs):
+            spec = str(spec)
+            is_hub = spec.startswith("hf:")
+            source = spec[3:] if is_hub else str(expand_path(spec, plan.recipe_path.parent))
+            config_class = WikiConfig if not is_hub and ".xml" in Path(source).name else TextConfig
+            names = {f.name for f in dataclasses.fields(config_class)}
+            values = {k: v for k, v in section.items() if k in names}
+            config = build_config(config_class, "data", {"data": values}, [])
+            stem = Path(source).name.split(".")[0] if not is_hub else source.replace("/", "-")
+            result.append((source, f"{number:02d}-{stem}", config))
+        return result
+
+    def input_paths(self, plan) -> list[tuple[str, str, str]]:
+        return [("[data] inputs", source, "file") for source, _, _ in plan.options.get("data", ())]
+
+    def outputs(self, plan) -> list[str]:
+        return [f"data/{name}" for _, name, _ in plan.options["data"]]
+
+    def needs(self, plan) -> list[str]:
+        return []
+
+    def run(self, context) -> dict[str, Any]:
+        from lm2vec.data import build_text_corpus, build_wiki_corpus
+        from lm2vec.data.config import WikiConfig
+        from lm2vec.data.shards import MANIFEST_NAME, Manifest
+
+        summary: dict[str, int] = {"articles": 0, "paragraphs": 0, "sentences": 0}
+        for source, name, config in context.plan.options["data"]:
+            out = context.dir / "data" / name
+            manifest = Manifest.read(out) if (out / MANIFEST_NAME).is_file() else None
+            if manifest is None or manifest.status != "complete":
+                context.echo(f"  {source} -> {out}")
+                build = build_wiki_corpus if isinstance(config, WikiConfig) else build_text_corpus
+                mode = {"resume": True} if manifest is not None else {"overwrite": True}
+                manifest = build(source, config, out, **mode)
+            counts = manifest.counts
+            summary["articles"] += counts.articles_kept
+            summary["paragraphs"] += counts.paragraphs
+            summary["sentences"] += counts.sentences
+        return summary
+
+
+register_stage(DataStage())
