@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import os
+import sys
 from dataclasses import asdict
 from pathlib import Path
 from typing import Annotated
@@ -128,6 +130,10 @@ def serve(
     device: Device = None,
 ) -> None:
     """An OpenAI-compatible embedding service (/v1/embeddings), with /v1/search when an index is given."""
+    # OpenMP threads that spin between operators take the CPU the event loop and the clients' connections need
+    # (benchmarks/README.md, serving); read by libgomp when torch loads it, so set before the first torch import.
+    if "torch" not in sys.modules:
+        os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     import uvicorn
 
     from lm2vec.serving.app import ServeOptions, create_app, load_service
