@@ -84,9 +84,9 @@ ARMS: dict[str, Arm] = {
     "gemma-mntp10-crops-curve": Arm(
         GEMMA,
         mntp=MNTP_RECIPE,
-        simcse=simcse(steps=80, dropout=0.1, **CROPS),
-        checkpoints=(20, 40, 80),
-        note="crops, 80 steps, evaluated at 20, 40 and 80",
+        simcse=simcse(steps=60, dropout=0.1, **CROPS),
+        checkpoints=(20, 40, 60),
+        note="crops, 60 steps, evaluated at 20, 40 and 60",
     ),
     "gemma-mntp10-crops-supervised": Arm(
         GEMMA, mntp=MNTP_RECIPE, simcse=simcse(dropout=0.1, **CROPS), supervised=SUPERVISED, note="+ STS-B train"
@@ -290,9 +290,13 @@ def main(argv: list[str] | None = None) -> None:
     tasks = proxy_tasks(args.limit)
     done["proxy"] = {"limit": args.limit, "tasks": {t.name: t.size for t in tasks}}
     for name in args.arms:
-        if name not in done["arms"]:
-            done["arms"][name] = run_arm(name, ARMS[name], tasks, data, paragraphs, args.work)
-        temporary = results_path.with_suffix(".tmp")
+        if name in done["arms"]:
+            continue
+        arm = run_arm(name, ARMS[name], tasks, data, paragraphs, args.work)
+        # Re-read before writing: a study run in another process may have added arms meanwhile.
+        done = json.loads(results_path.read_text()) if results_path.is_file() else done
+        done["arms"][name] = arm
+        temporary = results_path.with_suffix(f".{os.getpid()}.tmp")
         temporary.write_text(json.dumps(done, indent=2) + "\n")
         temporary.replace(results_path)
     rows = [row for name in ARMS if name in done["arms"] for row in done["arms"][name]["rows"]]
