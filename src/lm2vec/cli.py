@@ -17,8 +17,10 @@ from lm2vec.console import fail as _fail
 from lm2vec.console import user_errors
 from lm2vec.data.cli import data_app
 from lm2vec.evaluation.cli import eval_app, report
+from lm2vec.options import typer_options
 from lm2vec.serving.cli import register as register_serving
 from lm2vec.training.cli import train_app
+from lm2vec.training.mining import MiningOptions
 
 app = typer.Typer(no_args_is_help=True, help="Turn a decoder-only LLM into a text encoder (LLM2Vec).")
 app.add_typer(train_app, name="train")
@@ -115,32 +117,29 @@ def encode(
 
 
 @app.command()
+@typer_options(options=MiningOptions)
 def mine(
     model: Annotated[str, typer.Option("--model", "-m", help=SOURCE_HELP)],
     pairs: Annotated[Path, typer.Option("--pairs", "-p", help="Supervised JSONL: query, positive (, instruction).")],
     output: Annotated[Path, typer.Option("--output", "-o", help="The JSONL to write, with `negatives` added.")],
+    options: MiningOptions,
     corpus: Annotated[
         Path | None, typer.Option(help=".txt (a text per line) or .jsonl ('text'); default: the positives.")
     ] = None,
-    num_negatives: Annotated[int, typer.Option(help="Negatives mined per pair.")] = 3,
-    margin: Annotated[float, typer.Option(help="A negative scores at most positive - margin.")] = 0.0,
-    relative_margin: Annotated[float, typer.Option(help="... and at most positive * (1 - this).")] = 0.05,
-    batch_size: Annotated[int, typer.Option(help="Inputs per forward pass.")] = 32,
     pooling: Pooling = None,
     device: Annotated[str | None, typer.Option(help="cpu, cuda, cuda:1 ... (default: cuda if available).")] = None,
 ) -> None:
     """Add hard negatives to query/positive pairs with the encoder MODEL, for `[supervised] data`."""
-    from lm2vec.training.mining import MiningOptions, check_paths, mine_file
+    from lm2vec.training.mining import check_paths, mine_file
 
     with user_errors(ValueError, FileExistsError, FileNotFoundError):
-        options = MiningOptions(num_negatives, margin, relative_margin, batch_size)
         check_paths(pairs, output, corpus)
     encoder = _load(model, pooling, False, device=device)
     with user_errors(ValueError, FileExistsError, FileNotFoundError):
         summary = mine_file(encoder, pairs, output, corpus, options)
     typer.echo(
         f"wrote {output}: {summary['negatives']} negatives for {summary['records']} pairs from "
-        f"{summary['corpus']} corpus texts ({summary['records_short']} pairs got fewer than {num_negatives})"
+        f"{summary['corpus']} corpus texts ({summary['records_short']} pairs got fewer than {options.num_negatives})"
     )
 
 
