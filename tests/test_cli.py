@@ -90,6 +90,19 @@ def test_train_help_lists_the_stages_options() -> None:
     assert "Options (SupervisedOptions)" in " ".join(result.output.split())
 
 
+def test_run_help_lists_the_run_and_eval_options_and_names_the_stage_sections() -> None:
+    result = runner.invoke(app, ["run", "--help"], env={"COLUMNS": "200"})
+    assert result.exit_code == 0, result.output
+    text = " ".join(result.output.split())
+    assert "Options (RunOptions), set with --set run.KEY=VALUE or a recipe's [run]" in text
+    assert 'supervised_after (str, default "mntp"): the adapters supervised training starts from' in text
+    assert "Options (EvalOptions), set with --set eval.KEY=VALUE or a recipe's [eval]" in text
+    assert "limit (int | None, default none): at most this many examples per task" in text
+    for stage in ("mntp", "simcse", "supervised"):
+        assert f"[{stage}]:" in text and f"`lm2vec train {stage} --help`" in text
+    assert "[data]:" in text and "`lm2vec data wiki --help`" in text
+
+
 def test_options_are_described_from_metadata() -> None:
     from lm2vec.options import describe
     from lm2vec.pipeline import RunOptions
@@ -99,8 +112,13 @@ def test_options_are_described_from_metadata() -> None:
     assert run["supervised_after"].help.startswith("the adapters supervised training starts from")
     assert run["max_length"].type == "int" and run["max_length"].default == "512"
     evaluation = {doc.name: doc for doc in describe(EvalOptions)}
+    assert evaluation["batch_size"].help == "texts per forward pass"
     assert evaluation["limit"].type == "int | None" and evaluation["limit"].default == "none"
     assert evaluation["suites"].default == '["english"]'
+    from lm2vec.stages import get_stage
+
+    simcse = {doc.name: doc for doc in describe(get_stage("simcse").options_class())}  # a changed default keeps
+    assert simcse["dropout"].default == "0.3" and simcse["dropout"].help.startswith("Attention dropout")  # the help
 
 
 def _options_dataclasses() -> list[type]:

@@ -11,13 +11,14 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+from typer.core import TyperCommand
 
 from lm2vec.artifacts import temporary_sibling
 from lm2vec.console import fail as _fail
 from lm2vec.console import user_errors
 from lm2vec.data.cli import data_app
 from lm2vec.evaluation.cli import eval_app, report
-from lm2vec.options import typer_options
+from lm2vec.options import escape_markup, typer_options
 from lm2vec.serving.cli import register as register_serving
 from lm2vec.training.cli import train_app
 from lm2vec.training.mining import MiningOptions
@@ -43,7 +44,39 @@ def _load(model: str, pooling: str | None, causal: bool, max_length: int | None 
         )
 
 
-@app.command()
+class _RunCommand(TyperCommand):
+    """`lm2vec run`, whose epilog lists the [run] and [eval] options and names the stage sections; made only when
+    help is shown (the stages' options classes import torch)."""
+
+    @property
+    def epilog(self) -> str | None:
+        return escape_markup(run_epilog())
+
+    @epilog.setter
+    def epilog(self, value: str | None) -> None:
+        pass
+
+
+def run_epilog() -> str:
+    """The [run] and [eval] options, then a line per stage section saying where its options are listed."""
+    from lm2vec.options import options_help
+    from lm2vec.pipeline import RunOptions
+    from lm2vec.stages import TrainingStage, registered_stages
+    from lm2vec.stages.eval import EvalOptions
+
+    where = {"data": "`inputs` (dumps, .txt/.jsonl files, hf:NAME) and the options of `lm2vec data wiki --help` "
+                     "and `lm2vec data text --help`"}  # fmt: skip
+    sections = []
+    for stage in registered_stages():
+        if isinstance(stage, TrainingStage):
+            where[stage.section] = f"`lm2vec train {stage.name} --help`"
+        if stage.section and stage.section in where:
+            sections.append(f"[{stage.section}]: {stage.help} Its options: {where[stage.section]}.")
+    stages = "Stage sections, each also set with --set SECTION.KEY=VALUE:\n\n" + "\n\n".join(sections)
+    return "\n\n".join([options_help(RunOptions, "run"), options_help(EvalOptions, "eval"), stages])
+
+
+@app.command(cls=_RunCommand)
 def run(
     recipe: Annotated[Path, typer.Argument(help="TOML recipe (see recipes/ and lm2vec.pipeline).")],
     out: Annotated[Path | None, typer.Option(help="Run folder (default: run.out, else runs/NAME).")] = None,
