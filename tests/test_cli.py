@@ -90,7 +90,20 @@ def test_train_help_lists_the_stages_options() -> None:
     assert "Options (SupervisedOptions)" in " ".join(result.output.split())
 
 
-def test_options_are_described_from_metadata_and_comments() -> None:
+def test_run_help_lists_the_run_and_eval_options_and_names_the_stage_sections() -> None:
+    result = runner.invoke(app, ["run", "--help"], env={"COLUMNS": "200"})
+    assert result.exit_code == 0, result.output
+    text = " ".join(result.output.split())
+    assert "Options (RunOptions), set with --set run.KEY=VALUE or a recipe's [run]" in text
+    assert 'supervised_after (str, default "mntp"): the adapters supervised training starts from' in text
+    assert "Options (EvalOptions), set with --set eval.KEY=VALUE or a recipe's [eval]" in text
+    assert "limit (int | None, default none): at most this many examples per task" in text
+    for stage in ("mntp", "simcse", "supervised"):
+        assert f"[{stage}]:" in text and f"`lm2vec train {stage} --help`" in text
+    assert "[data]:" in text and "`lm2vec data wiki --help`" in text
+
+
+def test_options_are_described_from_metadata() -> None:
     from lm2vec.options import describe
     from lm2vec.pipeline import RunOptions
     from lm2vec.stages.eval import EvalOptions
@@ -99,5 +112,126 @@ def test_options_are_described_from_metadata_and_comments() -> None:
     assert run["supervised_after"].help.startswith("the adapters supervised training starts from")
     assert run["max_length"].type == "int" and run["max_length"].default == "512"
     evaluation = {doc.name: doc for doc in describe(EvalOptions)}
+    assert evaluation["batch_size"].help == "texts per forward pass"
     assert evaluation["limit"].type == "int | None" and evaluation["limit"].default == "none"
     assert evaluation["suites"].default == '["english"]'
+    from lm2vec.stages import get_stage
+
+    simcse = {doc.name: doc for doc in describe(get_stage("simcse").options_class())}  # a changed default keeps
+    assert simcse["dropout"].default == "0.3" and simcse["dropout"].help.startswith("Attention dropout")  # the help
+
+
+def _options_dataclasses() -> list[type]:
+    """Every options dataclass of the package: the dataclasses named *Options or *Config, module by module."""
+    import dataclasses
+    import importlib
+    import inspect
+    import pkgutil
+
+    import lm2vec
+
+    found = []
+    for module_info in pkgutil.walk_packages(lm2vec.__path__, "lm2vec."):
+        if module_info.name == "lm2vec.__main__":
+            continue
+        module = importlib.import_module(module_info.name)
+        for name, value in vars(module).items():
+            if (inspect.isclass(value) and dataclasses.is_dataclass(value) and value.__module__ == module.__name__
+                    and name.endswith(("Options", "Config"))):  # fmt: skip
+                found.append(value)
+    return found
+
+
+def test_every_field_of_every_options_dataclass_has_help() -> None:
+    from lm2vec.options import describe
+
+    classes = _options_dataclasses()
+    names = {cls.__name__ for cls in classes}
+    assert {"TrainingOptions", "MNTPConfig", "SimCSEOptions", "SupervisedOptions", "MiningOptions", "WikiConfig",
+            "TextConfig", "EncoderConfig", "ChunkingOptions", "WriteOptions", "ServeOptions", "RunOptions",
+            "EvalOptions"} <= names  # fmt: skip
+    missing = [f"{cls.__name__}.{doc.name}" for cls in classes for doc in describe(cls) if not doc.help.strip()]
+    assert not missing, f"fields without help: {missing}"
+
+
+def _commands(command, path=()):
+    if hasattr(command, "commands"):  # a group (typer has its own copy of click)
+        for name, sub in command.commands.items():
+            yield from _commands(sub, (*path, name))
+    else:
+        yield path, command
+
+
+def test_help_of_every_command_lists_every_option_with_help() -> None:
+    import typer
+
+    commands = list(_commands(typer.main.get_command(app)))
+    assert len(commands) >= 12
+    for path, command in commands:
+        result = runner.invoke(app, [*path, "--help"], env={"COLUMNS": "250"})
+        assert result.exit_code == 0, (path, result.output)
+        for param in command.params:
+            if param.param_type_name == "option" and param.name != "help":
+                assert (param.help or "").strip(), f"lm2vec {' '.join(path)} {param.opts[0]} has no help"
+                assert param.opts[0] in result.output, f"lm2vec {' '.join(path)} --help lacks {param.opts[0]}"
+
+
+def test_options_come_from_the_dataclasses() -> None:
+    import dataclasses
+
+    import typer
+
+    from lm2vec.data.config import WikiConfig
+    from lm2vec.serving.documents import ChunkingOptions
+    from lm2vec.serving.index import WriteOptions
+    from lm2vec.training.mining import MiningOptions
+
+    def flags(*path: str) -> set[str]:
+        command = typer.main.get_command(app)
+        for name in path:
+            command = command.commands[name]
+        return {option for param in command.params for option in (*param.opts, *param.secondary_opts)}
+
+    def kebab(options_class: type) -> set[str]:
+        return {"--" + field.name.replace("_", "-") for field in dataclasses.fields(options_class)}
+
+    assert kebab(WikiConfig) <= flags("data", "wiki") and "--no-progress" in flags("data", "wiki")
+    assert kebab(ChunkingOptions) | kebab(WriteOptions) <= flags("index", "build")
+    assert kebab(WriteOptions) <= flags("index", "add") and "--passage-tokens" not in flags("index", "add")
+    assert kebab(MiningOptions) <= flags("mine")
+
+
+def test_typer_options_builds_the_dataclass_and_reports_bad_values() -> None:
+    from dataclasses import dataclass, field
+
+    import typer
+
+    from lm2vec.options import typer_options
+
+    @dataclass
+    class Demo:
+        size: int = field(default=2, metadata={"help": "a size"})
+        name: str | None = field(default=None, metadata={"help": "a name"})
+        fast: bool = field(default=True, metadata={"help": "go fast"})
+        dims: list[int] = field(default_factory=lambda: [1], metadata={"help": "sizes"})
+
+        def __post_init__(self) -> None:
+            if self.size < 1:
+                raise ValueError(f"size must be at least 1, got {self.size}.")
+
+    seen = []
+    demo = typer.Typer()
+
+    @demo.command()
+    @typer_options(options=Demo)
+    def show(options: Demo, tag: str = "x") -> None:
+        seen.append((options, tag))
+
+    assert runner.invoke(demo, []).exit_code == 0 and seen[-1] == (Demo(), "x")
+    result = runner.invoke(demo, ["--size", "3", "--name", "n", "--no-fast", "--dims", "4,8", "--dims", "16"])
+    assert result.exit_code == 0, result.output
+    assert seen[-1] == (Demo(3, "n", False, [4, 8, 16]), "x")
+    result = runner.invoke(demo, ["--size", "0"])
+    assert result.exit_code == 2 and "error: size must be at least 1, got 0." in result.output
+    result = runner.invoke(demo, ["--dims", "a"])
+    assert result.exit_code == 2 and "error: --dims: expected int values, got a" in result.output

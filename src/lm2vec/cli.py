@@ -11,14 +11,17 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+from typer.core import TyperCommand
 
 from lm2vec.artifacts import temporary_sibling
 from lm2vec.console import fail as _fail
 from lm2vec.console import user_errors
 from lm2vec.data.cli import data_app
 from lm2vec.evaluation.cli import eval_app, report
+from lm2vec.options import escape_markup, typer_options
 from lm2vec.serving.cli import register as register_serving
 from lm2vec.training.cli import train_app
+from lm2vec.training.mining import MiningOptions
 
 app = typer.Typer(no_args_is_help=True, help="Turn a decoder-only LLM into a text encoder (LLM2Vec).")
 app.add_typer(train_app, name="train")
@@ -41,7 +44,39 @@ def _load(model: str, pooling: str | None, causal: bool, max_length: int | None 
         )
 
 
-@app.command()
+class _RunCommand(TyperCommand):
+    """`lm2vec run`, whose epilog lists the [run] and [eval] options and names the stage sections; made only when
+    help is shown (the stages' options classes import torch)."""
+
+    @property
+    def epilog(self) -> str | None:
+        return escape_markup(run_epilog())
+
+    @epilog.setter
+    def epilog(self, value: str | None) -> None:
+        pass
+
+
+def run_epilog() -> str:
+    """The [run] and [eval] options, then a line per stage section saying where its options are listed."""
+    from lm2vec.options import options_help
+    from lm2vec.pipeline import RunOptions
+    from lm2vec.stages import TrainingStage, registered_stages
+    from lm2vec.stages.eval import EvalOptions
+
+    where = {"data": "`inputs` (dumps, .txt/.jsonl files, hf:NAME) and the options of `lm2vec data wiki --help` "
+                     "and `lm2vec data text --help`"}  # fmt: skip
+    sections = []
+    for stage in registered_stages():
+        if isinstance(stage, TrainingStage):
+            where[stage.section] = f"`lm2vec train {stage.name} --help`"
+        if stage.section and stage.section in where:
+            sections.append(f"[{stage.section}]: {stage.help} Its options: {where[stage.section]}.")
+    stages = "Stage sections, each also set with --set SECTION.KEY=VALUE:\n\n" + "\n\n".join(sections)
+    return "\n\n".join([options_help(RunOptions, "run"), options_help(EvalOptions, "eval"), stages])
+
+
+@app.command(cls=_RunCommand)
 def run(
     recipe: Annotated[Path, typer.Argument(help="TOML recipe (see recipes/ and lm2vec.pipeline).")],
     out: Annotated[Path | None, typer.Option(help="Run folder (default: run.out, else runs/NAME).")] = None,
@@ -115,32 +150,29 @@ def encode(
 
 
 @app.command()
+@typer_options(options=MiningOptions)
 def mine(
     model: Annotated[str, typer.Option("--model", "-m", help=SOURCE_HELP)],
     pairs: Annotated[Path, typer.Option("--pairs", "-p", help="Supervised JSONL: query, positive (, instruction).")],
     output: Annotated[Path, typer.Option("--output", "-o", help="The JSONL to write, with `negatives` added.")],
+    options: MiningOptions,
     corpus: Annotated[
         Path | None, typer.Option(help=".txt (a text per line) or .jsonl ('text'); default: the positives.")
     ] = None,
-    num_negatives: Annotated[int, typer.Option(help="Negatives mined per pair.")] = 3,
-    margin: Annotated[float, typer.Option(help="A negative scores at most positive - margin.")] = 0.0,
-    relative_margin: Annotated[float, typer.Option(help="... and at most positive * (1 - this).")] = 0.05,
-    batch_size: Annotated[int, typer.Option(help="Inputs per forward pass.")] = 32,
     pooling: Pooling = None,
     device: Annotated[str | None, typer.Option(help="cpu, cuda, cuda:1 ... (default: cuda if available).")] = None,
 ) -> None:
     """Add hard negatives to query/positive pairs with the encoder MODEL, for `[supervised] data`."""
-    from lm2vec.training.mining import MiningOptions, check_paths, mine_file
+    from lm2vec.training.mining import check_paths, mine_file
 
     with user_errors(ValueError, FileExistsError, FileNotFoundError):
-        options = MiningOptions(num_negatives, margin, relative_margin, batch_size)
         check_paths(pairs, output, corpus)
     encoder = _load(model, pooling, False, device=device)
     with user_errors(ValueError, FileExistsError, FileNotFoundError):
         summary = mine_file(encoder, pairs, output, corpus, options)
     typer.echo(
         f"wrote {output}: {summary['negatives']} negatives for {summary['records']} pairs from "
-        f"{summary['corpus']} corpus texts ({summary['records_short']} pairs got fewer than {num_negatives})"
+        f"{summary['corpus']} corpus texts ({summary['records_short']} pairs got fewer than {options.num_negatives})"
     )
 
 

@@ -1,19 +1,24 @@
-"""What each option of an options dataclass is, for `--help`: its name, type, default and help.
+"""lm2vec's one options system: an options dataclass declares each option once, with
+`field(default=..., metadata={"help": "..."})`, and the rest comes from it (as peft's config dataclasses and
+transformers' HfArgumentParser do):
 
-The help is a field's `metadata["help"]` (`field(default=..., metadata={"help": "..."})`), else the comment on
-its line or the comment lines just above it in the class's source."""
+- a recipe section's keys and checks: the dataclass itself (`__post_init__` refuses values out of range);
+- `describe()` and `options_help()`: each option's name, type, default and help, for `--help` epilogs;
+- `typer_options()`: a command's CLI options, one per field (`--max-articles` for `max_articles`), the
+  dataclass built from the parsed values.
+
+A subclass that only changes a field's default keeps the help of the class it inherits the field from."""
 
 from __future__ import annotations
 
 import dataclasses
+import functools
 import inspect
-import io
 import json
-import re
-import textwrap
-import tokenize
+import types
 import typing
-from typing import Any
+from collections.abc import Callable, Collection
+from typing import Annotated, Any
 
 
 @dataclasses.dataclass
@@ -24,24 +29,160 @@ class OptionDoc:
     help: str
 
 
+def field_help(options_class: type, name: str) -> str:
+    """The help of field `name`: its `metadata["help"]`, else that of the nearest base class declaring it."""
+    for klass in options_class.__mro__:
+        declared = vars(klass).get("__dataclass_fields__", {})
+        if name in declared and declared[name].metadata.get("help"):
+            return declared[name].metadata["help"]
+    return ""
+
+
 def describe(options_class: type) -> list[OptionDoc]:
     """One OptionDoc per field of the dataclass `options_class`, in field order."""
-    comments: dict[str, str] = {}
-    for klass in reversed(options_class.__mro__):
-        if dataclasses.is_dataclass(klass):
-            comments.update(_field_comments(klass))
     hints = typing.get_type_hints(options_class)
     docs = []
     for field in dataclasses.fields(options_class):
-        if field.default is not dataclasses.MISSING:
-            default = _toml(field.default)
-        elif field.default_factory is not dataclasses.MISSING:
-            default = _toml(field.default_factory())
-        else:
-            default = "required"
-        help_text = field.metadata.get("help") or comments.get(field.name, "")
-        docs.append(OptionDoc(field.name, _type_name(hints.get(field.name, Any)), default, help_text))
+        default = _default(field)
+        shown = "required" if default is dataclasses.MISSING else _toml(default)
+        docs.append(OptionDoc(field.name, _type_name(hints[field.name]), shown, field_help(options_class, field.name)))
     return docs
+
+
+def options_help(options_class: type, section: str, owned: Collection[str] = ()) -> str:
+    """Paragraphs for a command's epilog: each option with its type, default and help."""
+    lines = [f"Options ({options_class.__name__}), set with --set {section}.KEY=VALUE or a recipe's [{section}]:"]
+    for doc in describe(options_class):
+        head = f"{doc.name} ({doc.type}, default {doc.default})"
+        detail = " ".join(
+            part for part in (doc.help, "With --recipe the run sets it." if doc.name in owned else "") if part
+        )
+        lines.append(f"{head}: {detail}" if detail else head)
+    return "\n\n".join(lines)
+
+
+def escape_markup(text: str) -> str:
+    """Brackets (`[mntp]`, `list[str]`) as text, not rich markup, in typer's help."""
+    try:
+        from rich.markup import escape
+    except ImportError:
+        return text
+    return escape(text)
+
+
+# --- CLI options from a dataclass ---------------------------------------------------------------------------------
+def typer_options(**groups: type) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """A decorator giving a typer command one CLI option per field of each options dataclass in `groups`
+    (parameter name -> class), built from the fields: `--kebab-name`, the field's type and default, its help;
+    a bool is `--x/--no-x`, a list a repeatable option whose values may also be comma-separated, `X | None` may
+    be left out. The command is called with each parameter set to its dataclass, built from the parsed values;
+    a value the dataclass refuses (its `__post_init__`) is `error: MESSAGE`, exit status 2.
+
+        @app.command()
+        @typer_options(config=WikiConfig)
+        def wiki(dump: Path, config: WikiConfig) -> None: ..."""
+
+    def decorate(command: Callable[..., Any]) -> Callable[..., Any]:
+        signature = inspect.signature(command)
+        owners: dict[str, str] = {}
+        parameters: list[inspect.Parameter] = []
+        for name, parameter in signature.parameters.items():
+            if name not in groups:
+                annotation = parameter.annotation
+                if isinstance(annotation, str):  # `from __future__ import annotations`
+                    annotation = eval(annotation, command.__globals__)  # noqa: S307 - the command's own annotation
+                parameters.append(parameter.replace(kind=inspect.Parameter.KEYWORD_ONLY, annotation=annotation))
+                continue
+            for field in dataclasses.fields(groups[name]):
+                if field.name in owners or field.name in signature.parameters:
+                    raise TypeError(f"{command.__name__}: option {field.name!r} is declared twice")
+                owners[field.name] = name
+                parameters.append(_parameter(groups[name], field))
+        if missing := set(groups) - set(signature.parameters):
+            raise TypeError(f"{command.__name__} has no parameter {', '.join(sorted(missing))}")
+
+        @functools.wraps(command)
+        def wrapper(**values: Any) -> Any:
+            from lm2vec.console import user_errors
+
+            fields: dict[str, dict[str, Any]] = {group: {} for group in groups}
+            for name, group in owners.items():
+                fields[group][name] = values.pop(name)
+            with user_errors(ValueError):
+                built = {
+                    group: groups[group](**_converted(groups[group], settings)) for group, settings in fields.items()
+                }
+            return command(**values, **built)
+
+        wrapper.__signature__ = signature.replace(parameters=parameters)  # type: ignore[attr-defined]
+        wrapper.__annotations__ = {p.name: p.annotation for p in parameters}
+        return wrapper
+
+    return decorate
+
+
+def _parameter(options_class: type, field: dataclasses.Field) -> inspect.Parameter:
+    import typer
+
+    annotation = typing.get_type_hints(options_class)[field.name]
+    base, optional = _unwrap_optional(annotation)
+    default = _default(field)
+    help_text = escape_markup(field_help(options_class, field.name))
+    flag = "--" + field.name.replace("_", "-")
+    if typing.get_origin(base) is list:
+        # Repeatable; each value may hold several, comma-separated: converted to the item type afterwards.
+        annotation = list[str] | None
+        option = typer.Option(flag, help=help_text, show_default=_toml(default) if default else False)
+        default = None
+    elif base is bool:
+        option = typer.Option(f"{flag}/--no-{field.name.replace('_', '-')}", help=help_text)
+    else:
+        option = typer.Option(flag, help=help_text)
+        annotation = base | None if optional else base
+    empty = inspect.Parameter.empty
+    return inspect.Parameter(
+        field.name,
+        inspect.Parameter.KEYWORD_ONLY,
+        annotation=Annotated[annotation, option],
+        default=empty if default is dataclasses.MISSING else default,
+    )
+
+
+def _converted(options_class: type, settings: dict[str, Any]) -> dict[str, Any]:
+    """List options from their strings (None: not given, the field's default) to the field's item type."""
+    hints = typing.get_type_hints(options_class)
+    result = {}
+    for name, value in settings.items():
+        base, _ = _unwrap_optional(hints[name])
+        if typing.get_origin(base) is list:
+            if value is None:
+                continue
+            (item_type,) = typing.get_args(base) or (str,)
+            items = [part.strip() for each in value for part in each.split(",") if part.strip()]
+            try:
+                value = [item_type(item) for item in items]
+            except ValueError:
+                flag = "--" + name.replace("_", "-")
+                raise ValueError(f"{flag}: expected {item_type.__name__} values, got {', '.join(items)}") from None
+        result[name] = value
+    return result
+
+
+def _unwrap_optional(annotation: Any) -> tuple[Any, bool]:
+    """(X, True) for `X | None`, else (annotation, False)."""
+    if typing.get_origin(annotation) in (typing.Union, types.UnionType):
+        rest = [arg for arg in typing.get_args(annotation) if arg is not type(None)]
+        if len(rest) == 1:
+            return rest[0], True
+    return annotation, False
+
+
+def _default(field: dataclasses.Field) -> Any:
+    if field.default is not dataclasses.MISSING:
+        return field.default
+    if field.default_factory is not dataclasses.MISSING:
+        return field.default_factory()
+    return dataclasses.MISSING
 
 
 def _type_name(annotation: Any) -> str:
@@ -52,48 +193,3 @@ def _type_name(annotation: Any) -> str:
 
 def _toml(value: Any) -> str:
     return "none" if value is None else json.dumps(value)
-
-
-def _field_comments(klass: type) -> dict[str, str]:
-    """{field: its comment} from the source of `klass`: the comment on the field's line, after the comment lines
-    right above it."""
-    try:
-        source = textwrap.dedent(inspect.getsource(klass))
-    except (OSError, TypeError):
-        return {}
-    fields = set(getattr(klass, "__annotations__", {}))
-    comments: dict[int, str] = {}
-    try:
-        for token in tokenize.generate_tokens(io.StringIO(source).readline):
-            if token.type == tokenize.COMMENT:
-                text = token.string.lstrip("#").strip()
-                if not text.startswith(("fmt:", "noqa", "type:")):
-                    comments[token.start[0]] = text
-    except (tokenize.TokenError, SyntaxError):
-        return {}
-    result: dict[str, str] = {}
-    block: list[str] = []
-    for row, line in enumerate(source.splitlines(), start=1):
-        if line.strip().startswith("#"):
-            if row in comments:
-                block.append(comments[row])
-            continue
-        match = re.match(r"    (\w+)\s*:", line)
-        if match and match.group(1) in fields:
-            parts = [*block, *([comments[row]] if row in comments else [])]
-            if parts:
-                result[match.group(1)] = " ".join(parts)
-        block = []
-    return result
-
-
-def options_help(options_class: type, section: str, owned: typing.Collection[str] = ()) -> str:
-    """Paragraphs for a command's epilog: each option with its type, default and help."""
-    lines = [f"Options ({options_class.__name__}), set with --set {section}.KEY=VALUE or a recipe's [{section}]:"]
-    for doc in describe(options_class):
-        head = f"{doc.name} ({doc.type}, default {doc.default})"
-        detail = " ".join(
-            part for part in (doc.help, "With --recipe the run sets it." if doc.name in owned else "") if part
-        )
-        lines.append(f"{head}: {detail}" if detail else head)
-    return "\n\n".join(lines)

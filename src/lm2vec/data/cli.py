@@ -1,103 +1,60 @@
-"""`lm2vec data ...`: build MNTP and SimCSE corpora. Every option is a field of WikiConfig/TextConfig."""
+"""`lm2vec data ...`: build MNTP and SimCSE corpora. The corpus options are the fields of WikiConfig/TextConfig
+(lm2vec.options.typer_options)."""
 
 from __future__ import annotations
 
 import logging
-from dataclasses import fields
+from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
 from lm2vec.console import user_errors
-from lm2vec.data.config import CorpusConfig, TextConfig, WikiConfig
+from lm2vec.data.config import TextConfig, WikiConfig
 from lm2vec.data.pipeline import build_text_corpus, build_wiki_corpus
 from lm2vec.data.shards import Manifest
+from lm2vec.options import typer_options
 
 data_app = typer.Typer(no_args_is_help=True, help="Build clean MNTP (paragraph) and SimCSE (sentence) corpora.")
 
-_DEFAULTS = {field.name: field.default for field in fields(WikiConfig)} | {
-    field.name: field.default for field in fields(TextConfig)
-}
-
-Lang = Annotated[str, typer.Option("--lang", help="Wikipedia language code: bg, en, he, ko ...")]
 Out = Annotated[Path, typer.Option("--out", help="Output directory (new, empty, or a run to resume/overwrite).")]
-MaxArticles = Annotated[int | None, typer.Option(help="Stop after this many kept articles (quick runs).")]
-Workers = Annotated[int, typer.Option(help="Worker processes; 0 uses every core.")]
-ValidationFraction = Annotated[float, typer.Option(help="Share of articles (by title hash) in validation.")]
-MinArticleChars = Annotated[int, typer.Option(help="Skip articles with less clean text than this.")]
-MinParagraphWords = Annotated[int, typer.Option(help="Drop shorter paragraphs.")]
-MinSentenceWords = Annotated[int, typer.Option(help="Drop shorter sentences.")]
-MaxSentenceWords = Annotated[int, typer.Option(help="Drop longer sentences.")]
-NearDuplicateThreshold = Annotated[float, typer.Option(help="MinHash Jaccard threshold; 0 turns it off.")]
-DedupCapacity = Annotated[int, typer.Option(help="Expected distinct paragraphs; sizes the dedup filters.")]
-ShardSize = Annotated[int, typer.Option(help="Rows per shard before a checkpoint closes all shards.")]
-Progress = Annotated[bool, typer.Option(help="Show a progress bar (MB/s, pages).")]
 Resume = Annotated[bool, typer.Option(help="Continue the interrupted run in --out.")]
 Overwrite = Annotated[bool, typer.Option(help="Delete the corpus in --out and build it again.")]
 
 
 @data_app.command()
+@typer_options(config=WikiConfig)
 def wiki(
     dump: Annotated[Path, typer.Argument(help="MediaWiki XML dump: .xml, .xml.bz2 or .xml.gz, UTF-8 or UTF-16.")],
-    lang: Lang,
     out: Out,
-    max_articles: MaxArticles = _DEFAULTS["max_articles"],
-    workers: Workers = _DEFAULTS["workers"],
-    validation_fraction: ValidationFraction = _DEFAULTS["validation_fraction"],
-    min_article_chars: MinArticleChars = _DEFAULTS["min_article_chars"],
-    min_paragraph_words: MinParagraphWords = _DEFAULTS["min_paragraph_words"],
-    min_sentence_words: MinSentenceWords = _DEFAULTS["min_sentence_words"],
-    max_sentence_words: MaxSentenceWords = _DEFAULTS["max_sentence_words"],
-    near_duplicate_threshold: NearDuplicateThreshold = _DEFAULTS["near_duplicate_threshold"],
-    dedup_capacity: DedupCapacity = _DEFAULTS["dedup_capacity"],
-    shard_size: ShardSize = _DEFAULTS["shard_size"],
-    progress: Progress = _DEFAULTS["progress"],
-    drop_boilerplate_sections: Annotated[
-        bool, typer.Option(help="Drop References, External links, See also ... sections.")
-    ] = _DEFAULTS["drop_boilerplate_sections"],
+    config: WikiConfig,
     resume: Resume = False,
     overwrite: Overwrite = False,
 ) -> None:
     """Turn a Wikipedia dump into paragraph and sentence corpora (Parquet shards and manifest.json)."""
-    options = {name: value for name, value in locals().items() if name in WikiConfig.field_names()}
-    _run(lambda config: build_wiki_corpus(dump, config, out, resume=resume, overwrite=overwrite), WikiConfig, options)
+    _run(lambda: build_wiki_corpus(dump, config, out, resume=resume, overwrite=overwrite))
 
 
 @data_app.command()
+@typer_options(config=TextConfig)
 def text(
     source: Annotated[str, typer.Argument(help=".txt (blank-line separated documents), .jsonl, or a HF dataset.")],
-    lang: Lang,
     out: Out,
-    max_articles: MaxArticles = _DEFAULTS["max_articles"],
-    workers: Workers = _DEFAULTS["workers"],
-    validation_fraction: ValidationFraction = _DEFAULTS["validation_fraction"],
-    min_article_chars: MinArticleChars = _DEFAULTS["min_article_chars"],
-    min_paragraph_words: MinParagraphWords = _DEFAULTS["min_paragraph_words"],
-    min_sentence_words: MinSentenceWords = _DEFAULTS["min_sentence_words"],
-    max_sentence_words: MaxSentenceWords = _DEFAULTS["max_sentence_words"],
-    near_duplicate_threshold: NearDuplicateThreshold = _DEFAULTS["near_duplicate_threshold"],
-    dedup_capacity: DedupCapacity = _DEFAULTS["dedup_capacity"],
-    shard_size: ShardSize = _DEFAULTS["shard_size"],
-    progress: Progress = _DEFAULTS["progress"],
-    text_field: Annotated[str, typer.Option(help="JSON field or dataset column with the text.")] = _DEFAULTS[
-        "text_field"
-    ],
-    hf_split: Annotated[str, typer.Option(help="Split of a Hugging Face dataset.")] = _DEFAULTS["hf_split"],
+    config: TextConfig,
     resume: Resume = False,
     overwrite: Overwrite = False,
 ) -> None:
     """Turn your own text (or a Hugging Face dataset, online) into paragraph and sentence corpora."""
-    options = {name: value for name, value in locals().items() if name in TextConfig.field_names()}
-    _run(lambda config: build_text_corpus(source, config, out, resume=resume, overwrite=overwrite), TextConfig, options)
+    _run(lambda: build_text_corpus(source, config, out, resume=resume, overwrite=overwrite))
 
 
-def _run(build, config_class: type[CorpusConfig], options: dict) -> None:
+def _run(build: Callable[[], Manifest]) -> None:
     if not logging.getLogger().handlers:
         logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     try:
         with user_errors(ValueError):
-            manifest = build(config_class(**options))
+            manifest = build()
     except KeyboardInterrupt:
         typer.echo("interrupted: the shards written so far are listed in manifest.json; rerun with --resume",
                    err=True)  # fmt: skip

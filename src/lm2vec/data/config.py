@@ -4,7 +4,7 @@ key of a recipe's `[data]` TOML table, so `WikiConfig(**recipe["data"])` fills i
 from __future__ import annotations
 
 import os
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
 from lm2vec.data.languages import validate_language
@@ -18,18 +18,35 @@ RUN_ONLY_FIELDS = frozenset({"workers", "max_articles", "progress"})
 class CorpusConfig:
     """Options shared by every input kind; articles are the input's documents."""
 
-    lang: str
-    max_articles: int | None = None  # stop after this many kept articles (quick runs)
-    workers: int = 0  # processes that parse and split; 0 means one per core
-    validation_fraction: float = 0.01  # share of articles, chosen by a hash of the title, in validation
-    min_article_chars: int = 200  # articles with less clean text are skipped as too short
-    min_paragraph_words: int = 10
-    min_sentence_words: int = 5
-    max_sentence_words: int = 64
-    near_duplicate_threshold: float = 0.8  # MinHash Jaccard similarity; 0 turns near-duplicate removal off
-    dedup_capacity: int = 10_000_000  # expected distinct paragraphs; sizes the Bloom filters (~34 bytes each)
-    shard_size: int = 200_000  # rows in a shard before all shards are closed (a resumable checkpoint)
-    progress: bool = True
+    lang: str = field(
+        metadata={"help": "language code of the text (bg, en, he, ko ...): sentence splitting and word counts"},
+    )
+    max_articles: int | None = field(default=None, metadata={"help": "stop after this many kept articles (quick runs)"})
+    workers: int = field(default=0, metadata={"help": "processes that parse and split; 0 means one per core"})
+    validation_fraction: float = field(
+        default=0.01,
+        metadata={"help": "share of articles, chosen by a hash of the title, in validation"},
+    )
+    min_article_chars: int = field(
+        default=200,
+        metadata={"help": "articles with less clean text are skipped as too short"},
+    )
+    min_paragraph_words: int = field(default=10, metadata={"help": "paragraphs with fewer words are dropped"})
+    min_sentence_words: int = field(default=5, metadata={"help": "sentences with fewer words are dropped"})
+    max_sentence_words: int = field(default=64, metadata={"help": "sentences with more words are dropped"})
+    near_duplicate_threshold: float = field(
+        default=0.8,
+        metadata={"help": "MinHash Jaccard similarity; 0 turns near-duplicate removal off"},
+    )
+    dedup_capacity: int = field(
+        default=10_000_000,
+        metadata={"help": "expected distinct paragraphs; sizes the Bloom filters (~34 bytes each)"},
+    )
+    shard_size: int = field(
+        default=200_000,
+        metadata={"help": "rows in a shard before all shards are closed (a resumable checkpoint)"},
+    )
+    progress: bool = field(default=True, metadata={"help": "show a progress bar (MB/s, pages)"})
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "lang", validate_language(self.lang))
@@ -77,12 +94,15 @@ class CorpusConfig:
 class WikiConfig(CorpusConfig):
     """Options for a MediaWiki dump."""
 
-    drop_boilerplate_sections: bool = True  # drop References, External links, See also ... with their content
+    drop_boilerplate_sections: bool = field(
+        default=True,
+        metadata={"help": "drop References, External links, See also ... with their content"},
+    )
 
 
 @dataclass(frozen=True)
 class TextConfig(CorpusConfig):
     """Options for plain text: .txt (documents separated by blank lines), .jsonl or a HF dataset."""
 
-    text_field: str = "text"
-    hf_split: str = "train"  # split read when the input is a Hugging Face dataset
+    text_field: str = field(default="text", metadata={"help": "the .jsonl field or dataset column holding the text"})
+    hf_split: str = field(default="train", metadata={"help": "split read when the input is a Hugging Face dataset"})

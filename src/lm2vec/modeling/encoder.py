@@ -49,19 +49,45 @@ TEXT_TEMPLATES = {"echo": "{text} {text}", "prompteol": 'This sentence : "{text}
 class EncoderConfig:
     """How text becomes a vector; saved next to the weights as lm2vec_config.json."""
 
-    pooling: str = "mean"
-    max_length: int = 512
-    # An (instruction, text) input is encoded as template.format(instruction=...) + text; the instruction's
-    # tokens are attended to but never pooled.
-    instruction_template: str = "{instruction}: "
-    bidirectional: bool = True
-    # The instruction the training queries carried; retrieval puts it on queries by default (never on documents).
-    query_instruction: str = ""
-    # How the text sits in the model's input: "{text}", a preset of TEXT_TEMPLATES, or a template with one or
-    # more "{text}"; pooling covers the last copy of the text and whatever follows it.
-    text_template: str = PLAIN_TEMPLATE
-    # Prefix sizes the contrastive loss was also computed at: `encode(dimensions=k)` accepts these.
-    matryoshka_dims: list[int] = field(default_factory=list)
+    pooling: str = field(default="mean", metadata={"help": "mean, weighted_mean, last_token or first_token"})
+    max_length: int = field(default=512, metadata={"help": "longest input in tokens; longer texts are truncated"})
+    instruction_template: str = field(
+        default="{instruction}: ",
+        metadata={
+            "help": (
+                "An (instruction, text) input is encoded as template.format(instruction=...) + text; the "
+                "instruction's tokens are attended to but never pooled."
+            )
+        },
+    )
+    bidirectional: bool = field(
+        default=True,
+        metadata={"help": "bidirectional attention (LLM2Vec); false keeps the model causal"},
+    )
+    query_instruction: str = field(
+        default="",
+        metadata={
+            "help": (
+                "The instruction the training queries carried; retrieval puts it on queries by default (never on "
+                "documents)."
+            )
+        },
+    )
+    text_template: str = field(
+        default=PLAIN_TEMPLATE,
+        metadata={
+            "help": (
+                'How the text sits in the model\'s input: "{text}", a preset of TEXT_TEMPLATES, or a template with '
+                'one or more "{text}"; pooling covers the last copy of the text and whatever follows it.'
+            )
+        },
+    )
+    matryoshka_dims: list[int] = field(
+        default_factory=list,
+        metadata={
+            "help": "Prefix sizes the contrastive loss was also computed at: `encode(dimensions=k)` accepts these."
+        },
+    )
 
     def __post_init__(self) -> None:
         check_pooling_mode(self.pooling)

@@ -13,7 +13,7 @@ import hmac
 import json
 import time
 from contextlib import asynccontextmanager
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
@@ -32,15 +32,21 @@ ENDPOINTS = ("/v1/embeddings", "/v1/search", "/v1/models", "/health", "/metrics"
 
 @dataclass
 class ServeOptions:
-    api_key: str | None = None
-    max_inputs: int = 256  # per request
-    max_input_tokens: int | None = None  # per input; None: the encoder's max_length
-    truncate: bool = False  # longer inputs: truncate, or refuse the request
-    max_body_bytes: int = 4 << 20
-    batch_tokens: int = 16384
-    batch_size: int = 32  # inputs per forward pass
-    max_wait_ms: float = 5.0
-    max_k: int = 100
+    api_key: str | None = field(default=None, metadata={"help": "require `Authorization: Bearer KEY`; none: no key"})
+    max_inputs: int = field(default=256, metadata={"help": "most inputs in one request"})
+    max_input_tokens: int | None = field(
+        default=None,
+        metadata={"help": "most tokens per input; none: the encoder's max_length"},
+    )
+    truncate: bool = field(default=False, metadata={"help": "truncate longer inputs instead of refusing the request"})
+    max_body_bytes: int = field(default=4 << 20, metadata={"help": "largest request body in bytes"})
+    batch_tokens: int = field(default=16384, metadata={"help": "token budget of one coalesced batch (padded)"})
+    batch_size: int = field(default=32, metadata={"help": "most inputs in one forward pass"})
+    max_wait_ms: float = field(
+        default=5.0,
+        metadata={"help": "how long a request waits for others to share its batch, in milliseconds"},
+    )
+    max_k: int = field(default=100, metadata={"help": "most passages one search may ask for"})
 
 
 class APIError(Exception):

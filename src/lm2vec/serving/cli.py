@@ -12,6 +12,7 @@ from typing import Annotated
 import typer
 
 from lm2vec.console import user_errors
+from lm2vec.options import typer_options
 from lm2vec.serving.documents import ChunkingOptions
 from lm2vec.serving.index import WriteOptions
 
@@ -19,57 +20,42 @@ index_app = typer.Typer(no_args_is_help=True, help="Passage indexes of your own 
 
 Sources = Annotated[list[Path], typer.Argument(help="Folders of .txt/.md, .jsonl, .parquet files, lm2vec corpora.")]
 Device = Annotated[str | None, typer.Option(help="cpu, cuda, cuda:1 ... (default: cuda if available).")]
-BatchSize = Annotated[int, typer.Option(help="Passages per forward pass.")]
-PartSize = Annotated[int, typer.Option(help="Passages per checkpoint (what an interruption can lose).")]
-ExactLimit = Annotated[int, typer.Option(help="Up to this many passages an exact index, above it IVF.")]
-_WRITE = WriteOptions()
-_CHUNKING = ChunkingOptions()
 
 # The builtin errors these commands report as `error: ...` besides lm2vec's own (a bad option, a missing file).
 _EXPECTED = (FileNotFoundError, ValueError)
 
 
 @index_app.command("build")
+@typer_options(chunking=ChunkingOptions, options=WriteOptions)
 def build(
     sources: Sources,
     model: Annotated[str, typer.Option("--model", "-m", help="Encoder folder, .gguf, hub id or pkg: alias.")],
     out: Annotated[Path, typer.Option("--out", "-o", help="Index folder: new, or an interrupted build to resume.")],
-    passage_tokens: Annotated[int, typer.Option(help="Longest passage in tokens.")] = _CHUNKING.passage_tokens,
-    overlap_tokens: Annotated[int, typer.Option(help="Tokens (whole sentences) shared by neighbouring passages.")] = (
-        _CHUNKING.overlap_tokens
-    ),
-    lang: Annotated[str, typer.Option(help="Language of the documents, for the sentence splitter.")] = _CHUNKING.lang,
-    batch_size: BatchSize = _WRITE.batch_size,
-    part_size: PartSize = _WRITE.part_size,
-    exact_limit: ExactLimit = _WRITE.exact_limit,
+    chunking: ChunkingOptions,
+    options: WriteOptions,
     device: Device = None,
 ) -> None:
     """Split SOURCES into passages, encode them as documents and store them with a FAISS index in OUT."""
     from lm2vec.serving.index import build_index
 
     with user_errors(*_EXPECTED):
-        options, chunking = (
-            WriteOptions(batch_size, part_size, exact_limit),
-            ChunkingOptions(passage_tokens, overlap_tokens, lang),
-        )
         report = build_index(sources, model, out, chunking, options, device=device, echo=typer.echo)
     typer.echo(report.summary(out))
 
 
 @index_app.command("add")
+@typer_options(options=WriteOptions)
 def add(
     index: Annotated[Path, typer.Argument(help="An index folder made by `lm2vec index build`.")],
     sources: Sources,
-    batch_size: BatchSize = _WRITE.batch_size,
-    part_size: PartSize = _WRITE.part_size,
-    exact_limit: ExactLimit = _WRITE.exact_limit,
+    options: WriteOptions,
     device: Device = None,
 ) -> None:
     """Append the passages of SOURCES that INDEX does not hold yet (unchanged passages are not encoded again)."""
     from lm2vec.serving.index import add_to_index
 
     with user_errors(*_EXPECTED):
-        report = add_to_index(index, sources, WriteOptions(batch_size, part_size, exact_limit), device=device)
+        report = add_to_index(index, sources, options, device=device)
     typer.echo(report.summary(index))
 
 

@@ -32,9 +32,12 @@ _PARAGRAPH_BREAK = re.compile(r"\n\s*\n")
 class ChunkingOptions:
     """How documents become passages; recorded in the index manifest."""
 
-    passage_tokens: int = 256
-    overlap_tokens: int = 32
-    lang: str = "en"  # for the sentence splitter
+    passage_tokens: int = field(default=256, metadata={"help": "longest passage in tokens"})
+    overlap_tokens: int = field(
+        default=32,
+        metadata={"help": "tokens (whole sentences) shared by neighbouring passages"},
+    )
+    lang: str = field(default="en", metadata={"help": "language of the documents, for the sentence splitter"})
 
     def __post_init__(self) -> None:
         if self.passage_tokens < 8:

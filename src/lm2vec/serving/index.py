@@ -20,7 +20,7 @@ import os
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -137,9 +137,15 @@ def _file_stats(files: list[Path]) -> list[list[Any]]:
 # --- writing -------------------------------------------------------------------------------------------------
 @dataclass
 class WriteOptions:
-    batch_size: int = 32
-    part_size: int = 256  # passages per part: how much an interrupted build can lose
-    exact_limit: int = 50_000  # up to this many passages an exact index; above it an IVF index
+    batch_size: int = field(default=32, metadata={"help": "passages per forward pass"})
+    part_size: int = field(
+        default=256,
+        metadata={"help": "passages per part (a checkpoint): what an interrupted build can lose"},
+    )
+    exact_limit: int = field(
+        default=50_000,
+        metadata={"help": "up to this many passages an exact index, above it an IVF index"},
+    )
 
     def __post_init__(self) -> None:
         for name, value in asdict(self).items():

@@ -101,25 +101,16 @@ class _StageCommand(TyperCommand):
 
     @property
     def epilog(self) -> str | None:
-        from lm2vec.options import options_help
+        from lm2vec.options import escape_markup, options_help
 
         options_class = get_stage(self.stage_name).options_class()
         if options_class is None:
             return None
-        return _escape(options_help(options_class, get_stage(self.stage_name).section, OWNED))
+        return escape_markup(options_help(options_class, get_stage(self.stage_name).section, OWNED))
 
     @epilog.setter
     def epilog(self, value: str | None) -> None:
         pass
-
-
-def _escape(text: str) -> str:
-    """Brackets (`[mntp]`, `list[str]`) as text, not rich markup."""
-    try:
-        from rich.markup import escape
-    except ImportError:
-        return text
-    return escape(text)
 
 
 for _stage in registered_stages():

@@ -50,27 +50,56 @@ _WEIGHTS = ("adapter_model.safetensors", "model.safetensors")
 class TrainingOptions:
     """Options every stage has; a stage's config dataclass inherits them and adds its own."""
 
-    output_dir: str = "runs/stage"
-    max_steps: int = 1000
-    per_device_batch_size: int = 8
-    gradient_accumulation_steps: int = 1
-    learning_rate: float = 5e-5
-    warmup_steps: int = 0
-    weight_decay: float = 0.0
-    gradient_checkpointing: bool = False
-    logging_steps: int = 10
-    save_steps: int = 200
-    save_total_limit: int | None = 3
-    eval_steps: int | None = None
-    seed: int = 42
-    # LoRA, paper defaults: r=16, alpha=32, dropout 0.05, every linear projection.
-    lora_r: int = 16
-    lora_alpha: int = 32
-    lora_dropout: float = 0.05
-    lora_target_modules: list[str] = field(default_factory=lambda: ["all-linear"])
-    # Fused LoRA layers where they apply (faster, far fewer saved activations: lm2vec.training.lora); false uses
-    # peft's own layers (the same function and adapter files).
-    fused_lora: bool = True
+    output_dir: str = field(
+        default="runs/stage",
+        metadata={"help": "folder for the checkpoints, the adapter and the logs"},
+    )
+    max_steps: int = field(default=1000, metadata={"help": "optimizer steps to train"})
+    per_device_batch_size: int = field(default=8, metadata={"help": "examples per batch on each device"})
+    gradient_accumulation_steps: int = field(
+        default=1,
+        metadata={"help": "batches whose gradients are summed before each optimizer step"},
+    )
+    learning_rate: float = field(default=5e-5, metadata={"help": "peak learning rate of the linear schedule"})
+    warmup_steps: int = field(default=0, metadata={"help": "steps of linear warmup from 0 to learning_rate"})
+    weight_decay: float = field(default=0.0, metadata={"help": "AdamW weight decay"})
+    gradient_checkpointing: bool = field(
+        default=False,
+        metadata={"help": "recompute activations in the backward pass: less memory, more time"},
+    )
+    logging_steps: int = field(default=10, metadata={"help": "log loss and learning rate every this many steps"})
+    save_steps: int = field(default=200, metadata={"help": "write a checkpoint (to resume from) every this many steps"})
+    save_total_limit: int | None = field(
+        default=3,
+        metadata={"help": "keep at most this many checkpoints, the oldest removed first; none keeps all"},
+    )
+    eval_steps: int | None = field(
+        default=None,
+        metadata={"help": "evaluate on the held-out data every this many steps; none: not during training"},
+    )
+    seed: int = field(
+        default=42,
+        metadata={"help": "random seed of the LoRA initialisation, data order, masking and dropout"},
+    )
+    lora_r: int = field(default=16, metadata={"help": "LoRA rank (paper: 16)"})
+    lora_alpha: int = field(
+        default=32,
+        metadata={"help": "LoRA scaling alpha; the update is scaled by alpha / r (paper: 32)"},
+    )
+    lora_dropout: float = field(default=0.05, metadata={"help": "dropout on the LoRA input (paper: 0.05)"})
+    lora_target_modules: list[str] = field(
+        default_factory=lambda: ["all-linear"],
+        metadata={"help": 'modules that get LoRA adapters: their names, or "all-linear" for every linear projection'},
+    )
+    fused_lora: bool = field(
+        default=True,
+        metadata={
+            "help": (
+                "Fused LoRA layers where they apply (faster, far fewer saved activations: lm2vec.training.lora); "
+                "false uses peft's own layers (the same function and adapter files)."
+            )
+        },
+    )
 
     def __post_init__(self) -> None:
         if problems := self.problems():

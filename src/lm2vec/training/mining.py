@@ -10,24 +10,25 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from lm2vec.artifacts import write_text_atomic
-from lm2vec.modeling.encoder import LM2Vec
-from lm2vec.training.contrastive import load_pairs, load_sentences
+
+if TYPE_CHECKING:  # the options import light, for the `lm2vec mine` command line
+    from lm2vec.modeling.encoder import LM2Vec
 
 
 @dataclass
 class MiningOptions:
-    num_negatives: int = 3
-    margin: float = 0.0  # a negative scores at most positive - margin
-    relative_margin: float = 0.05  # ... and at most positive * (1 - relative_margin)
-    batch_size: int = 32
-    query_chunk: int = 256  # queries scored against the whole corpus at once
+    num_negatives: int = field(default=3, metadata={"help": "negatives mined per pair"})
+    margin: float = field(default=0.0, metadata={"help": "a negative scores at most positive - margin"})
+    relative_margin: float = field(default=0.05, metadata={"help": "... and at most positive * (1 - relative_margin)"})
+    batch_size: int = field(default=32, metadata={"help": "texts per forward pass"})
+    query_chunk: int = field(default=256, metadata={"help": "queries scored against the whole corpus at once"})
 
     def __post_init__(self) -> None:
         if self.num_negatives < 1:
@@ -110,6 +111,8 @@ def mine_file(
     """Read pairs (and a corpus: by default the pairs' positives), mine, write `output` atomically."""
     options = options or MiningOptions()
     check_paths(pairs, output, corpus)
+    from lm2vec.training.contrastive import load_pairs, load_sentences
+
     records = load_pairs(pairs)
     texts = load_sentences(corpus) if corpus is not None else list(dict.fromkeys(r["positive"] for r in records))
     mined = mine_hard_negatives(encoder, records, texts, options)

@@ -19,7 +19,7 @@ import contextlib
 import logging
 import os
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import datasets
@@ -70,25 +70,68 @@ class MNTPConfig(TrainingOptions):
     """The `[mntp]` recipe section. Paper defaults: mask_prob 0.2, LoRA r=16/alpha=32/dropout 0.05."""
 
     output_dir: str = "runs/mntp"
-    model: str = "pkg:smollm2"
-    # Training text: a corpus folder from `lm2vec data` (paragraphs), a .txt (documents separated by blank
-    # lines) / .jsonl / .json / .parquet file or a folder of them, or `hf:NAME[:CONFIG]` (a datasets dataset).
-    data: str = ""
-    # Held-out text in the same forms; default: the corpus's validation split, else `validation_fraction` of the
-    # packed training blocks.
-    validation_data: str | None = None
-    validation_fraction: float = 0.02
-    max_eval_blocks: int | None = 256
-    text_field: str = "text"
-    max_seq_length: int = 512
-    mask_prob: float = 0.2
-    mask_strategy: str = "bert"  # bert: 80% mask / 10% random / 10% kept; all: 100% mask token
-    mask_token: str | None = None  # None: the tokenizer's mask token, else "_" (the paper's stand-in)
-    sparse_lm_head: bool = True
-    attn_implementation: str | None = None
-    preprocessing_workers: int | None = None
-    merge: bool = False
-    eval_on_start: bool = True
+    model: str = field(default="pkg:smollm2", metadata={"help": "base model: folder, hub id, .gguf or pkg: alias"})
+    data: str = field(
+        default="",
+        metadata={
+            "help": (
+                "Training text: a corpus folder from `lm2vec data` (paragraphs), a .txt (documents separated by "
+                "blank lines) / .jsonl / .json / .parquet file or a folder of them, or `hf:NAME[:CONFIG]` (a "
+                "datasets dataset)."
+            )
+        },
+    )
+    validation_data: str | None = field(
+        default=None,
+        metadata={
+            "help": (
+                "Held-out text in the same forms; default: the corpus's validation split, else "
+                "`validation_fraction` of the packed training blocks."
+            )
+        },
+    )
+    validation_fraction: float = field(
+        default=0.02,
+        metadata={"help": "share of the packed training blocks held out when there is no held-out text"},
+    )
+    max_eval_blocks: int | None = field(
+        default=256,
+        metadata={"help": "evaluate on at most this many held-out blocks; none: all"},
+    )
+    text_field: str = field(
+        default="text",
+        metadata={"help": "the .jsonl/.json/.parquet field or dataset column holding the text"},
+    )
+    max_seq_length: int = field(default=512, metadata={"help": "tokens per packed training block"})
+    mask_prob: float = field(default=0.2, metadata={"help": "share of tokens masked and predicted (paper: 0.2)"})
+    mask_strategy: str = field(
+        default="bert",
+        metadata={"help": "bert: 80% mask / 10% random / 10% kept; all: 100% mask token"},
+    )
+    mask_token: str | None = field(
+        default=None,
+        metadata={"help": "None: the tokenizer's mask token, else \"_\" (the paper's stand-in)"},
+    )
+    sparse_lm_head: bool = field(
+        default=True,
+        metadata={"help": "apply the LM head to the masked positions only (faster, less memory; the same loss)"},
+    )
+    attn_implementation: str | None = field(
+        default=None,
+        metadata={"help": "sdpa or eager; none: the model type's default"},
+    )
+    preprocessing_workers: int | None = field(
+        default=None,
+        metadata={"help": "processes that tokenize and pack the text; none: one"},
+    )
+    merge: bool = field(
+        default=False,
+        metadata={"help": "also write `merged/`, the backbone with the adapter merged in"},
+    )
+    eval_on_start: bool = field(
+        default=True,
+        metadata={"help": "evaluate the held-out masked-token accuracy before the first step too"},
+    )
 
     def problems(self) -> list[str]:
         checks = [
