@@ -76,6 +76,9 @@ ARMS: dict[str, Arm] = {
     "gemma-simcse-lr3e-5": Arm(GEMMA, simcse=simcse(lr=3e-5), note="no MNTP; the paper's lr"),
     "gemma-simcse-dropout0.1": Arm(GEMMA, simcse=simcse(dropout=0.1), note="no MNTP; dropout 0.1"),
     "smollm2-mntp-simcse": Arm(SMOLLM2, mntp=MNTP_SHORT, simcse=simcse(), note="the old base model"),
+    "smollm2-mntp-crops": Arm(
+        SMOLLM2, mntp=MNTP_SHORT, simcse=simcse(dropout=0.1, **CROPS), note="the old base model, crops"
+    ),
     "gemma-mntp10-simcse": Arm(GEMMA, mntp=MNTP_RECIPE, simcse=simcse(), note="the main recipe's MNTP, SimCSE"),
     "gemma-mntp10-crops": Arm(
         GEMMA, mntp=MNTP_RECIPE, simcse=simcse(dropout=0.1, **CROPS), note="MNTP 10, then crops of paragraphs"
