@@ -43,6 +43,7 @@ from transformers import Trainer
 from lm2vec.artifacts import atomic_folder, write_json_atomic, write_text_atomic
 from lm2vec.modeling.encoder import LM2Vec
 from lm2vec.modeling.pooling import POOLING_MODES, pool
+from lm2vec.readers import read_sentences, read_supervised_pairs, sts_supervised_pairs
 from lm2vec.recipe import failed_checks
 from lm2vec.training.common import (
     AtomicCheckpoints,
@@ -146,7 +147,7 @@ class SupervisedOptions(ContrastiveOptions):
     max_length: int = 512
     num_hard_negatives: int = 1  # hard negatives per query, the first ones of its `negatives` list
     symmetric_datasets: list[str] = field(default_factory=list)  # instruction on documents too
-    # `data` may also be a sentence-similarity file (STS Benchmark .csv, .tsv; see lm2vec.evaluation.readers):
+    # `data` may also be a sentence-similarity file (STS Benchmark .csv, .tsv; see lm2vec.readers.read_sts):
     # its pairs scored at least `min_pair_score` become symmetric (query, positive) pairs with `sts_instruction`.
     min_pair_score: float = 4.0
     sts_instruction: str = "Retrieve semantically similar text"
@@ -168,76 +169,6 @@ class SupervisedOptions(ContrastiveOptions):
 
 
 # --- data -------------------------------------------------------------------------------------------------
-
-
-def load_sentences(path: str | Path, text_field: str = "text", kind: str = "sentences") -> list[str]:
-    """SimCSE texts: an `lm2vec data` corpus folder (its `kind` train split: sentences or paragraphs), a .txt
-    file (one text per line) or a .jsonl file (`text_field`). Empty lines are skipped."""
-    path = Path(path)
-    if path.is_dir():
-        from lm2vec.data.corpus import load_corpus
-
-        texts = load_corpus(path, kind=kind, split="train")["text"]
-    elif path.suffix == ".jsonl":
-        texts = [json.loads(line)[text_field] for line in _lines(path)]
-    elif path.is_file():
-        texts = list(_lines(path))
-    else:
-        raise FileNotFoundError(f"No corpus folder, .txt or .jsonl file at {path}.")
-    texts = [t.strip() for t in texts if t and t.strip()]
-    if not texts:
-        raise ValueError(f"{path} holds no sentences.")
-    return texts
-
-
-def load_pairs(path: str | Path) -> list[dict[str, Any]]:
-    """Supervised records from JSONL: `query` and `positive` required; `negatives`, `instruction`, `dataset`
-    and `symmetric` (the instruction goes on the documents too) optional; dataset defaults to "default"."""
-    records = []
-    for number, line in enumerate(_lines(Path(path)), start=1):
-        record = json.loads(line)
-        if not isinstance(record.get("query"), str) or not isinstance(record.get("positive"), str):
-            raise ValueError(f"{path}:{number}: a record needs string fields 'query' and 'positive'.")
-        negatives = record.get("negatives") or []
-        if isinstance(negatives, str):
-            negatives = [negatives]
-        records.append(
-            {
-                "query": record["query"],
-                "positive": record["positive"],
-                "negatives": list(negatives),
-                "instruction": record.get("instruction") or "",
-                "dataset": str(record.get("dataset") or "default"),
-                "symmetric": bool(record.get("symmetric", False)),
-            }
-        )
-    if not records:
-        raise ValueError(f"{path} holds no records.")
-    return records
-
-
-def load_sts_pairs(path: str | Path, min_score: float, instruction: str) -> list[dict[str, Any]]:
-    """Pairs of a sentence-similarity file scored at least `min_score`, as symmetric supervised records (one
-    direction each: both would put a query's own text among its in-batch negatives)."""
-    from lm2vec.evaluation.readers import read_sts
-
-    data = read_sts(path)
-    records = [
-        {"query": a, "positive": b, "negatives": [], "instruction": instruction, "dataset": Path(path).stem,
-         "symmetric": True}
-        for a, b, score in zip(data.sentences1, data.sentences2, data.scores, strict=True)
-        if score >= min_score
-    ]  # fmt: skip
-    if not records:
-        raise ValueError(f"{path}: no pair is scored {min_score} or more.")
-    return records
-
-
-def _lines(path: Path) -> Iterator[str]:
-    with path.open(encoding="utf-8") as handle:
-        for line in handle:
-            if line.strip():
-                yield line.rstrip("\n")
 
 
 class ListDataset(Dataset):
@@ -490,18 +421,18 @@ def crop_pairs(paragraphs: Sequence[str], ratio: Sequence[float], seed: int = 0)
 def train_simcse(options: SimCSEOptions, resume: bool = False) -> ContrastiveResult:
     """Unsupervised SimCSE on `options.data`: sentences and themselves, or crops of paragraphs."""
     if options.positives == "crops":
-        paragraphs = load_sentences(options.data, options.text_field, kind="paragraphs")
+        paragraphs = read_sentences(options.data, options.text_field, kind="paragraphs")
         items: Sequence[Any] = crop_pairs(paragraphs, options.crop_ratio, options.seed)
     else:
-        items = load_sentences(options.data, options.text_field)
+        items = read_sentences(options.data, options.text_field)
     return _train(options, items, [range(len(items))], resume)
 
 
 def supervised_records(options: SupervisedOptions) -> list[dict[str, Any]]:
     """The JSONL records of `options.data`, or its sentence-similarity pairs as records."""
     if Path(options.data).suffix in (".csv", ".tsv"):
-        return load_sts_pairs(options.data, options.min_pair_score, options.sts_instruction)
-    return load_pairs(options.data)
+        return sts_supervised_pairs(options.data, options.min_pair_score, options.sts_instruction)
+    return read_supervised_pairs(options.data)
 
 
 def query_instruction(options: SupervisedOptions) -> str:
@@ -532,7 +463,7 @@ def mined_records(
 
     path = Path(options.output_dir) / MINED_NAME
     if path.is_file():
-        mined = load_pairs(path)
+        mined = read_supervised_pairs(path)
         if len(mined) == len(records):
             return mined
     mining = MiningOptions(options.mine_negatives, relative_margin=options.mining_relative_margin)
@@ -599,3 +530,9 @@ def _train(
     trainer.accelerator.wait_for_everyone()
     encoder_dir = output / ENCODER_DIR if options.export else None
     return ContrastiveResult(output, output / ADAPTER_DIR, encoder_dir, trainer.state.global_step)
+
+
+# The readers under the names this module has always had (lm2vec.readers reads every shared input format).
+load_sentences = read_sentences
+load_pairs = read_supervised_pairs
+load_sts_pairs = sts_supervised_pairs
