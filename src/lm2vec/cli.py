@@ -75,9 +75,11 @@ def convert(
     causal: Causal = False,
 ) -> None:
     """Write SOURCE as an encoder folder that LM2Vec, transformers and sentence-transformers load."""
+    from lm2vec.modeling.export import export_encoder
+
     encoder = _load(source, pooling, causal, max_length)
     with user_errors():
-        encoder.save_pretrained(out)
+        export_encoder(encoder, out)
     typer.echo(f"wrote {out} ({encoder.model.config.model_type}, pooling={encoder.config.pooling})")
 
 

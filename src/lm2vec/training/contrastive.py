@@ -42,6 +42,7 @@ from transformers import Trainer
 
 from lm2vec.artifacts import atomic_folder, write_json_atomic, write_text_atomic
 from lm2vec.modeling.encoder import LM2Vec
+from lm2vec.modeling.export import export_encoder
 from lm2vec.modeling.pooling import POOLING_MODES, pool
 from lm2vec.readers import read_sentences, read_supervised_pairs, sts_supervised_pairs
 from lm2vec.recipe import failed_checks
@@ -526,7 +527,7 @@ def _train(
             encoder.model = peft_model.merge_and_unload()
             set_attention_dropout(encoder.model, original_dropout)
             encoder.model.eval()
-            encoder.save_pretrained(output / ENCODER_DIR)
+            export_encoder(encoder, output / ENCODER_DIR)
     trainer.accelerator.wait_for_everyone()
     encoder_dir = output / ENCODER_DIR if options.export else None
     return ContrastiveResult(output, output / ADAPTER_DIR, encoder_dir, trainer.state.global_step)

@@ -28,9 +28,6 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 from transformers import (
-    AutoConfig,
-    AutoModelForCausalLM,
-    AutoTokenizer,
     PreTrainedModel,
     PreTrainedTokenizerBase,
     ProgressCallback,
@@ -40,8 +37,7 @@ from transformers import (
 )
 
 from lm2vec.artifacts import atomic_folder, write_json_atomic
-from lm2vec.modeling.bidirectional import default_attn_implementation, set_bidirectional, verify_bidirectional
-from lm2vec.modeling.encoder import default_device, default_dtype
+from lm2vec.modeling.encoder import backbone_of, default_device, default_dtype, load_backbone
 from lm2vec.modeling.sources import resolve_source
 from lm2vec.recipe import failed_checks
 from lm2vec.training.callbacks import read_log
@@ -191,19 +187,11 @@ class MNTPModel(nn.Module):
 
 
 def load_causal_lm(source: str, attn_implementation: str | None = None, dtype: torch.dtype = torch.float32):
-    """The causal LM of `source` (pkg alias, GGUF, folder, hub id) with bidirectional attention, verified."""
+    """The causal LM of `source` (pkg alias, GGUF, folder, hub id) with bidirectional attention, verified
+    (`lm2vec.modeling.encoder.load_backbone` with the LM head), its tokenizer and its resolved folder."""
     folder = resolve_source(source)
-    hf_config = AutoConfig.from_pretrained(folder)
-    attn_implementation = default_attn_implementation(hf_config.model_type, attn_implementation)
-    causal_lm = AutoModelForCausalLM.from_pretrained(folder, dtype=dtype, attn_implementation=attn_implementation)
-    set_bidirectional(causal_lm, True)
-    verify_bidirectional(backbone_of(causal_lm), hf_config.vocab_size)
-    tokenizer = AutoTokenizer.from_pretrained(folder)
+    causal_lm, tokenizer = load_backbone(folder, lm_head=True, dtype=dtype, attn_implementation=attn_implementation)
     return causal_lm, tokenizer, folder
-
-
-def backbone_of(causal_lm: PreTrainedModel) -> nn.Module:
-    return getattr(causal_lm, causal_lm.base_model_prefix)
 
 
 def build_mntp_model(causal_lm: PreTrainedModel, options: MNTPConfig) -> MNTPModel:
@@ -512,10 +500,10 @@ def train_mntp(
             model.backbone.save_pretrained(folder)
             tokenizer.save_pretrained(folder)
         if options.merge:
-            from lm2vec import LM2Vec
+            from lm2vec.modeling.export import export_encoder
 
             merged_dir = output_dir / MERGED_DIR
-            LM2Vec.from_pretrained(options.model, adapters=[adapter_dir], device="cpu").save_pretrained(merged_dir)
+            export_encoder(options.model, merged_dir, adapters=[adapter_dir], device="cpu")
     trainer.accelerator.wait_for_everyone()
     result = MNTPResult(output_dir, adapter_dir, merged_dir, trainer.state.global_step, metrics)
     return result, trainer
