@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 
@@ -91,5 +92,6 @@ def test_training_imports_no_evaluation_code() -> None:
         "    importlib.import_module(m.name)\n"
         "print(sorted(n for n in sys.modules if n.startswith('lm2vec.evaluation')))\n"
     )
-    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    environment = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}  # this checkout's lm2vec
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, env=environment)
     assert result.stdout.strip() == "[]", result.stdout
