@@ -196,7 +196,7 @@ def train(name: str, arm: Arm, data: Path, paragraphs: Path, out: Path, cost: Co
             common = {"model": arm.model, "output_dir": str(folder), "save_steps": 10_000}
             if stage == "mntp":
                 options = MNTPConfig(**common, data=str(data), eval_on_start=False, eval_steps=None, **settings)
-                (result, _), wall, cpu = timed(train_mntp, options, resume=True)
+                result, wall, cpu = timed(train_mntp, options, resume=True)
                 rows = options.per_device_batch_size * options.max_seq_length
             else:
                 text = settings.pop("data", None)
@@ -213,6 +213,7 @@ def train(name: str, arm: Arm, data: Path, paragraphs: Path, out: Path, cost: Co
                 sides = 2 + (options.num_hard_negatives if stage == "supervised" else 0)
                 rows = options.per_device_batch_size * options.max_length * sides
             spent = {"steps": result.global_step, "token_slots": result.global_step * rows, "wall": wall, "cpu": cpu}
+            del result  # it holds the Trainer, and with it the trained model
             record.write_text(json.dumps(spent))
         cost.add(stage, **json.loads(record.read_text()))
         adapters.append(str(folder / "adapter"))

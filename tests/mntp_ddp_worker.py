@@ -38,7 +38,8 @@ def main(model: str, data: str, out: str) -> None:
         def on_train_begin(self, args, state, control, model=None, **kwargs):
             model.register_forward_pre_hook(record, with_kwargs=True)
 
-    result, trainer = train_mntp(options, callbacks=[Hook()])
+    result = train_mntp(options, callbacks=[Hook()])
+    trainer = result.trainer
     weights = {k: v.detach().clone() for k, v in trainer.model.named_parameters() if "lora_" in k}
     rank = int(os.environ["RANK"])
     torch.save(

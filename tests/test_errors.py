@@ -29,7 +29,7 @@ BUILTIN_BASES = {
     "lm2vec.recipe.RecipeError": ValueError,
     "lm2vec.pipeline.PipelineError": RuntimeError,
     "lm2vec.data.errors.UnknownLanguageError": ValueError,
-    "lm2vec.evaluation.errors.EvalDataError": ValueError,
+    "lm2vec.readers.DataFileError": ValueError,  # evaluation.errors.EvalDataError
     "lm2vec.evaluation.errors.EvalConfigError": ValueError,
     "lm2vec.artifacts.ForeignFolderError": FileExistsError,
     "lm2vec.modeling.bidirectional.UnsupportedArchitectureError": ValueError,

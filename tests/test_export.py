@@ -157,3 +157,24 @@ def test_a_re_exported_encoder_keeps_its_hub_base_model(tmp_path) -> None:
     LM2Vec.from_pretrained(tmp_path / "first", device="cpu").save_pretrained(tmp_path / "second")
     for export in ("first", "second"):
         assert front_matter((tmp_path / export / "README.md").read_text())["base_model"] == "someone/tiny-base"
+
+
+def test_export_encoder_merges_configures_and_checks_sentence_transformers(tiny_llama, tmp_path) -> None:
+    from lm2vec.modeling.export import ExportCheckError, export_encoder
+
+    def configure(config) -> None:
+        config.query_instruction = "Find the sentence"
+
+    export = export_encoder(tiny_llama, tmp_path / "model", pooling="mean", device="cpu", configure=configure,
+                            check=True, check_device="cpu")  # fmt: skip
+    assert export.folder == tmp_path / "model" and export.st_cosine >= 0.999 and export.st_query_cosine is not None
+    assert (
+        json.loads((tmp_path / "model" / "lm2vec_config.json").read_text())["query_instruction"] == "Find the sentence"
+    )
+    assert export_encoder(LM2Vec.from_pretrained(tiny_llama, device="cpu"), tmp_path / "plain").st_cosine is None
+    with pytest.raises(ValueError, match="apply to a source"):
+        export_encoder(LM2Vec.from_pretrained(tiny_llama, device="cpu"), tmp_path / "x", pooling="mean")
+    with pytest.raises(ExportCheckError, match="disagrees"):
+        from lm2vec.modeling import export as export_module
+
+        export_module.check_export(tmp_path / "model", -np.ones((3, 1)), np.ones((3, 1)), "cpu")

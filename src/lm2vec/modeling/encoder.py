@@ -20,7 +20,14 @@ import numpy as np
 import torch
 from torch import nn
 from tqdm.auto import tqdm
-from transformers import AutoConfig, AutoModel, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
+from transformers import (
+    AutoConfig,
+    AutoModel,
+    AutoModelForCausalLM,
+    AutoTokenizer,
+    PreTrainedModel,
+    PreTrainedTokenizerBase,
+)
 
 from lm2vec.artifacts import atomic_folder
 from lm2vec.modeling.bidirectional import (
@@ -173,18 +180,14 @@ class LM2Vec(nn.Module):
         device = torch.device(device) if device is not None else default_device()
         if isinstance(dtype, str):
             dtype = getattr(torch, dtype)
-        hf_config = AutoConfig.from_pretrained(folder)
-        if config.bidirectional or hf_config.model_type in SUPPORTED_ARCHITECTURES:
-            attn_implementation = default_attn_implementation(hf_config.model_type, attn_implementation)
-        model = AutoModel.from_pretrained(
-            folder, dtype=dtype or default_dtype(device), attn_implementation=attn_implementation
+        model, tokenizer = load_backbone(
+            folder,
+            dtype=dtype or default_dtype(device),
+            device=device,
+            attn_implementation=attn_implementation,
+            bidirectional=config.bidirectional,
+            adapters=adapters,
         )
-        model = merge_adapters(model, adapters)
-        set_bidirectional(model, config.bidirectional)
-        model.to(device).eval()
-        if config.bidirectional:
-            verify_bidirectional(model, hf_config.vocab_size)
-        tokenizer = AutoTokenizer.from_pretrained(folder)
         tokenizer.padding_side = "right"
         return cls(model, tokenizer, config)
 
@@ -387,6 +390,44 @@ class LM2Vec(nn.Module):
                 "lm2vec does, so its query vectors differ slightly; LM2Vec.encode gives the trained ones.",
                 skipped - pooled_from,
             )
+
+
+def load_backbone(
+    source: str | os.PathLike,
+    *,
+    lm_head: bool = False,
+    dtype: torch.dtype = torch.float32,
+    device: torch.device | None = None,
+    attn_implementation: str | None = None,
+    bidirectional: bool = True,
+    adapters: Sequence[str | os.PathLike] = (),
+) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
+    """The model of `source` (folder, hub id, .gguf file or `pkg:` alias) and its tokenizer: the backbone
+    (`AutoModel`), or with `lm_head` the causal LM around it (MNTP trains the backbone and reads the head).
+
+    `adapters` (LoRA folders trained on the backbone) are merged in order; the attention is switched to
+    `bidirectional` and, when bidirectional, a probe checks that the first token sees the last one, or raises.
+    With `device` the model is moved there and put in eval mode."""
+    if adapters and lm_head:
+        raise ValueError("Adapters are merged into the backbone; load them without the LM head.")
+    folder = resolve_source(source)
+    hf_config = AutoConfig.from_pretrained(folder)
+    if bidirectional or hf_config.model_type in SUPPORTED_ARCHITECTURES:
+        attn_implementation = default_attn_implementation(hf_config.model_type, attn_implementation)
+    model_class = AutoModelForCausalLM if lm_head else AutoModel
+    model = model_class.from_pretrained(folder, dtype=dtype, attn_implementation=attn_implementation)
+    model = merge_adapters(model, adapters)
+    set_bidirectional(model, bidirectional)
+    if device is not None:
+        model.to(device).eval()
+    if bidirectional:
+        verify_bidirectional(backbone_of(model) if lm_head else model, hf_config.vocab_size)
+    return model, AutoTokenizer.from_pretrained(folder)
+
+
+def backbone_of(causal_lm: PreTrainedModel) -> nn.Module:
+    """The backbone (`AutoModel`) inside a causal LM."""
+    return getattr(causal_lm, causal_lm.base_model_prefix)
 
 
 def merge_adapters(model: PreTrainedModel, adapters: Sequence[str | os.PathLike]) -> PreTrainedModel:

@@ -3,7 +3,7 @@
 Sources: a `.txt`/`.md` file (one document; paragraphs separated by blank lines), a `.jsonl` file (a `text`
 field, optional `id` and `title`, other fields kept as metadata), a Parquet file (the same columns), a folder of
 such files (recursively, in name order), or an `lm2vec data` corpus folder (its paragraphs, one document per
-article). Text files are read by `lm2vec.data.sources.TextFileSource`, corpora by `lm2vec.data.corpus`.
+article). Text files are read by `lm2vec.readers` (documents separated by blank lines), corpora by `lm2vec.data.corpus`.
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ from lm2vec.data.corpus import corpus_files, is_corpus
 from lm2vec.data.errors import DataError
 from lm2vec.data.sentences import SentenceSplitter
 from lm2vec.data.shards import SPLITS
-from lm2vec.data.sources import Document, TextFileSource
+from lm2vec.readers import Document, DocumentFile, read_blank_line_documents
 
 TEXT_SUFFIXES = (".txt", ".md")
 RECORD_SUFFIXES = (".jsonl", ".parquet")
@@ -93,18 +93,18 @@ def read_documents(source: Path) -> Iterator[tuple[str, Document]]:
         for document in _parquet_documents(source):
             yield f"{source}#{document.doc_id}", document
     else:
-        for document in TextFileSource(source).items():
+        for document in DocumentFile(source).items():
             yield f"{source}#{document.doc_id}", document
 
 
 def _text_blocks(path: Path) -> list[str]:
     """The paragraphs of a text file: UTF-8, else Windows-1252 (older tools wrote it: BBC News has '£' so)."""
     try:
-        return [document.text for document in TextFileSource(path).items()]
+        return [document.text for document in read_blank_line_documents(path)]
     except DataError as error:
         if not isinstance(error.__cause__, UnicodeDecodeError):
             raise
-        return [document.text for document in TextFileSource(path, encoding="cp1252").items()]
+        return [document.text for document in read_blank_line_documents(path, encoding="cp1252")]
 
 
 def _kind(path: Path) -> str | None:

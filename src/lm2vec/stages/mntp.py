@@ -34,8 +34,7 @@ class MNTPStage(TrainingStage):
     def train(self, options, resume: bool):
         from lm2vec.training.mntp import train_mntp
 
-        result, _ = train_mntp(options, resume=resume)
-        return result
+        return train_mntp(options, resume=resume)
 
     def summarize(self, result) -> dict[str, Any]:
         from lm2vec.training.mntp import eval_accuracy_log

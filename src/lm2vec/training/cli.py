@@ -78,11 +78,7 @@ def train(
             if out is not None:
                 overrides.append(f"{name}.output_dir={out}")
             result = stage.train(build_config(stage.options_class(), name, None, overrides), resume)
-            steps, adapter_dir, encoder_dir = (
-                result.global_step,
-                result.adapter_dir,
-                getattr(result, "encoder_dir", None),
-            )
+            steps, adapter_dir, encoder_dir = result.global_step, result.adapter_dir, result.encoder_dir
     exported = f", encoder {encoder_dir}" if encoder_dir else ""
     typer.echo(f"{name} done at step {steps}: adapter {adapter_dir}{exported}")
 

@@ -18,6 +18,7 @@ import re
 import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import torch
 from peft import LoraConfig, PeftModel, get_peft_model
@@ -25,7 +26,14 @@ from transformers import PreTrainedModel, TrainingArguments
 from transformers.trainer_callback import PrinterCallback, ProgressCallback
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR, rotate_checkpoints
 
-from lm2vec.artifacts import PARTIAL, claim_folder, temporary_sibling, write_json_atomic, write_text_atomic
+from lm2vec.artifacts import (
+    PARTIAL,
+    atomic_folder,
+    claim_folder,
+    temporary_sibling,
+    write_json_atomic,
+    write_text_atomic,
+)
 from lm2vec.recipe import failed_checks
 from lm2vec.training.callbacks import (
     LOG_NAME,
@@ -137,6 +145,28 @@ class TrainingOptions:
             (bool(self.lora_target_modules), "lora_target_modules must name at least one module."),
         ]
         return failed_checks(checks)
+
+
+@dataclass
+class TrainingResult:
+    """What a training stage's `train_*` function returns."""
+
+    output_dir: Path
+    adapter_dir: Path  # relative to the base model with the stage's starting adapters merged
+    encoder_dir: Path | None  # the merged export (MNTP's merged/ with `merge`, contrastive encoder/ with `export`)
+    global_step: int
+    metrics: dict = field(default_factory=dict)  # the final evaluation's, for stages that evaluate (MNTP)
+    trainer: Any = field(default=None, repr=False, compare=False)  # the Trainer that ran, with the trained model
+
+
+def save_adapter(model: PeftModel, folder: Path, tokenizer=None) -> Path:
+    """Write a trained LoRA adapter (and the tokenizer, if given) to `folder` atomically; the training folder is
+    lm2vec's, so an earlier adapter there is replaced."""
+    with atomic_folder(folder, replaceable=True) as staging:
+        model.save_pretrained(staging)
+        if tokenizer is not None:
+            tokenizer.save_pretrained(staging)
+    return folder
 
 
 def add_lora(backbone: PreTrainedModel, options: TrainingOptions) -> PeftModel:

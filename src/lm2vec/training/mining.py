@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from lm2vec.artifacts import write_text_atomic
+from lm2vec.readers import read_sentences, read_supervised_pairs
 
 if TYPE_CHECKING:  # the options import light, for the `lm2vec mine` command line
     from lm2vec.modeling.encoder import LM2Vec
@@ -111,10 +112,8 @@ def mine_file(
     """Read pairs (and a corpus: by default the pairs' positives), mine, write `output` atomically."""
     options = options or MiningOptions()
     check_paths(pairs, output, corpus)
-    from lm2vec.training.contrastive import load_pairs, load_sentences
-
-    records = load_pairs(pairs)
-    texts = load_sentences(corpus) if corpus is not None else list(dict.fromkeys(r["positive"] for r in records))
+    records = read_supervised_pairs(pairs)
+    texts = read_sentences(corpus) if corpus is not None else list(dict.fromkeys(r["positive"] for r in records))
     mined = mine_hard_negatives(encoder, records, texts, options)
     write_text_atomic(output, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in mined))
     added = [len(m["negatives"]) - len(r["negatives"]) for m, r in zip(mined, records, strict=True)]

@@ -1,0 +1,84 @@
+"""Writing an encoder folder that LM2Vec, plain transformers and sentence-transformers load as the same encoder.
+
+Every export goes through `export_encoder`: `lm2vec convert`, MNTP's `merged/`, the contrastive stages'
+`encoder/` and the run's `model/` (which also checks the folder against sentence-transformers).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from lm2vec.errors import LM2VecError
+from lm2vec.modeling.encoder import EncoderConfig, LM2Vec
+
+PROBE = ("A man is playing a guitar.", "The weather is cold today.", "Bread is baked in an oven.")
+MIN_AGREEMENT = 0.999  # the least cosine between sentence-transformers' and LM2Vec's embedding of a probe text
+
+
+class ExportCheckError(LM2VecError, RuntimeError):
+    """sentence-transformers does not give the exported encoder's embeddings."""
+
+
+@dataclass
+class Export:
+    folder: Path
+    st_cosine: float | None = None  # the least cosine of sentence-transformers' document embeddings and LM2Vec's
+    # ... of its query embeddings (the query instruction as prompt): reported, not checked, because with BPE
+    # tokenizers sentence-transformers also skips the first text token after a prompt.
+    st_query_cosine: float | None = None
+
+
+def export_encoder(
+    encoder: LM2Vec | str | os.PathLike,
+    target: str | os.PathLike,
+    *,
+    adapters: Sequence[str | os.PathLike] = (),
+    configure: Callable[[EncoderConfig], None] | None = None,
+    check: bool = False,
+    check_device: str | None = None,
+    **load_options,
+) -> Export:
+    """Write `encoder` (an LM2Vec, or a source loaded with `LM2Vec.from_pretrained(source, adapters=adapters,
+    **load_options)`, the adapters merged) to `target` with `LM2Vec.save_pretrained`: weights, tokenizer,
+    lm2vec_config.json and the sentence-transformers files, renamed into place when complete.
+
+    `configure` may set the encoder config (query instruction, Matryoshka sizes) before it is written. With
+    `check`, sentence-transformers loads the folder (on `check_device`) and must embed probe texts as LM2Vec
+    does (cosine >= MIN_AGREEMENT), else ExportCheckError; the loaded encoder is freed first."""
+    if not isinstance(encoder, LM2Vec):
+        encoder = LM2Vec.from_pretrained(encoder, adapters=adapters, **load_options)
+    elif adapters or load_options:
+        raise ValueError("adapters and load options apply to a source, not to a loaded encoder.")
+    if configure is not None:
+        configure(encoder.config)
+    target = Path(target)
+    encoder.save_pretrained(target)
+    if not check:
+        return Export(target)
+    probe = list(PROBE)
+    instruction = encoder.config.query_instruction or None
+    expected = encoder.encode(probe, normalize=True)
+    expected_query = encoder.encode(probe, normalize=True, prompt=instruction)
+    del encoder
+    return check_export(target, expected, expected_query, check_device)
+
+
+def check_export(target: Path, expected, expected_query, device: str | None = None) -> Export:
+    """sentence-transformers' embeddings of PROBE from `target` against LM2Vec's (`expected`, normalized)."""
+    import numpy as np
+    from sentence_transformers import SentenceTransformer
+
+    loaded = SentenceTransformer(str(target), device=device)
+    quiet = {"normalize_embeddings": True, "show_progress_bar": False}
+    agreement = float(np.min(np.sum(loaded.encode_document(list(PROBE), **quiet) * expected, axis=1)))
+    if agreement < MIN_AGREEMENT:
+        raise ExportCheckError(f"{target}: sentence-transformers disagrees with LM2Vec (cosine {agreement:.6f})")
+    query = loaded.encode(list(PROBE), **quiet)
+    query_agreement = float(np.min(np.sum(query * expected_query, axis=1)))
+    return Export(target, agreement, query_agreement)
+
+
+__all__ = ["MIN_AGREEMENT", "PROBE", "Export", "ExportCheckError", "check_export", "export_encoder"]

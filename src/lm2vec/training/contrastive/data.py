@@ -1,0 +1,153 @@
+"""Contrastive training data: the records, their batches (one dataset per global batch) and collation."""
+
+from __future__ import annotations
+
+import json
+import random
+from collections import Counter
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch.utils.data import Dataset, Sampler
+
+from lm2vec.artifacts import write_text_atomic
+from lm2vec.modeling.encoder import LM2Vec
+from lm2vec.readers import read_supervised_pairs, sts_supervised_pairs
+from lm2vec.training.contrastive.options import SupervisedOptions
+
+MINED_NAME = "mined.jsonl"  # the supervised records with their mined hard negatives
+MIN_CROP_WORDS = 8  # shorter paragraphs give crops of a word or two
+
+
+class ListDataset(Dataset):
+    def __init__(self, items: Sequence[Any]):
+        self.items = items
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def __getitem__(self, index: int) -> Any:
+        return self.items[index]
+
+
+class GroupedBatchSampler(Sampler[list[int]]):
+    """Per-device batches such that the `world_size` consecutive batches of one global step come from the same
+    group (dataset). Accelerate hands process r the r-th of each run of `world_size` batches. Incomplete global
+    batches are dropped, so every process always holds the same number of rows."""
+
+    def __init__(self, groups: Sequence[Sequence[int]], batch_size: int, world_size: int = 1, seed: int = 0):
+        self.groups = [list(g) for g in groups]
+        self.batch_size, self.world_size, self.seed = batch_size, world_size, seed
+        self.epoch = 0
+        if len(self) == 0:
+            sizes = ", ".join(str(len(g)) for g in self.groups)
+            raise ValueError(f"No group (sizes {sizes}) fills one global batch of {batch_size * world_size} rows.")
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        step = self.batch_size * self.world_size
+        return sum(len(g) // step for g in self.groups) * self.world_size
+
+    def __iter__(self) -> Iterator[list[int]]:
+        rng = random.Random(self.seed * 1_000_003 + self.epoch)
+        step = self.batch_size * self.world_size
+        global_batches = []
+        for group in self.groups:
+            order = group[:]
+            rng.shuffle(order)
+            global_batches += [order[i : i + step] for i in range(0, len(order) - step + 1, step)]
+        rng.shuffle(global_batches)
+        for batch in global_batches:
+            for rank in range(self.world_size):
+                yield batch[rank * self.batch_size : (rank + 1) * self.batch_size]
+
+
+@dataclass
+class ContrastiveCollator:
+    """Records -> one collated batch: rows [queries, their positives, hard negatives] and `n_queries`.
+
+    SimCSE records are strings (a sentence is its own positive); supervised records are dicts."""
+
+    encoder: LM2Vec
+    num_hard_negatives: int = 1
+    symmetric_datasets: Sequence[str] = ()
+
+    def __call__(self, records: Sequence[Any]) -> dict[str, torch.Tensor]:
+        if isinstance(records[0], str):
+            tokenized = self.encoder.tokenize(list(records))
+            rows = tokenized + tokenized
+        else:
+            queries, documents, negatives = [], [], []
+            for record in records:
+                instruction = record.get("instruction") or ""
+                symmetric = record.get("symmetric") or record.get("dataset") in self.symmetric_datasets
+                queries.append(_with_instruction(record["query"], instruction))
+                documents.append(_with_instruction(record["positive"], instruction if symmetric else ""))
+                for negative in (record.get("negatives") or [])[: self.num_hard_negatives]:
+                    negatives.append(_with_instruction(negative, instruction if symmetric else ""))
+            rows = self.encoder.tokenize(queries + documents + negatives)
+        features = self.encoder.collate(rows)
+        features["n_queries"] = torch.tensor(len(records))
+        return features
+
+
+def _with_instruction(text: str, instruction: str) -> str | tuple[str, str]:
+    return (instruction, text) if instruction else text
+
+
+def crop_pairs(paragraphs: Sequence[str], ratio: Sequence[float], seed: int = 0) -> list[dict[str, str]]:
+    """Two independent random word spans of each paragraph as a (query, positive) pair, each `ratio` (low, high)
+    of its words, drawn once with `seed` so a resumed run sees the same pairs."""
+    rng = random.Random(seed)
+    pairs = []
+    for paragraph in paragraphs:
+        words = paragraph.split()
+        if len(words) < MIN_CROP_WORDS:
+            continue
+        spans = []
+        for _ in range(2):
+            length = max(1, round(rng.uniform(*ratio) * len(words)))
+            start = rng.randrange(len(words) - length + 1)
+            spans.append(" ".join(words[start : start + length]))
+        pairs.append({"query": spans[0], "positive": spans[1], "dataset": "crops"})
+    if not pairs:
+        raise ValueError(f"No paragraph has the {MIN_CROP_WORDS} words two crops need.")
+    return pairs
+
+
+def supervised_records(options: SupervisedOptions) -> list[dict[str, Any]]:
+    """The JSONL records of `options.data`, or its sentence-similarity pairs as records."""
+    if Path(options.data).suffix in (".csv", ".tsv"):
+        return sts_supervised_pairs(options.data, options.min_pair_score, options.sts_instruction)
+    return read_supervised_pairs(options.data)
+
+
+def query_instruction(options: SupervisedOptions) -> str:
+    """The instruction most training queries carried (empty if none had one): the default for retrieval."""
+    counts = Counter(record["instruction"] for record in supervised_records(options))
+    return counts.most_common(1)[0][0]
+
+
+def mined_records(
+    encoder: LM2Vec, records: Sequence[dict[str, Any]], options: SupervisedOptions, write: bool = True
+) -> list[dict]:
+    """The records with hard negatives mined by `encoder` (the model training starts from), from
+    OUTPUT/mined.jsonl when an earlier attempt of this run wrote it, so a resumed run trains on the same ones."""
+    from lm2vec.training.mining import MiningOptions, mine_hard_negatives
+
+    path = Path(options.output_dir) / MINED_NAME
+    if path.is_file():
+        mined = read_supervised_pairs(path)
+        if len(mined) == len(records):
+            return mined
+    mining = MiningOptions(options.mine_negatives, relative_margin=options.mining_relative_margin)
+    corpus = list(dict.fromkeys(record["positive"] for record in records))
+    mined = mine_hard_negatives(encoder, list(records), corpus, mining)
+    if write:  # the main process; the others mined the same negatives
+        write_text_atomic(path, "".join(json.dumps(record, ensure_ascii=False) + "\n" for record in mined))
+    return mined

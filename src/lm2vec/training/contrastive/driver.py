@@ -1,0 +1,129 @@
+"""Running a contrastive stage: `train_simcse` and `train_supervised`."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+from transformers import TrainerCallback
+
+from lm2vec.artifacts import write_json_atomic
+from lm2vec.modeling.encoder import LM2Vec
+from lm2vec.modeling.export import export_encoder
+from lm2vec.readers import read_sentences
+from lm2vec.training.common import (
+    TrainingResult,
+    add_lora,
+    resume_checkpoint,
+    save_adapter,
+    shared_callbacks,
+    training_arguments,
+)
+from lm2vec.training.contrastive.data import (
+    ContrastiveCollator,
+    GroupedBatchSampler,
+    ListDataset,
+    crop_pairs,
+    mined_records,
+    supervised_records,
+)
+from lm2vec.training.contrastive.model import set_attention_dropout
+from lm2vec.training.contrastive.options import ContrastiveOptions, SimCSEOptions, SupervisedOptions
+from lm2vec.training.contrastive.trainer import ContrastiveTrainer
+
+logger = logging.getLogger(__name__)
+
+ADAPTER_DIR = "adapter"
+ENCODER_DIR = "encoder"
+OPTIONS_NAME = "contrastive_options.json"
+
+
+def train_simcse(
+    options: SimCSEOptions, resume: bool = False, callbacks: list[TrainerCallback] | tuple = ()
+) -> TrainingResult:
+    """Unsupervised SimCSE on `options.data`: sentences and themselves, or crops of paragraphs."""
+    if options.positives == "crops":
+        paragraphs = read_sentences(options.data, options.text_field, kind="paragraphs")
+        items: Sequence[Any] = crop_pairs(paragraphs, options.crop_ratio, options.seed)
+    else:
+        items = read_sentences(options.data, options.text_field)
+    return _train(options, items, [range(len(items))], resume, callbacks)
+
+
+def train_supervised(
+    options: SupervisedOptions, resume: bool = False, callbacks: list[TrainerCallback] | tuple = ()
+) -> TrainingResult:
+    """Supervised contrastive training on the JSONL records (or sentence-similarity pairs) in `options.data`."""
+    records = supervised_records(options)
+    if options.homogeneous_batches:
+        by_dataset: dict[str, list[int]] = {}
+        for index, record in enumerate(records):
+            by_dataset.setdefault(record["dataset"], []).append(index)
+        groups = list(by_dataset.values())
+    else:
+        groups = [range(len(records))]
+    return _train(options, records, groups, resume, callbacks)
+
+
+def _train(
+    options: ContrastiveOptions,
+    items: Sequence[Any],
+    groups: Sequence[Sequence[int]],
+    resume: bool,
+    callbacks: list[TrainerCallback] | tuple = (),
+) -> TrainingResult:
+    if not options.data:
+        raise ValueError("Set `data`: the training texts.")
+    checkpoint = resume_checkpoint(options, resume)
+    args = training_arguments(options)
+    encoder = LM2Vec.from_pretrained(
+        options.model,
+        adapters=options.adapters,
+        pooling=options.pooling,
+        max_length=options.max_length,
+        device=args.device,
+    )
+    if getattr(options, "mine_negatives", 0):
+        items = mined_records(encoder, items, options, write=args.process_index == 0)
+    if too_large := [d for d in options.matryoshka_dims if d > encoder.get_sentence_embedding_dimension()]:
+        raise ValueError(
+            f"matryoshka_dims {too_large} are larger than the model's {encoder.get_sentence_embedding_dimension()}."
+        )
+    encoder.config.matryoshka_dims = sorted(set(options.matryoshka_dims))
+    original_dropout = set_attention_dropout(encoder.model, options.dropout)
+    encoder.model = add_lora(encoder.model, options)
+    if args.process_index == 0:
+        logger.info("trainable parameters: %s", encoder.model.get_nb_trainable_parameters())
+    sampler = GroupedBatchSampler(groups, options.per_device_batch_size, args.world_size, options.seed)
+    collator = ContrastiveCollator(
+        encoder,
+        num_hard_negatives=getattr(options, "num_hard_negatives", 0),
+        symmetric_datasets=tuple(getattr(options, "symmetric_datasets", ())),
+    )
+    trainer = ContrastiveTrainer(
+        model=encoder.model,
+        args=args,
+        train_dataset=ListDataset(items),
+        data_collator=collator,
+        callbacks=[*shared_callbacks(options), *callbacks],
+        encoder=encoder,
+        options=options,
+        batch_sampler=sampler,
+    )
+    trainer.train(resume_from_checkpoint=checkpoint)
+    output = Path(options.output_dir)
+    if trainer.is_world_process_zero():
+        peft_model = encoder.model
+        save_adapter(peft_model, output / ADAPTER_DIR)
+        write_json_atomic(output / OPTIONS_NAME, asdict(options))
+        if options.export:
+            encoder.model = peft_model.merge_and_unload()
+            set_attention_dropout(encoder.model, original_dropout)
+            encoder.model.eval()
+            export_encoder(encoder, output / ENCODER_DIR)
+    trainer.accelerator.wait_for_everyone()
+    encoder_dir = output / ENCODER_DIR if options.export else None
+    return TrainingResult(output, output / ADAPTER_DIR, encoder_dir, trainer.state.global_step, trainer=trainer)
