@@ -44,6 +44,7 @@ MNTP_SHORT = {"max_steps": 30, "max_seq_length": 128, "per_device_batch_size": 8
 MNTP_RECIPE = {**MNTP_SHORT, "max_steps": 10, "mask_strategy": "bert"}  # the main recipe's MNTP
 SUPERVISED = {"data": "${stsb}/sts-train.csv", "per_device_batch_size": 32, "max_length": 64, "max_steps": 20,
               "warmup_steps": 3, "mini_batch_size": 16}  # fmt: skip  # the main recipe's
+DIMENSIONS = (64, 128, 256)  # Gemma-3-270m's embeddings have 640
 CROPS = {"positives": "crops", "max_length": 64, "per_device_batch_size": 32, "data": "corpus"}
 
 
@@ -59,6 +60,7 @@ class Arm:
     # SimCSE steps whose checkpoints are evaluated too (the score-against-minutes curve of one run); their cost
     # is MNTP's plus that share of SimCSE's.
     checkpoints: tuple[int, ...] = ()
+    dimensions: tuple[int, ...] = ()  # also scored with the embeddings cut to these sizes (and renormalised)
     note: str = ""
 
 
@@ -101,6 +103,20 @@ ARMS: dict[str, Arm] = {
         supervised={**SUPERVISED, "mine_negatives": 1, "num_hard_negatives": 1},
         note="+ STS-B train with a mined hard negative per pair",
     ),
+    "gemma-mntp10-crops-dims": Arm(
+        GEMMA,
+        mntp=MNTP_RECIPE,
+        simcse=simcse(dropout=0.1, **CROPS),
+        dimensions=DIMENSIONS,
+        note="crops, scored at Matryoshka prefixes it was not trained for",
+    ),  # fmt: skip
+    "gemma-mntp10-crops-matryoshka": Arm(
+        GEMMA,
+        mntp=MNTP_RECIPE,
+        simcse=simcse(dropout=0.1, matryoshka_dims=list(DIMENSIONS), **CROPS),
+        dimensions=DIMENSIONS,
+        note="crops with the loss summed over the prefixes too",
+    ),  # fmt: skip
     "gemma-mntp50-crops": Arm(
         GEMMA, mntp={**MNTP_RECIPE, "max_steps": 50}, simcse=simcse(dropout=0.1, **CROPS), note="MNTP 50, crops"
     ),
@@ -141,6 +157,29 @@ class Cost:
     @property
     def idle_minutes(self) -> float:
         return self.cpu_seconds / 120
+
+
+def truncated_encoder_class():
+    """A cached encoder whose embeddings are cut to their first `dimension` values and renormalised: a Matryoshka
+    prefix, sharing the full model's embedding cache."""
+    from lm2vec.evaluation.encoders import CachedEncoder
+
+    @dataclass
+    class Truncated(CachedEncoder):
+        label: str = ""
+        dimension: int = 0
+
+        @property
+        def name(self) -> str:
+            return self.label
+
+        def embed(self, texts: list[str], instruction: str | None = None):
+            import numpy as np
+
+            prefix = super().embed(texts, instruction)[:, : self.dimension]
+            return prefix / np.maximum(np.linalg.norm(prefix, axis=1, keepdims=True), 1e-12)
+
+    return Truncated
 
 
 def timed(work, *args, **kwargs):
@@ -221,7 +260,7 @@ def train(name: str, arm: Arm, data: Path, paragraphs: Path, out: Path, cost: Co
 
 
 def run_arm(name: str, arm: Arm, tasks: list, data: Path, paragraphs: Path, out: Path) -> dict:
-    from lm2vec.evaluation.encoders import ModelSpec
+    from lm2vec.evaluation.encoders import CachedEncoder, ModelSpec
     from lm2vec.evaluation.report import baseline_specs
     from lm2vec.evaluation.runner import evaluate
 
@@ -236,14 +275,20 @@ def run_arm(name: str, arm: Arm, tasks: list, data: Path, paragraphs: Path, out:
             checkpoint = Path(adapters[-1]).parent / f"checkpoint-{step}"
             specs.append(ModelSpec(f"{name} @ {step}", arm.model, (*adapters[:-1], str(checkpoint)), arm.pooling))
             costs[specs[-1].name] = cost.share(step)
-    results, wall, cpu = timed(lambda: evaluate(specs, tasks, progress=False))
+    models = list(specs)
+    if arm.dimensions:
+        Truncated = truncated_encoder_class()  # noqa: N806
+        full = CachedEncoder(specs[0])
+        models = [full, *(Truncated(specs[0], model=None, label=f"{name} @ dim {d}", dimension=d)
+                          for d in arm.dimensions)]  # fmt: skip
+    results, wall, cpu = timed(lambda: evaluate(models, tasks, progress=False))
     rows = []
-    for spec in specs:
-        spec_cost = costs.get(spec.name, cost)
-        scores = {task: r.main_score for task, r in results.models[spec.name].results.items()}
+    for model in models:
+        spec_cost = costs.get(model.name, cost)
+        scores = {task: r.main_score for task, r in results.models[model.name].results.items()}
         rows.append(
             {
-                "arm": spec.name,
+                "arm": model.name,
                 "note": arm.note,
                 "scores": scores,
                 "average": sum(scores.values()) / len(scores),

@@ -60,3 +60,20 @@ def test_a_checkpoint_costs_mntp_and_its_share_of_simcse(study) -> None:
         study.ARMS["gemma-mntp10-crops-curve"].checkpoints[-1]
         == study.ARMS["gemma-mntp10-crops-curve"].simcse["max_steps"]
     )  # the last checkpoint is the arm's own model
+
+
+def test_a_matryoshka_prefix_is_cut_and_renormalised(study) -> None:
+    import numpy as np
+
+    from lm2vec.evaluation.encoders import ModelSpec
+
+    class Fixed:
+        def embed(self, texts, instruction=None):
+            return np.array([[3.0, 4.0, 12.0], [1.0, 0.0, 5.0]], dtype=np.float32)[: len(texts)]
+
+    options = {"cache_root": None, "model": Fixed(), "fingerprint": "f", "label": "m @ 2", "dimension": 2}
+    truncated = study.truncated_encoder_class()(ModelSpec("m", "x"), **options)
+    np.testing.assert_allclose(truncated.embed(["a", "b"]), [[0.6, 0.8], [1.0, 0.0]], rtol=1e-6)
+    assert truncated.name == "m @ 2"
+    for arm in study.ARMS.values():
+        assert all(d < 640 for d in arm.dimensions)  # prefixes of Gemma-3-270m's 640
