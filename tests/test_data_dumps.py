@@ -319,3 +319,14 @@ def test_a_folder_given_as_input_is_named_as_one(tmp_path: Path) -> None:
     result = runner.invoke(data_app, ["text", str(tmp_path / "records.jsonl"), "--lang", "en", "--out",
                                       str(tmp_path / "out2"), "--workers", "1"])  # fmt: skip
     assert result.exit_code == 2 and "records.jsonl, line 2: 'text' is a list, not a string" in result.output
+
+
+def test_the_progress_bar_stays_out_of_logs_that_are_not_a_terminal(tmp_path: Path, capfd) -> None:
+    texts = [f"Document number {n} talks about {word}, which no other document covers." for n, word in
+             enumerate("rivers mountains music chemistry football".split())]  # fmt: skip
+    (tmp_path / "docs.txt").write_text("\n\n".join(texts))
+    config = TextConfig(lang="en", workers=1, progress=True, min_article_chars=10)
+    capfd.readouterr()
+    build_text_corpus(str(tmp_path / "docs.txt"), config, tmp_path / "out")
+    console = "".join(capfd.readouterr())
+    assert "\r" not in console and "reading" not in console  # pytest's capture is not a terminal

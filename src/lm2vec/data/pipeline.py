@@ -218,7 +218,7 @@ class CorpusBuilder:
         gc.set_threshold(*_GC_THRESHOLDS)
         try:
             with tqdm(total=self._source.size or None, unit="B", unit_scale=True, desc="reading",
-                      disable=not self._config.progress, mininterval=1.0) as bar:  # fmt: skip
+                      disable=None if self._config.progress else True, mininterval=1.0) as bar:  # fmt: skip
                 for article in self._results():
                     self._keep(article)
                     if self._counts.pages_seen % 64 == 0:

@@ -92,7 +92,8 @@ def evaluate(
     """Every task on every model. Models are loaded one at a time, only on a cache miss, and released after."""
     results = Results(tasks={task.name: describe_task(task) for task in tasks})
     root = default_cache_root() if cache_root == "default" else cache_root
-    bar = tqdm(total=len(models) * len(tasks), desc="Evaluating", disable=not progress, unit="task")
+    # disable=None: no bar when stderr is not a terminal (CI logs), as for every lm2vec bar
+    bar = tqdm(total=len(models) * len(tasks), desc="Evaluating", disable=None if progress else True, unit="task")
     for model in models:
         encoder = (
             model
