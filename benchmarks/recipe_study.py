@@ -249,7 +249,8 @@ def train(name: str, arm: Arm, data: Path, paragraphs: Path, out: Path, cost: Co
                                       "supervised": (SupervisedOptions, train_supervised)}[stage]  # fmt: skip
                 options = options_class(**common, **settings)
                 result, wall, cpu = timed(run, options, resume=True)
-                sides = 2 + (options.num_hard_negatives if stage == "supervised" else 0)
+                # mined negatives join the rows; STS pairs bring none of their own
+                sides = 2 + (options.num_hard_negatives if getattr(options, "mine_negatives", 0) else 0)
                 rows = options.per_device_batch_size * options.max_length * sides
             spent = {"steps": result.global_step, "token_slots": result.global_step * rows, "wall": wall, "cpu": cpu}
             del result  # it holds the Trainer, and with it the trained model
