@@ -335,11 +335,13 @@ def test_only_runs_one_stage_from_the_runs_inputs(tiny_llama, inputs, tmp_path) 
     result = CliRunner().invoke(app, ["run", str(QUICK), "--out", str(run_dir), "--only", "mntp", *overrides])
     assert result.exit_code == 2 and "mntp reads what data write(s)" in " ".join(result.output.split())
     assert "--until data" in result.output
-    result = CliRunner().invoke(app, ["run", str(QUICK), "--out", str(run_dir), "--only", "data", *overrides])
-    assert result.exit_code == 0, result.output
+    # `train STAGE --recipe` also runs the stages it reads from that are not done: here the data stage.
     result = CliRunner().invoke(app, ["train", "mntp", "--recipe", str(QUICK), "--out", str(run_dir), *overrides])
     assert result.exit_code == 0, result.output
+    assert "[1/7] data: done in" in result.output and "simcse" not in result.output
     assert f"mntp done at step 4: adapter {run_dir / 'mntp' / 'adapter'}" in result.output
+    result = CliRunner().invoke(app, ["run", str(QUICK), "--out", str(run_dir), "--only", "data", *overrides])
+    assert result.exit_code == 0 and "data: done earlier" in result.output, result.output
     # Supervised training starts from MNTP here (run.supervised_after), so it need not wait for SimCSE.
     result = CliRunner().invoke(app, ["train", "supervised", "-r", str(QUICK), "--out", str(run_dir), *overrides])
     assert result.exit_code == 0, result.output

@@ -290,8 +290,11 @@ class Pipeline:
         with self._records_lock:
             write_json_atomic(self.dir / STATE_NAME, content)
 
-    def run(self, redo: str | None = None, until: str | None = None, only: str | None = None) -> dict[str, StageRecord]:
-        """Every stage not done yet, in order (up to `until`); with `only`, that one stage alone."""
+    def run(
+        self, redo: str | None = None, until: str | None = None, only: str | None = None, with_inputs: bool = False
+    ) -> dict[str, StageRecord]:
+        """Every stage not done yet, in order (up to `until`); with `only`, that one stage alone, and with
+        `with_inputs` also the stages it reads from (and theirs) that are not done yet."""
         stages = self.plan.stages
         for name in (redo, until, only):
             if name is not None and name not in stages:
@@ -301,10 +304,13 @@ class Pipeline:
         if redo is not None:
             self._reset_from(redo)
         self._check_finished_stages(stages if only is None else stages[: stages.index(only) + 1])
-        if only is not None:
+        selected = None if only is None else {only}
+        if only is not None and with_inputs:
+            selected |= self._inputs_of(only)
+        elif only is not None:
             self._check_needs(only)
         for number, stage in enumerate(stages, start=1):
-            if only is not None and stage != only:
+            if selected is not None and stage not in selected:
                 continue
             record = self.records[stage]
             header = f"[{number}/{len(stages)}] {stage}"
@@ -325,6 +331,16 @@ class Pipeline:
                     f"The options of stage {stage!r} (or of a stage before it) changed since {self.dir} ran it. "
                     f"Re-run from there with --redo {stage}, or choose a new --out."
                 )
+
+    def _inputs_of(self, stage: str) -> set[str]:
+        """The stages `stage` reads from, and the ones they read from, transitively."""
+        found: set[str] = set()
+        pending = list(self.plan.stage(stage).needs(self.plan))
+        while pending:
+            if (name := pending.pop()) not in found:
+                found.add(name)
+                pending += self.plan.stage(name).needs(self.plan)
+        return found
 
     def _check_needs(self, stage: str) -> None:
         """`--only stage`: the stages whose outputs it reads must be done."""
@@ -423,13 +439,15 @@ def run_recipe(
     echo: Callable[[str], None] = print,
     verbose: bool = False,
     only: str | None = None,
+    with_inputs: bool = False,
 ) -> Pipeline:
     """Plan and run a recipe; returns the finished pipeline (its `records` hold each stage's outcome). With
-    `only`, just that stage runs (`lm2vec train STAGE --recipe R`)."""
+    `only`, just that stage runs (`lm2vec run R --only STAGE`), and with `with_inputs` also the stages it reads
+    from that are not done yet (`lm2vec train STAGE --recipe R`)."""
     pipeline = Pipeline(plan_run(recipe, overrides, out), echo, verbose)
     if not pipeline.is_main:
         pipeline.echo = lambda message: None
-    pipeline.run(redo=redo, until=until, only=only)
+    pipeline.run(redo=redo, until=until, only=only, with_inputs=with_inputs)
     return pipeline
 
 

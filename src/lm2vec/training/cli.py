@@ -1,5 +1,6 @@
 """`lm2vec train STAGE`: one training stage. With `--recipe R` it is `lm2vec run R --only STAGE`: the same
-inputs (run.model, RUN/data, the earlier stages' adapters) and folders (RUN/STAGE) as the whole run; without a
+inputs (run.model, RUN/data, the earlier stages' adapters) and folders (RUN/STAGE) as the whole run, and the
+stages it reads from run first if they are not done yet; without a
 recipe the stage's options come from `--set` alone. A command per registered training stage (lm2vec.stages).
 
 No `from __future__ import annotations`: the commands' annotations use the stage they are made for."""
@@ -18,7 +19,7 @@ train_app = typer.Typer(no_args_is_help=True, help=f"Train a stage: {', '.join(_
 
 RECIPE_HELP = (
     "TOML recipe: train this stage of its run (`lm2vec run RECIPE --only STAGE`), from the run's inputs: "
-    "run.model, RUN/data, the adapters of the stages before it, which must be done."
+    "run.model, RUN/data, the adapters of the stages before it, which run first if they are not done yet."
 )
 OUT_HELP = (
     "With --recipe the run folder (default run.out, else runs/NAME; the stage writes OUT/STAGE); "
@@ -65,7 +66,7 @@ def train(
     encoder_dir = None
     with user_errors(OSError, ValueError):
         if recipe is not None:
-            only = {"redo": name if redo else None, "only": name}
+            only = {"redo": name if redo else None, "only": name, "with_inputs": True}
             pipeline = run_recipe(recipe, overrides, out, echo=typer.echo, verbose=verbose, **only)
             if not pipeline.is_main:
                 return
