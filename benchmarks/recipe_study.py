@@ -61,12 +61,18 @@ class Arm:
     # is MNTP's plus that share of SimCSE's.
     checkpoints: tuple[int, ...] = ()
     dimensions: tuple[int, ...] = ()  # also scored with the embeddings cut to these sizes (and renormalised)
+    gpu: bool = False  # the paper's settings: days on this CPU, not among the default arms (--smoke tries them)
     note: str = ""
 
 
 def simcse(steps: int = 20, lr: float = 1e-4, dropout: float = 0.3, **text) -> dict:
     return {"max_steps": steps, "learning_rate": lr, "dropout": dropout, "mini_batch_size": 16, **(text or SENTENCES)}
 
+
+# The paper's settings (MNTP 1000 x 32 x 512, SimCSE 1000 x 128, lr 3e-5, dropout 0.3), for a GPU (bf16 there).
+PAPER_MNTP = {"max_steps": 1000, "per_device_batch_size": 32, "max_seq_length": 512, "learning_rate": 5e-5}
+PAPER_SIMCSE = {"max_steps": 1000, "per_device_batch_size": 128, "max_length": 128, "learning_rate": 3e-5,
+                "dropout": 0.3, "mini_batch_size": 64}  # fmt: skip
 
 ARMS: dict[str, Arm] = {
     "smollm2-zero": Arm(SMOLLM2, baselines=True, note="SmolLM2 untouched"),
@@ -81,6 +87,14 @@ ARMS: dict[str, Arm] = {
     "smollm2-mntp-crops": Arm(
         SMOLLM2, mntp=MNTP_SHORT, simcse=simcse(dropout=0.1, **CROPS), note="the old base model, crops"
     ),
+    "gemma-paper": Arm(
+        GEMMA,
+        mntp={**PAPER_MNTP, "mask_strategy": "bert"},
+        simcse=PAPER_SIMCSE,
+        gpu=True,
+        note="the paper's MNTP and SimCSE",
+    ),  # fmt: skip
+    "smollm2-paper": Arm(SMOLLM2, mntp=PAPER_MNTP, simcse=PAPER_SIMCSE, gpu=True, note="the paper's MNTP and SimCSE"),
     "gemma-mntp10-simcse": Arm(GEMMA, mntp=MNTP_RECIPE, simcse=simcse(), note="the main recipe's MNTP, SimCSE"),
     "gemma-mntp10-crops": Arm(
         GEMMA, mntp=MNTP_RECIPE, simcse=simcse(dropout=0.1, **CROPS), note="MNTP 10, then crops of paragraphs"
@@ -325,13 +339,28 @@ def table(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
+def smoke(arm: Arm) -> Arm:
+    """The arm at a size a CPU runs in minutes: two steps of four short texts per stage, to try a GPU arm first."""
+    tiny = {"max_steps": 2, "per_device_batch_size": 4, "max_seq_length": 32, "max_length": 32, "mini_batch_size": 4}
+
+    def shrink(settings: dict | None) -> dict | None:
+        return None if settings is None else {k: tiny.get(k, v) for k, v in settings.items()}
+
+    return dataclasses.replace(arm, mntp=shrink(arm.mntp), simcse=shrink(arm.simcse), supervised=shrink(arm.supervised))
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--arms", nargs="+", default=list(ARMS), choices=list(ARMS), metavar="ARM")
+    cpu_arms = [name for name, arm in ARMS.items() if not arm.gpu]
+    parser.add_argument("--arms", nargs="+", default=cpu_arms, choices=list(ARMS), metavar="ARM")
+    parser.add_argument("--smoke", action="store_true", help="every arm at two tiny steps a stage, 5 examples a task")
     parser.add_argument("--out", type=Path, default=REPO / "benchmarks" / "results" / "recipe-study")
     parser.add_argument("--work", type=Path, default=REPO / "runs" / "recipe-study", help="training runs")
     parser.add_argument("--limit", type=int, default=100, help="examples per proxy task (the registry's limit)")
     args = parser.parse_args(argv)
+    arms = {name: smoke(arm) for name, arm in ARMS.items()} if args.smoke else ARMS
+    if args.smoke:
+        args.limit, args.out, args.work = 5, args.out.with_name(args.out.name + "-smoke"), args.work / "smoke"
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     args.out.mkdir(parents=True, exist_ok=True)
     results_path = args.out / "results.json"
@@ -342,7 +371,7 @@ def main(argv: list[str] | None = None) -> None:
     for name in args.arms:
         if name in done["arms"]:
             continue
-        arm = run_arm(name, ARMS[name], tasks, data, paragraphs, args.work)
+        arm = run_arm(name, arms[name], tasks, data, paragraphs, args.work)
         # Re-read before writing: a study run in another process may have added arms meanwhile.
         done = json.loads(results_path.read_text()) if results_path.is_file() else done
         done["arms"][name] = arm

@@ -77,3 +77,18 @@ def test_a_matryoshka_prefix_is_cut_and_renormalised(study) -> None:
     assert truncated.name == "m @ 2"
     for arm in study.ARMS.values():
         assert all(d < 640 for d in arm.dimensions)  # prefixes of Gemma-3-270m's 640
+
+
+def test_the_paper_arms_are_for_a_gpu_and_shrink_for_a_smoke_run(study) -> None:
+    paper = {name: arm for name, arm in study.ARMS.items() if arm.gpu}
+    assert set(paper) == {"gemma-paper", "smollm2-paper"}
+    for arm in paper.values():
+        assert (
+            arm.mntp["max_steps"] == 1000 and arm.mntp["per_device_batch_size"] * arm.mntp["max_seq_length"] == 32 * 512
+        )
+        assert arm.simcse["max_steps"] == 1000 and arm.simcse["per_device_batch_size"] == 128
+        tiny = study.smoke(arm)
+        assert tiny.mntp["max_steps"] == tiny.simcse["max_steps"] == 2 and tiny.simcse["max_length"] == 32
+        assert tiny.simcse["dropout"] == arm.simcse["dropout"] and tiny.model == arm.model  # only the size changes
+        MNTPConfig(model=tiny.model, **tiny.mntp)
+        SimCSEOptions(model=tiny.model, **tiny.simcse)
