@@ -353,14 +353,14 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     cpu_arms = [name for name, arm in ARMS.items() if not arm.gpu]
     parser.add_argument("--arms", nargs="+", default=cpu_arms, choices=list(ARMS), metavar="ARM")
-    parser.add_argument("--smoke", action="store_true", help="every arm at two tiny steps a stage, 5 examples a task")
+    parser.add_argument("--smoke", action="store_true", help="every arm at two tiny steps a stage, 25 examples a task")
     parser.add_argument("--out", type=Path, default=REPO / "benchmarks" / "results" / "recipe-study")
     parser.add_argument("--work", type=Path, default=REPO / "runs" / "recipe-study", help="training runs")
     parser.add_argument("--limit", type=int, default=100, help="examples per proxy task (the registry's limit)")
     args = parser.parse_args(argv)
     arms = {name: smoke(arm) for name, arm in ARMS.items()} if args.smoke else ARMS
     if args.smoke:
-        args.limit, args.out, args.work = 5, args.out.with_name(args.out.name + "-smoke"), args.work / "smoke"
+        args.limit, args.out, args.work = 25, args.out.with_name(args.out.name + "-smoke"), args.work / "smoke"
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     args.out.mkdir(parents=True, exist_ok=True)
     results_path = args.out / "results.json"
