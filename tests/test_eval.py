@@ -379,3 +379,11 @@ def test_report_table_and_chart(tmp_path: Path) -> None:
     assert "![chart](report.png)" in paths["markdown"].read_text()
     again = Results.load(paths["results"])
     assert again.models["large"].results["sts"].main_score == 1.0 and again.tasks["trip"]["language"] == "bg"
+
+
+def test_evaluating_in_a_log_prints_no_progress_bars(tmp_path: Path, tiny_llama: Path, capfd) -> None:
+    encoder = CachedEncoder(ModelSpec("tiny", str(tiny_llama)), cache_root=None, batch_size=2)
+    capfd.readouterr()
+    encoder.embed([f"a text number {n}" for n in range(20)])  # more than 4 batches: a bar on a terminal
+    console = "".join(capfd.readouterr())
+    assert "\r" not in console and "Encoding" not in console

@@ -7,6 +7,7 @@ builtin errors a command names) into `error: MESSAGE` on stderr and exit status 
 from __future__ import annotations
 
 import logging
+import sys
 import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -85,4 +86,14 @@ def _set_library_bars(enabled: bool) -> None:
         datasets.enable_progress_bars()
     else:
         transformers_logging.disable_progress_bar()
+        datasets.disable_progress_bars()
+
+
+def hide_progress_bars_unless_terminal() -> None:
+    """transformers' loading/saving bars and datasets' ones redraw with carriage returns: off in CI logs."""
+    if not sys.stderr.isatty():
+        import datasets
+        import transformers
+
+        transformers.utils.logging.disable_progress_bar()
         datasets.disable_progress_bars()

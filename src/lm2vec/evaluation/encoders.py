@@ -20,12 +20,14 @@ import importlib.util
 import json
 import logging
 import os
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
 
 import numpy as np
 
+from lm2vec.console import hide_progress_bars_unless_terminal
 from lm2vec.evaluation.errors import EvalConfigError
 
 logger = logging.getLogger(__name__)
@@ -234,7 +236,10 @@ class SentenceTransformerEncoder:
     def embed(self, texts: list[str], instruction: str | None = None) -> np.ndarray:
         inputs = [f"{instruction}: {t}" if instruction and self.use_instructions else t for t in texts]
         embeddings = self.model.encode(
-            inputs, batch_size=self.batch_size, normalize_embeddings=True, show_progress_bar=len(inputs) > 256
+            inputs,
+            batch_size=self.batch_size,
+            normalize_embeddings=True,
+            show_progress_bar=len(inputs) > 256 and on_terminal(),
         )
         return np.asarray(embeddings, dtype=np.float32)
 
@@ -268,12 +273,18 @@ class LM2VecEncoder:
             batch_size=self.batch_size,
             normalize=True,
             prompt=instruction or None,
-            show_progress_bar=len(texts) > 4 * self.batch_size,
+            show_progress_bar=len(texts) > 4 * self.batch_size and on_terminal(),
         )
         return np.asarray(embeddings, dtype=np.float32)
 
 
+def on_terminal() -> bool:
+    """Progress bars only where a person watches: CI logs and files get no carriage-return redraws."""
+    return sys.stderr.isatty()
+
+
 def load_encoder(spec: ModelSpec, batch_size: int = 32, device: str | None = None) -> TextEncoder:
+    hide_progress_bars_unless_terminal()
     if spec.source.startswith("ref:"):
         return SentenceTransformerEncoder(reference_folder(spec.source[4:]), spec.name, batch_size, device)
     if spec.source.startswith("st:"):

@@ -52,16 +52,6 @@ class JsonlLogCallback(TrainerCallback):
             log.write(json.dumps(record) + "\n")
 
 
-def hide_progress_bars_unless_terminal() -> None:
-    """transformers' loading/saving bars and datasets' ones redraw with carriage returns: off in CI logs."""
-    if not sys.stderr.isatty():
-        import datasets
-        import transformers
-
-        transformers.utils.logging.disable_progress_bar()
-        datasets.disable_progress_bars()
-
-
 class StageProgress(TrainerCallback):
     """The one progress display of a training stage: a single bar (step, loss, tokens/s, ETA) on a terminal,
     nothing when stderr is not one, so CI logs hold no carriage-return spam. It replaces the Trainer's own bars

@@ -34,6 +34,7 @@ from lm2vec.artifacts import (
     write_json_atomic,
     write_text_atomic,
 )
+from lm2vec.console import hide_progress_bars_unless_terminal
 from lm2vec.recipe import failed_checks
 from lm2vec.training.callbacks import (
     LOG_NAME,
@@ -41,7 +42,6 @@ from lm2vec.training.callbacks import (
     LossPlotCallback,
     ResumableTensorBoard,
     StageProgress,
-    hide_progress_bars_unless_terminal,
     read_log,
 )
 from lm2vec.training.lora import fuse_lora_layers, mark_norm_outputs
