@@ -20,7 +20,7 @@ in `lm2vec.training.common`.
 from lm2vec.modeling.encoder import backbone_of
 from lm2vec.training.common import TrainingResult
 from lm2vec.training.mntp.data import PackedBlocks, load_texts, pack_blocks, prepare_data
-from lm2vec.training.mntp.driver import ADAPTER_DIR, CONFIG_FILE, MERGED_DIR, SECTION, eval_accuracy_log, train_mntp
+from lm2vec.training.mntp.driver import ADAPTER_DIR, CONFIG_FILE, MERGED_DIR, eval_accuracy_log, train_mntp
 from lm2vec.training.mntp.model import MNTPModel, build_mntp_model, load_causal_lm
 from lm2vec.training.mntp.options import MNTPConfig
 from lm2vec.training.mntp.trainer import MNTPTrainer, TokensPerSecondBar, masked_accuracy
@@ -29,7 +29,6 @@ __all__ = [
     "ADAPTER_DIR",
     "CONFIG_FILE",
     "MERGED_DIR",
-    "SECTION",
     "MNTPConfig",
     "MNTPModel",
     "MNTPTrainer",

@@ -29,7 +29,6 @@ from lm2vec.training.mntp.trainer import MNTPTrainer, TokensPerSecondBar, masked
 
 logger = logging.getLogger(__name__)
 
-SECTION = "mntp"
 CONFIG_FILE = "mntp_config.json"
 ADAPTER_DIR = "adapter"
 MERGED_DIR = "merged"
