@@ -22,10 +22,11 @@ import pytest
 import uvicorn
 
 from lm2vec import LM2Vec
-from lm2vec.serving.app import ServeOptions, create_app, load_service
+from lm2vec.serving.app import create_app, load_service
 from lm2vec.serving.batching import DynamicBatcher
 from lm2vec.serving.documents import ChunkingOptions
 from lm2vec.serving.index import SearchIndex, WriteOptions, build_index
+from lm2vec.serving.options import ServeOptions
 
 WORDS = "the a cat dog sat on mat ran fast slow red blue green house tree car road city river big small".split()
 TEXTS = ["the cat sat on the mat .", "a dog ran fast", "music", "the big red car is on the road in the city"]
@@ -272,13 +273,14 @@ def test_lm2vec_serve_command_binds_localhost(tmp_path: Path, tiny_llama: Path) 
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
-    environment = {**os.environ, "PYTHONPATH": f"{REPO / 'src'}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}
+    environment = {**os.environ, "PYTHONPATH": f"{REPO / 'src'}{os.pathsep}{os.environ.get('PYTHONPATH', '')}",
+                   "LM2VEC_API_KEY": "from-the-environment"}  # fmt: skip
     process = subprocess.Popen([sys.executable, "-m", "lm2vec", "serve", str(tiny_llama), "--port", str(port),
                                 "--name", "tiny"], env=environment, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
                                text=True)  # fmt: skip
     try:
         line = process.stdout.readline()
-        assert line.startswith(f"serving tiny on http://127.0.0.1:{port}/v1"), line
+        assert line.startswith(f"serving tiny on http://127.0.0.1:{port}/v1") and "API key on" in line, line
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
             try:
@@ -286,10 +288,28 @@ def test_lm2vec_serve_command_binds_localhost(tmp_path: Path, tiny_llama: Path) 
                     break
             except OSError:
                 time.sleep(0.1)
-        assert client(f"http://127.0.0.1:{port}").embeddings.create(input="a cat", model="tiny").data
+        with pytest.raises(openai.AuthenticationError):
+            client(f"http://127.0.0.1:{port}").embeddings.create(input="a cat", model="tiny")
+        url = f"http://127.0.0.1:{port}"
+        assert client(url, "from-the-environment").embeddings.create(input="a cat", model="tiny").data
     finally:
         process.terminate()
         process.wait(timeout=30)
+
+
+@pytest.mark.parametrize(
+    ("option", "message"),
+    [(["--max-inputs", "0"], "max_inputs must be at least 1"), (["--batch-size", "0"], "batch_size must be at least 1"),
+     (["--max-wait-ms", "-1"], "max_wait_ms must be at least 0"),
+     (["--max-input-tokens", "1"], "max_input_tokens must be at least 2")],
+)  # fmt: skip
+def test_serve_refuses_bad_options_before_loading_a_model(tmp_path: Path, option: list[str], message: str) -> None:
+    from typer.testing import CliRunner
+
+    from lm2vec.cli import app
+
+    result = CliRunner().invoke(app, ["serve", str(tmp_path / "no-such-model"), *option])
+    assert result.exit_code == 2 and message in result.output and "no-such-model" not in result.output, result.output
 
 
 def test_dimensions_are_the_matryoshka_sizes_the_model_was_trained_for(tmp_path: Path, tiny_llama: Path) -> None:

@@ -129,15 +129,16 @@ def _parameter(options_class: type, field: dataclasses.Field) -> inspect.Paramet
     default = _default(field)
     help_text = escape_markup(field_help(options_class, field.name))
     flag = "--" + field.name.replace("_", "-")
+    envvar = field.metadata.get("envvar")  # a secret (an API key) is better kept out of the process list
     if typing.get_origin(base) is list:
         # Repeatable; each value may hold several, comma-separated: converted to the item type afterwards.
         annotation = list[str] | None
-        option = typer.Option(flag, help=help_text, show_default=_toml(default) if default else False)
+        option = typer.Option(flag, help=help_text, envvar=envvar, show_default=_toml(default) if default else False)
         default = None
     elif base is bool:
-        option = typer.Option(f"{flag}/--no-{field.name.replace('_', '-')}", help=help_text)
+        option = typer.Option(f"{flag}/--no-{field.name.replace('_', '-')}", help=help_text, envvar=envvar)
     else:
-        option = typer.Option(flag, help=help_text)
+        option = typer.Option(flag, help=help_text, envvar=envvar)
         annotation = base | None if optional else base
     empty = inspect.Parameter.empty
     return inspect.Parameter(

@@ -13,7 +13,7 @@ import hmac
 import json
 import time
 from contextlib import asynccontextmanager
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Literal
 
@@ -26,27 +26,9 @@ from starlette.exceptions import HTTPException
 
 from lm2vec.modeling.matryoshka import check_dimensions, truncate
 from lm2vec.serving.batching import DynamicBatcher
+from lm2vec.serving.options import ServeOptions
 
 ENDPOINTS = ("/v1/embeddings", "/v1/search", "/v1/models", "/health", "/metrics")
-
-
-@dataclass
-class ServeOptions:
-    api_key: str | None = field(default=None, metadata={"help": "require `Authorization: Bearer KEY`; none: no key"})
-    max_inputs: int = field(default=256, metadata={"help": "most inputs in one request"})
-    max_input_tokens: int | None = field(
-        default=None,
-        metadata={"help": "most tokens per input; none: the encoder's max_length"},
-    )
-    truncate: bool = field(default=False, metadata={"help": "truncate longer inputs instead of refusing the request"})
-    max_body_bytes: int = field(default=4 << 20, metadata={"help": "largest request body in bytes"})
-    batch_tokens: int = field(default=16384, metadata={"help": "token budget of one coalesced batch (padded)"})
-    batch_size: int = field(default=32, metadata={"help": "most inputs in one forward pass"})
-    max_wait_ms: float = field(
-        default=5.0,
-        metadata={"help": "how long a request waits for others to share its batch, in milliseconds"},
-    )
-    max_k: int = field(default=100, metadata={"help": "most passages one search may ask for"})
 
 
 class APIError(Exception):
@@ -128,9 +110,6 @@ def load_service(model: str, index: Path | None, options: ServeOptions, name: st
             raise ValueError(f"max_input_tokens must be in [2, {encoder.config.max_length}] (the model's "
                              f"max_length), got {limit}")  # fmt: skip
         encoder.config.max_length = limit  # encode() truncates here, tokenize() flags what is longer
-    for option in ("max_inputs", "max_body_bytes", "max_k"):
-        if getattr(options, option) < 1:
-            raise ValueError(f"{option} must be at least 1, got {getattr(options, option)}")
     return Service(name or Path(str(model)).name.removeprefix("pkg:"), encoder, options, store)
 
 

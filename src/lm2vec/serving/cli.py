@@ -15,6 +15,7 @@ from lm2vec.console import user_errors
 from lm2vec.options import typer_options
 from lm2vec.serving.documents import ChunkingOptions
 from lm2vec.serving.index import WriteOptions
+from lm2vec.serving.options import ServeOptions
 
 index_app = typer.Typer(no_args_is_help=True, help="Passage indexes of your own documents, for `lm2vec search`.")
 
@@ -95,24 +96,16 @@ def _excerpt(text: str, limit: int = 240) -> str:
     return text if len(text) <= limit else text[: limit - 3].rstrip() + "..."
 
 
+@typer_options(options=ServeOptions)
 def serve(
     model: Annotated[str, typer.Argument(help="Encoder folder, .gguf, hub id or pkg: alias.")],
+    options: ServeOptions,
     index: Annotated[Path | None, typer.Option(help="Serve /v1/search over this index too.")] = None,
     host: Annotated[str, typer.Option(help="Address to bind; 0.0.0.0 exposes the service to the network.")] = (
         "127.0.0.1"
     ),
     port: Annotated[int, typer.Option(help="TCP port.")] = 8000,
-    api_key: Annotated[
-        str | None, typer.Option(envvar="LM2VEC_API_KEY", help="Require `Authorization: Bearer KEY`.")
-    ] = None,
     name: Annotated[str | None, typer.Option(help="Model id clients send (default: the folder's name).")] = None,
-    max_inputs: Annotated[int, typer.Option(help="Most inputs in one request.")] = 256,
-    max_input_tokens: Annotated[int | None, typer.Option(help="Most tokens per input (default: max_length).")] = None,
-    truncate: Annotated[bool, typer.Option(help="Truncate longer inputs instead of refusing the request.")] = False,
-    max_body_bytes: Annotated[int, typer.Option(help="Largest request body.")] = 4 << 20,
-    batch_tokens: Annotated[int, typer.Option(help="Token budget of one coalesced batch (padded).")] = 16384,
-    batch_size: Annotated[int, typer.Option(help="Most inputs in one forward pass.")] = 32,
-    max_wait_ms: Annotated[float, typer.Option(help="How long a request waits for others to share its batch.")] = 5.0,
     device: Device = None,
 ) -> None:
     """An OpenAI-compatible embedding service (/v1/embeddings), with /v1/search when an index is given."""
@@ -122,15 +115,12 @@ def serve(
         os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     import uvicorn
 
-    from lm2vec.serving.app import ServeOptions, create_app, load_service
+    from lm2vec.serving.app import create_app, load_service
 
     with user_errors(*_EXPECTED):
-        options = ServeOptions(api_key=api_key, max_inputs=max_inputs, max_input_tokens=max_input_tokens,
-                               truncate=truncate, max_body_bytes=max_body_bytes, batch_tokens=batch_tokens,
-                               batch_size=batch_size, max_wait_ms=max_wait_ms)  # fmt: skip
         service = load_service(model, index, options, name=name, device=device)
     searching = f", index {index} ({len(service.index):,} passages)" if service.index is not None else ""
-    auth = "on" if api_key else "off"
+    auth = "on" if options.api_key else "off"
     typer.echo(f"serving {service.name} on http://{host}:{port}/v1{searching}; API key {auth}")
     uvicorn.run(create_app(service), host=host, port=port, log_level="warning")
 

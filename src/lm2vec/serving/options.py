@@ -1,0 +1,39 @@
+"""The `lm2vec serve` options: `ServeOptions`, apart from the app so that the CLI builds its options without
+importing FastAPI."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+
+@dataclass
+class ServeOptions:
+    api_key: str | None = field(
+        default=None,
+        metadata={"help": "require `Authorization: Bearer KEY`; none: no key", "envvar": "LM2VEC_API_KEY"},
+    )
+    max_inputs: int = field(default=256, metadata={"help": "most inputs in one request"})
+    max_input_tokens: int | None = field(
+        default=None,
+        metadata={"help": "most tokens per input; none: the encoder's max_length"},
+    )
+    truncate: bool = field(default=False, metadata={"help": "truncate longer inputs instead of refusing the request"})
+    max_body_bytes: int = field(default=4 << 20, metadata={"help": "largest request body in bytes"})
+    batch_tokens: int = field(default=16384, metadata={"help": "token budget of one coalesced batch (padded)"})
+    batch_size: int = field(default=32, metadata={"help": "most inputs in one forward pass"})
+    max_wait_ms: float = field(
+        default=5.0,
+        metadata={"help": "how long a request waits for others to share its batch, in milliseconds"},
+    )
+    max_k: int = field(default=100, metadata={"help": "most passages one search may ask for"})
+
+    def __post_init__(self) -> None:
+        for name in ("max_inputs", "max_body_bytes", "batch_tokens", "batch_size", "max_k"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}.")
+        if self.max_wait_ms < 0:
+            raise ValueError(f"max_wait_ms must be at least 0, got {self.max_wait_ms}.")
+        if self.max_input_tokens is not None and self.max_input_tokens < 2:
+            raise ValueError(f"max_input_tokens must be at least 2, got {self.max_input_tokens}.")
+        if self.api_key is not None and not self.api_key.strip():
+            raise ValueError("api_key is empty: give a key, or none for a service without one.")
