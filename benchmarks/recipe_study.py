@@ -46,6 +46,7 @@ SUPERVISED = {"data": "${stsb}/sts-train.csv", "per_device_batch_size": 32, "max
               "warmup_steps": 3, "mini_batch_size": 16}  # fmt: skip  # the main recipe's
 DIMENSIONS = (64, 128, 256)  # Gemma-3-270m's embeddings have 640
 CROPS = {"positives": "crops", "max_length": 64, "per_device_batch_size": 32, "data": "corpus"}
+ASYMMETRIC = {"crop_ratio": [0.05, 0.25], "positive_crop_ratio": [0.5, 1.0], "max_length": 128}
 
 
 @dataclass
@@ -133,6 +134,12 @@ ARMS: dict[str, Arm] = {
     ),  # fmt: skip
     "gemma-mntp50-crops": Arm(
         GEMMA, mntp={**MNTP_RECIPE, "max_steps": 50}, simcse=simcse(dropout=0.1, **CROPS), note="MNTP 50, crops"
+    ),
+    "gemma-mntp10-crops-asym": Arm(
+        GEMMA,
+        mntp=MNTP_RECIPE,
+        simcse=simcse(dropout=0.1, **{**CROPS, **ASYMMETRIC}),
+        note="crops: a short query span and a long positive span, like a search",
     ),
     "gemma-mntp10-crops-b128": Arm(
         GEMMA,

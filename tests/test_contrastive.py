@@ -373,6 +373,23 @@ def test_crop_pairs_are_spans_of_their_paragraph_in_the_ratio() -> None:
         crop_pairs(["two words"], [0.1, 0.5])
 
 
+def test_asymmetric_crops_are_a_short_query_and_a_long_positive() -> None:
+    paragraphs = [" ".join(f"w{p}_{i}" for i in range(40)) for p in range(30)]
+    pairs = crop_pairs(paragraphs, [0.1, 0.2], seed=3, positive_ratio=[0.75, 1.0])
+    for number, pair in enumerate(pairs):
+        words = paragraphs[number].split()
+        query, positive = pair["query"].split(), pair["positive"].split()
+        assert 4 <= len(query) <= 8 and 30 <= len(positive) <= 40
+        for span in (query, positive):
+            start = words.index(span[0])
+            assert words[start : start + len(span)] == span
+    assert crop_pairs(paragraphs, [0.1, 0.2], seed=3, positive_ratio=[0.1, 0.2]) == crop_pairs(
+        paragraphs, [0.1, 0.2], seed=3
+    )  # the default positive ratio is the query's
+    with pytest.raises(ValueError, match="positive_crop_ratio"):
+        SimCSEOptions(positive_crop_ratio=[0.5])
+
+
 def test_simcse_crops_train_on_paragraph_pairs(tiny_llama, tmp_path) -> None:
     with pytest.raises(ValueError, match="positives must be one of"):
         SimCSEOptions(positives="views")

@@ -100,9 +100,11 @@ def _with_instruction(text: str, instruction: str) -> str | tuple[str, str]:
     return (instruction, text) if instruction else text
 
 
-def crop_pairs(paragraphs: Sequence[str], ratio: Sequence[float], seed: int = 0) -> list[dict[str, str]]:
-    """Two independent random word spans of each paragraph as a (query, positive) pair, each `ratio` (low, high)
-    of its words, drawn once with `seed` so a resumed run sees the same pairs."""
+def crop_pairs(paragraphs: Sequence[str], ratio: Sequence[float], seed: int = 0,
+               positive_ratio: Sequence[float] | None = None) -> list[dict[str, str]]:  # fmt: skip
+    """Two independent random word spans of each paragraph as a (query, positive) pair, the query `ratio` (low,
+    high) of its words and the positive `positive_ratio` (default: `ratio`), drawn once with `seed` so a resumed
+    run sees the same pairs."""
     rng = random.Random(seed)
     pairs = []
     for paragraph in paragraphs:
@@ -110,8 +112,8 @@ def crop_pairs(paragraphs: Sequence[str], ratio: Sequence[float], seed: int = 0)
         if len(words) < MIN_CROP_WORDS:
             continue
         spans = []
-        for _ in range(2):
-            length = max(1, round(rng.uniform(*ratio) * len(words)))
+        for share in (ratio, positive_ratio or ratio):
+            length = max(1, round(rng.uniform(*share) * len(words)))
             start = rng.randrange(len(words) - length + 1)
             spans.append(" ".join(words[start : start + length]))
         pairs.append({"query": spans[0], "positive": spans[1], "dataset": "crops"})

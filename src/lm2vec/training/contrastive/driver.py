@@ -47,7 +47,7 @@ def train_simcse(
     """Unsupervised SimCSE on `options.data`: sentences and themselves, or crops of paragraphs."""
     if options.positives == "crops":
         paragraphs = read_sentences(options.data, options.text_field, kind="paragraphs")
-        items: Sequence[Any] = crop_pairs(paragraphs, options.crop_ratio, options.seed)
+        items: Sequence[Any] = crop_pairs(paragraphs, options.crop_ratio, options.seed, options.positive_crop_ratio)
     else:
         items = read_sentences(options.data, options.text_field)
     return _train(options, items, [range(len(items))], resume, callbacks)

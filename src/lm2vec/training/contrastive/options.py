@@ -123,17 +123,32 @@ class SimCSEOptions(ContrastiveOptions):
     )
     crop_ratio: list[float] = field(
         default_factory=lambda: [0.1, 0.5],
-        metadata={"help": "a crop's share of the paragraph's words"},
+        metadata={"help": "a crop's share of the paragraph's words (the query's, when positive_crop_ratio is set)"},
+    )
+    positive_crop_ratio: list[float] = field(
+        default_factory=list,
+        metadata={
+            "help": (
+                "the positive crop's share, when it differs from the query's: a short query and a long positive "
+                "(e.g. [0.05, 0.25] and [0.5, 1.0]) look like a search; empty: crop_ratio"
+            )
+        },
     )
 
     def problems(self) -> list[str]:
-        low, high = (self.crop_ratio + [0.0, 0.0])[:2]
         checks = [
             (self.positives in POSITIVES, f"positives must be one of {', '.join(POSITIVES)}, got {self.positives!r}."),
-            (len(self.crop_ratio) == 2 and 0 < low <= high <= 1,
+            (_is_ratio(self.crop_ratio),
              f"crop_ratio must be [low, high] with 0 < low <= high <= 1, got {self.crop_ratio}."),
+            (not self.positive_crop_ratio or _is_ratio(self.positive_crop_ratio),
+             f"positive_crop_ratio must be empty or [low, high] with 0 < low <= high <= 1, got "
+             f"{self.positive_crop_ratio}."),
         ]  # fmt: skip
         return super().problems() + failed_checks(checks)
+
+
+def _is_ratio(bounds: list[float]) -> bool:
+    return len(bounds) == 2 and 0 < bounds[0] <= bounds[1] <= 1
 
 
 @dataclass
