@@ -58,12 +58,17 @@ class Arm:
     pooling: str = "mean"
     baselines: bool = False  # a zero-training arm: the base model's baselines instead of a trained model
     supervised: dict | None = None  # SupervisedOptions fields, `data` a path that may use ${stsb}
-    # SimCSE steps whose checkpoints are evaluated too (the score-against-minutes curve of one run); their cost
+    # Steps of the arm's last stage whose checkpoints are evaluated too (the score-against-minutes curve of one
+    # run); their cost
     # is MNTP's plus that share of SimCSE's.
     checkpoints: tuple[int, ...] = ()
     dimensions: tuple[int, ...] = ()  # also scored with the embeddings cut to these sizes (and renormalised)
     gpu: bool = False  # the paper's settings: days on this CPU, not among the default arms (--smoke tries them)
     note: str = ""
+
+    @property
+    def last_stage(self) -> str:
+        return [stage for stage in ("mntp", "simcse", "supervised") if getattr(self, stage)][-1]
 
 
 def simcse(steps: int = 20, lr: float = 1e-4, dropout: float = 0.3, **text) -> dict:
@@ -110,6 +115,14 @@ ARMS: dict[str, Arm] = {
     ),
     "gemma-mntp10-crops-supervised": Arm(
         GEMMA, mntp=MNTP_RECIPE, simcse=simcse(dropout=0.1, **CROPS), supervised=SUPERVISED, note="+ STS-B train"
+    ),
+    "gemma-mntp10-crops-supervised-curve": Arm(
+        GEMMA,
+        mntp=MNTP_RECIPE,
+        simcse=simcse(dropout=0.1, **CROPS),
+        supervised={**SUPERVISED, "max_steps": 80},
+        checkpoints=(20, 40, 80),
+        note="+ STS-B train, 80 steps, evaluated at 20, 40 and 80",
     ),
     "gemma-mntp10-crops-supervised-mined": Arm(
         GEMMA,
@@ -166,11 +179,11 @@ class Cost:
         self.cpu_seconds += cpu
         self.parts[name] = {"steps": steps, "token_slots": token_slots, "wall_seconds": wall, "cpu_seconds": cpu}
 
-    def share(self, simcse_steps: int) -> Cost:
-        """The cost of the run up to `simcse_steps` of its SimCSE part (steps cost alike)."""
+    def share(self, steps: int, stage: str = "simcse") -> Cost:
+        """The cost of the run up to `steps` of its `stage` part (steps cost alike), the stages before it whole."""
         part = Cost()
         for name, spent in self.parts.items():
-            fraction = simcse_steps / spent["steps"] if name == "simcse" else 1.0
+            fraction = steps / spent["steps"] if name == stage else 1.0
             part.add(name, round(spent["steps"] * fraction), round(spent["token_slots"] * fraction),
                      spent["wall_seconds"] * fraction, spent["cpu_seconds"] * fraction)  # fmt: skip
         return part
@@ -264,7 +277,7 @@ def train(name: str, arm: Arm, data: Path, paragraphs: Path, out: Path, cost: Co
                     expand_path(text)
                 )
                 common |= {"adapters": list(adapters), "data": source, "pooling": arm.pooling, "export": False}
-                if stage == "simcse" and arm.checkpoints:
+                if stage == arm.last_stage and arm.checkpoints:
                     common |= {"save_steps": math.gcd(*arm.checkpoints), "save_total_limit": None}
                 options_class, run = {"simcse": (SimCSEOptions, train_simcse),
                                       "supervised": (SupervisedOptions, train_supervised)}[stage]  # fmt: skip
@@ -296,7 +309,7 @@ def run_arm(name: str, arm: Arm, tasks: list, data: Path, paragraphs: Path, out:
         for step in arm.checkpoints[:-1] if arm.checkpoints else ():
             checkpoint = Path(adapters[-1]).parent / f"checkpoint-{step}"
             specs.append(ModelSpec(f"{name} @ {step}", arm.model, (*adapters[:-1], str(checkpoint)), arm.pooling))
-            costs[specs[-1].name] = cost.share(step)
+            costs[specs[-1].name] = cost.share(step, arm.last_stage)
     models = list(specs)
     if arm.dimensions:
         Truncated = truncated_encoder_class()  # noqa: N806

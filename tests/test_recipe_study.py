@@ -60,6 +60,12 @@ def test_a_checkpoint_costs_mntp_and_its_share_of_simcse(study) -> None:
         study.ARMS["gemma-mntp10-crops-curve"].checkpoints[-1]
         == study.ARMS["gemma-mntp10-crops-curve"].simcse["max_steps"]
     )  # the last checkpoint is the arm's own model
+    supervised = study.ARMS["gemma-mntp10-crops-supervised-curve"]
+    assert supervised.last_stage == "supervised" and supervised.checkpoints[-1] == supervised.supervised["max_steps"]
+    cost.add("supervised", steps=80, token_slots=8_000, wall=400.0, cpu=320.0)
+    part = cost.share(20, "supervised")
+    assert part.parts["simcse"]["steps"] == 80 and part.parts["supervised"]["steps"] == 20
+    assert part.cpu_seconds == 90.0 + 720.0 + 80.0  # the stages before it whole
 
 
 def test_a_matryoshka_prefix_is_cut_and_renormalised(study) -> None:
