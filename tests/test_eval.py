@@ -19,7 +19,7 @@ from lm2vec.evaluation.datasets import mo_prefix_triplets
 from lm2vec.evaluation.encoders import CachedEncoder, ModelSpec, spec_fingerprint
 from lm2vec.evaluation.errors import EvalConfigError, EvalDataError
 from lm2vec.evaluation.registry import Registry, build_task
-from lm2vec.evaluation.report import markdown_table, resolve_models, run_specs, write_report
+from lm2vec.evaluation.report import markdown_table, resolve_models, run_specs, write_chart, write_report
 from lm2vec.evaluation.runner import Results, evaluate
 from lm2vec.evaluation.tasks import (
     BitextTask,
@@ -364,7 +364,7 @@ def test_run_manifest_gives_baselines_and_stages(tmp_path: Path) -> None:
         run_specs(tmp_path / "bad")
 
 
-def test_report_table_and_chart(tmp_path: Path) -> None:
+def test_report_table_and_chart(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     tasks = [
         STSTask(name="sts", sentences1=["a b", "c d", "e"], sentences2=["a b", "c x", "f"], scores=[5, 2, 0]),
         TripletTask(name="trip", anchors=["a b c"], similar=["a b c d"], dissimilar=["x"], language="bg"),
@@ -379,6 +379,17 @@ def test_report_table_and_chart(tmp_path: Path) -> None:
     assert "![chart](report.png)" in paths["markdown"].read_text()
     again = Results.load(paths["results"])
     assert again.models["large"].results["sts"].main_score == 1.0 and again.tasks["trip"]["language"] == "bg"
+
+    # A report killed while it is written leaves the previous files whole, and no temporary file is ever read.
+    before = {name: path.read_bytes() for name, path in paths.items()}
+    monkeypatch.setattr("os.fsync", lambda _: (_ for _ in ()).throw(KeyboardInterrupt))
+    monkeypatch.setattr("matplotlib.figure.Figure.savefig", lambda *_, **__: (_ for _ in ()).throw(KeyboardInterrupt))
+    smaller = evaluate(models[:1], tasks, progress=False)
+    for step in (lambda: write_chart(smaller, paths["chart"]), lambda: smaller.save(paths["results"]),
+                 lambda: write_report(smaller, tmp_path / "report", notes="new")):  # fmt: skip
+        with pytest.raises(KeyboardInterrupt):
+            step()
+    assert {name: path.read_bytes() for name, path in paths.items()} == before
 
 
 def test_evaluating_in_a_log_prints_no_progress_bars(tmp_path: Path, tiny_llama: Path, capfd) -> None:

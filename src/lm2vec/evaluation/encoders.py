@@ -27,6 +27,7 @@ from typing import Protocol
 
 import numpy as np
 
+from lm2vec.artifacts import write_text_atomic
 from lm2vec.console import hide_progress_bars_unless_terminal
 from lm2vec.evaluation.errors import EvalConfigError
 
@@ -362,6 +363,6 @@ class CachedEncoder:
             temporary.replace(path)
             spec_file = path.parent / "spec.json"
             if not spec_file.exists():
-                spec_file.write_text(json.dumps({"spec": self.spec.describe()}) + "\n")
+                write_text_atomic(spec_file, json.dumps({"spec": self.spec.describe()}) + "\n")
         self._memory[key] = embeddings
         return embeddings

@@ -27,6 +27,7 @@ import json
 import tomllib
 from pathlib import Path
 
+from lm2vec.artifacts import temporary_sibling, write_text_atomic
 from lm2vec.evaluation.encoders import ModelSpec, reference_spec
 from lm2vec.evaluation.errors import EvalConfigError
 from lm2vec.evaluation.runner import Results
@@ -156,8 +157,10 @@ def _save(figure, path: str | Path) -> Path:
     figure.tight_layout()
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    figure.savefig(path, dpi=120)
+    temporary = temporary_sibling(path)
+    figure.savefig(temporary, dpi=120, format=path.suffix.lstrip(".") or "png")
     plt.close(figure)
+    temporary.replace(path)
     return path
 
 
@@ -265,5 +268,5 @@ def write_report(
     if notes:
         lines += ["", notes]
     report = out_dir / "report.md"
-    report.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    write_text_atomic(report, "\n".join(lines) + "\n")
     return {"markdown": report, "chart": chart, "results": out_dir / "results.json"}

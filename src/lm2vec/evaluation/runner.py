@@ -10,6 +10,7 @@ from pathlib import Path
 
 from tqdm.auto import tqdm
 
+from lm2vec.artifacts import write_text_atomic
 from lm2vec.evaluation.encoders import CachedEncoder, ModelSpec, default_cache_root
 from lm2vec.evaluation.tasks import Task
 
@@ -49,7 +50,7 @@ class Results:
     def save(self, path: str | Path) -> None:
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps(self.to_json(), indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+        write_text_atomic(path, json.dumps(self.to_json(), indent=2, ensure_ascii=False) + "\n")
 
     @classmethod
     def load(cls, path: str | Path) -> Results:
