@@ -165,6 +165,45 @@ def test_batcher_gives_encode_embeddings_whatever_the_coalescing(reference: LM2V
             assert batches == [(24, 24 * max(max(n) for n in lengths))]
 
 
+def test_a_request_is_answered_when_its_last_input_is_encoded(reference: LM2Vec) -> None:
+    release, calls = threading.Event(), []
+
+    class HeldAfterFirstBatch:  # encode() as the batcher calls it; the second batch waits for `release`
+        config = reference.config
+
+        def encode(self, inputs, **options):
+            calls.append(len(inputs))
+            if len(calls) == 2:
+                release.wait(timeout=60)
+            return reference.encode(inputs, **options)
+
+    long_texts = [" ".join(WORDS[: 12 + i]) for i in range(3)]  # sorted longest first: the first batch
+    short_texts = ["a cat", "the dog", "red car"]
+    lengths = [[len(item.input_ids) for item in reference.tokenize(texts)] for texts in (long_texts, short_texts)]
+    batcher = DynamicBatcher(HeldAfterFirstBatch(), batch_tokens=4096, max_wait_s=0.05, batch_size=3)
+    try:
+        first = batcher.submit(long_texts, lengths[0])
+        second = batcher.submit(short_texts, lengths[1])
+        assert cosine(first.result(timeout=60), reference.encode(long_texts, normalize=True)).min() >= 0.9999
+        assert not second.done()  # the first request did not wait for the round's last batch
+        release.set()
+        assert cosine(second.result(timeout=60), reference.encode(short_texts, normalize=True)).min() >= 0.9999
+    finally:
+        release.set()
+        batcher.close()
+    rounds: list[int] = []
+    batcher = DynamicBatcher(reference, batch_tokens=4096, max_wait_s=0.05, batch_size=32, round_inputs=6,
+                             on_batch=lambda n, _: rounds.append(n))  # fmt: skip
+    try:
+        jobs = [texts_of(200 + seed, 3) for seed in range(6)]
+        futures = [batcher.submit(t, [len(i.input_ids) for i in reference.tokenize(t)]) for t in jobs]
+        for future, texts in zip(futures, jobs, strict=True):
+            assert cosine(future.result(timeout=60), reference.encode(texts, normalize=True)).min() >= 0.9999
+    finally:
+        batcher.close()
+    assert sum(rounds) == 18 and max(rounds) <= 6  # a round takes at most round_inputs waiting inputs
+
+
 def test_bad_requests_get_openai_shaped_errors(tiny_llama: Path) -> None:
     name = tiny_llama.name
     long_input = " ".join(["cat"] * 40)  # more than max_input_tokens=32

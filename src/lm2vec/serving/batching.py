@@ -1,11 +1,12 @@
 """Dynamic batching: inputs of concurrent requests are coalesced and encoded together by one worker thread.
 
 The worker takes the first waiting request, then whatever else arrives within `max_wait_s` until `batch_tokens`
-tokens are waiting, sorts the inputs by length and cuts them into batches of at most `batch_size` inputs whose
-padded size stays within the budget. Each batch goes through `LM2Vec.encode`, the one encode path, so a served
-embedding is what `encode()` gives for the same input whatever it was batched with. A request whose client has
-gone before its batch starts is dropped; one that has started is finished, so no batch ever waits on a client.
-"""
+tokens or `round_inputs` inputs are waiting (a round), sorts the round's inputs by length and cuts them into
+batches of at most `batch_size` inputs whose padded size stays within the budget. A request is answered as soon
+as its last input is encoded, so its client's next request joins the next round while this one still encodes.
+Each batch goes through `LM2Vec.encode`, the one encode path, so a served embedding is what `encode()` gives for
+the same input whatever it was batched with. A request whose client has gone before its batch starts is dropped;
+one that has started is finished, so no batch ever waits on a client."""
 
 from __future__ import annotations
 
@@ -31,7 +32,7 @@ class _Job:
 
 class DynamicBatcher:
     def __init__(self, encoder, batch_tokens: int = 16384, max_wait_s: float = 0.005, batch_size: int = 32,
-                 on_batch: Callable[[int, int], None] | None = None) -> None:  # fmt: skip
+                 on_batch: Callable[[int, int], None] | None = None, round_inputs: int = 128) -> None:  # fmt: skip
         if batch_tokens < encoder.config.max_length:
             raise ValueError(f"batch_tokens ({batch_tokens}) must hold one input of max_length "
                              f"({encoder.config.max_length})")  # fmt: skip
@@ -40,6 +41,9 @@ class DynamicBatcher:
         self.encoder, self.batch_tokens, self.max_wait_s = encoder, batch_tokens, max_wait_s
         # More inputs per pass do not run faster on CPUs but pad more: each pass pads to its longest input.
         self.batch_size = batch_size
+        # A round of all waiting inputs pads least but answers everyone at its end, and the model then idles
+        # while the clients send again; a few batches a round keep it busy at little extra padding.
+        self.round_inputs = round_inputs
         self.on_batch = on_batch  # called with (inputs, padded tokens) after each forward pass
         self._queue: queue.Queue[_Job | None] = queue.Queue()
         self._thread = threading.Thread(target=self._run, name="lm2vec-batcher", daemon=True)
@@ -61,9 +65,10 @@ class DynamicBatcher:
 
     def _run(self) -> None:
         while (job := self._queue.get()) is not None:
-            jobs, waiting = [job], sum(job.lengths)
+            jobs, waiting, count = [job], sum(job.lengths), len(job.inputs)
             deadline = time.monotonic() + self.max_wait_s
-            while waiting < self.batch_tokens and (remaining := deadline - time.monotonic()) > 0:
+            while (waiting < self.batch_tokens and count < self.round_inputs
+                   and (remaining := deadline - time.monotonic()) > 0):  # fmt: skip
                 try:
                     job = self._queue.get(timeout=remaining)
                 except queue.Empty:
@@ -72,7 +77,7 @@ class DynamicBatcher:
                     self._queue.put(None)  # stop after this round
                     break
                 jobs.append(job)
-                waiting += sum(job.lengths)
+                waiting, count = waiting + sum(job.lengths), count + len(job.inputs)
             self._encode([job for job in jobs if job.future.set_running_or_notify_cancel()])
 
     def _encode(self, jobs: list[_Job]) -> None:
@@ -88,6 +93,7 @@ class DynamicBatcher:
             else:
                 batches.append([item])
         results: dict[int, list] = {id(job): [None] * len(job.inputs) for job in jobs}
+        remaining = {id(job): len(job.inputs) for job in jobs}
         try:
             for batch in batches:
                 inputs = [job.inputs[i] for job, i in batch]
@@ -96,9 +102,12 @@ class DynamicBatcher:
                     self.on_batch(len(batch), len(batch) * batch[0][0].lengths[batch[0][1]])
                 for (job, i), vector in zip(batch, vectors, strict=True):
                     results[id(job)][i] = vector
+                    remaining[id(job)] -= 1
+                    if remaining[id(job)] == 0:
+                        # answered now, not after the whole round: its client's next request can join the
+                        # next round while this one is still encoding, so the model does not idle between rounds
+                        job.future.set_result(np.stack(results[id(job)]))
         except Exception as error:  # the requests get the error; the worker keeps serving
             for job in jobs:
-                job.future.set_exception(error)
-            return
-        for job in jobs:
-            job.future.set_result(np.stack(results[id(job)]))
+                if not job.future.done():
+                    job.future.set_exception(error)
