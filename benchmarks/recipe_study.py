@@ -59,8 +59,7 @@ class Arm:
     baselines: bool = False  # a zero-training arm: the base model's baselines instead of a trained model
     supervised: dict | None = None  # SupervisedOptions fields, `data` a path that may use ${stsb}
     # Steps of the arm's last stage whose checkpoints are evaluated too (the score-against-minutes curve of one
-    # run); their cost
-    # is MNTP's plus that share of SimCSE's.
+    # run); their cost is the stages before it whole plus that share of the last.
     checkpoints: tuple[int, ...] = ()
     dimensions: tuple[int, ...] = ()  # also scored with the embeddings cut to these sizes (and renormalised)
     gpu: bool = False  # the paper's settings: days on this CPU, not among the default arms (--smoke tries them)
