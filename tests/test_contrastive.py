@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 
 import numpy as np
 import pytest
@@ -32,7 +33,7 @@ from lm2vec.training.contrastive import (
     train_simcse,
     train_supervised,
 )
-from lm2vec.training.losses import contrastive_loss, info_nce
+from lm2vec.training.losses import contrastive_loss, cosent, info_nce
 
 SENTENCES = [
     "the cat sat on the mat .",
@@ -163,6 +164,58 @@ def test_matryoshka_loss_is_the_sum_over_renormalised_prefixes() -> None:
     got = contrastive_loss(queries, documents, 0.05, matryoshka_dims=[4, 2, 4])
     torch.testing.assert_close(got, expected)
     assert not torch.isclose(got, by_hand(queries, documents))
+
+
+def test_cosent_by_hand() -> None:
+    # pair 0: cosine 1 (same direction), pair 1: cosine 0 (orthogonal), pair 2: cosine -1
+    queries = torch.tensor([[1.0, 0.0], [1.0, 0.0], [1.0, 0.0]])
+    documents = torch.tensor([[2.0, 0.0], [0.0, 3.0], [-1.0, 0.0]])
+    scores = torch.tensor([1.0, 4.0, 0.0])  # so pair 1 should be closest, then 0, then 2: pair 1 is out of order
+    # pairs (i above j): (1, 0): exp((1 - 0) / t); (1, 2): exp((-1 - 0) / t); (0, 2): exp((-1 - 1) / t)
+    expected = math.log(1 + math.exp(20) + math.exp(-20) + math.exp(-40))
+    assert float(cosent(queries, documents, scores, 0.05)) == pytest.approx(expected, rel=1e-6)
+    # in the right order the loss is near zero; equal scores are never compared
+    assert float(cosent(queries, documents, torch.tensor([5.0, 3.0, 1.0]), 0.05)) < 1e-8
+    assert float(cosent(queries, documents, torch.tensor([2.0, 2.0, 2.0]), 0.05)) == 0.0
+
+
+def test_masked_info_nce_trains_the_marked_queries_against_every_document() -> None:
+    torch.manual_seed(0)
+    queries, documents = torch.randn(4, 8), torch.randn(6, 8)
+    mask = torch.tensor([True, False, True, False])
+    scores = F.cosine_similarity(queries[:, None], documents[None], dim=-1) / 0.05
+    expected = -torch.log_softmax(scores, dim=1)[[0, 2], [0, 2]].mean()
+    torch.testing.assert_close(contrastive_loss(queries, documents, 0.05, query_mask=mask), expected)
+    none = contrastive_loss(queries.requires_grad_(), documents, 0.05, query_mask=torch.zeros(4, dtype=torch.bool))
+    assert float(none.detach()) == 0.0 and none.requires_grad
+
+
+def test_scored_pairs_train_with_cosent_and_only_the_good_ones_as_positives(tiny_llama, tmp_path) -> None:
+    scored = [(SENTENCES[i], SENTENCES[(i + 1) % 8], float(i % 6)) for i in range(8)]
+    (tmp_path / "sts.tsv").write_text("".join(f"{a}\t{b}\t{score}\n" for a, b, score in scored))
+    records = load_sts_pairs(tmp_path / "sts.tsv", min_score=4.0, instruction="similar", scored=True)
+    assert [(r["query"], r["positive"], r["score"]) for r in records] == scored
+    encoder = tiny_encoder(tiny_llama)
+    features = ContrastiveCollator(encoder, min_positive_score=4.0)(records)
+    assert features["positive_queries"].tolist() == [score >= 4 for *_, score in scored]
+    options = SupervisedOptions(cosent_weight=0.5)
+    encoder.model.eval()
+    with torch.no_grad():
+        got = batch_loss(encoder, encoder.model, features, options)
+        rows = embed(encoder, encoder.model, features)
+    queries, documents = rows[:8], rows[8:]
+    expected = contrastive_loss(queries, documents, query_mask=features["positive_queries"])
+    expected = expected + 0.5 * cosent(queries, documents, torch.tensor([s for *_, s in scored]))
+    torch.testing.assert_close(got, expected)
+    # without the weight the scores are not read: only the good pairs, each a positive
+    assert len(load_sts_pairs(tmp_path / "sts.tsv", min_score=4.0, instruction="similar")) == 2
+    run = SupervisedOptions(
+        model=str(tiny_llama), data=str(tmp_path / "sts.tsv"), output_dir=str(tmp_path / "run"), max_steps=2,
+        per_device_batch_size=4, warmup_steps=0, max_length=32, export=False, cosent_weight=1.0,
+    )  # fmt: skip
+    assert train_supervised(run).global_step == 2  # 8 scored pairs: two batches of 4
+    with pytest.raises(ValueError, match="cosent_weight must be >= 0, got -1"):
+        SupervisedOptions(cosent_weight=-1)
 
 
 def _lora_gradients(encoder: LM2Vec) -> dict[str, torch.Tensor]:

@@ -23,7 +23,7 @@ import uvicorn
 
 from lm2vec import LM2Vec
 from lm2vec.serving.app import create_app, load_service
-from lm2vec.serving.batching import DynamicBatcher
+from lm2vec.serving.batching import PASS_COST_TOKENS, DynamicBatcher, cheapest_cut
 from lm2vec.serving.documents import ChunkingOptions
 from lm2vec.serving.index import SearchIndex, WriteOptions, build_index
 from lm2vec.serving.options import ServeOptions
@@ -143,17 +143,52 @@ def _metric(text: bytes, name: str, labels: str = "") -> float:
     return float(next(line for line in text.decode().splitlines() if line.startswith(prefix)).split()[-1])
 
 
+def _cost_alone(lengths: list[list[int]]) -> int:
+    """Padded tokens and pass costs of encoding each request in a pass of its own."""
+    return sum(len(n) * max(n) + PASS_COST_TOKENS for n in lengths)
+
+
+def _cost(passes: list[tuple[int, int]]) -> int:
+    return sum(padded + PASS_COST_TOKENS for _, padded in passes)
+
+
+def _set_partitions(items: list[int]) -> Iterator[list[list[int]]]:
+    if not items:
+        yield []
+        return
+    first, rest = items[0], items[1:]
+    for partition in _set_partitions(rest):
+        yield [[first], *partition]
+        for number in range(len(partition)):
+            yield [*partition[:number], [first, *partition[number]], *partition[number + 1 :]]
+
+
+def test_cheapest_cut_is_the_cheapest_of_all_batchings() -> None:
+    generator = np.random.default_rng(0)
+    for _ in range(60):
+        lengths = sorted(generator.integers(1, 80, size=generator.integers(1, 8)).tolist(), reverse=True)
+        batch_size, budget = int(generator.integers(1, 5)), int(generator.integers(80, 240))
+        starts = cheapest_cut(lengths, batch_size, budget)
+        batches = [lengths[a:b] for a, b in zip(starts, [*starts[1:], len(lengths)], strict=True)]
+        assert starts[0] == 0 and sum(batches, []) == lengths
+        assert all(len(b) <= batch_size and len(b) * max(b) <= budget for b in batches)
+        allowed = [p for p in _set_partitions(lengths)
+                   if all(len(b) <= batch_size and len(b) * max(b) <= budget for b in p)]  # fmt: skip
+        best = min(sum(len(b) * max(b) + PASS_COST_TOKENS for b in p) for p in allowed)
+        assert sum(len(b) * max(b) + PASS_COST_TOKENS for b in batches) == best
+
+
 def test_batcher_gives_encode_embeddings_whatever_the_coalescing(reference: LM2Vec) -> None:
     jobs = [texts_of(100 + seed, 3) for seed in range(8)]
     expected = [reference.encode(texts, normalize=True) for texts in jobs]
-    # A budget of 32 padded tokens cuts the coalesced inputs into many small length-sorted batches; one of 4096
-    # with a 50 ms wait puts all 24 inputs of the 8 requests into one forward pass, unless batch_size is smaller.
+    lengths = [[len(item.input_ids) for item in reference.tokenize(texts)] for texts in jobs]
+    # A budget of 32 padded tokens cuts the coalesced inputs into many small batches; one of 4096 with a 50 ms
+    # wait puts all 24 inputs of the 8 requests into one pool, cut into a few batches by length.
     for budget, wait, size in ((32, 0.0, 32), (64, 0.05, 32), (4096, 0.05, 32), (4096, 0.05, 5)):
         batches: list[tuple[int, int]] = []
         batcher = DynamicBatcher(reference, batch_tokens=budget, max_wait_s=wait, batch_size=size,
                                  on_batch=lambda n, padded, seen=batches: seen.append((n, padded)))  # fmt: skip
         try:
-            lengths = [[len(item.input_ids) for item in reference.tokenize(texts)] for texts in jobs]
             futures = [batcher.submit(texts, n) for texts, n in zip(jobs, lengths, strict=True)]
             for future, want in zip(futures, expected, strict=True):
                 assert cosine(future.result(timeout=60), want).min() >= 0.9999
@@ -161,8 +196,8 @@ def test_batcher_gives_encode_embeddings_whatever_the_coalescing(reference: LM2V
             batcher.close()
         assert sum(n for n, _ in batches) == 24 and max(padded for _, padded in batches) <= budget
         assert max(n for n, _ in batches) <= size
-        if budget == 4096 and size == 32:
-            assert batches == [(24, 24 * max(max(n) for n in lengths))]
+        if budget == 4096:  # coalesced: fewer passes than requests, and cheaper than a pass per request
+            assert len(batches) < len(jobs) and _cost(batches) <= _cost_alone(lengths)
 
 
 def test_a_request_is_answered_when_its_last_input_is_encoded(reference: LM2Vec) -> None:
@@ -185,23 +220,73 @@ def test_a_request_is_answered_when_its_last_input_is_encoded(reference: LM2Vec)
         first = batcher.submit(long_texts, lengths[0])
         second = batcher.submit(short_texts, lengths[1])
         assert cosine(first.result(timeout=60), reference.encode(long_texts, normalize=True)).min() >= 0.9999
-        assert not second.done()  # the first request did not wait for the round's last batch
+        assert not second.done()  # the first request did not wait for the other's batch
         release.set()
         assert cosine(second.result(timeout=60), reference.encode(short_texts, normalize=True)).min() >= 0.9999
     finally:
         release.set()
         batcher.close()
-    rounds: list[int] = []
-    batcher = DynamicBatcher(reference, batch_tokens=4096, max_wait_s=0.05, batch_size=32, round_inputs=6,
-                             on_batch=lambda n, _: rounds.append(n))  # fmt: skip
+
+
+def test_requests_waiting_together_are_pooled_and_served_oldest_first(reference: LM2Vec) -> None:
+    """While a pass runs, arriving requests join one pool: the next passes take its inputs in length order
+    (little padding), starting with the oldest request's, so a short request is not passed over by longer ones."""
+    release, passes = threading.Event(), []
+
+    class HeldAtFirstBatch:
+        config = reference.config
+
+        def encode(self, inputs, **options):
+            if not passes:
+                release.wait(timeout=60)
+            return reference.encode(inputs, **options)
+
+    batcher = DynamicBatcher(HeldAtFirstBatch(), batch_tokens=4096, max_wait_s=0.0, batch_size=4,
+                             on_batch=lambda n, padded: passes.append((n, padded)))  # fmt: skip
+    jobs = [["a cat sat"], ["a dog"], *[texts_of(300 + seed, 3) for seed in range(5)]]
+    lengths = [[len(item.input_ids) for item in reference.tokenize(texts)] for texts in jobs]
+    answered_at: dict[int, int] = {}
     try:
-        jobs = [texts_of(200 + seed, 3) for seed in range(6)]
-        futures = [batcher.submit(t, [len(i.input_ids) for i in reference.tokenize(t)]) for t in jobs]
+        futures = [batcher.submit(jobs[0], lengths[0])]  # alone, held in its pass while the others arrive
+        time.sleep(0.2)
+        for number in range(1, len(jobs)):
+            futures.append(batcher.submit(jobs[number], lengths[number]))
+            futures[-1].add_done_callback(lambda _, number=number: answered_at.setdefault(number, len(passes)))
+        release.set()
         for future, texts in zip(futures, jobs, strict=True):
             assert cosine(future.result(timeout=60), reference.encode(texts, normalize=True)).min() >= 0.9999
     finally:
+        release.set()
         batcher.close()
-    assert sum(rounds) == 18 and max(rounds) <= 6  # a round takes at most round_inputs waiting inputs
+    assert passes[0][0] == 1 and answered_at[1] == 2  # the short second request went first after the held pass
+    assert max(n for n, _ in passes) <= 4
+    assert _cost(passes[1:]) <= _cost_alone(lengths[1:])
+
+
+def test_a_request_cancelled_before_its_batch_is_never_encoded(reference: LM2Vec) -> None:
+    release, encoded = threading.Event(), []
+
+    class HeldAtFirstBatch:
+        config = reference.config
+
+        def encode(self, inputs, **options):
+            encoded.extend(inputs)
+            release.wait(timeout=60)
+            return reference.encode(inputs, **options)
+
+    batcher = DynamicBatcher(HeldAtFirstBatch(), batch_tokens=4096, max_wait_s=0.0, batch_size=8)
+    try:
+        first = batcher.submit(["a cat"], [len(reference.tokenize(["a cat"])[0].input_ids)])
+        time.sleep(0.2)  # the first pass holds the worker
+        gone = batcher.submit(texts_of(5, 3), [5, 5, 5])
+        kept = batcher.submit(["the dog ran"], [len(reference.tokenize(["the dog ran"])[0].input_ids)])
+        assert gone.cancel()
+        release.set()
+        assert kept.result(timeout=60).shape[0] == 1 and first.result(timeout=60).shape[0] == 1
+    finally:
+        release.set()
+        batcher.close()
+    assert encoded == ["a cat", "the dog ran"]
 
 
 def test_bad_requests_get_openai_shaped_errors(tiny_llama: Path) -> None:

@@ -8,10 +8,10 @@ A `.txt` file means one of two things, and each function's name says which:
 
 The other inputs:
 - JSONL texts with a field (`read_jsonl_texts`; `DocumentFile` keeps the records' other fields);
-- supervised pairs, JSONL `{query, positive, negatives?, instruction?, dataset?, symmetric?}`
+- supervised pairs, JSONL `{query, positive, negatives?, instruction?, dataset?, symmetric?, score?}`
   (`read_supervised_pairs` -> `SupervisedPair` records);
 - sentence-similarity pairs (`read_sts`: STS Benchmark .csv, .tsv, .jsonl, a score matrix; `sts_supervised_pairs`
-  makes supervised records of the well-scored ones);
+  makes supervised records of the well-scored ones, or of every pair with its score);
 - corpus folders built by `lm2vec data` (`read_corpus_texts`).
 
 Evaluation-task formats (labelled texts, bitext, BEIR, gettext catalogues) stay in `lm2vec.evaluation.readers`.
@@ -28,7 +28,7 @@ import math
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, BinaryIO, TypedDict
+from typing import Any, BinaryIO, NotRequired, TypedDict
 
 from lm2vec.errors import LM2VecError
 
@@ -63,6 +63,7 @@ class SupervisedPair(TypedDict):
     instruction: str
     dataset: str
     symmetric: bool  # the instruction goes on the documents too
+    score: NotRequired[float]  # graded similarity of query and positive (any scale, higher = closer), for CoSENT
 
 
 @dataclass
@@ -309,16 +310,20 @@ def read_supervised_pairs(path: str | Path) -> list[SupervisedPair]:
         negatives = record.get("negatives") or []
         if isinstance(negatives, str):
             negatives = [negatives]
-        records.append(
-            {
-                "query": record["query"],
-                "positive": record["positive"],
-                "negatives": list(negatives),
-                "instruction": record.get("instruction") or "",
-                "dataset": str(record.get("dataset") or "default"),
-                "symmetric": bool(record.get("symmetric", False)),
-            }
-        )
+        pair: SupervisedPair = {
+            "query": record["query"],
+            "positive": record["positive"],
+            "negatives": list(negatives),
+            "instruction": record.get("instruction") or "",
+            "dataset": str(record.get("dataset") or "default"),
+            "symmetric": bool(record.get("symmetric", False)),
+        }
+        if "score" in record:
+            score = record["score"]
+            if isinstance(score, bool) or not isinstance(score, int | float) or not math.isfinite(score):
+                raise ValueError(f"{path}:{number}: 'score' must be a finite number, got {score!r}.")
+            pair["score"] = float(score)
+        records.append(pair)
     if not records:
         raise ValueError(f"{path} holds no records.")
     return records
@@ -394,16 +399,20 @@ def read_sts_matrix(documents_path: str | Path, scores_path: str | Path) -> STSD
     return data
 
 
-def sts_supervised_pairs(path: str | Path, min_score: float, instruction: str) -> list[SupervisedPair]:
+def sts_supervised_pairs(
+    path: str | Path, min_score: float, instruction: str, scored: bool = False
+) -> list[SupervisedPair]:
     """Pairs of a sentence-similarity file (`read_sts`) scored at least `min_score`, as symmetric supervised
-    records (one direction each: both would put a query's own text among its in-batch negatives)."""
+    records (one direction each: both would put a query's own text among its in-batch negatives). With `scored`,
+    every pair, each with its `score` (a CoSENT loss ranks them; those under `min_score` are no positives)."""
     data = read_sts(path)
-    records: list[SupervisedPair] = [
-        {"query": a, "positive": b, "negatives": [], "instruction": instruction, "dataset": Path(path).stem,
-         "symmetric": True}
-        for a, b, score in zip(data.sentences1, data.sentences2, data.scores, strict=True)
-        if score >= min_score
-    ]  # fmt: skip
-    if not records:
+    records: list[SupervisedPair] = []
+    for a, b, score in zip(data.sentences1, data.sentences2, data.scores, strict=True):
+        if scored or score >= min_score:
+            records.append({"query": a, "positive": b, "negatives": [], "instruction": instruction,
+                            "dataset": Path(path).stem, "symmetric": True})  # fmt: skip
+            if scored:
+                records[-1]["score"] = float(score)
+    if not any(record.get("score", min_score) >= min_score for record in records):
         raise ValueError(f"{path}: no pair is scored {min_score} or more.")
     return records

@@ -122,8 +122,7 @@ def create_app(service: Service) -> FastAPI:
     @asynccontextmanager
     async def lifespan(_app: FastAPI):
         state["batcher"] = DynamicBatcher(encoder, options.batch_tokens, options.max_wait_ms / 1000,
-                                          options.batch_size, on_batch=metrics.observe_batch,
-                                          round_inputs=options.round_inputs)  # fmt: skip
+                                          options.batch_size, on_batch=metrics.observe_batch)  # fmt: skip
         yield
         await asyncio.to_thread(state["batcher"].close)
 

@@ -1,16 +1,20 @@
 """Dynamic batching: inputs of concurrent requests are coalesced and encoded together by one worker thread.
 
-The worker takes the first waiting request, then whatever else arrives within `max_wait_s` until `batch_tokens`
-tokens or `round_inputs` inputs are waiting (a round), sorts the round's inputs by length and cuts them into
-batches of at most `batch_size` inputs whose padded size stays within the budget. A request is answered as soon
-as its last input is encoded, so its client's next request joins the next round while this one still encodes.
-Each batch goes through `LM2Vec.encode`, the one encode path, so a served embedding is what `encode()` gives for
-the same input whatever it was batched with. A request whose client has gone before its batch starts is dropped;
-one that has started is finished, so no batch ever waits on a client."""
+The worker keeps every waiting input in one pool. A request that finds the pool empty waits up to `max_wait_s`
+for others to share its batch; otherwise nobody waits: before each forward pass the worker adds whatever has
+arrived. The pool, sorted by length, is cut into the batches that pad least (`cheapest_cut`, at most `batch_size`
+inputs and `batch_tokens` padded tokens each), and the batch holding the oldest request's longest input runs
+next: requests are served in arrival order while each pass pads little, the less the more is waiting. A request
+is answered as soon as its last input is encoded. Each batch goes through `LM2Vec.encode`, the one encode path,
+so a served embedding is what `encode()` gives for the same input whatever it was batched with. A request whose
+client has gone before any of its inputs is encoded is dropped; one that has started is finished, so no batch
+ever waits on a client."""
 
 from __future__ import annotations
 
 import asyncio
+import itertools
+import math
 import queue
 import threading
 import time
@@ -22,17 +26,35 @@ import numpy as np
 
 from lm2vec.modeling.encoder import EncoderInput
 
+# What a forward pass costs beyond its padded tokens, in tokens: SmolLM2-135M on 2 CPU cores takes about 1 ms a
+# token plus 20-50 ms a pass (1 x 8 tokens: 52 ms; 32 x 16: 500 ms), so many tiny passes cost more than some padding.
+PASS_COST_TOKENS = 32
+
 
 @dataclass
 class _Job:
     inputs: Sequence[EncoderInput]
     lengths: Sequence[int]  # tokens per input, as `LM2Vec.tokenize` counts them
+    number: int  # arrival order
     future: Future = field(default_factory=Future)
+    started: bool = False
+    results: list = field(default_factory=list)
+    remaining: int = 0
+
+
+@dataclass(frozen=True)
+class _Input:
+    job: _Job
+    index: int
+
+    @property
+    def length(self) -> int:
+        return self.job.lengths[self.index]
 
 
 class DynamicBatcher:
     def __init__(self, encoder, batch_tokens: int = 16384, max_wait_s: float = 0.005, batch_size: int = 32,
-                 on_batch: Callable[[int, int], None] | None = None, round_inputs: int = 128) -> None:  # fmt: skip
+                 on_batch: Callable[[int, int], None] | None = None) -> None:  # fmt: skip
         if batch_tokens < encoder.config.max_length:
             raise ValueError(f"batch_tokens ({batch_tokens}) must hold one input of max_length "
                              f"({encoder.config.max_length})")  # fmt: skip
@@ -41,73 +63,117 @@ class DynamicBatcher:
         self.encoder, self.batch_tokens, self.max_wait_s = encoder, batch_tokens, max_wait_s
         # More inputs per pass do not run faster on CPUs but pad more: each pass pads to its longest input.
         self.batch_size = batch_size
-        # A round of all waiting inputs pads least but answers everyone at its end, and the model then idles
-        # while the clients send again; a few batches a round keep it busy at little extra padding.
-        self.round_inputs = round_inputs
         self.on_batch = on_batch  # called with (inputs, padded tokens) after each forward pass
         self._queue: queue.Queue[_Job | None] = queue.Queue()
+        self._numbers = itertools.count()
         self._thread = threading.Thread(target=self._run, name="lm2vec-batcher", daemon=True)
         self._thread.start()
 
     def submit(self, inputs: Sequence[EncoderInput], lengths: Sequence[int]) -> Future:
         """A future of the (len(inputs), dim) normalised embeddings."""
-        job = _Job(inputs, lengths)
+        job = _Job(inputs, lengths, next(self._numbers))
         self._queue.put(job)
         return job.future
 
     async def embed(self, inputs: Sequence[EncoderInput], lengths: Sequence[int]) -> np.ndarray:
-        # Cancelling the awaiting task (a client gone) cancels the job if its batch has not started.
+        # Cancelling the awaiting task (a client gone) cancels the job if none of its inputs has been encoded.
         return await asyncio.wrap_future(self.submit(inputs, lengths))
 
     def close(self) -> None:
+        """Encode what is waiting, then stop the worker."""
         self._queue.put(None)
         self._thread.join()
 
     def _run(self) -> None:
-        while (job := self._queue.get()) is not None:
-            jobs, waiting, count = [job], sum(job.lengths), len(job.inputs)
-            deadline = time.monotonic() + self.max_wait_s
-            while (waiting < self.batch_tokens and count < self.round_inputs
-                   and (remaining := deadline - time.monotonic()) > 0):  # fmt: skip
-                try:
-                    job = self._queue.get(timeout=remaining)
-                except queue.Empty:
-                    break
+        pool: list[_Input] = []
+        stopping = False
+        while pool or not stopping:
+            if not pool:
+                job = self._queue.get()
                 if job is None:
-                    self._queue.put(None)  # stop after this round
                     break
-                jobs.append(job)
-                waiting, count = waiting + sum(job.lengths), count + len(job.inputs)
-            self._encode([job for job in jobs if job.future.set_running_or_notify_cancel()])
+                self._add(pool, job)
+                stopping = self._gather(pool, time.monotonic() + self.max_wait_s)
+            stopping = self._gather(pool, None) or stopping
+            batch = self._next_batch(pool)
+            if batch:
+                self._encode(pool, batch)
 
-    def _encode(self, jobs: list[_Job]) -> None:
-        items = [(job, i) for job in jobs for i in range(len(job.inputs))]
-        items.sort(key=lambda item: -item[0].lengths[item[1]])
-        batches: list[list[tuple[_Job, int]]] = []
-        for item in items:
-            # Sorted longest first: a batch's padded size is its first input's length times its size.
-            current = batches[-1] if batches else []
-            longest = current[0][0].lengths[current[0][1]] if current else 0
-            if current and len(current) < self.batch_size and (len(current) + 1) * longest <= self.batch_tokens:
-                current.append(item)
-            else:
-                batches.append([item])
-        results: dict[int, list] = {id(job): [None] * len(job.inputs) for job in jobs}
-        remaining = {id(job): len(job.inputs) for job in jobs}
+    def _add(self, pool: list[_Input], job: _Job) -> None:
+        job.results, job.remaining = [None] * len(job.inputs), len(job.inputs)
+        pool.extend(_Input(job, index) for index in range(len(job.inputs)))
+
+    def _gather(self, pool: list[_Input], deadline: float | None) -> bool:
+        """Add the requests that arrive until `deadline` while the pool fills less than one batch (None: the ones
+        already waiting); True once `close` was called."""
+        while True:
+            remaining = None if deadline is None else deadline - time.monotonic()
+            if remaining is not None and (remaining <= 0 or len(pool) >= self.batch_size
+                                          or sum(item.length for item in pool) >= self.batch_tokens):  # fmt: skip
+                return False
+            try:
+                job = self._queue.get_nowait() if remaining is None else self._queue.get(timeout=remaining)
+            except queue.Empty:
+                return False
+            if job is None:
+                return True
+            self._add(pool, job)
+
+    def _next_batch(self, pool: list[_Input]) -> list[_Input]:
+        """The batch holding the oldest request's longest input, in the cheapest cut of the pool (`cheapest_cut`);
+        requests cancelled before their first input was encoded leave the pool."""
+        pool[:] = [item for item in pool if item.job.started or not item.job.future.cancelled()]
+        if not pool:
+            return []
+        pool.sort(key=lambda item: (-item.length, item.job.number))
+        oldest = pool.index(min(pool, key=lambda item: (item.job.number, -item.length)))
+        starts = cheapest_cut([item.length for item in pool], self.batch_size, self.batch_tokens)
+        start = max(s for s in starts if s <= oldest)
+        batch = pool[start : min([s for s in starts if s > oldest] or [len(pool)])]
+        for job in {id(item.job): item.job for item in batch}.values():
+            if not job.started:
+                job.started = job.future.set_running_or_notify_cancel()
+        taken = {id(item) for item in batch}
+        pool[:] = [item for item in pool
+                   if id(item) not in taken and (item.job.started or not item.job.future.cancelled())]  # fmt: skip
+        return [item for item in batch if item.job.started]  # a request cancelled just now is dropped
+
+    def _encode(self, pool: list[_Input], batch: list[_Input]) -> None:
         try:
-            for batch in batches:
-                inputs = [job.inputs[i] for job, i in batch]
-                vectors = self.encoder.encode(inputs, batch_size=len(batch), normalize=True)
-                if self.on_batch is not None:
-                    self.on_batch(len(batch), len(batch) * batch[0][0].lengths[batch[0][1]])
-                for (job, i), vector in zip(batch, vectors, strict=True):
-                    results[id(job)][i] = vector
-                    remaining[id(job)] -= 1
-                    if remaining[id(job)] == 0:
-                        # answered now, not after the whole round: its client's next request can join the
-                        # next round while this one is still encoding, so the model does not idle between rounds
-                        job.future.set_result(np.stack(results[id(job)]))
-        except Exception as error:  # the requests get the error; the worker keeps serving
-            for job in jobs:
-                if not job.future.done():
-                    job.future.set_exception(error)
+            vectors = self.encoder.encode([item.job.inputs[item.index] for item in batch], batch_size=len(batch),
+                                          normalize=True)  # fmt: skip
+        except Exception as error:  # the requests get the error and leave the pool; the worker keeps serving
+            failed = {item.job.number for item in batch}
+            for job in {item.job.number: item.job for item in batch}.values():
+                job.future.set_exception(error)
+            pool[:] = [item for item in pool if item.job.number not in failed]
+            return
+        if self.on_batch is not None:
+            self.on_batch(len(batch), len(batch) * max(item.length for item in batch))
+        for item, vector in zip(batch, vectors, strict=True):
+            job = item.job
+            job.results[item.index] = vector
+            job.remaining -= 1
+            if job.remaining == 0:  # answered now: its client's next request joins the pool while others encode
+                job.future.set_result(np.stack(job.results))
+
+
+def cheapest_cut(lengths: Sequence[int], batch_size: int, batch_tokens: int) -> list[int]:
+    """Where to cut inputs sorted longest first into batches (each batch's first index) so that their padded
+    tokens plus PASS_COST_TOKENS per pass are fewest, each batch within `batch_size` and `batch_tokens`. Cutting
+    the sorted order is optimal among all groupings of the inputs, so this pads no more than any other batching."""
+    count = len(lengths)
+    cost, next_start = [0.0] * (count + 1), [count] * (count + 1)
+    for start in range(count - 1, -1, -1):
+        cost[start] = math.inf
+        for end in range(start + 1, min(count, start + batch_size) + 1):
+            padded = (end - start) * lengths[start]
+            if padded > batch_tokens and end > start + 1:
+                break
+            if padded + PASS_COST_TOKENS + cost[end] < cost[start]:
+                cost[start], next_start[start] = padded + PASS_COST_TOKENS + cost[end], end
+    starts, position = [], 0
+    while position < count:
+        starts.append(position)
+        position = next_start[position]
+    return starts

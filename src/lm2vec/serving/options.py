@@ -21,23 +21,14 @@ class ServeOptions:
     max_body_bytes: int = field(default=4 << 20, metadata={"help": "largest request body in bytes"})
     batch_tokens: int = field(default=16384, metadata={"help": "token budget of one coalesced batch (padded)"})
     batch_size: int = field(default=32, metadata={"help": "most inputs in one forward pass"})
-    round_inputs: int = field(
-        default=128,
-        metadata={
-            "help": (
-                "most waiting inputs sorted by length together (a round of batches); each request is answered "
-                "when its last input is done"
-            )
-        },
-    )
     max_wait_ms: float = field(
         default=5.0,
-        metadata={"help": "how long a request waits for others to share its batch, in milliseconds"},
+        metadata={"help": "how long a request that finds the server idle waits for others to share its batch, in ms"},
     )
     max_k: int = field(default=100, metadata={"help": "most passages one search may ask for"})
 
     def __post_init__(self) -> None:
-        for name in ("max_inputs", "max_body_bytes", "batch_tokens", "batch_size", "round_inputs", "max_k"):
+        for name in ("max_inputs", "max_body_bytes", "batch_tokens", "batch_size", "max_k"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}.")
         if self.max_wait_ms < 0:

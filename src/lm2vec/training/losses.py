@@ -1,4 +1,5 @@
-"""Contrastive losses: InfoNCE over cosine similarities with in-batch (and cross-process) negatives.
+"""Contrastive losses: InfoNCE over cosine similarities with in-batch (and cross-process) negatives, and CoSENT
+over graded pairs.
 
 Under `torchrun`/`accelerate launch` each process holds a slice of the global batch. The documents of every
 process are gathered so that each query sees all of them as negatives; the gather is differentiable in full
@@ -68,22 +69,41 @@ def info_nce(
     return F.cross_entropy(scores / temperature, positives)
 
 
+def cosent(
+    queries: torch.Tensor, documents: torch.Tensor, scores: torch.Tensor, temperature: float = 0.05
+) -> torch.Tensor:
+    """CoSENT (Su 2022): log(1 + sum over pairs i, j with scores[i] > scores[j] of exp((cos_j - cos_i) / t)), where
+    cos_i is the cosine of queries[i] and documents[i]: the pairs' cosines are pushed into their scores' order.
+    Unlike a regression on the scores it needs no scale, and unlike InfoNCE it learns from low-scored pairs too."""
+    cosines = F.cosine_similarity(queries.float(), documents.float(), dim=-1) / temperature
+    above = scores[:, None] > scores[None, :]  # [i, j]: pair i should score above pair j
+    differences = (cosines[None, :] - cosines[:, None])[above]
+    return torch.logsumexp(torch.cat([differences.new_zeros(1), differences]), dim=0)
+
+
 def contrastive_loss(
     queries: torch.Tensor,
     documents: torch.Tensor,
     temperature: float = 0.05,
     gather: bool = True,
     matryoshka_dims: Sequence[int] = (),
+    query_mask: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """InfoNCE for a batch laid out as documents = [positive of query 0..n-1, then any hard negatives].
 
     With `gather` (and more than one process) the documents of all processes are the candidates. With
     `matryoshka_dims` the loss is summed over the full vectors and their prefixes of those sizes (each
-    renormalised by the cosine), so the prefixes are embeddings of their own."""
+    renormalised by the cosine), so the prefixes are embeddings of their own. With `query_mask` only the queries
+    it marks are trained (their document is a positive); the others' documents are still candidates. A batch
+    with no such query has a loss of zero (with a graph, so every process runs the same backward)."""
     n = queries.shape[0]
     positives = torch.arange(n, device=queries.device)
     if gather and distributed():
         documents, offset = gather_with_grad(documents)
         positives = positives + offset
+    if query_mask is not None:
+        if not bool(query_mask.any()):
+            return (queries.sum() + documents.sum()) * 0.0
+        queries, positives = queries[query_mask], positives[query_mask]
     dims = supported_dimensions(matryoshka_dims, queries.shape[-1])
     return sum(info_nce(queries[:, :d], documents[:, :d], positives, temperature) for d in dims)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import random
 from collections import Counter
 from collections.abc import Iterator, Sequence
@@ -71,11 +72,14 @@ class GroupedBatchSampler(Sampler[list[int]]):
 class ContrastiveCollator:
     """Records -> one collated batch: rows [queries, their positives, hard negatives] and `n_queries`.
 
-    SimCSE records are strings (a sentence is its own positive); supervised records are dicts."""
+    SimCSE records are strings (a sentence is its own positive); supervised records are dicts. A dict record
+    with a `score` also gives `scores` (NaN for those without) and `positive_queries`: the records whose positive
+    is one (no score, or one of at least `min_positive_score`)."""
 
     encoder: LM2Vec
     num_hard_negatives: int = 1
     symmetric_datasets: Sequence[str] = ()
+    min_positive_score: float = 4.0
 
     def __call__(self, records: Sequence[Any]) -> dict[str, torch.Tensor]:
         if isinstance(records[0], str):
@@ -93,6 +97,10 @@ class ContrastiveCollator:
             rows = self.encoder.tokenize(queries + documents + negatives)
         features = self.encoder.collate(rows)
         features["n_queries"] = torch.tensor(len(records))
+        if not isinstance(records[0], str) and any("score" in record for record in records):
+            scores = torch.tensor([record.get("score", math.nan) for record in records], dtype=torch.float32)
+            features["scores"] = scores
+            features["positive_queries"] = torch.isnan(scores) | (scores >= self.min_positive_score)
         return features
 
 
@@ -125,7 +133,9 @@ def crop_pairs(paragraphs: Sequence[str], ratio: Sequence[float], seed: int = 0,
 def supervised_records(options: SupervisedOptions) -> list[dict[str, Any]]:
     """The JSONL records of `options.data`, or its sentence-similarity pairs as records."""
     if Path(options.data).suffix in (".csv", ".tsv"):
-        return sts_supervised_pairs(options.data, options.min_pair_score, options.sts_instruction)
+        return sts_supervised_pairs(
+            options.data, options.min_pair_score, options.sts_instruction, scored=options.cosent_weight > 0
+        )
     return read_supervised_pairs(options.data)
 
 

@@ -102,6 +102,7 @@ def _train(
         encoder,
         num_hard_negatives=getattr(options, "num_hard_negatives", 0),
         symmetric_datasets=tuple(getattr(options, "symmetric_datasets", ())),
+        min_positive_score=getattr(options, "min_pair_score", 4.0),
     )
     trainer = ContrastiveTrainer(
         model=encoder.model,

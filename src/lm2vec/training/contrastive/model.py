@@ -8,10 +8,11 @@ import torch
 from torch import nn
 
 from lm2vec.modeling.encoder import LM2Vec
+from lm2vec.modeling.matryoshka import supported_dimensions
 from lm2vec.modeling.pooling import pool
 from lm2vec.training.contrastive.options import ContrastiveOptions
 from lm2vec.training.lora import recomputing_norm_outputs
-from lm2vec.training.losses import contrastive_loss
+from lm2vec.training.losses import contrastive_loss, cosent
 
 
 def set_attention_dropout(backbone: nn.Module, p: float) -> float:
@@ -92,10 +93,22 @@ def batch_loss(
             out = out.index_put((index.to(out.device),), part)
         return out
 
+    positive_queries = features.get("positive_queries")
+    if positive_queries is not None and bool(positive_queries.all()):
+        positive_queries = None
+    cosent_weight = getattr(options, "cosent_weight", 0.0) if "scores" in features else 0.0
+
     def loss_of(all_rows: torch.Tensor) -> torch.Tensor:
-        return contrastive_loss(
-            all_rows[:n], all_rows[n:], options.temperature, options.gather_across_processes, options.matryoshka_dims
-        )
+        queries, documents = all_rows[:n], all_rows[n:]
+        loss = contrastive_loss(queries, documents, options.temperature, options.gather_across_processes,
+                                options.matryoshka_dims, positive_queries)  # fmt: skip
+        if cosent_weight:
+            scored = ~torch.isnan(features["scores"]).to(queries.device)
+            scores = features["scores"].to(queries.device)[scored]
+            for d in supported_dimensions(options.matryoshka_dims, queries.shape[-1]):
+                pairs = queries[scored, :d], documents[:n][scored, :d]
+                loss = loss + cosent_weight * cosent(*pairs, scores, options.temperature)
+        return loss
 
     if not options.cached or not torch.is_grad_enabled():
         return loss_of(assemble([embed(encoder, backbone, part) for _, part in parts]))

@@ -179,6 +179,16 @@ class SupervisedOptions(ContrastiveOptions):
         default="Retrieve semantically similar text",
         metadata={"help": "the instruction of the pairs read from a sentence-similarity `data` file"},
     )
+    cosent_weight: float = field(
+        default=0.0,
+        metadata={
+            "help": (
+                "Weight of a CoSENT loss (Su 2022) added to InfoNCE: it ranks the cosines of a batch's scored pairs "
+                "in the order of their scores. A sentence-similarity `data` file then gives every pair with its "
+                "score (those under `min_pair_score` only as CoSENT pairs); JSONL records may carry a `score`. 0: off."
+            )
+        },
+    )
     homogeneous_batches: bool = field(
         default=True,
         metadata={"help": "Batches from one dataset at a time (paper); False mixes all datasets."},
@@ -202,6 +212,7 @@ class SupervisedOptions(ContrastiveOptions):
     def problems(self) -> list[str]:
         checks = [
             (self.mine_negatives >= 0, f"mine_negatives must be >= 0, got {self.mine_negatives}."),
+            (self.cosent_weight >= 0, f"cosent_weight must be >= 0, got {self.cosent_weight}."),
             (0.0 <= self.mining_relative_margin < 1.0,
              f"mining_relative_margin must be in [0, 1), got {self.mining_relative_margin}."),
         ]  # fmt: skip
