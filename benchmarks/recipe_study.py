@@ -4,8 +4,9 @@
     PYTHONPATH=src .venv/bin/python benchmarks/recipe_study.py --arms gemma-simcse   # some arms
 
 Tuning tasks, and nothing else: STS-B dev, Lee, BBC News classification and clustering, BBC headline retrieval,
-in proxy subsets (the registry's `limit`: `--limit` pairs, articles or headlines per task; retrieval searches 3
-articles per headline, its own and distractors). Final numbers come from `lm2vec run` on the full tasks.
+in proxy subsets (the registry's `limit`: `--limit` pairs, articles or headlines per task, 200 by default;
+retrieval searches 3 articles per headline, its own and distractors). 100 examples a task, as in the first rounds
+(results/recipe-study-l100), left differences of 1-2 points between arms within the noise. Final numbers come from `lm2vec run` on the full tasks.
 
 An arm is a base model, optional MNTP and SimCSE runs (lm2vec's own trainers, options as in a recipe section)
 and the pooling; it is evaluated with its training stages merged. Zero-training arms evaluate the baselines.
@@ -152,6 +153,108 @@ ARMS: dict[str, Arm] = {
         mntp=MNTP_RECIPE,
         simcse=simcse(dropout=0.1, **{**CROPS, **ASYMMETRIC}),
         note="crops: a short query span and a long positive span, like a search",
+    ),
+    "gemma-mntp200-crops": Arm(
+        GEMMA, mntp={**MNTP_RECIPE, "max_steps": 200}, simcse=simcse(dropout=0.1, **CROPS), note="MNTP 200, crops"
+    ),
+    "gemma-mntp50-lr3e-4-crops": Arm(
+        GEMMA,
+        mntp={**MNTP_RECIPE, "max_steps": 50, "learning_rate": 3e-4},
+        simcse=simcse(dropout=0.1, **CROPS),
+        note="MNTP 50 at lr 3e-4, crops",
+    ),
+    "gemma-mntp50-lr1e-3-crops": Arm(
+        GEMMA,
+        mntp={**MNTP_RECIPE, "max_steps": 50, "learning_rate": 1e-3},
+        simcse=simcse(dropout=0.1, **CROPS),
+        note="MNTP 50 at lr 1e-3, crops",
+    ),
+    "gemma-mntp150-lr3e-4-crops": Arm(
+        GEMMA,
+        mntp={**MNTP_RECIPE, "max_steps": 150, "learning_rate": 3e-4},
+        simcse=simcse(dropout=0.1, **CROPS),
+        note="MNTP 150 at lr 3e-4, crops",
+    ),
+    "gemma-mntp50-crops-b128": Arm(
+        GEMMA,
+        mntp={**MNTP_RECIPE, "max_steps": 50},
+        simcse=simcse(dropout=0.1, **{**CROPS, "per_device_batch_size": 128, "cached": True}),
+        note="MNTP 50, crops in batches of 128 (GradCache)",
+    ),
+    "gemma-mntp50-crops-supervised": Arm(
+        GEMMA,
+        mntp={**MNTP_RECIPE, "max_steps": 50},
+        simcse=simcse(dropout=0.1, **CROPS),
+        supervised=SUPERVISED,
+        note="the main recipe: MNTP 50, crops, STS-B train",
+    ),
+    "gemma-mntp50-crops-cosent-curve": Arm(
+        GEMMA,
+        mntp={**MNTP_RECIPE, "max_steps": 50},
+        simcse=simcse(dropout=0.1, **CROPS),
+        supervised={**SUPERVISED, "cosent_weight": 1.0, "max_steps": 80},
+        checkpoints=(20, 40, 80),
+        note="+ STS-B train, every pair: CoSENT on the scores + InfoNCE on the good ones, at 20, 40 and 80 steps",
+    ),
+    "gemma-mntp50-crops-cosent0.3": Arm(
+        GEMMA,
+        mntp={**MNTP_RECIPE, "max_steps": 50},
+        simcse=simcse(dropout=0.1, **CROPS),
+        supervised={**SUPERVISED, "cosent_weight": 0.3, "max_steps": 40},
+        note="+ STS-B train, every pair: CoSENT at weight 0.3 + InfoNCE, 40 steps",
+    ),
+    "gemma-mntp50-crops-cosent-lr5e-5": Arm(
+        GEMMA,
+        mntp={**MNTP_RECIPE, "max_steps": 50},
+        simcse=simcse(dropout=0.1, **CROPS),
+        supervised={**SUPERVISED, "cosent_weight": 1.0, "max_steps": 40, "learning_rate": 5e-5},
+        note="+ STS-B train, every pair: CoSENT + InfoNCE, 40 steps at lr 5e-5",
+    ),
+    "smollm2-mntp200-lr3e-4-crops": Arm(
+        SMOLLM2,
+        mntp={**MNTP_SHORT, "max_steps": 200, "learning_rate": 3e-4},
+        simcse=simcse(dropout=0.1, **CROPS),
+        note="SmolLM2: MNTP 200 at lr 3e-4, crops",
+    ),
+    "smollm2-mntp200-lr3e-4-crops-cosent": Arm(
+        SMOLLM2,
+        mntp={**MNTP_SHORT, "max_steps": 200, "learning_rate": 3e-4},
+        simcse=simcse(dropout=0.1, **CROPS),
+        supervised={**SUPERVISED, "cosent_weight": 1.0, "max_steps": 40},
+        note="SmolLM2: MNTP 200 at lr 3e-4, crops, STS-B train with CoSENT + InfoNCE (40 steps)",
+    ),
+    "gemma-mntp50-lr3e-4-crops-lr3e-4": Arm(
+        GEMMA,
+        mntp={**MNTP_RECIPE, "max_steps": 50, "learning_rate": 3e-4},
+        simcse=simcse(lr=3e-4, dropout=0.1, **CROPS),
+        note="MNTP 50 at lr 3e-4, crops at lr 3e-4",
+    ),
+    "gemma-mntp50-lr3e-4-crops-cosent": Arm(
+        GEMMA,
+        mntp={**MNTP_RECIPE, "max_steps": 50, "learning_rate": 3e-4},
+        simcse=simcse(dropout=0.1, **CROPS),
+        supervised={**SUPERVISED, "cosent_weight": 1.0, "max_steps": 40},
+        note="MNTP 50 at lr 3e-4, crops, STS-B train with CoSENT + InfoNCE (40 steps)",
+    ),
+    "gemma-mntp50-lr3e-4-crops-lr1e-3": Arm(
+        GEMMA,
+        mntp={**MNTP_RECIPE, "max_steps": 50, "learning_rate": 3e-4},
+        simcse=simcse(lr=1e-3, dropout=0.1, **CROPS),
+        note="MNTP 50 at lr 3e-4, crops at lr 1e-3",
+    ),
+    "gemma-mntp50-lr3e-4-crops40-lr3e-4": Arm(
+        GEMMA,
+        mntp={**MNTP_RECIPE, "max_steps": 50, "learning_rate": 3e-4},
+        simcse=simcse(steps=40, lr=3e-4, dropout=0.1, **CROPS),
+        note="MNTP 50 at lr 3e-4, crops 40 steps at lr 3e-4",
+    ),
+    "gemma-mntp50-lr3e-4-crops-lr3e-4-cosent-curve": Arm(
+        GEMMA,
+        mntp={**MNTP_RECIPE, "max_steps": 50, "learning_rate": 3e-4},
+        simcse=simcse(lr=3e-4, dropout=0.1, **CROPS),
+        supervised={**SUPERVISED, "cosent_weight": 1.0, "max_steps": 80},
+        checkpoints=(40, 80),
+        note="MNTP 50 and crops at lr 3e-4, STS-B train with CoSENT + InfoNCE, 80 steps, evaluated at 40 and 80",
     ),
     "gemma-mntp10-crops-b128": Arm(
         GEMMA,
@@ -373,13 +476,14 @@ def main(argv: list[str] | None = None) -> None:
     cpu_arms = [name for name, arm in ARMS.items() if not arm.gpu]
     parser.add_argument("--arms", nargs="+", default=cpu_arms, choices=list(ARMS), metavar="ARM")
     parser.add_argument("--smoke", action="store_true", help="every arm at two tiny steps a stage, 25 examples a task")
-    parser.add_argument("--out", type=Path, default=REPO / "benchmarks" / "results" / "recipe-study")
+    parser.add_argument("--out", type=Path, help="results (default: benchmarks/results/recipe-study-lLIMIT)")
     parser.add_argument("--work", type=Path, default=REPO / "runs" / "recipe-study", help="training runs")
-    parser.add_argument("--limit", type=int, default=100, help="examples per proxy task (the registry's limit)")
+    parser.add_argument("--limit", type=int, default=200, help="examples per proxy task (the registry's limit)")
     args = parser.parse_args(argv)
     arms = {name: smoke(arm) for name, arm in ARMS.items()} if args.smoke else ARMS
     if args.smoke:
-        args.limit, args.out, args.work = 25, args.out.with_name(args.out.name + "-smoke"), args.work / "smoke"
+        args.limit, args.work = 25, args.work / "smoke"
+    args.out = args.out or REPO / "benchmarks" / "results" / f"recipe-study-l{args.limit}{'-smoke' * args.smoke}"
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     args.out.mkdir(parents=True, exist_ok=True)
     results_path = args.out / "results.json"

@@ -98,3 +98,15 @@ def test_the_paper_arms_are_for_a_gpu_and_shrink_for_a_smoke_run(study) -> None:
         assert tiny.simcse["dropout"] == arm.simcse["dropout"] and tiny.model == arm.model  # only the size changes
         MNTPConfig(model=tiny.model, **tiny.mntp)
         SimCSEOptions(model=tiny.model, **tiny.simcse)
+
+
+def test_the_main_recipe_is_the_studied_chain(study) -> None:
+    """recipes/gemma3-en-cpu.toml trains what the study measured, so its comments' numbers are its own."""
+    import tomllib
+
+    recipe = tomllib.loads((SCRIPT.parents[1] / "recipes" / "gemma3-en-cpu.toml").read_text())
+    arm = study.ARMS["gemma-mntp50-lr3e-4-crops-lr3e-4-cosent-curve"]
+    assert recipe["run"]["model"] == arm.model and recipe["run"]["pooling"] == arm.pooling
+    for section, settings in (("mntp", arm.mntp), ("simcse", arm.simcse), ("supervised", arm.supervised)):
+        chosen = {k: v for k, v in settings.items() if k not in ("data", "mini_batch_size")}
+        assert {k: recipe[section].get(k) for k in chosen} == chosen, section
