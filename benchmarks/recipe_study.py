@@ -6,7 +6,8 @@
 Tuning tasks, and nothing else: STS-B dev, Lee, BBC News classification and clustering, BBC headline retrieval,
 in proxy subsets (the registry's `limit`: `--limit` pairs, articles or headlines per task, 200 by default;
 retrieval searches 3 articles per headline, its own and distractors). 100 examples a task, as in the first rounds
-(results/recipe-study-l100), left differences of 1-2 points between arms within the noise. Final numbers come from `lm2vec run` on the full tasks.
+(results/recipe-study-l100), left differences of 1-2 points between arms within the noise.
+Final numbers come from `lm2vec run` on the full tasks.
 
 An arm is a base model, optional MNTP and SimCSE runs (lm2vec's own trainers, options as in a recipe section)
 and the pooling; it is evaluated with its training stages merged. Zero-training arms evaluate the baselines.
