@@ -76,6 +76,16 @@ def simcse(steps: int = 20, lr: float = 1e-4, dropout: float = 0.3, **text) -> d
     return {"max_steps": steps, "learning_rate": lr, "dropout": dropout, "mini_batch_size": 16, **(text or SENTENCES)}
 
 
+def crops(steps: int = 20, lr: float = 1e-4, **overrides) -> dict:
+    """SimCSE on two crops of a paragraph (dropout 0.1), the positives every arm since round 2 uses."""
+    return simcse(steps, lr, dropout=0.1, **{**CROPS, **overrides})
+
+
+MNTP_50 = {**MNTP_RECIPE, "max_steps": 50}
+MNTP_50_LR3E4 = {**MNTP_50, "learning_rate": 3e-4}  # the main recipe's MNTP since round 3
+COSENT = {**SUPERVISED, "cosent_weight": 1.0}  # every STS-B train pair, CoSENT on its score + InfoNCE
+
+
 # The paper's settings (MNTP 1000 x 32 x 512, SimCSE 1000 x 128, lr 3e-5, dropout 0.3), for a GPU (bf16 there).
 PAPER_MNTP = {"max_steps": 1000, "per_device_batch_size": 32, "max_seq_length": 512, "learning_rate": 5e-5}
 PAPER_SIMCSE = {"max_steps": 1000, "per_device_batch_size": 128, "max_length": 128, "learning_rate": 3e-5,
@@ -91,9 +101,7 @@ ARMS: dict[str, Arm] = {
     "gemma-simcse-lr3e-5": Arm(GEMMA, simcse=simcse(lr=3e-5), note="no MNTP; the paper's lr"),
     "gemma-simcse-dropout0.1": Arm(GEMMA, simcse=simcse(dropout=0.1), note="no MNTP; dropout 0.1"),
     "smollm2-mntp-simcse": Arm(SMOLLM2, mntp=MNTP_SHORT, simcse=simcse(), note="the old base model"),
-    "smollm2-mntp-crops": Arm(
-        SMOLLM2, mntp=MNTP_SHORT, simcse=simcse(dropout=0.1, **CROPS), note="the old base model, crops"
-    ),
+    "smollm2-mntp-crops": Arm(SMOLLM2, mntp=MNTP_SHORT, simcse=crops(), note="the old base model, crops"),
     "gemma-paper": Arm(
         GEMMA,
         mntp={**PAPER_MNTP, "mask_strategy": "bert"},
@@ -103,24 +111,22 @@ ARMS: dict[str, Arm] = {
     ),  # fmt: skip
     "smollm2-paper": Arm(SMOLLM2, mntp=PAPER_MNTP, simcse=PAPER_SIMCSE, gpu=True, note="the paper's MNTP and SimCSE"),
     "gemma-mntp10-simcse": Arm(GEMMA, mntp=MNTP_RECIPE, simcse=simcse(), note="the main recipe's MNTP, SimCSE"),
-    "gemma-mntp10-crops": Arm(
-        GEMMA, mntp=MNTP_RECIPE, simcse=simcse(dropout=0.1, **CROPS), note="MNTP 10, then crops of paragraphs"
-    ),
-    "gemma-crops": Arm(GEMMA, simcse=simcse(dropout=0.1, **CROPS), note="no MNTP; crops of paragraphs"),
+    "gemma-mntp10-crops": Arm(GEMMA, mntp=MNTP_RECIPE, simcse=crops(), note="MNTP 10, then crops of paragraphs"),
+    "gemma-crops": Arm(GEMMA, simcse=crops(), note="no MNTP; crops of paragraphs"),
     "gemma-mntp10-crops-curve": Arm(
         GEMMA,
         mntp=MNTP_RECIPE,
-        simcse=simcse(steps=60, dropout=0.1, **CROPS),
+        simcse=crops(steps=60),
         checkpoints=(20, 40, 60),
         note="crops, 60 steps, evaluated at 20, 40 and 60",
     ),
     "gemma-mntp10-crops-supervised": Arm(
-        GEMMA, mntp=MNTP_RECIPE, simcse=simcse(dropout=0.1, **CROPS), supervised=SUPERVISED, note="+ STS-B train"
+        GEMMA, mntp=MNTP_RECIPE, simcse=crops(), supervised=SUPERVISED, note="+ STS-B train"
     ),
     "gemma-mntp10-crops-supervised-curve": Arm(
         GEMMA,
         mntp=MNTP_RECIPE,
-        simcse=simcse(dropout=0.1, **CROPS),
+        simcse=crops(),
         supervised={**SUPERVISED, "max_steps": 80},
         checkpoints=(20, 40, 80),
         note="+ STS-B train, 80 steps, evaluated at 20, 40 and 80",
@@ -128,139 +134,135 @@ ARMS: dict[str, Arm] = {
     "gemma-mntp10-crops-supervised-mined": Arm(
         GEMMA,
         mntp=MNTP_RECIPE,
-        simcse=simcse(dropout=0.1, **CROPS),
+        simcse=crops(),
         supervised={**SUPERVISED, "mine_negatives": 1, "num_hard_negatives": 1},
         note="+ STS-B train with a mined hard negative per pair",
     ),
     "gemma-mntp10-crops-dims": Arm(
         GEMMA,
         mntp=MNTP_RECIPE,
-        simcse=simcse(dropout=0.1, **CROPS),
+        simcse=crops(),
         dimensions=DIMENSIONS,
         note="crops, scored at Matryoshka prefixes it was not trained for",
     ),  # fmt: skip
     "gemma-mntp10-crops-matryoshka": Arm(
         GEMMA,
         mntp=MNTP_RECIPE,
-        simcse=simcse(dropout=0.1, matryoshka_dims=list(DIMENSIONS), **CROPS),
+        simcse=crops(matryoshka_dims=list(DIMENSIONS)),
         dimensions=DIMENSIONS,
         note="crops with the loss summed over the prefixes too",
     ),  # fmt: skip
-    "gemma-mntp50-crops": Arm(
-        GEMMA, mntp={**MNTP_RECIPE, "max_steps": 50}, simcse=simcse(dropout=0.1, **CROPS), note="MNTP 50, crops"
-    ),
+    "gemma-mntp50-crops": Arm(GEMMA, mntp=MNTP_50, simcse=crops(), note="MNTP 50, crops"),
     "gemma-mntp10-crops-asym": Arm(
         GEMMA,
         mntp=MNTP_RECIPE,
-        simcse=simcse(dropout=0.1, **{**CROPS, **ASYMMETRIC}),
+        simcse=crops(**ASYMMETRIC),
         note="crops: a short query span and a long positive span, like a search",
     ),
-    "gemma-mntp200-crops": Arm(
-        GEMMA, mntp={**MNTP_RECIPE, "max_steps": 200}, simcse=simcse(dropout=0.1, **CROPS), note="MNTP 200, crops"
-    ),
+    "gemma-mntp200-crops": Arm(GEMMA, mntp={**MNTP_RECIPE, "max_steps": 200}, simcse=crops(), note="MNTP 200, crops"),
     "gemma-mntp50-lr3e-4-crops": Arm(
         GEMMA,
-        mntp={**MNTP_RECIPE, "max_steps": 50, "learning_rate": 3e-4},
-        simcse=simcse(dropout=0.1, **CROPS),
+        mntp=MNTP_50_LR3E4,
+        simcse=crops(),
         note="MNTP 50 at lr 3e-4, crops",
     ),
     "gemma-mntp50-lr1e-3-crops": Arm(
         GEMMA,
         mntp={**MNTP_RECIPE, "max_steps": 50, "learning_rate": 1e-3},
-        simcse=simcse(dropout=0.1, **CROPS),
+        simcse=crops(),
         note="MNTP 50 at lr 1e-3, crops",
     ),
     "gemma-mntp150-lr3e-4-crops": Arm(
         GEMMA,
         mntp={**MNTP_RECIPE, "max_steps": 150, "learning_rate": 3e-4},
-        simcse=simcse(dropout=0.1, **CROPS),
+        simcse=crops(),
         note="MNTP 150 at lr 3e-4, crops",
     ),
     "gemma-mntp50-crops-b128": Arm(
         GEMMA,
-        mntp={**MNTP_RECIPE, "max_steps": 50},
-        simcse=simcse(dropout=0.1, **{**CROPS, "per_device_batch_size": 128, "cached": True}),
+        mntp=MNTP_50,
+        simcse=crops(per_device_batch_size=128, cached=True),
         note="MNTP 50, crops in batches of 128 (GradCache)",
     ),
     "gemma-mntp50-crops-supervised": Arm(
         GEMMA,
-        mntp={**MNTP_RECIPE, "max_steps": 50},
-        simcse=simcse(dropout=0.1, **CROPS),
+        mntp=MNTP_50,
+        simcse=crops(),
         supervised=SUPERVISED,
         note="the main recipe: MNTP 50, crops, STS-B train",
     ),
     "gemma-mntp50-crops-cosent-curve": Arm(
         GEMMA,
-        mntp={**MNTP_RECIPE, "max_steps": 50},
-        simcse=simcse(dropout=0.1, **CROPS),
-        supervised={**SUPERVISED, "cosent_weight": 1.0, "max_steps": 80},
+        mntp=MNTP_50,
+        simcse=crops(),
+        supervised={**COSENT, "max_steps": 80},
         checkpoints=(20, 40, 80),
         note="+ STS-B train, every pair: CoSENT on the scores + InfoNCE on the good ones, at 20, 40 and 80 steps",
     ),
     "gemma-mntp50-crops-cosent0.3": Arm(
         GEMMA,
-        mntp={**MNTP_RECIPE, "max_steps": 50},
-        simcse=simcse(dropout=0.1, **CROPS),
+        mntp=MNTP_50,
+        simcse=crops(),
         supervised={**SUPERVISED, "cosent_weight": 0.3, "max_steps": 40},
         note="+ STS-B train, every pair: CoSENT at weight 0.3 + InfoNCE, 40 steps",
     ),
     "gemma-mntp50-crops-cosent-lr5e-5": Arm(
         GEMMA,
-        mntp={**MNTP_RECIPE, "max_steps": 50},
-        simcse=simcse(dropout=0.1, **CROPS),
-        supervised={**SUPERVISED, "cosent_weight": 1.0, "max_steps": 40, "learning_rate": 5e-5},
+        mntp=MNTP_50,
+        simcse=crops(),
+        supervised={**COSENT, "max_steps": 40, "learning_rate": 5e-5},
         note="+ STS-B train, every pair: CoSENT + InfoNCE, 40 steps at lr 5e-5",
     ),
     "smollm2-mntp200-lr3e-4-crops": Arm(
         SMOLLM2,
         mntp={**MNTP_SHORT, "max_steps": 200, "learning_rate": 3e-4},
-        simcse=simcse(dropout=0.1, **CROPS),
+        simcse=crops(),
         note="SmolLM2: MNTP 200 at lr 3e-4, crops",
     ),
     "smollm2-mntp200-lr3e-4-crops-cosent": Arm(
         SMOLLM2,
         mntp={**MNTP_SHORT, "max_steps": 200, "learning_rate": 3e-4},
-        simcse=simcse(dropout=0.1, **CROPS),
-        supervised={**SUPERVISED, "cosent_weight": 1.0, "max_steps": 40},
+        simcse=crops(),
+        supervised={**COSENT, "max_steps": 40},
         note="SmolLM2: MNTP 200 at lr 3e-4, crops, STS-B train with CoSENT + InfoNCE (40 steps)",
     ),
     "gemma-mntp50-lr3e-4-crops-lr3e-4": Arm(
         GEMMA,
-        mntp={**MNTP_RECIPE, "max_steps": 50, "learning_rate": 3e-4},
-        simcse=simcse(lr=3e-4, dropout=0.1, **CROPS),
+        mntp=MNTP_50_LR3E4,
+        simcse=crops(lr=3e-4),
         note="MNTP 50 at lr 3e-4, crops at lr 3e-4",
     ),
     "gemma-mntp50-lr3e-4-crops-cosent": Arm(
         GEMMA,
-        mntp={**MNTP_RECIPE, "max_steps": 50, "learning_rate": 3e-4},
-        simcse=simcse(dropout=0.1, **CROPS),
-        supervised={**SUPERVISED, "cosent_weight": 1.0, "max_steps": 40},
+        mntp=MNTP_50_LR3E4,
+        simcse=crops(),
+        supervised={**COSENT, "max_steps": 40},
         note="MNTP 50 at lr 3e-4, crops, STS-B train with CoSENT + InfoNCE (40 steps)",
     ),
     "gemma-mntp50-lr3e-4-crops-lr1e-3": Arm(
         GEMMA,
-        mntp={**MNTP_RECIPE, "max_steps": 50, "learning_rate": 3e-4},
-        simcse=simcse(lr=1e-3, dropout=0.1, **CROPS),
+        mntp=MNTP_50_LR3E4,
+        simcse=crops(lr=1e-3),
         note="MNTP 50 at lr 3e-4, crops at lr 1e-3",
     ),
     "gemma-mntp50-lr3e-4-crops40-lr3e-4": Arm(
         GEMMA,
-        mntp={**MNTP_RECIPE, "max_steps": 50, "learning_rate": 3e-4},
-        simcse=simcse(steps=40, lr=3e-4, dropout=0.1, **CROPS),
+        mntp=MNTP_50_LR3E4,
+        simcse=crops(steps=40, lr=3e-4),
         note="MNTP 50 at lr 3e-4, crops 40 steps at lr 3e-4",
     ),
     "gemma-mntp50-lr3e-4-crops-lr3e-4-cosent-curve": Arm(
         GEMMA,
-        mntp={**MNTP_RECIPE, "max_steps": 50, "learning_rate": 3e-4},
-        simcse=simcse(lr=3e-4, dropout=0.1, **CROPS),
-        supervised={**SUPERVISED, "cosent_weight": 1.0, "max_steps": 80},
+        mntp=MNTP_50_LR3E4,
+        simcse=crops(lr=3e-4),
+        supervised={**COSENT, "max_steps": 80},
         checkpoints=(40, 80),
         note="MNTP 50 and crops at lr 3e-4, STS-B train with CoSENT + InfoNCE, 80 steps, evaluated at 40 and 80",
     ),
     "gemma-mntp10-crops-b128": Arm(
         GEMMA,
         mntp=MNTP_RECIPE,
-        simcse=simcse(dropout=0.1, **{**CROPS, "per_device_batch_size": 128, "cached": True}),
+        simcse=crops(per_device_batch_size=128, cached=True),
         note="crops, batch 128 (GradCache)",
     ),
 }
