@@ -189,7 +189,7 @@ ARMS: dict[str, Arm] = {
         mntp=MNTP_50,
         simcse=crops(),
         supervised=SUPERVISED,
-        note="the main recipe: MNTP 50, crops, STS-B train",
+        note="the main recipe before round 3: MNTP 50, crops, STS-B train",
     ),
     "gemma-mntp50-crops-cosent-curve": Arm(
         GEMMA,
