@@ -235,3 +235,11 @@ def test_typer_options_builds_the_dataclass_and_reports_bad_values() -> None:
     assert result.exit_code == 2 and "error: size must be at least 1, got 0." in result.output
     result = runner.invoke(demo, ["--dims", "a"])
     assert result.exit_code == 2 and "error: --dims: expected int values, got a" in result.output
+
+
+def test_help_keeps_recipe_sections_and_types_as_written() -> None:
+    """Help is plain text: `[supervised]` and `list[str]` are not eaten as markup, and nothing is escaped."""
+    result = runner.invoke(app, ["mine", "--help"], env={"COLUMNS": "200"})
+    assert "for `[supervised] data`" in " ".join(result.output.split())
+    result = runner.invoke(app, ["run", "--help"], env={"COLUMNS": "200"})
+    assert "list[str]" in result.output and "\\[" not in result.output

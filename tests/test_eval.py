@@ -12,7 +12,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from lm2vec.data.errors import DataError
 from lm2vec.data.packaged import bbc_dir, gensim_data_dir, stsb_dir
 from lm2vec.evaluation import readers
 from lm2vec.evaluation.datasets import mo_prefix_triplets
@@ -78,11 +77,7 @@ def write_mo(path: Path, entries: dict[str, str]) -> Path:
 
 # --- readers ---------------------------------------------------------------------------------------------------
 def test_stsb_real_dev_set() -> None:
-    try:
-        folder = stsb_dir()
-    except DataError as error:
-        pytest.skip(str(error))
-    data = readers.read_sts(folder / "sts-dev.csv")
+    data = readers.read_sts(stsb_dir() / "sts-dev.csv")
     assert len(data.scores) == 1500
     assert data.scores[0] == 5.0 and data.sentences1[0] == "A man with a hard hat is dancing."
     assert all(0 <= s <= 5 for s in data.scores)

@@ -13,7 +13,6 @@ from typer.testing import CliRunner
 from lm2vec.cli import app
 from lm2vec.data.packaged import libreoffice_messages
 from lm2vec.evaluation.encoders import CachedEncoder, LM2VecEncoder, ModelSpec, reference_spec
-from lm2vec.evaluation.errors import EvalDataError
 from lm2vec.evaluation.mteb_protocol import LM2VecMTEB, to_mteb
 from lm2vec.evaluation.registry import Registry
 from lm2vec.evaluation.runner import evaluate
@@ -152,10 +151,7 @@ def test_mteb_evaluate_runs_offline(tiny_llama: Path, tmp_path: Path) -> None:
 # --- real encoders on real data -------------------------------------------------------------------------------
 def test_reference_encoder_on_stsb_and_lee(tmp_path: Path) -> None:
     registry = Registry.builtin()
-    try:
-        tasks = [registry.load("stsb-dev", limit=100), registry.load("lee-similarity")]
-    except EvalDataError as error:
-        pytest.skip(str(error))
+    tasks = [registry.load("stsb-dev", limit=100), registry.load("lee-similarity")]
     results = evaluate([reference_spec()], tasks, cache_root=tmp_path, progress=False)
     scores = results.models["all-minilm-l6-v2"].results
     assert scores["stsb-dev"].main_score > 0.75  # all-MiniLM-L6-v2 scores about 0.87 on the full dev set
@@ -164,10 +160,7 @@ def test_reference_encoder_on_stsb_and_lee(tmp_path: Path) -> None:
 
 def test_smollm2_beats_nothing_on_small_real_subsets(smollm2, tmp_path: Path) -> None:
     registry = Registry.builtin()
-    try:
-        sts = registry.load("stsb-dev", limit=40)
-    except EvalDataError as error:
-        pytest.skip(str(error))
+    sts = registry.load("stsb-dev", limit=40)
     topics = registry.load("bbc-classification", limit=25)
     spec = ModelSpec("smollm2", "pkg:smollm2")
     encoder = CachedEncoder(spec, cache_root=tmp_path, model=LM2VecEncoder(smollm2, "smollm2", batch_size=16))

@@ -13,7 +13,7 @@ from sentence_transformers import SentenceTransformer
 from transformers import AutoModel, AutoTokenizer
 
 from lm2vec import LM2Vec
-from lm2vec.modeling.card import front_matter
+from lm2vec.modeling.card import base_metadata, front_matter, model_card
 from tests.tiny_models import save_tiny_model
 
 TEXTS = ["the cat sat on the mat .", "a dog ran fast", "music", "the big red car is on the road in the city"]
@@ -178,3 +178,21 @@ def test_export_encoder_merges_configures_and_checks_sentence_transformers(tiny_
         from lm2vec.modeling import export as export_module
 
         export_module.check_export(tmp_path / "model", -np.ones((3, 1)), np.ones((3, 1)), "cpu")
+
+
+def test_a_packaged_models_export_names_its_origin_and_licence(smollm2, tmp_path) -> None:
+    """`pkg:` aliases know the hub model their weights came from; its licence (Gemma's terms too) travels with
+    every export and re-export."""
+    smollm2.save_pretrained(tmp_path / "first")
+    LM2Vec.from_pretrained(tmp_path / "first", device="cpu").save_pretrained(tmp_path / "second")
+    for export in ("first", "second"):
+        card = (tmp_path / export / "README.md").read_text()
+        assert front_matter(card)["base_model"] == "HuggingFaceTB/SmolLM2-135M-Instruct"
+        assert front_matter(card)["license"] == "apache-2.0" and "## Licence" in card
+
+    gemma = base_metadata("pkg:gemma3-270m")
+    assert gemma == {"base_model": "google/gemma-3-270m", "license": "gemma",
+                     "license_link": "https://ai.google.dev/gemma/terms"}  # fmt: skip
+    card = model_card(smollm2.config, smollm2.get_sentence_embedding_dimension(), gemma)
+    assert "subject to its licence, `gemma` (https://ai.google.dev/gemma/terms)" in card
+    assert front_matter(card)["license_link"] == "https://ai.google.dev/gemma/terms"

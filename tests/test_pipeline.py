@@ -19,8 +19,6 @@ from typer.testing import CliRunner
 from lm2vec import LM2Vec
 from lm2vec.artifacts import ForeignFolderError
 from lm2vec.cli import app
-from lm2vec.data.errors import DataError
-from lm2vec.data.packaged import stsb_dir
 from lm2vec.modeling.card import front_matter
 from lm2vec.pipeline import STAGES, Pipeline, PipelineError, plan_run, run_recipe
 from lm2vec.recipe import RecipeError, build_config
@@ -194,20 +192,6 @@ def test_a_failed_stage_is_resumed(tiny_llama, inputs, tmp_path, monkeypatch) ->
     assert state["simcse"]["status"] == "done" and state["simcse"]["attempts"] == 2
 
 
-@pytest.fixture
-def sts_benchmark(tmp_path, monkeypatch) -> None:
-    """Recipes name `${stsb}`, which planning resolves; a checkout without ../shared/data gets an empty stand-in."""
-    try:
-        stsb_dir()
-    except DataError:
-        folder = tmp_path / "stsb-stand-in"
-        folder.mkdir()
-        for name in ("sts-dev.csv", "sts-train.csv"):
-            (folder / name).touch()
-        monkeypatch.setenv("LM2VEC_STSB", str(folder))
-
-
-@pytest.mark.usefixtures("sts_benchmark")
 def test_bad_recipes_are_clear_errors(tmp_path) -> None:
     def recipe(text: str) -> Path:
         path = tmp_path / "r.toml"
@@ -236,7 +220,6 @@ def test_bad_recipes_are_clear_errors(tmp_path) -> None:
     assert result.exit_code == 2 and "'training' is not a stage" in result.output
 
 
-@pytest.mark.usefixtures("sts_benchmark")
 @pytest.mark.parametrize("recipe", sorted((ROOT / "recipes").glob("*.toml")), ids=lambda path: path.stem)
 def test_every_shipped_recipe_plans(recipe: Path, tmp_path) -> None:
     plan = plan_run(recipe, out=tmp_path, check_inputs=False)  # GPU recipes name hub models and dumps
@@ -296,7 +279,6 @@ def test_a_run_never_writes_into_or_deletes_what_is_not_its_own(tiny_llama, inpu
     assert json.loads((run_dir / "pipeline.json").read_text())["stages"]["mntp"]["status"] == "pending"
 
 
-@pytest.mark.usefixtures("sts_benchmark")
 def test_the_whole_recipe_is_checked_before_any_stage_starts(tmp_path) -> None:
     recipe = tmp_path / "bad.toml"
     recipe.write_text(

@@ -57,3 +57,20 @@ def test_packaged_gguf_is_converted_once_and_cached(lm2vec_cache, monkeypatch) -
     start = time.perf_counter()
     assert sources.resolve_source("pkg:smollm2") == folder
     assert time.perf_counter() - start < 1.0
+
+
+def test_gguf_conversion_bar_follows_the_library_bar_switch(tmp_path, monkeypatch, capfd) -> None:
+    """transformers' "de-quantizing GGUF tensors" bar is off when lm2vec turns third-party bars off (stage logs,
+    output that is not a terminal), and shown when they are on."""
+    import transformers.utils.logging as transformers_logging
+
+    gguf = sources.PACKAGED_MODELS["smollm2"].gguf_path()
+    shown = {}
+    for enabled in (False, True):
+        monkeypatch.setenv("LM2VEC_CACHE", str(tmp_path / f"cache-{enabled}"))
+        (transformers_logging.enable_progress_bar if enabled else transformers_logging.disable_progress_bar)()
+        capfd.readouterr()
+        sources.gguf_to_folder(gguf)
+        shown[enabled] = "de-quantizing GGUF tensors" in capfd.readouterr().err
+    transformers_logging.enable_progress_bar()
+    assert shown == {False: False, True: True}

@@ -18,12 +18,15 @@ from lm2vec.console import fail as _fail
 from lm2vec.console import user_errors
 from lm2vec.data.cli import data_app
 from lm2vec.evaluation.cli import eval_app, report
-from lm2vec.options import escape_markup, typer_options
+from lm2vec.options import typer_options
 from lm2vec.serving.cli import register as register_serving
 from lm2vec.training.cli import train_app
 from lm2vec.training.mining import MiningOptions
 
-app = typer.Typer(no_args_is_help=True, help="Turn a decoder-only LLM into a text encoder (LLM2Vec).")
+# Plain help text: rich markup would eat the recipe sections (`[supervised]`) and types (`list[str]`) in it.
+app = typer.Typer(
+    no_args_is_help=True, rich_markup_mode=None, help="Turn a decoder-only LLM into a text encoder (LLM2Vec)."
+)
 app.add_typer(train_app, name="train")
 app.add_typer(data_app, name="data")
 app.add_typer(eval_app, name="eval")
@@ -50,7 +53,7 @@ class _RunCommand(TyperCommand):
 
     @property
     def epilog(self) -> str | None:
-        return escape_markup(run_epilog())
+        return run_epilog()
 
     @epilog.setter
     def epilog(self, value: str | None) -> None:

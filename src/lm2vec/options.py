@@ -54,20 +54,11 @@ def options_help(options_class: type, section: str, owned: Collection[str] = ())
     lines = [f"Options ({options_class.__name__}), set with --set {section}.KEY=VALUE or a recipe's [{section}]:"]
     for doc in describe(options_class):
         head = f"{doc.name} ({doc.type}, default {doc.default})"
-        detail = " ".join(
-            part for part in (doc.help, "With --recipe the run sets it." if doc.name in owned else "") if part
+        detail = "; ".join(
+            part for part in (doc.help, "with --recipe the run sets it" if doc.name in owned else "") if part
         )
         lines.append(f"{head}: {detail}" if detail else head)
     return "\n\n".join(lines)
-
-
-def escape_markup(text: str) -> str:
-    """Brackets (`[mntp]`, `list[str]`) as text, not rich markup, in typer's help."""
-    try:
-        from rich.markup import escape
-    except ImportError:
-        return text
-    return escape(text)
 
 
 # --- CLI options from a dataclass ---------------------------------------------------------------------------------
@@ -127,7 +118,7 @@ def _parameter(options_class: type, field: dataclasses.Field) -> inspect.Paramet
     annotation = typing.get_type_hints(options_class)[field.name]
     base, optional = _unwrap_optional(annotation)
     default = _default(field)
-    help_text = escape_markup(field_help(options_class, field.name))
+    help_text = field_help(options_class, field.name)
     flag = "--" + field.name.replace("_", "-")
     envvar = field.metadata.get("envvar")  # a secret (an API key) is better kept out of the process list
     if typing.get_origin(base) is list:

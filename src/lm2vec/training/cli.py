@@ -98,12 +98,12 @@ class _StageCommand(TyperCommand):
 
     @property
     def epilog(self) -> str | None:
-        from lm2vec.options import escape_markup, options_help
+        from lm2vec.options import options_help
 
         options_class = get_stage(self.stage_name).options_class()
         if options_class is None:
             return None
-        return escape_markup(options_help(options_class, get_stage(self.stage_name).section, OWNED))
+        return options_help(options_class, get_stage(self.stage_name).section, OWNED)
 
     @epilog.setter
     def epilog(self, value: str | None) -> None:
