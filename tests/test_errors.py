@@ -32,6 +32,8 @@ BUILTIN_BASES = {
     "lm2vec.readers.DataFileError": ValueError,  # evaluation.errors.EvalDataError
     "lm2vec.evaluation.errors.EvalConfigError": ValueError,
     "lm2vec.artifacts.ForeignFolderError": FileExistsError,
+    "lm2vec.artifacts.OutputPathError": OSError,
+    "lm2vec.modeling.encoder.DeviceError": ValueError,
     "lm2vec.modeling.bidirectional.UnsupportedArchitectureError": ValueError,
     "lm2vec.modeling.bidirectional.StillCausalError": RuntimeError,
     "lm2vec.modeling.sources.ModelSourceError": OSError,
@@ -87,7 +89,10 @@ COMMANDS = {
         ["encode", "-m", "m", "-i", "{t}/texts.txt", "-o", "{t}/out.npy"],
         "lm2vec.modeling.encoder.LM2Vec.from_pretrained",
     ),
-    "mine": (["mine", "-m", "m", "-p", "{t}/pairs.jsonl", "-o", "{t}/out.jsonl"], "lm2vec.training.mining.check_paths"),
+    "mine": (
+        ["mine", "-m", "m", "-p", "{t}/pairs.jsonl", "-o", "{t}/out.jsonl"],
+        "lm2vec.training.mining.read_mining_inputs",
+    ),
     "info": (["info", "some-model"], "lm2vec.modeling.encoder.LM2Vec.from_pretrained"),
     "train mntp": (["train", "mntp", "--recipe", "{t}/recipe.toml"], "lm2vec.pipeline.run_recipe"),
     "train simcse": (["train", "simcse"], "lm2vec.recipe.build_config"),
@@ -106,6 +111,7 @@ COMMANDS = {
     "report": (["report", "a=pkg:smollm2"], "lm2vec.evaluation.report.resolve_models"),
     "index build": (["index", "build", "{t}", "-m", "m", "-o", "{t}/index"], "lm2vec.serving.index.build_index"),
     "index add": (["index", "add", "{t}/index", "{t}"], "lm2vec.serving.index.add_to_index"),
+    "index remove": (["index", "remove", "{t}/index", "{t}"], "lm2vec.serving.index.remove_from_index"),
     "search": (["search", "{t}/index", "a query"], "lm2vec.serving.index.SearchIndex"),
     "serve": (["serve", "some-model"], "lm2vec.serving.app.load_service"),
 }

@@ -5,6 +5,10 @@ Ownership: a folder lm2vec creates holds a JSON record whose `format` tag names 
 folder only when it is new, empty or carries that record (`claim_folder`), and deletes only paths its records
 list (`remove_recorded`). A non-empty folder without the record is the user's: `ForeignFolderError` names it.
 
+Output files a command is told to write (`eval run --out`, `encode -o`, `mine -o`) carry no record: one that
+exists is replaced only when the user asks for it (`--overwrite`), and a folder where a file is wanted, or a file
+in a folder that does not exist, is refused before any work (`check_output_file`).
+
 Atomic writes: files (`write_text_atomic`, `write_json_atomic`) and folders (`atomic_folder`) are written under a
 temporary sibling name, `.NAME.partial-PID`, and renamed into place, so a reader sees the old version or the
 new one, never a part. The leftovers of a killed write keep that name; the next write of the same target removes
@@ -30,6 +34,10 @@ class ForeignFolderError(LM2VecError, FileExistsError):
     """A path lm2vec would write or delete holds something lm2vec did not create; the message names it."""
 
 
+class OutputPathError(LM2VecError, OSError):
+    """An output path lm2vec cannot write to: a folder where a file is wanted, a missing or read-only folder."""
+
+
 def read_record(folder: Path, name: str, format_tag: str, legacy_keys: tuple[str, ...] = ()) -> dict[str, Any] | None:
     """`folder/name` if it is lm2vec's record of `format_tag`; None if there is no such file.
 
@@ -50,10 +58,10 @@ def read_record(folder: Path, name: str, format_tag: str, legacy_keys: tuple[str
     return record
 
 
-def claim_folder(folder: Path, name: str, format_tag: str, legacy_keys: tuple[str, ...] = ()) -> dict[str, Any] | None:
-    """Make `folder` ready for lm2vec to write into; its record if lm2vec owns it, else None (new or empty).
-
-    Raises ForeignFolderError if `folder` is a file, or is not empty and has no lm2vec record `name`."""
+def check_folder(folder: Path, name: str, format_tag: str, legacy_keys: tuple[str, ...] = ()) -> dict[str, Any] | None:
+    """Whether lm2vec may write into `folder`, checked without creating it: its record if lm2vec owns it, else None
+    (new or empty). Raises ForeignFolderError if `folder` is a file, or is not empty and has no lm2vec record
+    `name`."""
     folder = Path(folder)
     record = read_record(folder, name, format_tag, legacy_keys)
     if record is None and folder.exists():
@@ -63,8 +71,33 @@ def claim_folder(folder: Path, name: str, format_tag: str, legacy_keys: tuple[st
             raise ForeignFolderError(
                 f"{folder} is not empty and was not made by lm2vec (no {name}); choose a new or empty folder."
             )
-    folder.mkdir(parents=True, exist_ok=True)
     return record
+
+
+def claim_folder(folder: Path, name: str, format_tag: str, legacy_keys: tuple[str, ...] = ()) -> dict[str, Any] | None:
+    """Make `folder` ready for lm2vec to write into (`check_folder`, then create it); its record if lm2vec owns it."""
+    record = check_folder(folder, name, format_tag, legacy_keys)
+    Path(folder).mkdir(parents=True, exist_ok=True)
+    return record
+
+
+def check_output_file(path: Path, overwrite: bool = False) -> Path:
+    """`path`, if a command may write a file there; checked before any work, so a mistake costs nothing.
+
+    Raises OutputPathError for a folder, or a file in a folder that does not exist or cannot be written, and
+    ForeignFolderError for an existing file unless `overwrite` (the user asked to replace it)."""
+    path = Path(path)
+    if path.is_dir():
+        raise OutputPathError(f"{path} is a folder; name a file to write.")
+    if not path.parent.is_dir():
+        raise OutputPathError(f"cannot write {path}: its folder does not exist.")
+    if not os.access(path.parent, os.W_OK | os.X_OK):
+        raise OutputPathError(f"cannot write {path}: its folder is not writable.")
+    if (path.exists() or path.is_symlink()) and not overwrite:
+        raise ForeignFolderError(
+            f"{path} exists; lm2vec does not overwrite files it did not write (pass --overwrite to replace it)."
+        )
+    return path
 
 
 def temporary_sibling(path: Path, writer: str | None = None) -> Path:
@@ -83,15 +116,26 @@ def remove_leftovers(path: Path) -> None:
             leftover.unlink()
 
 
-def write_text_atomic(path: Path, text: str) -> None:
-    """Write `text` to `path` (UTF-8) through a temporary sibling, flushed to disk before the rename."""
+@contextmanager
+def atomic_file(path: Path) -> Iterator[Path]:
+    """Yields the temporary sibling of `path` to write; when the block succeeds it is renamed to `path`. On an
+    error (the rename's too: `path` is a folder) the temporary file is removed and `path` is untouched."""
     path = Path(path)
     temporary = temporary_sibling(path)
-    with temporary.open("w", encoding="utf-8") as file:
+    try:
+        yield temporary
+        os.replace(temporary, path)
+    except BaseException:
+        temporary.unlink(missing_ok=True)
+        raise
+
+
+def write_text_atomic(path: Path, text: str) -> None:
+    """Write `text` to `path` (UTF-8) through a temporary sibling, flushed to disk before the rename."""
+    with atomic_file(path) as temporary, temporary.open("w", encoding="utf-8") as file:
         file.write(text)
         file.flush()
         os.fsync(file.fileno())
-    os.replace(temporary, path)
 
 
 def write_json_atomic(path: Path, data: Any) -> None:

@@ -13,11 +13,10 @@ from typing import Annotated
 import typer
 from typer.core import TyperCommand
 
-from lm2vec.artifacts import temporary_sibling
-from lm2vec.console import fail as _fail
+from lm2vec.artifacts import atomic_file, check_output_file
 from lm2vec.console import user_errors
 from lm2vec.data.cli import data_app
-from lm2vec.evaluation.cli import eval_app, report
+from lm2vec.evaluation.cli import Overwrite, eval_app, report
 from lm2vec.options import typer_options
 from lm2vec.serving.cli import register as register_serving
 from lm2vec.training.cli import train_app
@@ -36,6 +35,16 @@ register_serving(app)
 SOURCE_HELP = "Model folder, hub id, .gguf file, or pkg:smollm2 / pkg:gemma3-270m."
 Causal = Annotated[bool, typer.Option("--causal", help="Keep causal attention (the baseline).")]
 Pooling = Annotated[str | None, typer.Option(help="mean, weighted_mean, last_token or first_token.")]
+
+
+def _check_load_options(pooling: str | None, device: str | None) -> None:
+    """A pooling mode or device that does not exist, refused before the model loads (raises ValueError)."""
+    from lm2vec.modeling.encoder import check_device
+    from lm2vec.modeling.pooling import check_pooling_mode
+
+    if pooling is not None:
+        check_pooling_mode(pooling)
+    check_device(device)
 
 
 def _load(model: str, pooling: str | None, causal: bool, max_length: int | None = None, device: str | None = None):
@@ -67,7 +76,9 @@ def run_epilog() -> str:
     from lm2vec.stages import TrainingStage, registered_stages
     from lm2vec.stages.eval import EvalOptions
 
-    where = {"data": "`inputs` (dumps, .txt/.jsonl files, hf:NAME) and the options of `lm2vec data wiki --help` "
+    where = {"data": "`inputs` (dumps, .txt/.jsonl files, hf:NAME), `pins` (a table PACKAGE = VERSION that holds "
+                     "the Debian packages ${debian_bg} and ${fortunes_bg} are built from to those versions, as the "
+                     "manifest.json of an earlier run lists them) and the options of `lm2vec data wiki --help` "
                      "and `lm2vec data text --help`"}  # fmt: skip
     sections = []
     for stage in registered_stages():
@@ -132,29 +143,28 @@ def encode(
     normalize: Annotated[bool, typer.Option(help="L2-normalise the embeddings.")] = False,
     causal: Causal = False,
     device: Annotated[str | None, typer.Option(help="cpu, cuda, cuda:1 ... (default: cuda if available).")] = None,
+    overwrite: Overwrite = False,
 ) -> None:
     """Embed every text of INPUT and save an (n, dim) float32 array; row i is line (or record) i of INPUT."""
     import numpy as np
 
-    if not output.parent.is_dir() or output.is_dir():
-        _fail(ValueError(f"--output {output}: its folder does not exist or it is a folder."))
-    if batch_size < 1:
-        _fail(ValueError(f"--batch-size must be at least 1, got {batch_size}."))
     from lm2vec.readers import read_texts_per_line
 
-    if not input.is_file():
-        _fail(ValueError(f"--input {input} does not exist or is not a file."))
-    with user_errors(ValueError):
+    with user_errors(OSError, ValueError):
+        check_output_file(output, overwrite)
+        if batch_size < 1:
+            raise ValueError(f"--batch-size must be at least 1, got {batch_size}.")
+        _check_load_options(pooling, device)
+        if not input.is_file():
+            raise ValueError(f"--input {input} does not exist or is not a file.")
         texts = read_texts_per_line(input)
     encoder = _load(model, pooling, causal, device=device)
     with user_errors(ValueError):
         embeddings = encoder.encode(
             texts, batch_size=batch_size, normalize=normalize, prompt=instruction, show_progress_bar=True
         )
-    temporary = temporary_sibling(output)
-    with temporary.open("wb") as file:  # np.save would add .npy to a name without it
-        np.save(file, embeddings.astype(np.float32))
-    temporary.replace(output)
+    with user_errors(OSError), atomic_file(output) as temporary, temporary.open("wb") as file:
+        np.save(file, embeddings.astype(np.float32))  # to a file object: np.save would add .npy to a name
     typer.echo(f"wrote {output}: {embeddings.shape[0]} x {embeddings.shape[1]}")
 
 
@@ -170,15 +180,17 @@ def mine(
     ] = None,
     pooling: Pooling = None,
     device: Annotated[str | None, typer.Option(help="cpu, cuda, cuda:1 ... (default: cuda if available).")] = None,
+    overwrite: Overwrite = False,
 ) -> None:
     """Add hard negatives to query/positive pairs with the encoder MODEL, for `[supervised] data`."""
-    from lm2vec.training.mining import check_paths, mine_file
+    from lm2vec.training.mining import read_mining_inputs, write_mined
 
-    with user_errors(ValueError, FileExistsError, FileNotFoundError):
-        check_paths(pairs, output, corpus)
+    with user_errors(OSError, ValueError):
+        _check_load_options(pooling, device)
+        records, texts = read_mining_inputs(pairs, output, corpus, overwrite)
     encoder = _load(model, pooling, False, device=device)
-    with user_errors(ValueError, FileExistsError, FileNotFoundError):
-        summary = mine_file(encoder, pairs, output, corpus, options)
+    with user_errors(OSError, ValueError):
+        summary = write_mined(encoder, records, texts, output, options)
     typer.echo(
         f"wrote {output}: {summary['negatives']} negatives for {summary['records']} pairs from "
         f"{summary['corpus']} corpus texts ({summary['records_short']} pairs got fewer than {options.num_negatives})"

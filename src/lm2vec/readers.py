@@ -15,8 +15,9 @@ The other inputs:
 - corpus folders built by `lm2vec data` (`read_corpus_texts`).
 
 Evaluation-task formats (labelled texts, bitext, BEIR, gettext catalogues) stay in `lm2vec.evaluation.readers`.
-Errors: the STS readers raise `DataFileError` (file and line; evaluation knows it as `EvalDataError`),
-`DocumentFile` raises `lm2vec.data.errors.DataError`, the others `ValueError` / `FileNotFoundError`.
+Errors: the STS and supervised-pair readers raise `DataFileError` (file and line; evaluation knows it as
+`EvalDataError`), `DocumentFile` raises `lm2vec.data.errors.DataError`, the others `ValueError` /
+`FileNotFoundError`.
 """
 
 from __future__ import annotations
@@ -105,7 +106,7 @@ def _number(value: str, path: Path, line: int, what: str = "gold score") -> floa
 
 
 def _json_records(path: Path, fields: tuple[str, ...]) -> Iterator[tuple[int, dict]]:
-    for number, line in _lines(path):
+    for number, line in _nonblank_lines(path):
         try:
             record = json.loads(line)
         except json.JSONDecodeError as error:
@@ -203,9 +204,10 @@ def read_sentences(path: str | Path, text_field: str = "text", kind: str = "sent
     if path.is_dir():
         texts = read_corpus_texts(path, kind=kind, split="train")
     elif path.suffix == ".jsonl":
-        texts = [json.loads(line)[text_field] for line in _nonblank_lines(path)]
+        records = _json_records(path, (text_field,))
+        texts = [_text(record[text_field], path, number, text_field) for number, record in records]
     elif path.is_file():
-        texts = list(_nonblank_lines(path))
+        texts = [line for _, line in _nonblank_lines(path)]
     else:
         raise FileNotFoundError(f"No corpus folder, .txt or .jsonl file at {path}.")
     texts = [t.strip() for t in texts if t and t.strip()]
@@ -214,12 +216,16 @@ def read_sentences(path: str | Path, text_field: str = "text", kind: str = "sent
     return texts
 
 
-def _nonblank_lines(path: Path) -> Iterator[str]:
-    """The non-blank lines of a UTF-8 file (universal newlines), without their line break."""
+def _nonblank_lines(path: Path) -> Iterator[tuple[int, str]]:
+    """The non-blank lines of a UTF-8 file with their numbers, without their line break. Universal newlines
+    (\\n, \\r\\n, \\r) only: JSON strings may hold U+2028 and U+0085 raw, which `str.splitlines` would break at."""
     with path.open(encoding="utf-8") as handle:
-        for line in handle:
-            if line.strip():
-                yield line.rstrip("\n")
+        try:
+            for number, line in enumerate(handle, start=1):
+                if line.strip():
+                    yield number, line.rstrip("\n")
+        except UnicodeDecodeError as error:
+            raise DataFileError(f"not UTF-8 text ({error.reason})", path) from None
 
 
 # --- documents separated by blank lines ----------------------------------------------------------------------
@@ -299,33 +305,40 @@ def read_blank_line_documents(
 
 # --- supervised pairs -----------------------------------------------------------------------------------------
 def read_supervised_pairs(path: str | Path) -> list[SupervisedPair]:
-    """Supervised records from JSONL: `query` and `positive` required; `negatives` (a list or one string),
-    `instruction`, `dataset` and `symmetric` (the instruction goes on the documents too) optional; dataset
-    defaults to "default". Raises ValueError for a record without them or a file without records."""
+    """Supervised records from JSONL: `query` and `positive` required, non-empty; `negatives` (a list or one
+    string), `instruction`, `dataset` and `symmetric` (the instruction goes on the documents too) optional;
+    dataset defaults to "default". Raises DataFileError naming the file and line of a record that is not such an
+    object, and for a file without records."""
+    path = require_file(path)
     records: list[SupervisedPair] = []
-    for number, line in enumerate(_nonblank_lines(Path(path)), start=1):
-        record = json.loads(line)
-        if not isinstance(record.get("query"), str) or not isinstance(record.get("positive"), str):
-            raise ValueError(f"{path}:{number}: a record needs string fields 'query' and 'positive'.")
+    for number, record in _json_records(path, ("query", "positive")):
+        for name in ("query", "positive"):
+            if not isinstance(record[name], str) or not record[name].strip():
+                raise DataFileError(f"{name!r} must be a non-empty string, got {record[name]!r}", path, number)
         negatives = record.get("negatives") or []
         if isinstance(negatives, str):
             negatives = [negatives]
+        if not isinstance(negatives, list) or not all(isinstance(n, str) and n.strip() for n in negatives):
+            raise DataFileError("'negatives' must be a non-empty string or a list of them", path, number)
+        instruction = record.get("instruction") or ""
+        if not isinstance(instruction, str):
+            raise DataFileError(f"'instruction' must be a string, got {instruction!r}", path, number)
         pair: SupervisedPair = {
             "query": record["query"],
             "positive": record["positive"],
             "negatives": list(negatives),
-            "instruction": record.get("instruction") or "",
+            "instruction": instruction,
             "dataset": str(record.get("dataset") or "default"),
             "symmetric": bool(record.get("symmetric", False)),
         }
         if "score" in record:
             score = record["score"]
             if isinstance(score, bool) or not isinstance(score, int | float) or not math.isfinite(score):
-                raise ValueError(f"{path}:{number}: 'score' must be a finite number, got {score!r}.")
+                raise DataFileError(f"'score' must be a finite number, got {score!r}", path, number)
             pair["score"] = float(score)
         records.append(pair)
     if not records:
-        raise ValueError(f"{path} holds no records.")
+        raise DataFileError("no records: the file holds no JSON lines", path)
     return records
 
 

@@ -21,6 +21,7 @@ Limit = Annotated[int | None, typer.Option(help="Use at most this many examples 
 BatchSize = Annotated[int, typer.Option(help="Texts per forward pass.")]
 Device = Annotated[str | None, typer.Option(help="cpu, cuda ... (default: cuda if available).")]
 NoCache = Annotated[bool, typer.Option("--no-cache", help="Do not read or write the on-disk embedding cache.")]
+Overwrite = Annotated[bool, typer.Option(help="Replace the output file if it exists (refused otherwise).")]
 MODEL_HELP = (
     "name=source[,adapters=a+b][,pooling=..][,causal]; source: folder, .gguf, pkg:smollm2, ref:all-minilm-l6-v2"
 )
@@ -33,6 +34,20 @@ def _tasks(tasks_files, suites, names, limit):
     if not suites and not names:
         suites = ["english"]
     return [registry.load(name, limit) for name in registry.select(suites or [], names or [])]
+
+
+def _check(specs, limit: int | None, batch_size: int, device: str | None) -> None:
+    """What would fail once a model is loaded, refused before: counts under 1, a device this machine lacks, a
+    name given twice, a missing source or adapter."""
+    from lm2vec.evaluation.encoders import check_specs
+    from lm2vec.evaluation.errors import EvalConfigError
+    from lm2vec.modeling.encoder import check_device
+
+    for option, value in (("--limit", limit), ("--batch-size", batch_size)):
+        if value is not None and value < 1:
+            raise EvalConfigError(f"{option} must be at least 1, got {value}")
+    check_device(device)
+    check_specs(specs)
 
 
 def _run(specs, tasks_files, suites, names, limit, batch_size, device, no_cache):
@@ -49,19 +64,23 @@ def run_command(
     suite: Suite = None,
     task: TaskName = None,
     limit: Limit = None,
-    out: Annotated[Path, typer.Option(help="Results JSON.")] = Path("eval-results.json"),
+    out: Annotated[Path, typer.Option(help="Results JSON (replaced only if --overwrite).")] = Path("eval-results.json"),
     batch_size: BatchSize = 32,
     device: Device = None,
     no_cache: NoCache = False,
+    overwrite: Overwrite = False,
 ) -> None:
     """Evaluate models on a suite (default: english) and write the results as JSON and a table."""
+    from lm2vec.artifacts import check_output_file
     from lm2vec.evaluation.encoders import ModelSpec
     from lm2vec.evaluation.report import markdown_table
 
     with user_errors(OSError):
         specs = [ModelSpec.parse(m) for m in model]
+        check_output_file(out, overwrite)
+        _check(specs, limit, batch_size, device)
         results = _run(specs, tasks, suite, task, limit, batch_size, device, no_cache)
-    results.save(out)
+        results.save(out)
     typer.echo(markdown_table(results))
     typer.echo(f"wrote {out}")
 
@@ -91,9 +110,16 @@ def fetch_data(lang: Annotated[str, typer.Option(help="LibreOffice language pack
 
 def report(
     models: Annotated[
-        list[str] | None, typer.Argument(help="Run folders (stages.json), TOML files of models, or " + MODEL_HELP)
+        list[str] | None,
+        typer.Argument(
+            help="Run folders of `lm2vec run` (the models in their stages.json, which the run's eval stage writes), "
+            "TOML files of models, or " + MODEL_HELP
+        ),
     ] = None,
-    out: Annotated[Path, typer.Option(help="Folder for report.md, report.png and results.json.")] = Path("eval-report"),
+    out: Annotated[
+        Path,
+        typer.Option(help="Folder for report.md, report.png and results.json: new, empty or an earlier report's."),
+    ] = Path("eval-report"),
     tasks: TasksFile = None,
     suite: Suite = None,
     task: TaskName = None,
@@ -112,14 +138,23 @@ def report(
     no_cache: NoCache = False,
 ) -> None:
     """Compare models stage by stage on the same tasks: a markdown table and a PNG bar chart."""
-    from lm2vec.evaluation.report import baseline_specs, markdown_table, resolve_models, write_report
+    from lm2vec.evaluation.report import (
+        baseline_specs,
+        check_report_folder,
+        markdown_table,
+        resolve_models,
+        write_report,
+    )
 
     with user_errors(OSError):
         specs = (baseline_specs(baselines) if baselines else []) + resolve_models(models or [], reference=reference)
+        check_report_folder(out)
+        _check(specs, limit, batch_size, device)
         started = time.perf_counter()
         results = _run(specs, tasks, suite, task, limit, batch_size, device, no_cache)
     invoked = Path(sys.argv[0]).name == "lm2vec" and sys.argv[1:2] == ["report"]
     command = "lm2vec report " + " ".join(shlex.quote(a) for a in sys.argv[2:]) if invoked else None
-    paths = write_report(results, out, title, command)
+    with user_errors(OSError):
+        paths = write_report(results, out, title, command)
     typer.echo(markdown_table(results))
     typer.echo(f"wrote {paths['markdown']} and {paths['chart']} in {time.perf_counter() - started:.0f} s")

@@ -19,15 +19,15 @@ import hashlib
 import importlib.util
 import json
 import logging
-import os
 import sys
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
 
 import numpy as np
 
-from lm2vec.artifacts import write_text_atomic
+from lm2vec.artifacts import atomic_file, write_text_atomic
 from lm2vec.console import hide_progress_bars_unless_terminal
 from lm2vec.evaluation.errors import EvalConfigError
 
@@ -48,6 +48,17 @@ class ModelSpec:
     template: str | None = None
 
     def __post_init__(self) -> None:
+        if self.pooling is not None:
+            from lm2vec.modeling.pooling import POOLING_MODES
+
+            if self.pooling not in POOLING_MODES:
+                raise EvalConfigError(
+                    f"model {self.name!r}: pooling {self.pooling!r} is not one of {', '.join(POOLING_MODES)}"
+                )
+        if self.max_length is not None and (not isinstance(self.max_length, int) or self.max_length < 1):
+            raise EvalConfigError(
+                f"model {self.name!r}: max_length must be a whole number >= 1, got {self.max_length!r}"
+            )
         if self.template:
             from lm2vec.modeling.encoder import TEXT_TEMPLATES
 
@@ -126,6 +137,23 @@ class ModelSpec:
         adapters = tuple(fix(a) for a in self.adapters)
         return dataclasses.replace(self, source=source, adapters=adapters)
 
+    def check_paths(self) -> None:
+        """Refuse a source or adapter that is not there, without loading or converting anything."""
+        if self.source.startswith("ref:"):
+            reference_folder(self.source[4:])
+        elif self.source.startswith("st:"):
+            if not Path(self.source[3:]).is_dir():
+                raise EvalConfigError(f"model {self.name!r}: {self.source[3:]} is not a sentence-transformers folder")
+        else:
+            from lm2vec.modeling.sources import check_source
+
+            check_source(self.source)
+        for adapter in self.adapters:
+            if not (Path(adapter) / "adapter_config.json").is_file():
+                raise EvalConfigError(
+                    f"model {self.name!r}: {adapter} is not a LoRA adapter folder (no adapter_config.json)"
+                )
+
     def describe(self) -> str:
         parts = [f"{self.name}={self.source}"]
         if self.adapters:
@@ -139,6 +167,21 @@ class ModelSpec:
         if self.template:
             parts.append(f"template={self.template}")
         return ",".join(parts)
+
+
+def check_distinct_names(specs: Sequence[ModelSpec]) -> None:
+    """Results are kept per model name: two models of one name would leave one result, silently."""
+    names = [spec.name for spec in specs]
+    if duplicates := sorted({name for name in names if names.count(name) > 1}):
+        raise EvalConfigError(f"several models are named {', '.join(duplicates)}; give each a distinct name=")
+
+
+def check_specs(specs: Sequence[ModelSpec]) -> None:
+    """What would fail after the first model loaded, found before: a name given twice, a missing source or
+    adapter."""
+    check_distinct_names(specs)
+    for spec in specs:
+        spec.check_paths()
 
 
 def _is_hub_id(source: str) -> bool:
@@ -358,9 +401,8 @@ class CachedEncoder:
         embeddings = np.ascontiguousarray(unique_embeddings[[position[t] for t in texts]], dtype=np.float32)
         if path is not None:
             path.parent.mkdir(parents=True, exist_ok=True)
-            temporary = path.with_suffix(f".{os.getpid()}.tmp.npy")
-            np.save(temporary, embeddings)
-            temporary.replace(path)
+            with atomic_file(path) as temporary, temporary.open("wb") as file:  # np.save would add .npy to a name
+                np.save(file, embeddings)
             spec_file = path.parent / "spec.json"
             if not spec_file.exists():
                 write_text_atomic(spec_file, json.dumps({"spec": self.spec.describe()}) + "\n")

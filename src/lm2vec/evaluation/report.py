@@ -27,12 +27,13 @@ import json
 import tomllib
 from pathlib import Path
 
-from lm2vec.artifacts import temporary_sibling, write_text_atomic
-from lm2vec.evaluation.encoders import ModelSpec, reference_spec
+from lm2vec.artifacts import atomic_file, check_folder, claim_folder, write_text_atomic
+from lm2vec.evaluation.encoders import ModelSpec, check_distinct_names, reference_spec
 from lm2vec.evaluation.errors import EvalConfigError
-from lm2vec.evaluation.runner import Results
+from lm2vec.evaluation.runner import RESULTS_FORMAT, RESULTS_LEGACY_KEYS, Results
 
 MANIFEST_NAMES = ("stages.json", "stages.toml")
+RESULTS_NAME = "results.json"  # also the report folder's ownership record
 REFERENCE_NAME = "reference: all-MiniLM-L6-v2"
 CAUSAL_MEAN_NAME, UNTRAINED_NAME = "causal mean", "bidirectional untrained"
 
@@ -94,21 +95,32 @@ def models_from_file(path: str | Path) -> list[ModelSpec]:
 
 def resolve_models(items: list[str], baselines: bool = True, reference: bool = True) -> list[ModelSpec]:
     """Each item is a run folder (stages manifest), a TOML file of [[models]], or a model spec string."""
+    from lm2vec.pipeline import STATE_NAME as RUN_RECORD  # here, not at the top: the pipeline imports torch
+
     specs: list[ModelSpec] = []
     for item in items:
         path = Path(item)
         if path.is_dir() and any((path / n).is_file() for n in MANIFEST_NAMES):
             specs += run_specs(path, baselines)
+        elif path.is_dir() and (path / RUN_RECORD).is_file():
+            raise EvalConfigError(
+                f"{path}: the run has no {MANIFEST_NAMES[0]} yet (its eval stage writes it); run the recipe up to "
+                "its eval stage first"
+            )
         elif path.is_file() and path.suffix == ".toml":
             specs += models_from_file(path)
         else:
             specs.append(ModelSpec.parse(item))
     if reference:
         specs.append(ModelSpec(REFERENCE_NAME, reference_spec().source))
-    names = [s.name for s in specs]
-    if duplicates := sorted({n for n in names if names.count(n) > 1}):
-        raise EvalConfigError(f"several models are named {', '.join(duplicates)}; give each a distinct name=")
+    check_distinct_names(specs)
     return specs
+
+
+def check_report_folder(out_dir: str | Path) -> None:
+    """Refuse, before any work, a report folder lm2vec may not write: one that is neither new, empty nor a
+    report's (its results.json says so)."""
+    check_folder(Path(out_dir), RESULTS_NAME, RESULTS_FORMAT, RESULTS_LEGACY_KEYS)
 
 
 # --- output -------------------------------------------------------------------------------------------------
@@ -157,10 +169,11 @@ def _save(figure, path: str | Path) -> Path:
     figure.tight_layout()
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = temporary_sibling(path)
-    figure.savefig(temporary, dpi=120, format=path.suffix.lstrip(".") or "png")
-    plt.close(figure)
-    temporary.replace(path)
+    try:
+        with atomic_file(path) as temporary:
+            figure.savefig(temporary, dpi=120, format=path.suffix.lstrip(".") or "png")
+    finally:
+        plt.close(figure)
     return path
 
 
@@ -228,12 +241,19 @@ def write_report(
     title: str = "lm2vec evaluation",
     command: str | None = None,
     notes: str | None = None,
+    owned: bool = False,
 ) -> dict[str, Path]:
-    """report.md (table, tasks, models, timings, then `notes`), report.png (bar chart) and results.json."""
+    """report.md (table, tasks, models, timings, then `notes`), report.png (bar chart) and results.json.
+
+    `out_dir` must be new, empty or a report folder (ForeignFolderError), unless the caller knows it is lm2vec's
+    (`owned`: a run's report folder)."""
     out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
+    if owned:
+        out_dir.mkdir(parents=True, exist_ok=True)
+    else:
+        claim_folder(out_dir, RESULTS_NAME, RESULTS_FORMAT, RESULTS_LEGACY_KEYS)
+    results.save(out_dir / RESULTS_NAME)  # first: the record that makes the folder a report's
     chart = write_chart(results, out_dir / "report.png", title)
-    results.save(out_dir / "results.json")
     lines = [f"# {title}", ""]
     if command:
         lines += ["```bash", command, "```", ""]
@@ -269,4 +289,4 @@ def write_report(
         lines += ["", notes]
     report = out_dir / "report.md"
     write_text_atomic(report, "\n".join(lines) + "\n")
-    return {"markdown": report, "chart": chart, "results": out_dir / "results.json"}
+    return {"markdown": report, "chart": chart, "results": out_dir / RESULTS_NAME}

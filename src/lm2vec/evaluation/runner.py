@@ -11,10 +11,15 @@ from pathlib import Path
 from tqdm.auto import tqdm
 
 from lm2vec.artifacts import write_text_atomic
-from lm2vec.evaluation.encoders import CachedEncoder, ModelSpec, default_cache_root
+from lm2vec.evaluation.encoders import CachedEncoder, ModelSpec, check_distinct_names, default_cache_root
 from lm2vec.evaluation.tasks import Task
 
 logger = logging.getLogger(__name__)
+
+# results.json's format tag: also the record that makes a report folder lm2vec's (`lm2vec.artifacts`); files
+# written before the tag are known by their keys.
+RESULTS_FORMAT = "lm2vec-eval-results"
+RESULTS_LEGACY_KEYS = ("tasks", "models")
 
 
 @dataclass
@@ -45,7 +50,8 @@ class Results:
     tasks: dict[str, dict] = field(default_factory=dict)  # name -> type, main metric, size, language, description
 
     def to_json(self) -> dict:
-        return {"tasks": self.tasks, "models": {name: asdict(model) for name, model in self.models.items()}}
+        models = {name: asdict(model) for name, model in self.models.items()}
+        return {"format": RESULTS_FORMAT, "tasks": self.tasks, "models": models}
 
     def save(self, path: str | Path) -> None:
         path = Path(path)
@@ -91,6 +97,7 @@ def evaluate(
     release_models: bool = True,
 ) -> Results:
     """Every task on every model. Models are loaded one at a time, only on a cache miss, and released after."""
+    check_distinct_names([model.spec if isinstance(model, CachedEncoder) else model for model in models])
     results = Results(tasks={task.name: describe_task(task) for task in tasks})
     root = default_cache_root() if cache_root == "default" else cache_root
     # disable=None: no bar when stderr is not a terminal (CI logs), as for every lm2vec bar

@@ -30,6 +30,7 @@ from transformers import (
 )
 
 from lm2vec.artifacts import atomic_folder
+from lm2vec.errors import LM2VecError
 from lm2vec.modeling.bidirectional import (
     SUPPORTED_ARCHITECTURES,
     default_attn_implementation,
@@ -131,6 +132,26 @@ def default_device() -> torch.device:
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
+class DeviceError(LM2VecError, ValueError):
+    """A device torch does not know, or one this machine does not have."""
+
+
+def check_device(device: str | torch.device | None) -> torch.device:
+    """`device` as a torch device (None: `default_device()`), refused before any weights load when torch does not
+    know it or this machine lacks it (torch would fail only when the loaded model is moved there)."""
+    if device is None:
+        return default_device()
+    try:
+        parsed = torch.device(device)
+    except (RuntimeError, TypeError):
+        raise DeviceError(f"device {str(device)!r} is not a torch device (cpu, cuda, cuda:1, mps ...)") from None
+    if parsed.type == "cuda" and (parsed.index or 0) >= torch.cuda.device_count():
+        raise DeviceError(f"device {str(device)!r}: this machine has {torch.cuda.device_count()} CUDA device(s)")
+    if parsed.type == "mps" and not torch.backends.mps.is_available():
+        raise DeviceError(f"device {str(device)!r}: MPS is not available on this machine")
+    return parsed
+
+
 def default_dtype(device: torch.device) -> torch.dtype:
     # bf16 halves memory and is fast on GPUs; CPUs without bf16 hardware run fp32 several times faster.
     return torch.bfloat16 if device.type == "cuda" else torch.float32
@@ -184,7 +205,7 @@ class LM2Vec(nn.Module):
         }
         config = EncoderConfig(**{**base, **{k: v for k, v in overrides.items() if v is not None}})
 
-        device = torch.device(device) if device is not None else default_device()
+        device = check_device(device)
         if isinstance(dtype, str):
             dtype = getattr(torch, dtype)
         model, tokenizer = load_backbone(

@@ -34,6 +34,7 @@ class ReportStage(Stage):
             title=f"lm2vec run: {context.plan.recipe_path.name}",
             command=f"lm2vec run {context.plan.recipe_path}",
             notes="\n".join(lines),
+            owned=True,  # RUN/report is this stage's output (pipeline.json), progress.png already in it
         )
         write_model_card(context, results)
         context.echo(markdown_table(results))

@@ -16,8 +16,8 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from lm2vec.artifacts import write_text_atomic
-from lm2vec.readers import read_sentences, read_supervised_pairs
+from lm2vec.artifacts import check_output_file, write_text_atomic
+from lm2vec.readers import SupervisedPair, read_sentences, read_supervised_pairs
 
 if TYPE_CHECKING:  # the options import light, for the `lm2vec mine` command line
     from lm2vec.modeling.encoder import LM2Vec
@@ -38,6 +38,9 @@ class MiningOptions:
             raise ValueError(f"relative_margin must be in [0, 1), got {self.relative_margin}.")
         if self.margin < 0:
             raise ValueError(f"margin must be >= 0, got {self.margin}.")
+        for name in ("batch_size", "query_chunk"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}.")
 
 
 def fold(text: str) -> str:
@@ -95,27 +98,26 @@ def mine_hard_negatives(
     ]
 
 
-def check_paths(pairs: Path, output: Path, corpus: Path | None) -> None:
-    """Refuse missing inputs and an existing output before any model is loaded."""
+def read_mining_inputs(
+    pairs: Path, output: Path, corpus: Path | None = None, overwrite: bool = False
+) -> tuple[list[SupervisedPair], list[str]]:
+    """The pairs and the corpus texts (by default the pairs' positives), read and checked, and `output` checked
+    (`check_output_file`: an existing file only with `overwrite`): every mistake is found before a model loads."""
     for path in (pairs, corpus):
         if path is not None and not path.is_file():
             raise FileNotFoundError(f"{path} is not a file.")
-    if output.exists():
-        raise FileExistsError(f"{output} exists; lm2vec mine does not overwrite files.")
-    if not output.parent.is_dir():
-        raise FileNotFoundError(f"{output.parent} does not exist.")
-
-
-def mine_file(
-    encoder: LM2Vec, pairs: Path, output: Path, corpus: Path | None = None, options: MiningOptions | None = None
-) -> dict[str, int]:
-    """Read pairs (and a corpus: by default the pairs' positives), mine, write `output` atomically."""
-    options = options or MiningOptions()
-    check_paths(pairs, output, corpus)
+    check_output_file(output, overwrite)
     records = read_supervised_pairs(pairs)
     texts = read_sentences(corpus) if corpus is not None else list(dict.fromkeys(r["positive"] for r in records))
-    mined = mine_hard_negatives(encoder, records, texts, options)
+    return records, texts
+
+
+def write_mined(
+    encoder: LM2Vec, records: list[SupervisedPair], corpus: Sequence[str], output: Path, options: MiningOptions
+) -> dict[str, int]:
+    """Mine negatives for `records` from `corpus`, write `output` atomically; how many were found."""
+    mined = mine_hard_negatives(encoder, records, corpus, options)
     write_text_atomic(output, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in mined))
     added = [len(m["negatives"]) - len(r["negatives"]) for m, r in zip(mined, records, strict=True)]
     short = sum(count < options.num_negatives for count in added)
-    return {"records": len(records), "corpus": len(texts), "negatives": sum(added), "records_short": short}
+    return {"records": len(records), "corpus": len(corpus), "negatives": sum(added), "records_short": short}
