@@ -4,6 +4,11 @@ Sources: a `.txt`/`.md` file (one document; paragraphs separated by blank lines)
 field, optional `id` and `title`, other fields kept as metadata), a Parquet file (the same columns), a folder of
 such files (recursively, in name order), or an `lm2vec data` corpus folder (its paragraphs, one document per
 article). Text files are read by `lm2vec.readers` (documents separated by blank lines), corpora by `lm2vec.data.corpus`.
+
+A document is known by its label: the absolute path of its file (as named: symlinks in it are not resolved), with
+'#id' for a record of a .jsonl or Parquet file or an article of a corpus. Inside a source folder, symlinks (to files
+or folders) are skipped, so a folder's documents are the files that are in it; a symlink named as a source is
+followed. An lm2vec index folder (one holding `lm2vec_index.json`) is never read as documents.
 """
 
 from __future__ import annotations
@@ -11,8 +16,9 @@ from __future__ import annotations
 import hashlib
 import itertools
 import json
+import os
 import re
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -23,6 +29,7 @@ from lm2vec.data.sentences import SentenceSplitter
 from lm2vec.data.shards import SPLITS
 from lm2vec.readers import Document, DocumentFile, read_blank_line_documents
 
+MANIFEST_NAME = "lm2vec_index.json"  # the manifest of an index folder (lm2vec.serving.index): never documents
 TEXT_SUFFIXES = (".txt", ".md")
 RECORD_SUFFIXES = (".jsonl", ".parquet")
 _PARAGRAPH_BREAK = re.compile(r"\n\s*\n")
@@ -65,7 +72,8 @@ class Passage:
 
 
 def check_sources(sources: Sequence[str | Path]) -> list[Path]:
-    """The sources as paths, each an existing file of a known kind or a folder; raises DataError otherwise."""
+    """The sources as absolute paths, each an existing file of a known kind or a folder, none of them (in) an
+    lm2vec index folder; raises DataError otherwise."""
     if not sources:
         raise DataError("no sources given")
     paths = []
@@ -75,8 +83,60 @@ def check_sources(sources: Sequence[str | Path]) -> list[Path]:
         if source.is_file() and _kind(source) is None:
             known = ", ".join(TEXT_SUFFIXES + RECORD_SUFFIXES)
             raise DataError(f"{source}: unknown kind of file; expected {known} or a folder")
-        paths.append(source)
+        real = source.resolve()
+        index = next((folder for folder in (real, *real.parents) if (folder / MANIFEST_NAME).is_file()), None)
+        if index is not None:
+            raise DataError(f"{source} is an lm2vec index{' folder' if index == real else f' file (of {index})'}, "
+                            "not documents")  # fmt: skip
+        paths.append(Path(os.path.abspath(source)))
     return paths
+
+
+@dataclass
+class FolderListing:
+    files: list[Path]  # the document files, in name order
+    symlinks: list[Path]  # skipped: links to files or folders are not followed inside a source folder
+    indexes: list[Path]  # skipped: lm2vec index folders
+
+
+def list_folder(folder: Path) -> FolderListing:
+    """The document files under `folder` (recursively), and what was skipped."""
+    listing = FolderListing([], [], [])
+    for root, folders, files in os.walk(folder):
+        here = Path(root)
+        for name in list(folders):
+            if (here / name).is_symlink() or (here / name / MANIFEST_NAME).is_file():
+                folders.remove(name)  # not descended into
+                (listing.symlinks if (here / name).is_symlink() else listing.indexes).append(here / name)
+        for name in files:
+            if (here / name).is_symlink():
+                listing.symlinks.append(here / name)
+            elif _kind(here / name) is not None:
+                listing.files.append(here / name)
+    listing.files.sort()
+    return listing
+
+
+def read_sources(sources: Sequence[Path], echo: Callable[[str], None]) -> list[tuple[str, Document]]:
+    """The (label, document) pairs of every source (from `check_sources`), read before a model is loaded: a
+    source without documents is a DataError. What a folder's listing skipped is echoed."""
+    documents: list[tuple[str, Document]] = []
+    for source in sources:
+        if source.is_dir() and not is_corpus(source):
+            listing = list_folder(source)
+            if listing.symlinks:
+                count = len(listing.symlinks)
+                echo(f"{source}: skipped {count} symlink{'s' if count > 1 else ''} (links inside a source folder are "
+                     "not followed; name a link as a source to read it)")  # fmt: skip
+            for index in listing.indexes:
+                echo(f"{source}: skipped {index}, an lm2vec index folder")
+            found = [document for path in listing.files for document in read_documents(path)]
+        else:
+            found = list(read_documents(source))
+        if not found:
+            raise DataError(f"no documents found in {source}")
+        documents += found
+    return documents
 
 
 def read_documents(source: Path) -> Iterator[tuple[str, Document]]:
@@ -84,7 +144,7 @@ def read_documents(source: Path) -> Iterator[tuple[str, Document]]:
     if source.is_dir() and is_corpus(source):
         yield from _corpus_documents(source)
     elif source.is_dir():
-        for path in sorted(p for p in source.rglob("*") if p.is_file() and _kind(p) is not None):
+        for path in list_folder(source).files:
             yield from read_documents(path)
     elif _kind(source) == "text":
         blocks = _text_blocks(source)
