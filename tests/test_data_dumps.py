@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import bz2
 import gzip
+import importlib.metadata
 import importlib.util
 import json
 import random
@@ -83,6 +84,8 @@ def test_english_dump_manifest(english_corpus: Path) -> None:
     counts = manifest.counts
     assert manifest.status == "complete" and manifest.error is None
     assert manifest.source["dbname"] == "enwiki" and manifest.source["encoding"] == "utf-8"
+    gensim = {"kind": "pypi", "distribution": "gensim", "version": importlib.metadata.version("gensim")}
+    assert manifest.source["origin"] == gensim  # a packaged input, fixed by its version
     assert counts.pages_seen == 206  # every <page> of the file
     assert counts.skipped["redirect"] == 99 and counts.skipped["namespace"] == 1
     assert counts.skipped["disambiguation"] >= 5
@@ -259,6 +262,7 @@ def test_text_and_jsonl_inputs(tmp_path: Path) -> None:
         assert manifest.status == "complete" and counts.pages_seen == 31, name
         assert counts.duplicates_removed["paragraphs_exact"] == 30  # the documents differ only in their number
         assert counts.skipped == {"duplicate": 30} and counts.sentences == 2
+        assert manifest.source["origin"] == {"kind": "file"}  # the user's own
     assert read_texts(tmp_path / "docs.txt")["text"] == documents
 
     (tmp_path / "bad.jsonl").write_text('{"text": "fine"}\n{"body": "no text field"}\n')

@@ -3,10 +3,18 @@ on small hand-written inputs, and the real corpus, which must hold none of the e
 
 from __future__ import annotations
 
+import hashlib
+import importlib.metadata
+import json
+import os
+import re
+import shutil
+import subprocess
 import zipfile
 from pathlib import Path
 
 import pytest
+from typer.testing import CliRunner
 
 from lm2vec.data import catalogues, packaged
 from lm2vec.data.catalogues import catalogue_documents, clean_ui_text, eval_keys, fluent_messages, fold
@@ -124,7 +132,9 @@ def test_xpi_and_mo_strings(tmp_path: Path) -> None:
 
 
 # --- the corpus -------------------------------------------------------------------------------------------------
-def test_translations_text_builds_once_without_evaluation_strings(tmp_path: Path, monkeypatch) -> None:
+def test_translations_text_is_built_once_per_package_versions_without_evaluation_strings(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setenv("LM2VEC_CACHE", str(tmp_path / "cache"))
     write_mo(tmp_path / "libreoffice" / "sw.mo", {"Delete the selected rows now": "Изтриване на избраните редове сега"})
     sources = write_mo(tmp_path / "app.mo", {
@@ -133,20 +143,34 @@ def test_translations_text_builds_once_without_evaluation_strings(tmp_path: Path
         "c": "записът на файла беше успешен днес",
         "d": "Отваряне",
     })  # fmt: skip
-    calls = []
+    libreoffice = {"package": "libreoffice-l10n-bg", "version": "4:7.4.7-1", "deb_sha256": "c0ffee"}
 
-    def files(package: str, wanted: list[str]) -> list[Path]:
-        calls.append(package)
-        return [sources for _ in wanted]
+    def files(package: str, wanted: list[str], version: str | None = None) -> tuple[list[Path], dict]:
+        return [sources for _ in wanted], {"package": package, "version": version or "1.0", "deb_sha256": "f00d"}
 
+    builds = []
+    evaluation_strings = packaged.evaluation_strings
     monkeypatch.setattr(packaged, "TRANSLATIONS", (("app-l10n-{lang}", "usr/share/locale/{lang}/app.mo"),))
     monkeypatch.setattr(packaged, "debian_files", files)
-    monkeypatch.setattr(packaged, "libreoffice_messages", lambda lang: tmp_path / "libreoffice")
+    monkeypatch.setattr(
+        packaged, "debian_package", lambda package, wanted, version: (tmp_path / "libreoffice", libreoffice)
+    )
+    monkeypatch.setattr(
+        packaged, "evaluation_strings", lambda folder: builds.append(folder) or evaluation_strings(folder)
+    )
     corpus = packaged.expand_path("${debian_bg}")
     assert corpus.read_text(encoding="utf-8") == "Записът на файла беше успешен днес\n"
-    assert calls == ["app-l10n-bg"] and corpus.parent == tmp_path / "cache" / "eval-data"
-    assert packaged.translations_text("bg") == corpus and calls == ["app-l10n-bg"]  # cached
-    assert [p.name for p in corpus.parent.iterdir()] == [corpus.name]  # no temporary file left
+    assert builds == [tmp_path / "libreoffice"] and corpus.parent == tmp_path / "cache" / "eval-data"
+    assert packaged.translations_text("bg") == corpus and len(builds) == 1  # cached
+    origin = {"kind": "debian", "packages": [libreoffice, files("app-l10n-bg", [])[1]]}
+    assert packaged.input_origin(corpus) == origin
+    assert sorted(p.name for p in corpus.parent.iterdir()) == [
+        corpus.name,
+        f"{corpus.name}.origin.json",
+    ]  # no temporary
+    pinned = packaged.expand_path("${debian_bg}", pins={"app-l10n-bg": "0.9"})  # another version, another text
+    assert pinned != corpus and len(builds) == 2
+    assert packaged.input_origin(pinned)["packages"][1]["version"] == "0.9"
 
 
 def test_the_real_debian_bg_corpus() -> None:
@@ -168,3 +192,169 @@ def test_the_real_debian_bg_corpus() -> None:
     evaluation = [text for pair in read_mo_pairs(libreoffice) for text in pair] + anchors + similar + dissimilar
     assert len(evaluation) > 1000
     assert not set(keys) & {fold(text) for text in evaluation}
+
+
+# --- versions: recorded, pinned -----------------------------------------------------------------------------------
+FAKE_APT_GET = """#!/bin/sh
+# apt-get download NAME[=VERSION], from the test's archive: NAME.current names the version served unpinned.
+echo "$*" >> "{archive}/calls"
+request=$2; name=${{request%%=*}}; version=${{request#*=}}
+[ "$version" = "$request" ] && version=$(cat "{archive}/$name.current")
+deb="{archive}/${{name}}_$version.deb"
+[ -f "$deb" ] || {{ echo "E: Version '$version' for '$name' was not found" >&2; exit 100; }}
+cp "$deb" .
+"""
+
+
+class FakeArchive:
+    """A Debian archive of the test's own, served by an `apt-get` script first on PATH; the real dpkg-deb builds
+    and unpacks its packages."""
+
+    def __init__(self, folder: Path) -> None:
+        self.folder = folder
+        folder.mkdir()
+        (folder / "bin").mkdir()
+        apt_get = folder / "bin" / "apt-get"
+        apt_get.write_text(FAKE_APT_GET.format(archive=folder))
+        apt_get.chmod(0o755)
+
+    def publish(self, package: str, version: str, files: dict[str, str], current: bool = True) -> str:
+        """Build PACKAGE_VERSION.deb holding `files` (path inside the package: text); its SHA-256."""
+        root = self.folder / f"{package}-{version}"
+        for path, text in {**files, f"usr/share/doc/{package}/copyright": "test\n"}.items():
+            (root / path).parent.mkdir(parents=True, exist_ok=True)
+            (root / path).write_text(text, encoding="utf-8")
+        (root / "DEBIAN").mkdir()
+        (root / "DEBIAN" / "control").write_text(
+            f"Package: {package}\nVersion: {version}\nArchitecture: all\nMaintainer: t <t@t>\nDescription: t\n"
+        )
+        deb = self.folder / f"{package}_{version}.deb"
+        subprocess.run(["dpkg-deb", "--root-owner-group", "--build", str(root), str(deb)], check=True,
+                       capture_output=True)  # fmt: skip
+        if current:
+            (self.folder / f"{package}.current").write_text(version)
+        return hashlib.sha256(deb.read_bytes()).hexdigest()
+
+    @property
+    def calls(self) -> list[str]:
+        calls = self.folder / "calls"
+        return calls.read_text().splitlines() if calls.is_file() else []
+
+
+@pytest.fixture
+def archive(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> FakeArchive:
+    if shutil.which("dpkg-deb") is None:
+        pytest.skip("dpkg-deb builds the test's packages")
+    archive = FakeArchive(tmp_path / "archive")
+    monkeypatch.setenv("PATH", f"{archive.folder / 'bin'}{os.pathsep}{os.environ['PATH']}")
+    monkeypatch.setenv("LM2VEC_CACHE", str(tmp_path / "cache"))
+    return archive
+
+
+def test_a_fetched_package_is_recorded_and_a_pin_fetches_its_version(archive: FakeArchive) -> None:
+    wanted = ["usr/share/lm2vec-test/text"]
+    old = archive.publish("lm2vec-test-l10n", "1:1.0-1", {wanted[0]: "old"}, current=False)
+    new = archive.publish("lm2vec-test-l10n", "1:2.0-1", {wanted[0]: "new"})
+
+    paths, record = packaged.debian_files("lm2vec-test-l10n", wanted)
+    assert paths[0].read_text() == "new"
+    assert record == {"package": "lm2vec-test-l10n", "version": "1:2.0-1", "deb_sha256": new}
+    entry = paths[0].parents[3]
+    assert json.loads((entry / packaged.DEBIAN_RECORD).read_text()) == record  # the cache entry keeps it
+
+    paths, record = packaged.debian_files("lm2vec-test-l10n", wanted, version="1:1.0-1")
+    assert paths[0].read_text() == "old" and record["version"] == "1:1.0-1" and record["deb_sha256"] == old
+    assert packaged.debian_files("lm2vec-test-l10n", wanted, version="1:1.0-1")[1] == record
+    assert packaged.debian_files("lm2vec-test-l10n", wanted)[1] == record  # unpinned: what the cache holds
+    assert archive.calls == ["download lm2vec-test-l10n", "download lm2vec-test-l10n=1:1.0-1"]
+
+    with pytest.raises(DataError, match=r"`apt-get download lm2vec-test-l10n=1:3.0-1` failed \(E: Version") as error:
+        packaged.debian_files("lm2vec-test-l10n", wanted, version="1:3.0-1")
+    assert "do not serve this pinned version" in str(error.value)
+    assert paths[0].read_text() == "old"  # the cache entry is untouched
+
+
+def test_installed_files_are_recorded_by_their_hashes(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    copyright_file = "usr/share/common-licenses/GPL-3"  # base-files: on every Debian system
+    if not (Path("/") / copyright_file).is_file():
+        pytest.skip("not a Debian system")
+    paths, record = packaged.debian_files("base-files", [copyright_file])
+    assert paths == [Path("/") / copyright_file] and record["installed"] is True
+    assert record["files"] == {copyright_file: hashlib.sha256(paths[0].read_bytes()).hexdigest()}
+
+
+@pytest.mark.parametrize(
+    ("value", "pins"),
+    [
+        ({"thunderbird-l10n-bg": "1:140.12.0esr-1~deb12u1"}, {"thunderbird-l10n-bg": "1:140.12.0esr-1~deb12u1"}),
+        ("fortunes-bg=1.4, libglib2.0-data=2.74.6-2", {"fortunes-bg": "1.4", "libglib2.0-data": "2.74.6-2"}),
+        ("", {}),  # --set data.pins= : what the apt sources serve now
+    ],
+)  # fmt: skip
+def test_pins_from_a_recipe_table_or_the_command_line(value: object, pins: dict[str, str]) -> None:
+    assert packaged.debian_pins(value) == pins
+
+
+@pytest.mark.parametrize(
+    ("value", "message"),
+    [
+        ("fortunes-bg:1.4", "write package=version"),
+        (["fortunes-bg"], "must be a table"),
+        ({"Fortunes BG": "1.4"}, "not a Debian package name and version: Fortunes BG"),
+        ({"fortunes-bg": 1.4}, "not a Debian package name and version: fortunes-bg = 1.4"),
+    ],
+)
+def test_bad_pins_are_named(value: object, message: str) -> None:
+    with pytest.raises(DataError, match=re.escape(message)):
+        packaged.debian_pins(value)
+
+
+def test_origins_of_inputs(tmp_path: Path) -> None:
+    gensim = packaged.expand_path("${gensim_data}/lee.cor")
+    version = importlib.metadata.version("gensim")
+    assert packaged.input_origin(gensim) == {"kind": "pypi", "distribution": "gensim", "version": version}
+    (tmp_path / "mine.txt").write_text("text")
+    assert packaged.input_origin(tmp_path / "mine.txt") == {"kind": "file"}
+
+
+FORTUNES = {"usr/share/games/fortunes/bg/proverbs": "Който копае гроб другиму, сам пада в него и не излиза.\n%\n"}
+PINNED_RECIPE = """
+[data]
+inputs = ["${{fortunes_bg}}"]
+lang = "bg"
+min_article_chars = 10
+workers = 1
+progress = false
+{pins}
+"""
+
+
+def test_a_recipe_pins_debian_versions_and_the_manifest_records_them(archive: FakeArchive, tmp_path: Path) -> None:
+    from lm2vec.cli import app
+
+    old = archive.publish("fortunes-bg", "0.9", FORTUNES, current=False)
+    archive.publish("fortunes-bg", "1.4", {"usr/share/games/fortunes/bg/proverbs": "Друго.\n"})
+    recipe = tmp_path / "recipe.toml"
+    recipe.write_text(PINNED_RECIPE.format(pins='pins = {"fortunes-bg" = "0.9"}'))
+    run = ["run", str(recipe), "--out", str(tmp_path / "run"), "--until", "data"]
+    result = CliRunner().invoke(app, run)
+    assert result.exit_code == 0, result.output
+    manifest = json.loads(next((tmp_path / "run" / "data").glob("00-fortunes-bg-*/manifest.json")).read_text())
+    expected = {"package": "fortunes-bg", "version": "0.9", "deb_sha256": old}
+    assert manifest["source"]["origin"] == {"kind": "debian", "packages": [expected]}
+    assert manifest["counts"]["articles_kept"] == 1
+
+    recipe.write_text(PINNED_RECIPE.format(pins='pins = {"fortunes-bg" = "0.8"}'))
+    result = CliRunner().invoke(app, [*run, "--out", str(tmp_path / "second")])
+    assert result.exit_code == 2 and result.output.startswith("error: ") and "Traceback" not in result.output
+    assert "`apt-get download fortunes-bg=0.8` failed" in result.output, result.output
+    assert not (tmp_path / "second").exists()  # found while planning, before any work
+    result = CliRunner().invoke(app, [*run, "--out", str(tmp_path / "second"), "--set", "data.pins="])
+    assert result.exit_code == 0, result.output
+    manifest = json.loads(next((tmp_path / "second" / "data").glob("00-fortunes-bg-*/manifest.json")).read_text())
+    assert [package["version"] for package in manifest["source"]["origin"]["packages"]] == ["0.9"]  # the cached one
+
+    recipe.write_text(PINNED_RECIPE.format(pins='pins = {"fortunes-bg" = "0.9", "fortune-bg" = "1.0"}'))
+    result = CliRunner().invoke(app, [*run, "--out", str(tmp_path / "third")])
+    assert result.exit_code == 2 and "[data] pins fortune-bg: no input is built from them" in result.output
+    assert "read the Debian packages fortunes-bg." in result.output

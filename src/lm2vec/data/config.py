@@ -29,7 +29,10 @@ class CorpusConfig:
     )
     min_article_chars: int = field(
         default=200,
-        metadata={"help": "articles with less clean text are skipped as too short"},
+        metadata={
+            "help": "articles with fewer characters of clean text are skipped as too short; a Chinese, Japanese or "
+            "Korean character counts as 3, as it writes a whole syllable"
+        },
     )
     min_paragraph_words: int = field(default=10, metadata={"help": "paragraphs with fewer words are dropped"})
     min_sentence_words: int = field(default=5, metadata={"help": "sentences with fewer words are dropped"})

@@ -24,6 +24,7 @@ from collections.abc import Iterator
 from concurrent.futures import Future, ProcessPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from tqdm import tqdm
 
@@ -32,7 +33,8 @@ from lm2vec.data.dedup import NearDuplicateKeys, SeenFilter, exact_key
 from lm2vec.data.dump import Page
 from lm2vec.data.errors import DataError, OutputDirError
 from lm2vec.data.languages import language_profile
-from lm2vec.data.sentences import SentenceSplitter, count_words
+from lm2vec.data.packaged import input_origin
+from lm2vec.data.sentences import SentenceSplitter, count_chars, count_words
 from lm2vec.data.shards import CorpusWriter, Manifest, prepare_output
 from lm2vec.data.sources import Document, Source, WikiSource, text_source
 from lm2vec.data.wikitext import WikitextCleaner, has_markup_residue, is_disambiguation
@@ -93,7 +95,7 @@ class ArticleProcessor:
         else:
             article_id, title = item.doc_id, item.title
             paragraphs = [" ".join(block.split()) for block in _BLANK_LINE.split(item.text) if block.strip()]
-        if sum(len(paragraph) for paragraph in paragraphs) < self._config.min_article_chars:
+        if sum(count_chars(paragraph) for paragraph in paragraphs) < self._config.min_article_chars:
             return ProcessedArticle(article_id, title, "too_short")
         filtered: dict[str, int] = {}
         kept = [self._paragraph(text, filtered) for text in paragraphs if self._keep(text, filtered)]
@@ -161,6 +163,15 @@ def _process_batch(batch: list[Page | Document]) -> list[ProcessedArticle]:
     return [_WORKER.process(item) for item in batch]
 
 
+def describe_source(source: Source) -> dict[str, Any]:
+    """The input as the manifest records it; a file's with where it comes from (`input_origin`: the Debian packages
+    and versions a text was built from, the PyPI distribution that ships it, or the user's own file)."""
+    description = source.describe()
+    if "path" in description:
+        description["origin"] = input_origin(Path(description["path"]))
+    return description
+
+
 def in_validation(key: str, fraction: float) -> bool:
     """Deterministic split by article: the same title lands in the same split in every run and dump."""
     digest = hashlib.blake2b(key.encode(), digest_size=8).digest()
@@ -173,7 +184,7 @@ class CorpusBuilder:
     def __init__(self, source: Source, config: CorpusConfig, out_dir: Path, *, resume: bool, overwrite: bool):
         self._source, self._config, self._out_dir = source, config, Path(out_dir)
         previous = prepare_output(self._out_dir, resume=resume, overwrite=overwrite)
-        self._manifest = previous or Manifest("running", source.describe(), config.to_dict())
+        self._manifest = previous or Manifest("running", describe_source(source), config.to_dict())
         if previous is not None:
             self._check_resumable(previous)
             self._manifest.status, self._manifest.error, self._manifest.config = "running", None, config.to_dict()
@@ -333,7 +344,7 @@ class CorpusBuilder:
 
     def _checkpoint(self) -> None:
         self._manifest.shards.extend(self._writer.close_shards())
-        self._manifest.source = self._source.describe()
+        self._manifest.source = describe_source(self._source)
         self._manifest.write(self._out_dir)
 
 

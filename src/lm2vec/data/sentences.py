@@ -15,15 +15,26 @@ import sentencex
 
 from lm2vec.data.languages import language_profile, validate_language
 
+_KANA_AND_HAN = "\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff"
+_THAI = "\u0e00-\u0e7f"
+_HANGUL_SYLLABLES = "\uac00-\ud7af"
 # Scripts written without spaces: every character counts as a word for the length filters.
-_UNSPACED_CHAR = r"[\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\u0e00-\u0e7f]"
-_WORD = re.compile(rf"{_UNSPACED_CHAR}|[^\s\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\u0e00-\u0e7f]+")
+_WORD = re.compile(rf"[{_KANA_AND_HAN}{_THAI}]|[^\s{_KANA_AND_HAN}{_THAI}]+")
+# A kana, Han or Hangul character writes a whole syllable, which alphabets (Latin, Cyrillic, Hebrew) spell with
+# about three letters: so much text counts as so many characters whatever the script.
+_SYLLABLE_CHAR = re.compile(rf"[{_KANA_AND_HAN}{_HANGUL_SYLLABLES}]")
+SYLLABLE_CHAR_WEIGHT = 3
 _OPENING_PUNCTUATION = "\"'„“«‘‚([{—–-"
 
 
 def count_words(text: str) -> int:
     """Whitespace-separated tokens, with each CJK or Thai character counted as one word."""
     return len(_WORD.findall(text))
+
+
+def count_chars(text: str) -> int:
+    """Characters, with each Chinese, Japanese or Korean character counted as `SYLLABLE_CHAR_WEIGHT`."""
+    return len(text) + (SYLLABLE_CHAR_WEIGHT - 1) * len(_SYLLABLE_CHAR.findall(text))
 
 
 class SentenceSplitter:
@@ -48,8 +59,9 @@ class SentenceSplitter:
         return ["".join(pieces).strip() for pieces in sentences]
 
     def _continues(self, previous_piece: str, piece: str) -> bool:
-        # The whole first word, so that "iPhone" still starts a sentence.
-        first_word = piece.split(maxsplit=1)[0].lstrip(_OPENING_PUNCTUATION)
-        if first_word.islower():
+        # The whole first word, so that "iPhone" still starts a sentence; in an unspaced script its first character,
+        # so that a Latin word later in the sentence ("我喜欢python") does not make it look lower-case.
+        first_word = _WORD.match(piece.split(maxsplit=1)[0].lstrip(_OPENING_PUNCTUATION))
+        if first_word is not None and first_word.group().islower():
             return True
         return previous_piece.rsplit(maxsplit=1)[-1].lower() in self._non_final

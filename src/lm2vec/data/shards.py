@@ -73,7 +73,7 @@ class Manifest:
     """manifest.json: status, input, options, counts and the shards of one corpus."""
 
     status: str  # "running", "complete" or "incomplete"
-    source: dict[str, Any]
+    source: dict[str, Any]  # what the input is, and for a file its "origin" (`lm2vec.data.packaged.input_origin`)
     config: dict[str, Any]
     counts: Counts = field(default_factory=Counts)
     shards: list[dict[str, Any]] = field(default_factory=list)  # {"path", "kind", "split", "rows"}

@@ -16,7 +16,7 @@ class DataStage(Stage):
     def build_options(self, plan, section: dict[str, Any]) -> list[tuple]:
         """[(input path or hf: name, corpus folder name, WikiConfig or TextConfig)] for the data section."""
         from lm2vec.data import TextConfig, WikiConfig
-        from lm2vec.data.packaged import expand_path
+        from lm2vec.data.packaged import check_pins_used, debian_pins, expand_path
         from lm2vec.recipe import RecipeError, build_config
 
         inputs = section.get("inputs")
@@ -25,21 +25,23 @@ class DataStage(Stage):
         if not inputs:
             raise RecipeError("[data] needs `inputs`: dumps (.xml, .xml.bz2, .xml.gz), .txt/.jsonl files or hf:NAME.")
         known = {f.name for f in dataclasses.fields(WikiConfig)} | {f.name for f in dataclasses.fields(TextConfig)}
-        if unknown := sorted(set(section) - known - {"inputs"}):
+        if unknown := sorted(set(section) - known - {"inputs", "pins"}):
             raise RecipeError(
-                f"[data] has no option {', '.join(unknown)}; options: inputs, {', '.join(sorted(known))}."
+                f"[data] has no option {', '.join(unknown)}; options: inputs, pins, {', '.join(sorted(known))}."
             )
+        pins = debian_pins(section.get("pins", {}))
         result = []
         for number, spec in enumerate(inputs):
             spec = str(spec)
             is_hub = spec.startswith("hf:")
-            source = spec[3:] if is_hub else str(expand_path(spec, plan.recipe_path.parent))
+            source = spec[3:] if is_hub else str(expand_path(spec, plan.recipe_path.parent, pins))
             config_class = WikiConfig if not is_hub and ".xml" in Path(source).name else TextConfig
             names = {f.name for f in dataclasses.fields(config_class)}
             values = {k: v for k, v in section.items() if k in names}
             config = build_config(config_class, "data", {"data": values}, [])
             stem = Path(source).name.split(".")[0] if not is_hub else source.replace("/", "-")
             result.append((source, f"{number:02d}-{stem}", config))
+        check_pins_used(pins, [Path(source) for source, _, _ in result])
         return result
 
     def input_paths(self, plan) -> list[tuple[str, str, str]]:
