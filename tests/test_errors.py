@@ -34,6 +34,7 @@ BUILTIN_BASES = {
     "lm2vec.artifacts.ForeignFolderError": FileExistsError,
     "lm2vec.artifacts.OutputPathError": OSError,
     "lm2vec.modeling.encoder.DeviceError": ValueError,
+    "lm2vec.serving.app.ServeError": ValueError,
     "lm2vec.modeling.bidirectional.UnsupportedArchitectureError": ValueError,
     "lm2vec.modeling.bidirectional.StillCausalError": RuntimeError,
     "lm2vec.modeling.sources.ModelSourceError": OSError,
@@ -113,7 +114,7 @@ COMMANDS = {
     "index add": (["index", "add", "{t}/index", "{t}"], "lm2vec.serving.index.add_to_index"),
     "index remove": (["index", "remove", "{t}/index", "{t}"], "lm2vec.serving.index.remove_from_index"),
     "search": (["search", "{t}/index", "a query"], "lm2vec.serving.index.SearchIndex"),
-    "serve": (["serve", "some-model"], "lm2vec.serving.app.load_service"),
+    "serve": (["serve", "some-model", "--port", "0"], "lm2vec.serving.app.load_service"),
 }
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import http.client
 import json
+import logging
 import os
 import socket
 import subprocess
@@ -307,6 +308,9 @@ def test_bad_requests_get_openai_shaped_errors(tiny_llama: Path) -> None:
         ({"input": ["a", 7], "model": name}, 400, "input"),
         ({"input": "a cat", "model": name, "encoding_format": "int8"}, 400, "encoding_format"),
         ({"input": "a cat", "model": name, "dimensions": 16}, 400, "dimensions"),
+        ({"input": "a cat", "model": name, "dimensions": "32"}, 400, "dimensions"),
+        ({"input": "a cat", "model": name, "dimensions": True}, 400, "dimensions"),
+        ({"input": "a cat", "model": name, "instruction": " ".join(["cat"] * 40)}, 400, "instruction"),
         ({"input": ["a cat"] * 5, "model": name}, 400, "input"),
         ({"input": ["a cat", long_input], "model": name}, 400, "input"),
         ({"input": "a " * 600, "model": name}, 413, None),
@@ -371,10 +375,13 @@ def test_search_endpoint(tmp_path: Path, tiny_llama: Path, reference: LM2Vec) ->
         got, answer = request(url, "POST", "/v1/search", {"query": passages[3]["text"], "k": 50,
                                                           "filter": {"source": sports}})  # fmt: skip
         assert got == 200 and answer["data"] and {hit["source"] for hit in answer["data"]} == {sports}
-        for body in ({"query": "a cat", "k": 0}, {"query": "a cat", "k": 101}, {"query": ""},
-                     {"query": "a cat", "filter": {"source": ["x"]}}):  # fmt: skip
+        for body, param in (({"query": "a cat", "k": 0}, "k"), ({"query": "a cat", "k": 101}, "k"),
+                            ({"query": "a cat", "k": "3"}, "k"), ({"query": "a cat", "k": True}, "k"),
+                            ({"query": ""}, "query"), ({"query": " \n "}, "query"), ({"query": "a \ud800"}, "query"),
+                            ({"query": "a cat", "instruction": "cat " * 40}, "instruction"),
+                            ({"query": "a cat", "filter": {"source": ["x"]}}, "filter")):  # fmt: skip
             got, answer = request(url, "POST", "/v1/search", body)
-            assert got == 400 and answer["error"]["param"], (body, answer)
+            assert got == 400 and answer["error"]["param"] == param, (body, answer)
 
 
 def test_a_client_that_disconnects_does_not_stall_others(server: str, reference: LM2Vec, tiny_llama: Path) -> None:
@@ -424,7 +431,7 @@ def test_lm2vec_serve_command_binds_localhost(tmp_path: Path, tiny_llama: Path) 
 @pytest.mark.parametrize(
     ("option", "message"),
     [(["--max-inputs", "0"], "max_inputs must be at least 1"), (["--batch-size", "0"], "batch_size must be at least 1"),
-     (["--max-wait-ms", "-1"], "max_wait_ms must be at least 0"),
+     (["--max-wait-ms", "-1"], "max_wait_ms must be in [0, 60000]"),
      (["--max-input-tokens", "1"], "max_input_tokens must be at least 2")],
 )  # fmt: skip
 def test_serve_refuses_bad_options_before_loading_a_model(tmp_path: Path, option: list[str], message: str) -> None:
@@ -451,3 +458,164 @@ def test_dimensions_are_the_matryoshka_sizes_the_model_was_trained_for(tmp_path:
         for refused in (4, 12, 64):
             with pytest.raises(openai.BadRequestError, match="trained for 8, 16, 32"):
                 api.embeddings.create(input="a cat", model="matryoshka", dimensions=refused)
+
+
+@contextmanager
+def uvicorn_errors() -> Iterator[list[str]]:
+    """What uvicorn logs as errors ("Exception in ASGI application" and its traceback) while the block runs."""
+    logged: list[str] = []
+    handler = logging.Handler(logging.ERROR)
+    handler.emit = lambda record: logged.append(record.getMessage())
+    logger = logging.getLogger("uvicorn.error")
+    logger.addHandler(handler)
+    try:
+        yield logged
+    finally:
+        logger.removeHandler(handler)
+
+
+def _count(metrics: bytes, endpoint: str, status: int) -> float:
+    line = f'lm2vec_requests_total{{endpoint="{endpoint}",status="{status}"}} '
+    return next((float(row.split()[-1]) for row in metrics.decode().splitlines() if row.startswith(line)), 0.0)
+
+
+def test_every_body_shape_is_an_openai_shaped_4xx(tiny_llama: Path) -> None:
+    """Lone surrogates (JSON's \\ud800 escapes: not text), nesting deeper than Python's parser goes, an integer of
+    more digits than Python converts: each an OpenAI-shaped 400 naming the field where it can, never a 500."""
+    name = tiny_llama.name
+    deep = b"[" * 100_000 + b"]" * 100_000
+    cases = [
+        ({"input": "abc \ud800", "model": name}, "input"),
+        ({"input": ["fine", "abc \udfff"], "model": name}, "input"),
+        ({"input": "abc", "model": name, "instruction": "x \ud800"}, "instruction"),
+        ({"input": "abc", "model": name, "\ud800": 1}, None),
+        (deep, None),
+        (b'{"input": ' + deep + b', "model": "x"}', None),
+        (b'{"input": "a", "model": "x", "dimensions": 1' + b"0" * 5000 + b"}", None),
+    ]
+    with serving(tiny_llama) as url, uvicorn_errors() as errors:
+        for body, param in cases:
+            got, answer = request(url, "POST", "/v1/embeddings", body)
+            assert got == 400 and isinstance(answer, dict), (str(body)[:80], answer)
+            assert set(answer["error"]) == {"message", "type", "param", "code"} and answer["error"]["message"]
+            assert answer["error"]["param"] == param, (str(body)[:80], answer)
+        assert request(url, "POST", "/v1/embeddings", {"input": "abc", "model": name})[0] == 200
+        metrics = request(url, "GET", "/metrics")[1]
+    assert _count(metrics, "/v1/embeddings", 400) == len(cases) and _count(metrics, "/v1/embeddings", 500) == 0
+    assert not errors
+
+
+def test_a_client_gone_mid_body_is_counted_as_499_without_a_traceback(tiny_llama: Path) -> None:
+    with serving(tiny_llama) as url, uvicorn_errors() as errors:
+        host, port = url.removeprefix("http://").split(":")
+        with socket.create_connection((host, int(port))) as gone:
+            gone.sendall(b"POST /v1/embeddings HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                         b'Content-Length: 1000\r\n\r\n{"input": "a cat", ')  # fmt: skip
+            time.sleep(0.2)  # the server is reading the body when the client goes
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            metrics = request(url, "GET", "/metrics")[1]
+            if _count(metrics, "/v1/embeddings", 499) or _count(metrics, "/v1/embeddings", 500):
+                break
+            time.sleep(0.05)
+    assert _count(metrics, "/v1/embeddings", 499) == 1 and _count(metrics, "/v1/embeddings", 500) == 0
+    assert not errors
+
+
+@pytest.mark.parametrize("truncate", [False, True])
+def test_big_bodies_leave_the_event_loop_to_other_clients(tiny_llama: Path, reference: LM2Vec,
+                                                          truncate: bool) -> None:  # fmt: skip
+    """A 1 MB input takes the tiny tokenizer about half a second (refused as too long, or cut with --truncate):
+    while four are in flight, /health and a small embedding are answered in a fraction of the time one takes
+    alone (before, both waited for the event loop to tokenize them: seconds)."""
+    name = tiny_llama.name
+    big_text = "cat " * 250_000
+    big = {"input": big_text, "model": name}
+    with serving(tiny_llama, truncate=truncate) as url:
+        started = time.monotonic()
+        status, answer = request(url, "POST", "/v1/embeddings", big)
+        alone = time.monotonic() - started
+        assert status == (200 if truncate else 400), answer
+        if truncate:  # what was cut away before encoding changes nothing: it is encode()'s embedding
+            got = np.array(answer["data"][0]["embedding"])
+            assert cosine(got, reference.encode(big_text, normalize=True)) >= 0.9999
+        waits = []
+        probes = (("GET", "/health", None), ("POST", "/v1/embeddings", {"input": "a dog", "model": name}))
+        with ThreadPoolExecutor(max_workers=4) as pool:
+            bigs = [pool.submit(request, url, "POST", "/v1/embeddings", big) for _ in range(4)]
+            time.sleep(min(alone / 4, 0.5))  # the big requests are being read and tokenized
+            while len(waits) < 20 and not all(future.done() for future in bigs):
+                for method, path, body in probes:
+                    started = time.monotonic()
+                    assert request(url, method, path, body)[0] == 200
+                    waits.append(time.monotonic() - started)
+            assert {future.result()[0] for future in bigs} == {status}
+    assert len(waits) >= 2 and max(waits) < alone / 2, (alone, waits)
+
+
+def test_a_request_the_encoder_fails_on_gets_an_openai_shaped_500(tiny_llama: Path,
+                                                                  monkeypatch: pytest.MonkeyPatch) -> None:  # fmt: skip
+    def broken(*args, **kwargs):
+        raise RuntimeError("the encoder broke")
+
+    with serving(tiny_llama) as url:
+        with monkeypatch.context() as patched:
+            patched.setattr(LM2Vec, "encode", broken)
+            got, answer = request(url, "POST", "/v1/embeddings", {"input": "a cat", "model": tiny_llama.name})
+        assert got == 500 and isinstance(answer, dict), answer
+        assert answer["error"]["type"] == "server_error" and answer["error"]["message"]
+        assert request(url, "POST", "/v1/embeddings", {"input": "a cat", "model": tiny_llama.name})[0] == 200
+
+
+@pytest.mark.parametrize(
+    ("option", "message"),
+    [(["--batch-tokens", "10"], "batch_tokens (10) must hold one input of 512 tokens"),
+     (["--max-input-tokens", "600"], "max_input_tokens must be in [2, 512]"),
+     (["--port", "70000"], "port must be in [0, 65535], got 70000"),
+     (["--port", "-1"], "port must be in [0, 65535], got -1"),
+     (["--max-wait-ms", "nan"], "max_wait_ms must be in [0, 60000]"),
+     (["--shutdown-timeout-s", "0"], "shutdown_timeout_s must be in (0, 3600]"),
+     (["--api-key", " key"], "api_key must be printable ASCII")],
+)  # fmt: skip
+def test_serve_refuses_impossible_values_for_the_model_before_loading_it(
+    tiny_llama: Path, monkeypatch: pytest.MonkeyPatch, option: list[str], message: str
+) -> None:
+    from typer.testing import CliRunner
+
+    from lm2vec.cli import app
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("the model was loaded")
+
+    monkeypatch.setattr(LM2Vec, "from_pretrained", refuse)
+    result = CliRunner().invoke(app, ["serve", str(tiny_llama), *option])
+    assert result.exit_code == 2 and f"error: {message}" in result.output, result.output
+    assert "serving" not in result.output and "Traceback" not in result.output
+
+
+def test_serve_refuses_a_busy_port_before_loading_the_model(tiny_llama: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from typer.testing import CliRunner
+
+    from lm2vec.cli import app
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("the model was loaded")
+
+    monkeypatch.setattr(LM2Vec, "from_pretrained", refuse)
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        result = CliRunner().invoke(app, ["serve", str(tiny_llama), "--port", str(port)])
+    assert result.exit_code == 2 and f"error: 127.0.0.1:{port} is already in use" in result.output, result.output
+    assert "serving" not in result.output
+
+
+def test_serve_help_steers_the_api_key_to_the_environment() -> None:
+    from typer.testing import CliRunner
+
+    from lm2vec.cli import app
+
+    result = CliRunner().invoke(app, ["serve", "--help"], terminal_width=200)
+    help_text = " ".join(result.output.replace("│", " ").split())
+    assert "shows in `ps`: prefer the LM2VEC_API_KEY environment variable" in help_text, help_text

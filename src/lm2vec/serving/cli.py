@@ -1,9 +1,10 @@
-"""`lm2vec index build|add`, `lm2vec search` and `lm2vec serve`: thin typer commands over lm2vec.serving."""
+"""`lm2vec index build|add|remove`, `lm2vec search` and `lm2vec serve`: thin typer commands over lm2vec.serving."""
 
 from __future__ import annotations
 
 import json
 import os
+import signal
 import sys
 from dataclasses import asdict
 from pathlib import Path
@@ -52,12 +53,28 @@ def add(
     options: WriteOptions,
     device: Device = None,
 ) -> None:
-    """Append the passages of SOURCES that INDEX does not hold yet (unchanged passages are not encoded again)."""
+    """Index SOURCES into INDEX: the documents it holds from these paths become what they hold now (changed ones
+    replaced, deleted ones removed; no text is encoded twice)."""
     from lm2vec.serving.index import add_to_index
 
     with user_errors(*_EXPECTED):
-        report = add_to_index(index, sources, options, device=device)
+        report = add_to_index(index, sources, options, device=device, echo=typer.echo)
     typer.echo(report.summary(index))
+
+
+@index_app.command("remove")
+def remove(
+    index: Annotated[Path, typer.Argument(help="An index folder made by `lm2vec index build`.")],
+    sources: Annotated[
+        list[str], typer.Argument(help="Files or folders (they need not exist any more), or FILE#ID for one record.")
+    ],
+) -> None:
+    """Remove the documents INDEX holds from SOURCES (search reads the previous index until this is done)."""
+    from lm2vec.serving.index import remove_from_index
+
+    with user_errors(*_EXPECTED):
+        report = remove_from_index(index, sources, echo=typer.echo)
+    typer.echo(f"{index}: {report.removed:,} passages removed, {report.passages:,} left ({report.index_kind} index)")
 
 
 def search(
@@ -104,7 +121,7 @@ def serve(
     host: Annotated[str, typer.Option(help="Address to bind; 0.0.0.0 exposes the service to the network.")] = (
         "127.0.0.1"
     ),
-    port: Annotated[int, typer.Option(help="TCP port.")] = 8000,
+    port: Annotated[int, typer.Option(help="TCP port (0: a free one).")] = 8000,
     name: Annotated[str | None, typer.Option(help="Model id clients send (default: the folder's name).")] = None,
     device: Device = None,
 ) -> None:
@@ -115,14 +132,29 @@ def serve(
         os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     import uvicorn
 
-    from lm2vec.serving.app import create_app, load_service
+    from lm2vec.serving.app import bind, create_app, load_service
 
     with user_errors(*_EXPECTED):
-        service = load_service(model, index, options, name=name, device=device)
-    searching = f", index {index} ({len(service.index):,} passages)" if service.index is not None else ""
-    auth = "on" if options.api_key else "off"
-    typer.echo(f"serving {service.name} on http://{host}:{port}/v1{searching}; API key {auth}")
-    uvicorn.run(create_app(service), host=host, port=port, log_level="warning")
+        listener = bind(host, port)
+    with listener:
+        with user_errors(*_EXPECTED):
+            service = load_service(model, index, options, name=name, device=device)
+        searching = f", index {index} ({len(service.index):,} passages)" if service.index is not None else ""
+        auth = "on" if options.api_key else "off"
+        address = f"[{host}]" if ":" in host else host
+        typer.echo(f"serving {service.name} on http://{address}:{listener.getsockname()[1]}/v1{searching}; "
+                   f"API key {auth}")  # fmt: skip
+        # uvicorn raises the SIGTERM it shut down for again once it has stopped: that ends the command with exit 0.
+        signal.signal(signal.SIGTERM, _exit_normally)
+        # Nothing goes to stdout (no access log): nobody may be reading it any more, and a write to a closed pipe
+        # must not stop a shutdown. Requests in flight at a SIGTERM get shutdown_timeout_s to finish.
+        config = uvicorn.Config(create_app(service), log_level="warning", access_log=False,
+                                timeout_graceful_shutdown=options.shutdown_timeout_s)  # fmt: skip
+        uvicorn.Server(config).run(sockets=[listener])
+
+
+def _exit_normally(_signal: int, _frame: object) -> None:
+    raise SystemExit(0)
 
 
 def register(app: typer.Typer) -> None:
