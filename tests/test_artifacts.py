@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import pytest
@@ -10,12 +11,19 @@ import pytest
 from lm2vec.artifacts import (
     PARTIAL,
     ForeignFolderError,
+    append_jsonl,
     atomic_folder,
     claim_folder,
     read_record,
     remove_recorded,
     write_json_atomic,
+    write_jsonl_atomic,
 )
+from lm2vec.data import shards
+from lm2vec.data.shards import CorpusWriter, Manifest, prepare_output
+from lm2vec.pipeline import Pipeline, plan_run
+
+QUICK = Path(__file__).resolve().parents[1] / "recipes" / "smollm2-en-quick.toml"
 
 
 def test_a_folder_is_claimed_only_when_new_empty_or_lm2vecs(tmp_path: Path) -> None:
@@ -71,3 +79,54 @@ def test_only_recorded_paths_inside_the_folder_are_removed(tmp_path: Path) -> No
     for escape in ("..", "../x", "/etc", "a/../.."):
         with pytest.raises(ForeignFolderError, match="not a path inside"):
             remove_recorded(tmp_path, [escape])
+
+
+def test_records_without_a_format_tag_are_not_lm2vecs(tmp_path: Path) -> None:
+    """Before format tags, a run's pipeline.json and a corpus manifest were recognised by their keys; now such a
+    folder is one lm2vec did not make, refused like any other, and left as it was."""
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    (run_dir / "pipeline.json").write_text(json.dumps({"recipe": "r.toml", "run": {}, "stages": {}}))
+    with pytest.raises(ForeignFolderError, match="pipeline.json was not written by lm2vec"):
+        Pipeline(plan_run(QUICK, out=run_dir, check_inputs=False), echo=lambda line: None)
+
+    corpus = tmp_path / "corpus"
+    corpus.mkdir()
+    old_manifest = {"format_version": 1, "status": "complete", "counts": {}, "shards": []}
+    (corpus / "manifest.json").write_text(json.dumps(old_manifest))
+    for read in (lambda: Manifest.read(corpus), lambda: prepare_output(corpus, resume=False, overwrite=True)):
+        with pytest.raises(ForeignFolderError, match="manifest.json was not written by lm2vec"):
+            read()
+    assert sorted(path.name for path in tmp_path.rglob("*")) == ["corpus", "manifest.json", "pipeline.json", "run"]
+
+
+def test_jsonl_is_rewritten_whole_or_appended_line_by_line(tmp_path: Path) -> None:
+    path = tmp_path / "records.jsonl"
+    write_jsonl_atomic(path, [{"text": "Здравей"}, {"n": 1}])
+    append_jsonl(path, {"step": 2, "loss": 0.5})
+    assert path.read_text(encoding="utf-8") == '{"text": "Здравей"}\n{"n": 1}\n{"step": 2, "loss": 0.5}\n'
+    write_jsonl_atomic(path, [{"n": 3}])  # replaces the file, through a temporary sibling
+    assert path.read_text(encoding="utf-8") == '{"n": 3}\n'
+    with pytest.raises(TypeError):
+        write_jsonl_atomic(path, [{"n": 4}, {"not JSON": object()}])
+    assert path.read_text(encoding="utf-8") == '{"n": 3}\n'  # a failed rewrite leaves the old file, no leftover
+    assert [p.name for p in tmp_path.iterdir()] == ["records.jsonl"]
+
+
+def test_a_shard_is_written_under_a_temporary_sibling(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """An open shard is a hidden temporary sibling (`.NAME.partial-PID`), like every other write: a reader never
+    lists it, and resuming after a kill removes it."""
+    monkeypatch.setattr(shards, "_ROW_GROUP_ROWS", 1)  # each row is written at once: the shard is open on disk
+    corpus = tmp_path / "corpus"
+    prepare_output(corpus, resume=False, overwrite=False)
+    Manifest(status="running", source={}, config={}).write(corpus)
+    writer = CorpusWriter(corpus, [], shard_size=10)
+    writer.add("sentences", "train", ("a red car", "Cars", "1"))
+    assert [path.name for path in (corpus / "sentences").iterdir()] == [f".train-00000.parquet{PARTIAL}{os.getpid()}"]
+    assert writer.close_shards() == [{"path": "sentences/train-00000.parquet", "kind": "sentences", "split": "train",
+                                      "rows": 1}]  # fmt: skip
+    assert [path.name for path in (corpus / "sentences").iterdir()] == ["train-00000.parquet"]
+
+    writer.add("sentences", "train", ("a blue car", "Cars", "1"))  # the next shard, never closed: a kill
+    prepare_output(corpus, resume=True, overwrite=False)
+    assert not [path for path in corpus.rglob("*") if PARTIAL in path.name]

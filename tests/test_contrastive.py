@@ -12,6 +12,7 @@ import torch.nn.functional as F
 from sentence_transformers import SentenceTransformer
 
 from lm2vec import LM2Vec
+from lm2vec.readers import read_sentences, read_supervised_pairs, sts_supervised_pairs
 from lm2vec.recipe import build_config
 from lm2vec.training.callbacks import LOG_NAME, PLOT_NAME
 from lm2vec.training.common import add_lora
@@ -25,9 +26,6 @@ from lm2vec.training.contrastive import (
     batch_loss,
     crop_pairs,
     embed,
-    load_pairs,
-    load_sentences,
-    load_sts_pairs,
     mini_batches,
     set_attention_dropout,
     train_simcse,
@@ -193,7 +191,7 @@ def test_masked_info_nce_trains_the_marked_queries_against_every_document() -> N
 def test_scored_pairs_train_with_cosent_and_only_the_good_ones_as_positives(tiny_llama, tmp_path) -> None:
     scored = [(SENTENCES[i], SENTENCES[(i + 1) % 8], float(i % 6)) for i in range(8)]
     (tmp_path / "sts.tsv").write_text("".join(f"{a}\t{b}\t{score}\n" for a, b, score in scored))
-    records = load_sts_pairs(tmp_path / "sts.tsv", min_score=4.0, instruction="similar", scored=True)
+    records = sts_supervised_pairs(tmp_path / "sts.tsv", min_score=4.0, instruction="similar", scored=True)
     assert [(r["query"], r["positive"], r["score"]) for r in records] == scored
     encoder = tiny_encoder(tiny_llama)
     features = ContrastiveCollator(encoder, min_positive_score=4.0)(records)
@@ -208,7 +206,7 @@ def test_scored_pairs_train_with_cosent_and_only_the_good_ones_as_positives(tiny
     expected = expected + 0.5 * cosent(queries, documents, torch.tensor([s for *_, s in scored]))
     torch.testing.assert_close(got, expected)
     # without the weight the scores are not read: only the good pairs, each a positive
-    assert len(load_sts_pairs(tmp_path / "sts.tsv", min_score=4.0, instruction="similar")) == 2
+    assert len(sts_supervised_pairs(tmp_path / "sts.tsv", min_score=4.0, instruction="similar")) == 2
     run = SupervisedOptions(
         model=str(tiny_llama), data=str(tmp_path / "sts.tsv"), output_dir=str(tmp_path / "run"), max_steps=2,
         per_device_batch_size=4, warmup_steps=0, max_length=32, export=False, cosent_weight=1.0,
@@ -278,10 +276,10 @@ def test_grouped_batch_sampler_draws_each_global_batch_from_one_dataset() -> Non
 def test_readers(tmp_path) -> None:
     (tmp_path / "s.txt").write_text("one sentence\n\n two \n")
     (tmp_path / "s.jsonl").write_text('{"text": "a"}\n{"text": "b"}\n')
-    assert load_sentences(tmp_path / "s.txt") == ["one sentence", "two"]
-    assert load_sentences(tmp_path / "s.jsonl") == ["a", "b"]
+    assert read_sentences(tmp_path / "s.txt") == ["one sentence", "two"]
+    assert read_sentences(tmp_path / "s.jsonl") == ["a", "b"]
     (tmp_path / "p.jsonl").write_text('{"query": "q", "positive": "p", "negatives": "n", "dataset": "d"}\n')
-    assert load_pairs(tmp_path / "p.jsonl")[0] == {
+    assert read_supervised_pairs(tmp_path / "p.jsonl")[0] == {
         "query": "q",
         "positive": "p",
         "negatives": ["n"],
@@ -291,9 +289,19 @@ def test_readers(tmp_path) -> None:
     }
     (tmp_path / "bad.jsonl").write_text('{"query": "q"}\n')
     with pytest.raises(ValueError, match="positive"):
-        load_pairs(tmp_path / "bad.jsonl")
+        read_supervised_pairs(tmp_path / "bad.jsonl")
     with pytest.raises(ValueError, match="cached"):
         ContrastiveOptions(cached=True)
+
+
+def test_the_training_packages_export_each_function_under_its_own_name() -> None:
+    """`lm2vec.training.contrastive` once re-exported lm2vec.readers' functions as load_*: one reader, two names."""
+    from lm2vec.training import contrastive, mntp
+
+    for package in (contrastive, mntp):
+        for name in package.__all__:
+            exported = getattr(package, name)
+            assert getattr(exported, "__name__", name) == name, f"{package.__name__}.{name} is {exported.__name__}"
 
 
 def _cosine(a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -391,13 +399,13 @@ def test_supervised_run(tiny_llama, tmp_path) -> None:
 def test_sentence_similarity_pairs_train_without_export(tiny_llama, tmp_path) -> None:
     scored = [(SENTENCES[i], SENTENCES[(i + 1) % 8], 4.0 + (i % 2)) for i in range(8)] + [("a cat", "the road", 1.0)]
     (tmp_path / "sts.tsv").write_text("".join(f"{a}\t{b}\t{score}\n" for a, b, score in scored))
-    records = load_sts_pairs(tmp_path / "sts.tsv", min_score=4.0, instruction="find similar")
+    records = sts_supervised_pairs(tmp_path / "sts.tsv", min_score=4.0, instruction="find similar")
     assert [(r["query"], r["positive"]) for r in records] == [(a, b) for a, b, _ in scored[:8]]
     assert all(r["symmetric"] and r["instruction"] == "find similar" for r in records)
     collated = ContrastiveCollator(tiny_encoder(tiny_llama))(records[:2])
     assert bool(collated["pool_mask"][:, 1].any()) is False  # every row starts with the instruction: not pooled
     with pytest.raises(ValueError, match="no pair is scored 5.5"):
-        load_sts_pairs(tmp_path / "sts.tsv", min_score=5.5, instruction="x")
+        sts_supervised_pairs(tmp_path / "sts.tsv", min_score=5.5, instruction="x")
 
     options = SupervisedOptions(
         model=str(tiny_llama), data=str(tmp_path / "sts.tsv"), output_dir=str(tmp_path / "run"), max_steps=1,
@@ -488,9 +496,9 @@ def test_supervised_mines_its_negatives_with_the_starting_encoder_once(tiny_llam
         export=False,
     )
     train_supervised(options)
-    mined = load_pairs(tmp_path / "run" / "mined.jsonl")
+    mined = read_supervised_pairs(tmp_path / "run" / "mined.jsonl")
     starting = LM2Vec.from_pretrained(tiny_llama, device="cpu", max_length=32)
-    expected = mine_hard_negatives(starting, load_pairs(tmp_path / "pairs.jsonl"),
+    expected = mine_hard_negatives(starting, read_supervised_pairs(tmp_path / "pairs.jsonl"),
                                    [r["positive"] for r in records], MiningOptions(num_negatives=2))  # fmt: skip
     assert [r["negatives"] for r in mined] == [r["negatives"] for r in expected]
     assert any(r["negatives"] for r in mined)
@@ -502,4 +510,4 @@ def test_supervised_mines_its_negatives_with_the_starting_encoder_once(tiny_llam
     )
     options.max_steps = 2
     train_supervised(options, resume=True)
-    assert all(r["negatives"] == ["x y"] for r in load_pairs(tmp_path / "run" / "mined.jsonl"))
+    assert all(r["negatives"] == ["x y"] for r in read_supervised_pairs(tmp_path / "run" / "mined.jsonl"))

@@ -17,6 +17,7 @@ import pyarrow.parquet as pq
 import pytest
 from typer.testing import CliRunner
 
+from lm2vec.artifacts import PARTIAL
 from lm2vec.data import (
     DumpError,
     OutputDirError,
@@ -67,7 +68,7 @@ def assert_consistent(directory: Path) -> Manifest:
         assert sum(counts.splits[split][kind] for split in counts.splits) == getattr(counts, kind)
     assert sum(counts.splits[split]["articles"] for split in counts.splits) == counts.articles_kept
     assert counts.characters["paragraphs"] == sum(len(row["text"]) for row in rows(directory, "paragraphs"))
-    assert not list(directory.glob("*/*.partial"))
+    assert not [path for path in directory.rglob("*") if PARTIAL in path.name]
     return manifest
 
 

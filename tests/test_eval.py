@@ -4,20 +4,23 @@ A bag-of-words hashing encoder stands in for a model, so metrics can be checked 
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
+import json
 import re
 import struct
+import tomllib
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from lm2vec.data.packaged import bbc_dir, gensim_data_dir, stsb_dir
+from lm2vec.data.packaged import LIBREOFFICE_MESSAGES, bbc_dir, debian_package, gensim_data_dir, stsb_dir
 from lm2vec.evaluation import readers
 from lm2vec.evaluation.datasets import mo_prefix_triplets
 from lm2vec.evaluation.encoders import CachedEncoder, ModelSpec, spec_fingerprint
 from lm2vec.evaluation.errors import EvalConfigError, EvalDataError
-from lm2vec.evaluation.registry import Registry, build_task
+from lm2vec.evaluation.registry import BUILTIN_REGISTRY, Registry, build_task
 from lm2vec.evaluation.report import markdown_table, resolve_models, run_specs, write_chart, write_report
 from lm2vec.evaluation.runner import Results, evaluate
 from lm2vec.evaluation.tasks import (
@@ -254,6 +257,10 @@ def test_registry_from_toml_with_relative_paths(tmp_path: Path) -> None:
     [
         ('[tasks.x]\ntype = "sts"\npath = "a"\ncolour = "red"\n', "unknown key"),
         ('[tasks.x]\ntype = "poetry"\npath = "a"\n', "type must be one of"),
+        (
+            '[tasks.x]\ntype = "clustering"\npath = "a"\ntest_path = "b"\n',
+            "unknown key.s. test_path for type 'clustering'; it takes type, path, .*, description, max_chars$",
+        ),
         ('[tasks.x]\ntype = "sts"\n', "'path' is required"),
         ('[suites]\ns = ["nope"]\n', "unknown task"),
         ("[tasks.x\n", "not valid TOML"),
@@ -288,6 +295,154 @@ def test_builtin_english_suite_loads_subsets() -> None:
     bbc = tasks[2]
     assert bbc.size == 50 and len(set(bbc.labels)) == 5 and max(len(t) for t in bbc.texts) <= 600
     assert gensim_data_dir().is_dir()
+
+
+# The examples and settings of every built-in task (all its fields but `source`, the path on this machine), as the
+# registry loaded them before its tasks moved to TOML and built themselves: (the registry's own subset, limit=7).
+BUILTIN_DIGESTS = {
+    "stsb-dev": ("5714873fe76c1737", "a4982263ceecb441"),
+    "lee-similarity": ("4c0dd521e76d8f7f", "e636009093325aee"),
+    "bbc-classification": ("06482cf4a6c9cb59", "81190df5f47adb61"),
+    "bbc-clustering": ("290ea2ebd230ea34", "51b77d2f901536b0"),
+    "bbc-headline-retrieval": ("ce1191caf39974d0", "b53832ab7062da38"),
+    "en-bg-libreoffice-bitext": ("7a659393bdc2bfda", "4545810d8327da9f"),
+    "bg-libreoffice-prefix-triplets": ("e0798fe82be271a2", "40a1a76346de6682"),
+    "bg-wiki-sentence-retrieval": ("36b1def7400298b3", "e4bf24cb6104d089"),
+}
+# The Debian package the LibreOffice tasks' digests were recorded from; another version holds other strings.
+LIBREOFFICE_BG = "4:7.4.7-1+deb12u14"
+
+
+def task_digest(task) -> str:
+    fields = dataclasses.asdict(task) | {"type": task.type}
+    del fields["source"]
+    return hashlib.sha256(json.dumps(fields, ensure_ascii=False).encode()).hexdigest()[:16]
+
+
+def test_every_builtin_task_has_a_recorded_digest_and_ships_in_the_wheel() -> None:
+    assert list(BUILTIN_DIGESTS) == list(Registry.builtin().tasks)
+    root = Path(__file__).resolve().parents[1]
+    package_data = tomllib.loads((root / "pyproject.toml").read_text())["tool"]["setuptools"]["package-data"]
+    assert BUILTIN_REGISTRY.match(f"lm2vec/evaluation/{package_data['lm2vec.evaluation'][0]}")
+
+
+@pytest.mark.parametrize("name", list(BUILTIN_DIGESTS))
+def test_builtin_tasks_load_the_examples_they_always_did(name: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("LM2VEC_STSB", raising=False)  # the shipped STS Benchmark, not another copy
+    if "libreoffice" in name:
+        version = debian_package("libreoffice-l10n-bg", LIBREOFFICE_MESSAGES.format(lang="bg"))[1]["version"]
+        if version != LIBREOFFICE_BG:
+            pytest.skip(f"digests recorded from libreoffice-l10n-bg {LIBREOFFICE_BG}, this machine has {version}")
+    registry = Registry.builtin()
+    assert (task_digest(registry.load(name)), task_digest(registry.load(name, limit=7))) == BUILTIN_DIGESTS[name]
+
+
+USER_TASKS = """
+[tasks.pairs]
+type = "sts"
+path = "pairs.tsv"
+max_chars = 12
+metric = "pearson"
+
+[tasks.topics]
+type = "classification"
+path = "topics.jsonl"
+test_path = "topics-test.jsonl"
+max_chars = 12
+
+[tasks.topics-in-folds]
+type = "classification"
+format = "tsv"
+path = "topics.tsv"
+folds = 3
+
+[tasks.groups]
+type = "clustering"
+path = "topics.tsv"
+max_chars = 9
+
+[tasks.parallel]
+type = "bitext"
+path = "en.txt"
+target_path = "bg.txt"
+language = "bg"
+
+[tasks.catalogue]
+type = "bitext"
+format = "mo"
+path = "mo"
+min_words = 2
+
+[tasks.prefixes]
+type = "triplets"
+format = "mo-prefix-triplets"
+path = "mo"
+min_words = 2
+
+[tasks.triples]
+type = "triplets"
+path = "triplets.jsonl"
+
+[tasks.faq]
+type = "retrieval"
+path = "faq"
+split = "dev"
+max_chars = 15
+instruction = "Find the answer"
+"""
+# As BUILTIN_DIGESTS, for the tasks above: (all examples, limit=3), recorded before task types built themselves.
+USER_DIGESTS = {
+    "pairs": ("c03931cae3e07a29", "76ec208b1d9b0dc2"),
+    "topics": ("aaf718bc1626a39e", "9bfc3ec204a4e3bf"),
+    "topics-in-folds": ("1be0dccf14fccdbe", "65c70807356b9ab9"),
+    "groups": ("fb25dee1ba37d5e1", "34b22970ef4c277e"),
+    "parallel": ("49dba8003a8ca0f4", "20b879a057499dbe"),
+    "catalogue": ("1fa9dcf9d9189f8d", "a79a8d0fe287dddd"),
+    "prefixes": ("8f991254586a3509", "e1f0c044da4868c3"),
+    "triples": ("af6ff7017a526317", "4f9483de64b04d0c"),
+    "faq": ("7ca493c5c6273324", "999e4b56e4c60991"),
+}
+
+
+def user_registry(folder: Path) -> Path:
+    """USER_TASKS and their data: a task of every type, reading every key of its type."""
+
+    def jsonl(records) -> str:
+        return "".join(json.dumps(record, ensure_ascii=False) + "\n" for record in records)
+
+    words = ["red", "fast", "old", "green", "quiet", "loud", "small", "heavy"]
+    labels = [label for label in ("cars", "food", "music") for _ in range(6)]
+    texts = [f"{words[i % 6]} {label} and {words[(i % 6 * 3) % 8]} {label} {i % 6}" for i, label in enumerate(labels)]
+    pairs = zip(texts[:-3], texts[3:], strict=True)
+    write(folder / "pairs.tsv", "".join(f"{a}\t{b}\t{i % 5}\n" for i, (a, b) in enumerate(pairs)))
+    topics = [{"text": t, "label": label} for t, label in zip(texts, labels, strict=True)]
+    write(folder / "topics.jsonl", jsonl(topics[::2]))  # the train split; the test split is the odd examples
+    write(folder / "topics-test.jsonl", jsonl(topics[1::2]))
+    write(folder / "topics.tsv", "".join(f"{t}\t{label}\n" for t, label in zip(texts, labels, strict=True)))
+    write(folder / "en.txt", "".join(f"{t}\n" for t in texts))
+    write(folder / "bg.txt", "".join(f"{t[::-1]}\n" for t in texts))
+    sources = [f"Open item {words[i]} in the list" for i in range(6)]
+    write_mo(folder / "mo" / "a.mo", {source: f"Отвори елемент {i} от списъка" for i, source in enumerate(sources)})
+    write_mo(folder / "mo" / "b.mo", {source: f"Отваряне на елемент {i}" for i, source in enumerate(sources)})
+    triplets = zip(texts[:12], texts[1:13], texts[6:], strict=True)
+    write(folder / "triplets.jsonl", jsonl({"anchor": a, "similar": b, "dissimilar": c} for a, b, c in triplets))
+    titles = [label if i % 2 else "" for i, label in enumerate(labels)]
+    write(
+        folder / "faq" / "corpus.jsonl",
+        jsonl({"_id": f"d{i}", "title": titles[i], "text": t} for i, t in enumerate(texts)),
+    )
+    write(folder / "faq" / "queries.jsonl", jsonl({"_id": f"q{i}", "text": f"which {words[i]} one"} for i in range(8)))
+    qrels = "".join(f"q{i}\td{(i * 5) % 18}\t{1 + i % 2}\nq{i}\td{(i * 7) % 18}\t1\n" for i in range(8))
+    write(folder / "faq" / "qrels" / "dev.tsv", "query-id\tcorpus-id\tscore\n" + qrels)
+    return write(folder / "tasks.toml", USER_TASKS)
+
+
+def test_user_registries_load_the_examples_they_always_did(tmp_path: Path) -> None:
+    registry = Registry.from_files([user_registry(tmp_path)], include_builtin=False)
+    loaded = {
+        name: (task_digest(registry.load(name)), task_digest(registry.load(name, limit=3))) for name in registry.tasks
+    }
+    assert loaded == USER_DIGESTS
 
 
 # --- cache and specs -------------------------------------------------------------------------------------------

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import random
+import sys
 
 import pytest
 import torch
@@ -245,6 +247,22 @@ def test_train_save_and_load_through_lm2vec(tiny_llama, text_file, tmp_path) -> 
 
     with pytest.raises(FileExistsError, match="--resume"):
         train_mntp(options)
+
+
+class Terminal(io.StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
+def test_one_progress_bar_with_tokens_per_second_on_a_terminal(tiny_llama, text_file, tmp_path, monkeypatch) -> None:
+    """The stage's one bar (StageProgress) shows tokens/s; no other callback draws or looks for a bar."""
+    terminal = Terminal()
+    monkeypatch.setattr(sys, "stderr", terminal)
+    trainer = train_mntp(tiny_options(tiny_llama, text_file, tmp_path / "run", max_steps=2)).trainer
+    callbacks = sorted(type(callback).__name__ for callback in trainer.callback_handler.callbacks)
+    assert callbacks == ["DefaultFlowCallback", "JsonlLogCallback", "LossPlotCallback", "ResumableTensorBoard",
+                         "StageProgress"]  # fmt: skip
+    assert "run: 100%" in terminal.getvalue() and "tokens/s=" in terminal.getvalue()
 
 
 def test_resume_after_kill_continues_exactly(tiny_llama, text_file, tmp_path) -> None:

@@ -20,13 +20,14 @@ from lm2vec import LM2Vec
 from lm2vec.artifacts import ForeignFolderError
 from lm2vec.cli import app
 from lm2vec.modeling.card import front_matter
-from lm2vec.pipeline import STAGES, Pipeline, PipelineError, plan_run, run_recipe
+from lm2vec.pipeline import Pipeline, PipelineError, plan_run, run_recipe
 from lm2vec.recipe import RecipeError, build_config
-from lm2vec.stages import Stage, get_stage, register_stage, unregister_stage
+from lm2vec.stages import Stage, get_stage, register_stage, registered_stages, unregister_stage
 from tests.tiny_models import WORDS
 
 ROOT = Path(__file__).resolve().parents[1]
 QUICK = ROOT / "recipes" / "smollm2-en-quick.toml"
+STAGES = [stage.name for stage in registered_stages()]  # the built-in ones, before a test registers its own
 
 TASKS_TOML = """
 [suites]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import pytest
 
@@ -57,6 +58,20 @@ def test_loss_plot_from_log(tmp_path) -> None:
     assert len(read_log(tmp_path)) == 6
     png = plot_losses(tmp_path)
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 5000
+
+
+def test_a_failed_loss_plot_leaves_no_temporary_file(tmp_path, monkeypatch) -> None:
+    from matplotlib.figure import Figure
+
+    def disk_full(self, fname, **kwargs) -> None:
+        Path(fname).write_bytes(b"\x89PNG, half of it")
+        raise OSError(28, "No space left on device")
+
+    (tmp_path / "log.jsonl").write_text(json.dumps({"step": 1, "loss": 2.0}) + "\n")
+    monkeypatch.setattr(Figure, "savefig", disk_full)
+    with pytest.raises(OSError, match="No space left"):
+        plot_losses(tmp_path)
+    assert [path.name for path in tmp_path.iterdir()] == ["log.jsonl"]
 
 
 def test_resume_skips_an_incomplete_checkpoint(tmp_path, caplog) -> None:

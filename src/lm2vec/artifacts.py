@@ -9,10 +9,11 @@ Output files a command is told to write (`eval run --out`, `encode -o`, `mine -o
 exists is replaced only when the user asks for it (`--overwrite`), and a folder where a file is wanted, or a file
 in a folder that does not exist, is refused before any work (`check_output_file`).
 
-Atomic writes: files (`write_text_atomic`, `write_json_atomic`) and folders (`atomic_folder`) are written under a
-temporary sibling name, `.NAME.partial-PID`, and renamed into place, so a reader sees the old version or the
-new one, never a part. The leftovers of a killed write keep that name; the next write of the same target removes
-them, and nothing else ever matches it.
+Atomic writes: files (`atomic_file`, `write_text_atomic`, `write_json_atomic`, `write_jsonl_atomic`) and folders
+(`atomic_folder`) are written under a temporary sibling name, `.NAME.partial-PID`, and renamed into place, so a
+reader sees the old version or the new one, never a part. The leftovers of a killed write keep that name; the next
+write of the same target removes them, and nothing else ever matches it. A log that grows line by line
+(`append_jsonl`) is appended to in place.
 """
 
 from __future__ import annotations
@@ -107,13 +108,23 @@ def temporary_sibling(path: Path, writer: str | None = None) -> Path:
     return path.with_name(f".{path.name}{PARTIAL}{writer or os.getpid()}")
 
 
+def remove_path(path: Path) -> bool:
+    """Delete what is at `path`: a folder with its contents, or a file or link (never followed). Whether there was
+    anything."""
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path)
+    elif path.exists() or path.is_symlink():
+        path.unlink()
+    else:
+        return False
+    return True
+
+
 def remove_leftovers(path: Path) -> None:
-    """Delete what killed writes of `path` left behind (its temporary siblings)."""
+    """Delete what killed writes of `path` left behind (its temporary siblings); a glob pattern as `path`'s name
+    (`checkpoint-*`) covers every target it matches."""
     for leftover in path.parent.glob(f".{path.name}{PARTIAL}*"):
-        if leftover.is_dir() and not leftover.is_symlink():
-            shutil.rmtree(leftover)
-        else:
-            leftover.unlink()
+        remove_path(leftover)
 
 
 @contextmanager
@@ -140,6 +151,21 @@ def write_text_atomic(path: Path, text: str) -> None:
 
 def write_json_atomic(path: Path, data: Any) -> None:
     write_text_atomic(path, json.dumps(data, ensure_ascii=False, indent=2, default=str) + "\n")
+
+
+def _jsonl_line(record: Any) -> str:
+    return json.dumps(record, ensure_ascii=False) + "\n"
+
+
+def write_jsonl_atomic(path: Path, records: Iterable[Any]) -> None:
+    """Write `records` to `path` as JSON lines (UTF-8), replacing the whole file at once (`write_text_atomic`)."""
+    write_text_atomic(path, "".join(map(_jsonl_line, records)))
+
+
+def append_jsonl(path: Path, record: Any) -> None:
+    """Add `record` to `path` as one more JSON line: a log that grows while a run goes on, not a rewrite."""
+    with Path(path).open("a", encoding="utf-8") as file:
+        file.write(_jsonl_line(record))
 
 
 @contextmanager
@@ -185,12 +211,7 @@ def remove_recorded(folder: Path, relative_paths: Iterable[str]) -> list[Path]:
         escapes = Path(relative).is_absolute() or path.name in ("", ".", "..") or not inside.is_relative_to(folder)
         if escapes or inside == folder:
             raise ForeignFolderError(f"{relative!r} is not a path inside {folder}; not deleting it.")
-        if path.is_dir() and not path.is_symlink():
-            shutil.rmtree(path)
-        elif path.exists() or path.is_symlink():
-            path.unlink()
-        else:
-            continue
-        removed.append(path)
-        remove_leftovers(path)
+        if remove_path(path):
+            removed.append(path)
+            remove_leftovers(path)
     return removed

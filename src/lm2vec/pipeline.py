@@ -63,18 +63,8 @@ logger = logging.getLogger(__name__)
 STATE_NAME = "pipeline.json"
 LOGS_DIR = "logs"
 RUN_FORMAT = "lm2vec-run"
-LEGACY_KEYS = ("recipe", "run", "stages")  # pipeline.json before it had a format tag
 # A running stage's wall time is written this often, so a killed attempt still counts.
 HEARTBEAT_SECONDS = 10.0
-
-
-def __getattr__(name: str) -> Any:
-    """STAGES and SECTIONS: the registered stages' names and the recipe sections, in run order, as of now."""
-    if name == "STAGES":
-        return tuple(stage.name for stage in registered_stages())
-    if name == "SECTIONS":
-        return ("run", *(stage.section for stage in registered_stages() if stage.section))
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 @dataclass
@@ -264,9 +254,9 @@ class Pipeline:
 
     def _read_records(self) -> dict[str, StageRecord]:
         if self.is_main:
-            saved = claim_folder(self.dir, STATE_NAME, RUN_FORMAT, LEGACY_KEYS)
+            saved = claim_folder(self.dir, STATE_NAME, RUN_FORMAT)
         else:
-            saved = read_record(self.dir, STATE_NAME, RUN_FORMAT, LEGACY_KEYS)
+            saved = read_record(self.dir, STATE_NAME, RUN_FORMAT)
         stages = (saved or {}).get("stages", {})
         records = {stage: StageRecord(**stages.get(stage, {})) for stage in self.plan.stages}
         for stage, record in records.items():

@@ -4,9 +4,9 @@ Layout of an output directory:
     manifest.json
     paragraphs/{train,validation}-00000.parquet ...
     sentences/{train,validation}-00000.parquet ...
-A shard is written as `*.parquet.partial` and renamed when closed, so a listed shard is always a
-valid Parquet file. All open shards are closed together at a checkpoint, and only then is the
-manifest rewritten (atomically): the manifest's counts always match the shards it lists.
+A shard is written under a hidden temporary name (`lm2vec.artifacts.atomic_file`) and renamed when closed, so a
+listed shard is always a valid Parquet file. All open shards are closed together at a checkpoint, and only then is
+the manifest rewritten (atomically): the manifest's counts always match the shards it lists.
 
 The manifest (format tag "lm2vec-corpus") is written before anything else and is the folder's ownership
 record (`lm2vec.artifacts`): resume and overwrite touch only a folder that has one, and delete only the
@@ -15,8 +15,8 @@ manifest and the shards lm2vec names (`SHARD_NAME`), never other files in the fo
 
 from __future__ import annotations
 
-import os
 import re
+from contextlib import ExitStack
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -24,13 +24,13 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from lm2vec.artifacts import claim_folder, read_record, write_json_atomic
+from lm2vec.artifacts import PARTIAL, atomic_file, claim_folder, read_record, write_json_atomic
 from lm2vec.data.errors import OutputDirError
 
 MANIFEST_NAME = "manifest.json"
 CORPUS_FORMAT = "lm2vec-corpus"
-LEGACY_KEYS = ("format_version", "status", "counts", "shards")  # manifests from before the format tag
-SHARD_NAME = re.compile(r"(train|validation)-\d{5}\.parquet(\.partial)?")
+SHARD_NAME = re.compile(r"(train|validation)-\d{5}\.parquet")
+UNFINISHED_SHARD = re.compile(rf"\.{SHARD_NAME.pattern}{re.escape(PARTIAL)}\d+")  # a killed write's leftover
 KINDS = ("paragraphs", "sentences")
 SPLITS = ("train", "validation")
 FORMAT_VERSION = 1
@@ -88,7 +88,7 @@ class Manifest:
     @classmethod
     def read(cls, directory: Path) -> Manifest:
         """The corpus manifest in `directory`; ForeignFolderError if its manifest.json is not lm2vec's."""
-        data = read_record(directory, MANIFEST_NAME, CORPUS_FORMAT, LEGACY_KEYS)
+        data = read_record(directory, MANIFEST_NAME, CORPUS_FORMAT)
         if data is None:
             raise OutputDirError(f"{directory}: not a corpus, there is no {MANIFEST_NAME}")
         data["counts"] = Counts(**data["counts"])
@@ -107,6 +107,7 @@ class _ShardWriter:
         self._schema = SCHEMAS[kind]
         self._buffer: dict[str, list[Any]] = {name: [] for name in self._schema.names}
         self._writer: pq.ParquetWriter | None = None
+        self._open_shard = ExitStack()  # the writer and its temporary file, renamed to the shard when closed
         self.rows = 0  # rows in the current shard, buffered or written
 
     def add(self, row: tuple[Any, ...]) -> None:
@@ -120,7 +121,8 @@ class _ShardWriter:
         if not self._buffer["text"]:
             return
         if self._writer is None:
-            self._writer = pq.ParquetWriter(self._path(partial=True), self._schema, compression="zstd")
+            temporary = self._open_shard.enter_context(atomic_file(self._path()))
+            self._writer = self._open_shard.enter_context(pq.ParquetWriter(temporary, self._schema, compression="zstd"))
         self._writer.write_table(pa.table(self._buffer, schema=self._schema), row_group_size=_ROW_GROUP_ROWS)
         self._buffer = {name: [] for name in self._schema.names}
 
@@ -129,16 +131,15 @@ class _ShardWriter:
         self._flush()
         if self._writer is None:
             return None
-        self._writer.close()
-        final = self._path(partial=False)
-        os.replace(self._path(partial=True), final)
+        self._open_shard.close()
+        final = self._path()
         shard = {"path": final.relative_to(self._directory.parent).as_posix(), "kind": self.kind,
                  "split": self.split, "rows": self.rows}  # fmt: skip
         self._writer, self.rows, self._index = None, 0, self._index + 1
         return shard
 
-    def _path(self, partial: bool) -> Path:
-        return self._directory / f"{self.split}-{self._index:05d}.parquet{'.partial' if partial else ''}"
+    def _path(self) -> Path:
+        return self._directory / f"{self.split}-{self._index:05d}.parquet"
 
 
 class CorpusWriter:
@@ -172,7 +173,7 @@ def prepare_output(directory: Path, *, resume: bool, overwrite: bool) -> Manifes
     a non-empty folder that holds no lm2vec corpus is refused (ForeignFolderError)."""
     if resume and overwrite:
         raise OutputDirError("choose one of resume and overwrite, not both")
-    existing = claim_folder(directory, MANIFEST_NAME, CORPUS_FORMAT, LEGACY_KEYS) is not None
+    existing = claim_folder(directory, MANIFEST_NAME, CORPUS_FORMAT) is not None
     if resume:
         if not existing:
             raise OutputDirError(f"{directory}: nothing to resume, there is no {MANIFEST_NAME}")
@@ -200,7 +201,8 @@ def _remove_shards(directory: Path, keep: set[str]) -> None:
         if not folder.is_dir():
             continue
         for path in folder.iterdir():
-            if SHARD_NAME.fullmatch(path.name) and path.relative_to(directory).as_posix() not in keep:
+            listed = path.relative_to(directory).as_posix() in keep
+            if (SHARD_NAME.fullmatch(path.name) and not listed) or UNFINISHED_SHARD.fullmatch(path.name):
                 path.unlink()
         if not keep and not any(folder.iterdir()):
             folder.rmdir()

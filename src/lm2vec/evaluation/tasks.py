@@ -2,20 +2,100 @@
 
 Every task asks its encoder for L2-normalised embeddings through `embed(texts, instruction)`, so cosine
 similarity is a dot product, and caching happens in one place (`CachedEncoder`).
+
+Each task type also builds itself from its registry entry (`Task.from_entry`, the keys of a `[tasks.NAME]` table of
+lm2vec.evaluation.registry): it reads its data and keeps the entry's deterministic subset.
 """
 
 from __future__ import annotations
 
 import math
+import random
+from collections import defaultdict
 from dataclasses import dataclass, field
-from typing import ClassVar
+from pathlib import Path
+from typing import Any, ClassVar, Self
 
 import numpy as np
 
+from lm2vec.data.errors import DataError
+from lm2vec.data.packaged import expand_path
+from lm2vec.evaluation import readers
+from lm2vec.evaluation.datasets import headline_retrieval, mo_prefix_triplets, wiki_sentence_retrieval
 from lm2vec.evaluation.encoders import TextEncoder
 from lm2vec.evaluation.errors import EvalDataError
 
 FAISS_THRESHOLD = 200_000  # corpora at least this large are searched with a FAISS index
+# A retrieval `limit` scales the corpus with the queries: documents per kept query (theirs and distractors).
+RETRIEVAL_CORPUS_PER_QUERY = 3
+# The registry keys every task type reads; each type adds its own (`Task.entry_keys`).
+COMMON_KEYS = ("type", "path", "format", "metric", "instruction", "language", "limit", "description")
+
+
+@dataclass
+class TaskEntry:
+    """A task's registry entry: its keys (a `[tasks.NAME]` table) and the folder its relative paths start from."""
+
+    name: str
+    keys: dict[str, Any]
+    base_dir: Path | None = None
+    path: Path = field(init=False)  # the data, placeholders expanded
+
+    def __post_init__(self) -> None:
+        self.path = self.resolve("path")
+
+    def get(self, key: str, default: Any = None) -> Any:
+        return self.keys.get(key, default)
+
+    def resolve(self, key: str) -> Path | None:
+        """The path under `key`: `${placeholder}/...` (see lm2vec.data.packaged) or relative to `base_dir`."""
+        if key not in self.keys:
+            return None
+        try:
+            return expand_path(self.keys[key], self.base_dir)
+        except DataError as error:
+            raise EvalDataError(str(error)) from None
+
+    def common(self) -> dict[str, Any]:
+        """The fields every task takes."""
+        return {
+            "name": self.name,
+            "instruction": self.get("instruction"),
+            "language": self.get("language", "en"),
+            "description": self.get("description", ""),
+            "main_metric": self.get("metric", ""),
+            "source": str(self.path),
+        }
+
+    def sample(self, n: int) -> list[int]:
+        """Which of `n` examples the entry's `limit` keeps: a deterministic sample, in order (all without one)."""
+        return _subset(n, self.get("limit"))
+
+    def stratified(self, labels: list[str]) -> list[int]:
+        """Like `sample`, as many of each label (as far as a label has them)."""
+        limit = self.get("limit")
+        if limit is None or limit >= len(labels):
+            return list(range(len(labels)))
+        by_label: dict[str, list[int]] = defaultdict(list)
+        for i, label in enumerate(labels):
+            by_label[label].append(i)
+        share = max(1, limit // len(by_label))
+        rng = random.Random(0)
+        return sorted(i for indices in by_label.values() for i in rng.sample(indices, min(share, len(indices))))
+
+    def cut(self, text: str) -> str:
+        """`text` cut to the entry's `max_chars` at the last space (whole, without `max_chars`)."""
+        max_chars = self.get("max_chars")
+        if not max_chars or len(text) <= max_chars:
+            return text
+        cut = text[:max_chars]
+        return cut[: cut.rfind(" ")] if " " in cut else cut
+
+
+def _subset(n: int, limit: int | None) -> list[int]:
+    if limit is None or limit >= n:
+        return list(range(n))
+    return sorted(random.Random(0).sample(range(n), limit))
 
 
 @dataclass(kw_only=True)
@@ -30,6 +110,12 @@ class Task:
     type: ClassVar[str] = ""
     default_metric: ClassVar[str] = ""
     metrics: ClassVar[tuple[str, ...]] = ()
+    entry_keys: ClassVar[tuple[str, ...]] = ()  # the registry keys this type reads besides COMMON_KEYS
+
+    @classmethod
+    def from_entry(cls, entry: TaskEntry) -> Self:
+        """The task a registry entry defines, with its data read and cut to the entry's subset."""
+        raise NotImplementedError
 
     def __post_init__(self) -> None:
         self.main_metric = self.main_metric or self.default_metric
@@ -64,6 +150,18 @@ class STSTask(Task):
     type: ClassVar[str] = "sts"
     default_metric: ClassVar[str] = "spearman"
     metrics: ClassVar[tuple[str, ...]] = ("spearman", "pearson")
+    entry_keys: ClassVar[tuple[str, ...]] = ("scores", "max_chars")
+
+    @classmethod
+    def from_entry(cls, entry: TaskEntry) -> Self:
+        data = readers.read_sts(entry.path, entry.get("format"), entry.resolve("scores"))
+        keep = entry.sample(len(data.scores))
+        return cls(
+            **entry.common(),
+            sentences1=[entry.cut(data.sentences1[i]) for i in keep],
+            sentences2=[entry.cut(data.sentences2[i]) for i in keep],
+            scores=[data.scores[i] for i in keep],
+        )
 
     def __post_init__(self) -> None:
         self._check_lengths(sentences1=self.sentences1, sentences2=self.sentences2, scores=self.scores)
@@ -103,6 +201,17 @@ class ClassificationTask(Task):
     type: ClassVar[str] = "classification"
     default_metric: ClassVar[str] = "accuracy"
     metrics: ClassVar[tuple[str, ...]] = ("accuracy", "f1_macro")
+    entry_keys: ClassVar[tuple[str, ...]] = ("max_chars", "test_path", "folds")
+
+    @classmethod
+    def from_entry(cls, entry: TaskEntry) -> Self:
+        examples = _labelled_examples(entry)
+        if "folds" in entry.keys:
+            examples["folds"] = entry.keys["folds"]
+        if test_path := entry.resolve("test_path"):
+            test = readers.read_labelled(test_path, entry.get("format"))
+            examples |= {"test_texts": [entry.cut(t) for t in test.texts], "test_labels": test.labels}
+        return cls(**entry.common(), **examples)
 
     def __post_init__(self) -> None:
         self._check_lengths(texts=self.texts, labels=self.labels)
@@ -155,6 +264,11 @@ class ClusteringTask(Task):
     type: ClassVar[str] = "clustering"
     default_metric: ClassVar[str] = "v_measure"
     metrics: ClassVar[tuple[str, ...]] = ("v_measure",)
+    entry_keys: ClassVar[tuple[str, ...]] = ("max_chars",)
+
+    @classmethod
+    def from_entry(cls, entry: TaskEntry) -> Self:
+        return cls(**entry.common(), **_labelled_examples(entry))
 
     def __post_init__(self) -> None:
         self._check_lengths(texts=self.texts, labels=self.labels)
@@ -188,6 +302,22 @@ class BitextTask(Task):
     type: ClassVar[str] = "bitext"
     default_metric: ClassVar[str] = "f1"
     metrics: ClassVar[tuple[str, ...]] = ("f1", "accuracy")
+    entry_keys: ClassVar[tuple[str, ...]] = ("target_path", "min_words")
+
+    @classmethod
+    def from_entry(cls, entry: TaskEntry) -> Self:
+        if entry.get("format") == "mo":
+            pairs = readers.read_mo_pairs(entry.path, entry.get("min_words", 4))
+            sources, targets = [s for s, _ in pairs], [t for _, t in pairs]
+        else:
+            sources, targets = readers.read_pairs(entry.path, entry.get("format"), entry.resolve("target_path"))
+        keep = entry.sample(len(sources))
+        return cls(
+            **entry.common(),
+            sources=[sources[i] for i in keep],
+            targets=[targets[i] for i in keep],
+            target_language=entry.get("language", ""),
+        )
 
     def __post_init__(self) -> None:
         self._check_lengths(sources=self.sources, targets=self.targets)
@@ -223,6 +353,21 @@ class TripletTask(Task):
     type: ClassVar[str] = "triplets"
     default_metric: ClassVar[str] = "accuracy"
     metrics: ClassVar[tuple[str, ...]] = ("accuracy",)
+    entry_keys: ClassVar[tuple[str, ...]] = ("min_words",)
+
+    @classmethod
+    def from_entry(cls, entry: TaskEntry) -> Self:
+        if entry.get("format") == "mo-prefix-triplets":
+            anchors, similar, dissimilar = mo_prefix_triplets(entry.path, entry.get("min_words", 3))
+        else:
+            anchors, similar, dissimilar = readers.read_triplets(entry.path, entry.get("format"))
+        keep = entry.sample(len(anchors))
+        return cls(
+            **entry.common(),
+            anchors=[anchors[i] for i in keep],
+            similar=[similar[i] for i in keep],
+            dissimilar=[dissimilar[i] for i in keep],
+        )
 
     def __post_init__(self) -> None:
         self._check_lengths(anchors=self.anchors, similar=self.similar, dissimilar=self.dissimilar)
@@ -257,6 +402,24 @@ class RetrievalTask(Task):
     type: ClassVar[str] = "retrieval"
     default_metric: ClassVar[str] = "ndcg_at_10"
     metrics: ClassVar[tuple[str, ...]] = ("ndcg_at_10", "recall_at_100", "mrr_at_10")
+    entry_keys: ClassVar[tuple[str, ...]] = ("split", "max_chars")
+
+    @classmethod
+    def from_entry(cls, entry: TaskEntry) -> Self:
+        """A `limit` keeps that many queries, against their documents and others (RETRIEVAL_CORPUS_PER_QUERY)."""
+        format = entry.get("format")
+        if format == "wiki-sentences":
+            queries, corpus, qrels = wiki_sentence_retrieval(entry.path, entry.get("language", "en"))
+        elif format == "headlines":
+            queries, corpus, qrels = headline_retrieval(entry.path)
+        else:
+            data = readers.read_beir(entry.path, entry.get("split", "test"))
+            queries, corpus, qrels = data.queries, data.corpus, data.qrels
+        keep = set(entry.sample(len(qrels)))
+        if len(keep) < len(qrels):
+            qrels = {q: r for i, (q, r) in enumerate(qrels.items()) if i in keep}
+            corpus = _retrieval_subset(corpus, qrels, RETRIEVAL_CORPUS_PER_QUERY * len(keep))
+        return cls(**entry.common(), queries=queries, corpus={k: entry.cut(v) for k, v in corpus.items()}, qrels=qrels)
 
     def __post_init__(self) -> None:
         for query_id, relevant in self.qrels.items():
@@ -326,6 +489,21 @@ def search(
 
 def _nearest(x: np.ndarray, y: np.ndarray) -> np.ndarray:
     return search(x, y, 1)[:, 0]
+
+
+def _labelled_examples(entry: TaskEntry) -> dict[str, Any]:
+    """The texts and labels of a classification or clustering entry: its stratified subset, texts cut."""
+    data = readers.read_labelled(entry.path, entry.get("format"))
+    keep = entry.stratified(data.labels)
+    return {"texts": [entry.cut(data.texts[i]) for i in keep], "labels": [data.labels[i] for i in keep]}
+
+
+def _retrieval_subset(corpus: dict[str, str], qrels: dict[str, dict], size: int) -> dict[str, str]:
+    """The documents relevant to the kept queries, topped up with a deterministic sample of the others to `size`."""
+    relevant = {doc for docs in qrels.values() for doc in docs}
+    others = [doc for doc in corpus if doc not in relevant]
+    chosen = relevant | {others[i] for i in _subset(len(others), max(0, size - len(relevant)))}
+    return {doc: text for doc, text in corpus.items() if doc in chosen}
 
 
 TASK_TYPES: dict[str, type[Task]] = {

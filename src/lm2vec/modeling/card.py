@@ -1,15 +1,14 @@
 """README.md for an exported encoder, in the Hugging Face Hub's model-card format.
 
 `save_pretrained` writes the basic card (what the model is, how to use it); the pipeline's report stage rewrites
-it with the recipe, each stage's settings and wall time, and the evaluation table.
+it with sections of its own (`extra_sections`: the recipe, each stage's settings and wall time, the evaluation
+table).
 """
 
 from __future__ import annotations
 
-import json
 import re
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -20,27 +19,11 @@ from lm2vec.modeling.matryoshka import supported_dimensions
 from lm2vec.modeling.sources import packaged_model
 
 if TYPE_CHECKING:
-    from lm2vec.evaluation.runner import Results
     from lm2vec.modeling.encoder import EncoderConfig
 
 CARD_NAME = "README.md"
 TAGS = ["sentence-transformers", "sentence-similarity", "feature-extraction", "lm2vec", "llm2vec"]
 HUB_CACHE_FOLDER = re.compile(r"models--([^/]+)--([^/]+)")
-
-
-@dataclass
-class StageCard:
-    """One training stage as the card shows it."""
-
-    name: str
-    seconds: float
-    settings: Mapping[str, Any] = field(default_factory=dict)
-
-
-@dataclass
-class TrainingCard:
-    recipe: str
-    stages: Sequence[StageCard]
 
 
 def base_metadata(source: str) -> dict[str, Any]:
@@ -76,12 +59,10 @@ def front_matter(text: str) -> dict[str, Any]:
 
 
 def model_card(
-    config: EncoderConfig,
-    dimension: int,
-    base: Mapping[str, Any],
-    training: TrainingCard | None = None,
-    results: Results | None = None,
+    config: EncoderConfig, dimension: int, base: Mapping[str, Any], extra_sections: Sequence[str] = ()
 ) -> str:
+    """The card's markdown: Hub front matter (`base`: base_metadata), what the encoder is and how to use it, then
+    `extra_sections` (markdown, each ending in a blank line)."""
     header = {**base, "library_name": "sentence-transformers", "pipeline_tag": "sentence-similarity", "tags": TAGS}
     base_name = base.get("base_model", "a decoder-only language model")
     attention = "bidirectional attention" if config.bidirectional else "causal attention"
@@ -100,13 +81,8 @@ def model_card(
         *_matryoshka_section(config, dimension),
         *_usage_section(config),
         *_licence_section(base),
+        *extra_sections,
     ]
-    if training is not None:
-        lines += _training_section(training)
-    if results is not None:
-        from lm2vec.evaluation.report import markdown_table
-
-        lines += ["## Evaluation", "", markdown_table(results), ""]
     return "\n".join(lines)
 
 
@@ -201,12 +177,3 @@ def _licence_section(base: Mapping[str, Any]) -> list[str]:
         "which applies to every copy and derivative of them.",
         "",
     ]
-
-
-def _training_section(training: TrainingCard) -> list[str]:
-    lines = ["## Training", "", f"Trained with `lm2vec run {training.recipe}`.", ""]
-    lines += ["| stage | wall time | settings |", "| --- | ---: | --- |"]
-    for stage in training.stages:
-        settings = ", ".join(f"{key}={json.dumps(value, default=str)}" for key, value in stage.settings.items())
-        lines.append(f"| {stage.name} | {stage.seconds:.0f} s | {settings.replace('|', '/')} |")
-    return [*lines, ""]

@@ -52,7 +52,6 @@ from lm2vec.serving.documents import (
 
 FORMAT_NAME = "lm2vec-index"
 FORMAT_VERSION = 2
-WEIGHT_SUFFIXES = (".safetensors", ".bin", ".gguf", ".pt")
 PASSAGE_COLUMNS = ("hash", "text", "source", "doc_id", "title", "metadata")
 DOCUMENT_COLUMNS = ("hash", "doc_id", "title", "metadata")  # a held passage, compared with a new one
 PART_NAME = "parts/part-{:06d}.parquet"
@@ -86,15 +85,14 @@ class BuildReport:
 # --- the model an index belongs to ---------------------------------------------------------------------------
 def describe_model(source: str, encoder) -> dict[str, Any]:
     """Source as given, the resolved folder, a SHA-256 over its weight files, and the encoder config."""
+    from lm2vec.modeling.fingerprint import weights_record  # here: lm2vec.modeling imports torch
     from lm2vec.modeling.sources import resolve_source
 
     folder = Path(resolve_source(source)).resolve()
-    files = _weight_files(folder)
     return {
         "source": source,
         "folder": str(folder),
-        "weights_sha256": _weights_hash(files),
-        "weight_files": _file_stats(files),
+        **weights_record(folder),
         "encoder": asdict(encoder.config),
         "dimension": encoder.get_sentence_embedding_dimension(),
     }
@@ -102,13 +100,10 @@ def describe_model(source: str, encoder) -> dict[str, Any]:
 
 def check_same_model(recorded: dict[str, Any], source: str, encoder) -> None:
     """Raise unless `encoder` (loaded from `source`) is the model the index was built with."""
+    from lm2vec.modeling.fingerprint import same_weights
     from lm2vec.modeling.sources import resolve_source
 
-    folder = Path(resolve_source(source)).resolve()
-    files = _weight_files(folder)
-    # The hash is recomputed only when size or modification time of a weight file changed.
-    same_files = _file_stats(files) == recorded["weight_files"]
-    if not same_files and _weights_hash(files) != recorded["weights_sha256"]:
+    if not same_weights(Path(resolve_source(source)).resolve(), recorded):
         raise IndexStoreError(f"{source} is not the model this index was built with ({recorded['source']}: "
                               "its weights differ)")  # fmt: skip
     for key in ("pooling", "max_length", "instruction_template", "bidirectional"):
@@ -128,25 +123,6 @@ def load_index_model(recorded: dict[str, Any], device: str | None = None):
                                      device=device)  # fmt: skip
     check_same_model(recorded, source, encoder)
     return encoder
-
-
-def _weight_files(folder: Path) -> list[Path]:
-    if folder.is_file():
-        return [folder]
-    return sorted(path for path in folder.iterdir() if path.suffix in WEIGHT_SUFFIXES) if folder.is_dir() else []
-
-
-def _weights_hash(files: list[Path]) -> str:
-    digest = hashlib.sha256()
-    for path in files:
-        digest.update(path.name.encode())
-        with path.open("rb") as file:
-            digest.update(hashlib.file_digest(file, "sha256").digest())
-    return digest.hexdigest()
-
-
-def _file_stats(files: list[Path]) -> list[list[Any]]:
-    return [[path.name, path.stat().st_size, path.stat().st_mtime_ns] for path in files]
 
 
 # --- writing -------------------------------------------------------------------------------------------------

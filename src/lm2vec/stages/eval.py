@@ -1,5 +1,5 @@
 """`[eval]`: the causal baselines, the untrained model, every trained stage and a reference encoder on the
-recipe's tasks -> RUN/eval/results.json (and RUN/stages.json, the models compared)."""
+recipe's tasks -> RUN/eval/results.json (and RUN/stages.json, the models compared, for `lm2vec report RUN`)."""
 
 from __future__ import annotations
 
@@ -61,21 +61,21 @@ class EvalStage(Stage):
 
     def run(self, context) -> dict[str, Any]:
         from lm2vec.evaluation.registry import Registry
-        from lm2vec.evaluation.report import resolve_models
+        from lm2vec.evaluation.report import run_specs, with_reference
         from lm2vec.evaluation.runner import evaluate
 
         options: EvalOptions = context.plan.options["eval"]
-        write_stages_manifest(context)
+        manifest = write_stages_manifest(context)
         registry = Registry.from_files(options.registries)
         tasks = [registry.load(name, options.limit) for name in registry.select(options.suites, options.tasks)]
-        specs = resolve_models([str(context.dir)], baselines=options.baselines, reference=options.reference)
+        specs = with_reference(run_specs(context.dir, options.baselines, manifest), options.reference)
         results = evaluate(specs, tasks, batch_size=options.batch_size, device=options.device)
         results.save(context.dir / "eval" / "results.json")
         return {"models": len(results.models), "tasks": len(results.tasks)}
 
 
-def write_stages_manifest(context) -> None:
-    """stages.json: the models lm2vec.evaluation.report compares for this run."""
+def write_stages_manifest(context) -> dict[str, Any]:
+    """stages.json: the models lm2vec.evaluation.report compares for this run (`lm2vec report RUN`); returns it."""
     from lm2vec.artifacts import write_json_atomic
 
     plan = context.plan
@@ -85,6 +85,7 @@ def write_stages_manifest(context) -> None:
     ]
     manifest = {"base": plan.run.model, "pooling": plan.run.pooling, "stages": stages}
     write_json_atomic(context.dir / "stages.json", manifest)
+    return manifest
 
 
 register_stage(EvalStage(), after="export")

@@ -17,8 +17,7 @@ class ExportStage(Stage):
 
     def run(self, context) -> dict[str, Any]:
         """The final encoder, merged, and checked: sentence-transformers must give LM2Vec's embeddings."""
-        from lm2vec.modeling.export import ExportCheckError, export_encoder
-        from lm2vec.pipeline import PipelineError
+        from lm2vec.modeling.export import export_encoder
         from lm2vec.stages.eval import EvalOptions
 
         plan = context.plan
@@ -29,19 +28,16 @@ class ExportStage(Stage):
             for name in plan.trained:
                 plan.stage(name).finish_encoder(plan, config, last=name == plan.trained[-1])
 
-        try:
-            export = export_encoder(
-                run.model,
-                context.dir / "model",
-                adapters=adapters,
-                pooling=run.pooling,
-                max_length=run.max_length,
-                configure=configure,
-                check=True,
-                check_device=plan.options.get("eval", EvalOptions()).device,
-            )
-        except ExportCheckError as error:
-            raise PipelineError(str(error)) from None
+        export = export_encoder(
+            run.model,
+            context.dir / "model",
+            adapters=adapters,
+            pooling=run.pooling,
+            max_length=run.max_length,
+            configure=configure,
+            check=True,
+            check_device=plan.options.get("eval", EvalOptions()).device,
+        )
         return {
             "folder": str(export.folder),
             "adapters": [str(a) for a in adapters],

@@ -44,24 +44,35 @@ class ReportStage(Stage):
 
 def write_model_card(context, results) -> None:
     """The exported folder's README.md, now with the recipe, each stage's settings and wall time, and scores."""
-    from lm2vec.modeling.card import StageCard, TrainingCard, base_metadata, model_card
+    from lm2vec.evaluation.report import markdown_table
+    from lm2vec.modeling.card import base_metadata, model_card
     from lm2vec.modeling.card import write_model_card as write_card
     from lm2vec.modeling.encoder import EncoderConfig
 
     folder = context.dir / "model"
     config = EncoderConfig.from_folder(folder)
     dimension = json.loads((folder / "1_Pooling" / "config.json").read_text())["embedding_dimension"]
-    stages = []
+    evaluation = "\n".join(["## Evaluation", "", markdown_table(results), ""])
+    metadata = base_metadata(context.plan.run.model)
+    write_card(folder, model_card(config, dimension, metadata, [training_section(context), evaluation]))
+
+
+def training_section(context) -> str:
+    """The card's recipe, and each stage's wall time and settings (those set, not the folders the run owns)."""
+    lines = ["## Training", "", f"Trained with `lm2vec run {context.plan.recipe_path.name}`.", ""]
+    lines += ["| stage | wall time | settings |", "| --- | ---: | --- |"]
     for stage, record in context.records.items():
-        if stage == "report":
+        if stage == ReportStage.name:
             continue
         options = context.plan.options.get(stage)
         settings = {} if not dataclasses.is_dataclass(options) else asdict(options)
-        settings = {k: v for k, v in settings.items() if v not in (None, "", [], {}) and k != "output_dir"}
-        stages.append(StageCard(stage, record.seconds, settings))
-    training = TrainingCard(context.plan.recipe_path.name, stages)
-    metadata = base_metadata(context.plan.run.model)
-    write_card(folder, model_card(config, dimension, metadata, training, results))
+        cells = ", ".join(
+            f"{key}={json.dumps(value, default=str)}"
+            for key, value in settings.items()
+            if value not in (None, "", [], {}) and key != "output_dir"
+        )
+        lines.append(f"| {stage} | {record.seconds:.0f} s | {cells.replace('|', '/')} |")
+    return "\n".join([*lines, ""])
 
 
 def progress(context, results) -> list[str]:

@@ -8,7 +8,6 @@ continues the same file and the plot shows one continuous curve.
 from __future__ import annotations
 
 import json
-import os
 import sys
 import time
 from pathlib import Path
@@ -16,7 +15,7 @@ from pathlib import Path
 from transformers import TrainerCallback, TrainerControl, TrainerState, TrainingArguments
 from transformers.integrations import TensorBoardCallback
 
-from lm2vec.artifacts import temporary_sibling
+from lm2vec.artifacts import append_jsonl, atomic_file
 
 LOG_NAME = "log.jsonl"
 PLOT_NAME = "loss.png"
@@ -47,9 +46,8 @@ class JsonlLogCallback(TrainerCallback):
         if not state.is_world_process_zero or not logs:
             return
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        with self.path.open("a", encoding="utf-8") as log:
-            record = {"step": state.global_step, "epoch": state.epoch, "time": round(time.time(), 3), **logs}
-            log.write(json.dumps(record) + "\n")
+        record = {"step": state.global_step, "epoch": state.epoch, "time": round(time.time(), 3), **logs}
+        append_jsonl(self.path, record)
 
 
 class StageProgress(TrainerCallback):
@@ -142,8 +140,7 @@ def plot_losses(run_dir: str | Path) -> Path | None:
     axes.legend()
     figure.tight_layout()
     path = Path(run_dir) / PLOT_NAME
-    temporary = temporary_sibling(path)
-    figure.savefig(temporary, dpi=100, format="png")
+    with atomic_file(path) as temporary:
+        figure.savefig(temporary, dpi=100, format="png")
     plt.close(figure)
-    os.replace(temporary, path)
     return path

@@ -27,12 +27,13 @@ from transformers.trainer_callback import PrinterCallback, ProgressCallback
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR, rotate_checkpoints
 
 from lm2vec.artifacts import (
-    PARTIAL,
     atomic_folder,
     claim_folder,
+    remove_leftovers,
+    remove_path,
     temporary_sibling,
     write_json_atomic,
-    write_text_atomic,
+    write_jsonl_atomic,
 )
 from lm2vec.console import hide_progress_bars_unless_terminal
 from lm2vec.recipe import failed_checks
@@ -262,10 +263,7 @@ class AtomicCheckpoints:
             self._checkpoint_staging = None
         self.accelerator.wait_for_everyone()
         if self.args.should_save:
-            if final.is_dir() and not final.is_symlink():  # an incomplete one from a killed run, at the same step
-                shutil.rmtree(final)
-            elif final.exists() or final.is_symlink():
-                final.unlink()
+            remove_path(final)  # an incomplete one from a killed run, at the same step
             os.replace(staging / final.name, final)
             staging.rmdir()
             rotate_checkpoints(str(run_dir), self.args.save_total_limit, self.state.best_model_checkpoint, True)
@@ -296,11 +294,8 @@ def last_complete_checkpoint(output_dir: Path, clean: bool) -> str | None:
         elif clean:
             logger.warning("%s is incomplete (a save was interrupted): removed, not resumed from.", path)
             shutil.rmtree(path)
-    for leftover in output_dir.glob(f".{PREFIX_CHECKPOINT_DIR}-*{PARTIAL}*") if clean else ():
-        if leftover.is_dir() and not leftover.is_symlink():
-            shutil.rmtree(leftover)
-        else:
-            leftover.unlink()
+    if clean:
+        remove_leftovers(output_dir / f"{PREFIX_CHECKPOINT_DIR}-*")
     return str(last) if last is not None else None
 
 
@@ -341,7 +336,7 @@ def truncate_log(run_dir: str | Path, step: int) -> int:
     records = read_log(run_dir)
     kept = [r for r in records if r.get("step", 0) <= step]
     if len(kept) < len(records):
-        write_text_atomic(path, "".join(json.dumps(r) + "\n" for r in kept))
+        write_jsonl_atomic(path, kept)
     return len(records) - len(kept)
 
 

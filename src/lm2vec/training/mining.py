@@ -8,7 +8,6 @@ case and whitespace folding) are never negatives. The output is the supervised s
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -16,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from lm2vec.artifacts import check_output_file, write_text_atomic
+from lm2vec.artifacts import check_output_file, write_jsonl_atomic
 from lm2vec.readers import SupervisedPair, read_sentences, read_supervised_pairs
 
 if TYPE_CHECKING:  # the options import light, for the `lm2vec mine` command line
@@ -117,7 +116,7 @@ def write_mined(
 ) -> dict[str, int]:
     """Mine negatives for `records` from `corpus`, write `output` atomically; how many were found."""
     mined = mine_hard_negatives(encoder, records, corpus, options)
-    write_text_atomic(output, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in mined))
+    write_jsonl_atomic(output, mined)
     added = [len(m["negatives"]) - len(r["negatives"]) for m, r in zip(mined, records, strict=True)]
     short = sum(count < options.num_negatives for count in added)
     return {"records": len(records), "corpus": len(corpus), "negatives": sum(added), "records_short": short}

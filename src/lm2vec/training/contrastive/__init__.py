@@ -27,7 +27,6 @@ Layout (as tevatron splits a retriever): `options` (the dataclasses), `data` (re
 `train_supervised`); shared driver code is in `lm2vec.training.common`.
 """
 
-from lm2vec.readers import read_sentences, read_supervised_pairs, sts_supervised_pairs
 from lm2vec.training.common import TrainingResult
 from lm2vec.training.contrastive.data import (
     MIN_CROP_WORDS,
@@ -44,11 +43,6 @@ from lm2vec.training.contrastive.driver import ADAPTER_DIR, ENCODER_DIR, OPTIONS
 from lm2vec.training.contrastive.model import RandomState, batch_loss, embed, mini_batches, set_attention_dropout
 from lm2vec.training.contrastive.options import POSITIVES, ContrastiveOptions, SimCSEOptions, SupervisedOptions
 from lm2vec.training.contrastive.trainer import ContrastiveTrainer
-
-# The readers under the names this module has always had (lm2vec.readers reads every shared input format).
-load_sentences = read_sentences
-load_pairs = read_supervised_pairs
-load_sts_pairs = sts_supervised_pairs
 
 __all__ = [
     "ADAPTER_DIR",
@@ -69,9 +63,6 @@ __all__ = [
     "batch_loss",
     "crop_pairs",
     "embed",
-    "load_pairs",
-    "load_sentences",
-    "load_sts_pairs",
     "mined_records",
     "mini_batches",
     "query_instruction",

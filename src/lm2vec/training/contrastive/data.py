@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import math
 import random
 from collections import Counter
@@ -14,7 +13,7 @@ from typing import Any
 import torch
 from torch.utils.data import Dataset, Sampler
 
-from lm2vec.artifacts import write_text_atomic
+from lm2vec.artifacts import write_jsonl_atomic
 from lm2vec.modeling.encoder import LM2Vec
 from lm2vec.readers import read_supervised_pairs, sts_supervised_pairs
 from lm2vec.training.contrastive.options import SupervisedOptions
@@ -161,5 +160,5 @@ def mined_records(
     corpus = list(dict.fromkeys(record["positive"] for record in records))
     mined = mine_hard_negatives(encoder, list(records), corpus, mining)
     if write:  # the main process; the others mined the same negatives
-        write_text_atomic(path, "".join(json.dumps(record, ensure_ascii=False) + "\n" for record in mined))
+        write_jsonl_atomic(path, mined)
     return mined

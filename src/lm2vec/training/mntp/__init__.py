@@ -23,7 +23,7 @@ from lm2vec.training.mntp.data import PackedBlocks, load_texts, pack_blocks, pre
 from lm2vec.training.mntp.driver import ADAPTER_DIR, CONFIG_FILE, MERGED_DIR, eval_accuracy_log, train_mntp
 from lm2vec.training.mntp.model import MNTPModel, build_mntp_model, load_causal_lm
 from lm2vec.training.mntp.options import MNTPConfig
-from lm2vec.training.mntp.trainer import MNTPTrainer, TokensPerSecondBar, masked_accuracy
+from lm2vec.training.mntp.trainer import MNTPTrainer, masked_accuracy
 
 __all__ = [
     "ADAPTER_DIR",
@@ -33,7 +33,6 @@ __all__ = [
     "MNTPModel",
     "MNTPTrainer",
     "PackedBlocks",
-    "TokensPerSecondBar",
     "TrainingResult",
     "backbone_of",
     "build_mntp_model",

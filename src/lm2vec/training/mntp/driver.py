@@ -25,7 +25,7 @@ from lm2vec.training.masking import MNTPCollator, mask_token_for
 from lm2vec.training.mntp.data import PackedBlocks, prepare_data
 from lm2vec.training.mntp.model import build_mntp_model, load_causal_lm
 from lm2vec.training.mntp.options import MNTPConfig
-from lm2vec.training.mntp.trainer import MNTPTrainer, TokensPerSecondBar, masked_accuracy
+from lm2vec.training.mntp.trainer import MNTPTrainer, masked_accuracy
 
 logger = logging.getLogger(__name__)
 
@@ -58,7 +58,6 @@ def train_mntp(
     # Step 0 evaluates the bidirectional model before MNTP (LoRA B is still zero).
     args.eval_on_start = bool(options.eval_on_start and eval_dataset is not None and checkpoint is None)
     tokens_per_step = samples // options.max_steps * args.world_size * options.max_seq_length
-    bar = TokensPerSecondBar(tokens_per_step)
     trainer = MNTPTrainer(
         model=model,
         args=args,
@@ -66,10 +65,9 @@ def train_mntp(
         eval_dataset=eval_dataset if has_eval else None,
         data_collator=collator,
         compute_metrics=masked_accuracy,
-        callbacks=[bar, *shared_callbacks(options), *callbacks],
+        callbacks=[*shared_callbacks(options), *callbacks],
         tokens_per_step=tokens_per_step,
     )
-    bar.trainer = trainer
     if trainer.is_world_process_zero():
         output_dir.mkdir(parents=True, exist_ok=True)
         mask_token, mask_id = mask_token_for(tokenizer, options.mask_token)

@@ -8,11 +8,7 @@ import time
 import numpy as np
 import torch
 from torch import nn
-from transformers import (
-    ProgressCallback,
-    Trainer,
-    TrainerCallback,
-)
+from transformers import Trainer
 
 from lm2vec.training.common import (
     AtomicCheckpoints,
@@ -73,28 +69,3 @@ class MNTPTrainer(AtomicCheckpoints, OneProgressBar, Trainer):
         if "loss" in logs and (rate := self.tokens_per_second()) is not None:
             logs["tokens_per_second"] = round(rate, 1)
         super().log(logs, *args, **kwargs)
-
-
-class TokensPerSecondBar(TrainerCallback):
-    """Shows the training throughput (tokens/s over the last steps) on the Trainer's progress bar."""
-
-    def __init__(self, tokens_per_step: int, window: int = 10):
-        self.tokens_per_step = tokens_per_step
-        self.window = window
-        self.times: list[float] = []
-        self.trainer: Trainer | None = None
-
-    def on_step_end(self, args, state, control, **kwargs):
-        self.times = [*self.times[-self.window :], time.perf_counter()]
-        bar = self._bar()
-        if bar is not None and len(self.times) > 1:
-            rate = (len(self.times) - 1) * self.tokens_per_step / max(self.times[-1] - self.times[0], 1e-9)
-            bar.set_postfix({"tok/s": f"{rate:.0f}"}, refresh=False)
-
-    def _bar(self):
-        if self.trainer is None:
-            return None
-        for callback in self.trainer.callback_handler.callbacks:
-            if isinstance(callback, ProgressCallback):
-                return callback.training_bar
-        return None
