@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 import numpy as np
+import pytest
 from typer.testing import CliRunner
 
 from lm2vec import LM2Vec
@@ -105,7 +106,7 @@ def test_run_help_lists_the_run_and_eval_options_and_names_the_stage_sections() 
 
 def test_options_are_described_from_metadata() -> None:
     from lm2vec.options import describe
-    from lm2vec.pipeline import RunOptions
+    from lm2vec.pipeline.plan import RunOptions
     from lm2vec.stages.eval import EvalOptions
 
     run = {doc.name: doc for doc in describe(RunOptions)}
@@ -234,7 +235,17 @@ def test_typer_options_builds_the_dataclass_and_reports_bad_values() -> None:
     result = runner.invoke(demo, ["--size", "0"])
     assert result.exit_code == 2 and "error: size must be at least 1, got 0." in result.output
     result = runner.invoke(demo, ["--dims", "a"])
-    assert result.exit_code == 2 and "error: --dims: expected int values, got a" in result.output
+    assert result.exit_code == 2 and "error: --dims='a' is not an integer." in result.output
+
+    # A recipe's `--set` goes through the same conversion: the same strings give the same options.
+    from lm2vec.recipe import RecipeError, build_config
+
+    assert build_config(Demo, "demo", {}, ["size=3", "name=n", "fast=no", "dims=4,8,16"]) == seen[-1][0]
+    assert build_config(Demo, "demo", {"demo": {"dims": [4, 8]}}).dims == [4, 8]
+    with pytest.raises(RecipeError, match="dims='a' is not an integer"):
+        build_config(Demo, "demo", {}, ["dims=4,a"])
+    with pytest.raises(RecipeError, match="dims=4.5 is not an integer"):
+        build_config(Demo, "demo", {"demo": {"dims": [4.5]}})
 
 
 def test_help_keeps_recipe_sections_and_types_as_written() -> None:

@@ -5,7 +5,12 @@ transformers' HfArgumentParser do):
 - a recipe section's keys and checks: the dataclass itself (`__post_init__` refuses values out of range);
 - `describe()` and `options_help()`: each option's name, type, default and help, for `--help` epilogs;
 - `typer_options()`: a command's CLI options, one per field (`--max-articles` for `max_articles`), the
-  dataclass built from the parsed values.
+  dataclass built from the parsed values;
+- `parse_value()`: the one conversion of a value (a TOML value, a `--set` string, a CLI flag's strings) to a field's
+  type, used by recipes (`lm2vec.recipe.build_config`) and CLI options alike.
+
+Our own dataclasses rather than pydantic or HfArgumentParser: they are what peft's and transformers' configs are, and
+recipes, `--set` and CLI flags all need the same few conversions, written once here.
 
 A subclass that only changes a field's default keeps the help of the class it inherits the field from."""
 
@@ -19,6 +24,12 @@ import types
 import typing
 from collections.abc import Callable, Collection
 from typing import Annotated, Any
+
+from lm2vec.errors import LM2VecError
+
+
+class OptionValueError(LM2VecError, ValueError):
+    """A value that does not fit its option's type; the message names the option and the value."""
 
 
 @dataclasses.dataclass
@@ -141,23 +152,59 @@ def _parameter(options_class: type, field: dataclasses.Field) -> inspect.Paramet
 
 
 def _converted(options_class: type, settings: dict[str, Any]) -> dict[str, Any]:
-    """List options from their strings (None: not given, the field's default) to the field's item type."""
+    """List options from their strings (None: not given, the field's default) to the field's type."""
     hints = typing.get_type_hints(options_class)
     result = {}
     for name, value in settings.items():
-        base, _ = _unwrap_optional(hints[name])
-        if typing.get_origin(base) is list:
+        if typing.get_origin(_unwrap_optional(hints[name])[0]) is list:
             if value is None:
                 continue
-            (item_type,) = typing.get_args(base) or (str,)
-            items = [part.strip() for each in value for part in each.split(",") if part.strip()]
-            try:
-                value = [item_type(item) for item in items]
-            except ValueError:
-                flag = "--" + name.replace("_", "-")
-                raise ValueError(f"{flag}: expected {item_type.__name__} values, got {', '.join(items)}") from None
+            value = parse_value(",".join(value), hints[name], "--" + name.replace("_", "-"))
         result[name] = value
     return result
+
+
+def parse_value(value: Any, annotation: Any, name: str) -> Any:
+    """`value` as the type `annotation`: a TOML value is checked against it, a string (`--set`, a CLI flag) is
+    parsed by it first (true/false, numbers, a JSON list or comma-separated items). OptionValueError otherwise."""
+    base, optional = _unwrap_optional(annotation)
+    if optional and isinstance(value, str) and value.lower() in ("none", "null", ""):
+        return None
+    if isinstance(value, str) and base is not str:
+        value = _parse_string(value, base, name)
+    if typing.get_origin(base) in (list, tuple):
+        (item_type,) = typing.get_args(base)[:1] or (Any,)
+        if not isinstance(value, list):
+            raise OptionValueError(f"{name}={value!r} is not a list of {getattr(item_type, '__name__', 'values')}.")
+        return [parse_value(item, item_type, name) for item in value] if item_type is not Any else value
+    expected = {bool: (bool,), int: (int,), float: (int, float), str: (str,)}.get(base)
+    if expected is not None and (not isinstance(value, expected) or isinstance(value, bool) and base is not bool):
+        kind = {bool: "a boolean", int: "an integer", float: "a number", str: "a string"}[base]
+        raise OptionValueError(f"{name}={value!r} is not {kind}.")
+    return float(value) if base is float else value
+
+
+def _parse_string(value: str, annotation: Any, name: str) -> Any:
+    if annotation is bool:
+        if value.lower() in ("true", "1", "yes"):
+            return True
+        if value.lower() in ("false", "0", "no"):
+            return False
+        raise OptionValueError(f"{name}={value!r} is not a boolean.")
+    if annotation in (int, float):
+        try:
+            return annotation(value)
+        except ValueError:
+            kind = "an integer" if annotation is int else "a number"
+            raise OptionValueError(f"{name}={value!r} is not {kind}.") from None
+    if typing.get_origin(annotation) in (list, tuple):
+        if not value.startswith("["):
+            return [part.strip() for part in value.split(",") if part.strip()]
+        try:
+            return json.loads(value)
+        except json.JSONDecodeError as error:
+            raise OptionValueError(f"{name}={value!r} is not a JSON list ({error.msg}).") from None
+    return value
 
 
 def _unwrap_optional(annotation: Any) -> tuple[Any, bool]:

@@ -1,21 +1,21 @@
 """Recipes: one TOML file holds every stage's options, one `[section]` per stage, overridable from the CLI.
 
 A section fills a stage's config dataclass field by field; `--set key=value` (or `section.key=value`) overrides
-single fields, parsed with the field's type. Unknown keys are errors, so a typo never silently does nothing.
+single fields, parsed with the field's type by `lm2vec.options.parse_value`, as CLI flags are. Unknown keys are
+errors, so a typo never silently does nothing.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import json
 import tomllib
-import types
 import typing
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
 from lm2vec.errors import LM2VecError
+from lm2vec.options import OptionValueError, parse_value
 
 ConfigT = TypeVar("ConfigT")
 
@@ -71,8 +71,8 @@ def build_config(
     for key, value in values.items():
         if key in known:
             try:
-                coerced[key] = _coerce(value, field_types[key], key)
-            except RecipeError as error:
+                coerced[key] = parse_value(value, field_types[key], key)
+            except OptionValueError as error:
                 problems.append(str(error))
     try:
         config = config_class(**coerced)  # the ranges of the well-typed values are checked even after a problem
@@ -91,49 +91,3 @@ def _split_override(override: str) -> tuple[str, str]:
     if not separator or not key.strip():
         raise RecipeError(f"Override {override!r} is not of the form key=value.")
     return key.strip(), value.strip()
-
-
-def _coerce(value: Any, annotation: Any, key: str) -> Any:
-    """A TOML value checked against the field's type; a string from the command line parsed by it first."""
-    optional = isinstance(annotation, types.UnionType) or typing.get_origin(annotation) is typing.Union
-    if optional:
-        if isinstance(value, str) and value.lower() in ("none", "null", ""):
-            return None
-        annotation = next(a for a in typing.get_args(annotation) if a is not type(None))
-    if isinstance(value, str) and annotation is not str:
-        value = _parse(value, annotation, key)
-    origin = typing.get_origin(annotation)
-    if origin in (list, tuple):
-        item_type = (typing.get_args(annotation) or (Any,))[0]
-        if not isinstance(value, list) or item_type is str and not all(isinstance(item, str) for item in value):
-            raise RecipeError(f"{key}={value!r} is not a list of {getattr(item_type, '__name__', 'values')}.")
-        return value
-    expected = {bool: (bool,), int: (int,), float: (int, float), str: (str,)}.get(annotation)
-    if expected is not None and (not isinstance(value, expected) or isinstance(value, bool) and annotation is not bool):
-        kind = {bool: "a boolean", int: "an integer", float: "a number", str: "a string"}[annotation]
-        raise RecipeError(f"{key}={value!r} is not {kind}.")
-    return float(value) if annotation is float else value
-
-
-def _parse(value: str, annotation: Any, key: str) -> Any:
-    """A command-line string as the field's type: true/false, numbers, JSON lists or comma-separated items."""
-    if annotation is bool:
-        if value.lower() in ("true", "1", "yes"):
-            return True
-        if value.lower() in ("false", "0", "no"):
-            return False
-        raise RecipeError(f"{key}={value!r} is not a boolean.")
-    if annotation in (int, float):
-        try:
-            return annotation(value)
-        except ValueError:
-            raise RecipeError(f"{key}={value!r} is not {'an integer' if annotation is int else 'a number'}.") from None
-    if typing.get_origin(annotation) in (list, tuple):
-        if not value.startswith("["):
-            return [part.strip() for part in value.split(",") if part.strip()]
-        try:
-            parsed = json.loads(value)
-        except json.JSONDecodeError as error:
-            raise RecipeError(f"{key}={value!r} is not a JSON list ({error.msg}).") from None
-        return parsed
-    return value
