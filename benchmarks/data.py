@@ -74,9 +74,19 @@ def main() -> None:
         )
         lm2vec = json.loads(output.strip().splitlines()[-1])
         wikiextractor_wall, wikiextractor_peak, _ = run_measured(
-            [sys.executable, "-m", "wikiextractor.WikiExtractor", str(dump), "-o", f"{scratch}/wikiextractor",
-             "--processes", str(args.workers), "--json", "-q"]
-        )  # fmt: skip
+            [
+                sys.executable,
+                "-m",
+                "wikiextractor.WikiExtractor",
+                str(dump),
+                "-o",
+                f"{scratch}/wikiextractor",
+                "--processes",
+                str(args.workers),
+                "--json",
+                "-q",
+            ]
+        )
 
     pages = lm2vec["pages"]
     print(f"dump: {dump.name} ({size_mb:.2f} MB compressed, {pages} pages), {args.workers} worker processes")

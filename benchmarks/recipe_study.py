@@ -44,8 +44,14 @@ SENTENCES = {"max_length": 48, "per_device_batch_size": 32}
 PARAGRAPHS = {"max_length": 128, "per_device_batch_size": 32, "data": "paragraphs"}
 MNTP_SHORT = {"max_steps": 30, "max_seq_length": 128, "per_device_batch_size": 8, "learning_rate": 1e-4}
 MNTP_RECIPE = {**MNTP_SHORT, "max_steps": 10, "mask_strategy": "bert"}  # the main recipe's MNTP
-SUPERVISED = {"data": "${stsb}/sts-train.csv", "per_device_batch_size": 32, "max_length": 64, "max_steps": 20,
-              "warmup_steps": 3, "mini_batch_size": 16}  # fmt: skip  # the main recipe's
+SUPERVISED = {
+    "data": "${stsb}/sts-train.csv",
+    "per_device_batch_size": 32,
+    "max_length": 64,
+    "max_steps": 20,
+    "warmup_steps": 3,
+    "mini_batch_size": 16,
+}  # the main recipe's
 DIMENSIONS = (64, 128, 256)  # Gemma-3-270m's embeddings have 640
 CROPS = {"positives": "crops", "max_length": 64, "per_device_batch_size": 32, "data": "corpus"}
 ASYMMETRIC = {"crop_ratio": [0.05, 0.25], "positive_crop_ratio": [0.5, 1.0], "max_length": 128}
@@ -88,8 +94,14 @@ COSENT = {**SUPERVISED, "cosent_weight": 1.0}  # every STS-B train pair, CoSENT 
 
 # The paper's settings (MNTP 1000 x 32 x 512, SimCSE 1000 x 128, lr 3e-5, dropout 0.3), for a GPU (bf16 there).
 PAPER_MNTP = {"max_steps": 1000, "per_device_batch_size": 32, "max_seq_length": 512, "learning_rate": 5e-5}
-PAPER_SIMCSE = {"max_steps": 1000, "per_device_batch_size": 128, "max_length": 128, "learning_rate": 3e-5,
-                "dropout": 0.3, "mini_batch_size": 64}  # fmt: skip
+PAPER_SIMCSE = {
+    "max_steps": 1000,
+    "per_device_batch_size": 128,
+    "max_length": 128,
+    "learning_rate": 3e-5,
+    "dropout": 0.3,
+    "mini_batch_size": 64,
+}
 
 ARMS: dict[str, Arm] = {
     "smollm2-zero": Arm(SMOLLM2, baselines=True, note="SmolLM2 untouched"),
@@ -108,7 +120,7 @@ ARMS: dict[str, Arm] = {
         simcse=PAPER_SIMCSE,
         gpu=True,
         note="the paper's MNTP and SimCSE",
-    ),  # fmt: skip
+    ),
     "smollm2-paper": Arm(SMOLLM2, mntp=PAPER_MNTP, simcse=PAPER_SIMCSE, gpu=True, note="the paper's MNTP and SimCSE"),
     "gemma-mntp10-simcse": Arm(GEMMA, mntp=MNTP_RECIPE, simcse=simcse(), note="the main recipe's MNTP, SimCSE"),
     "gemma-mntp10-crops": Arm(GEMMA, mntp=MNTP_RECIPE, simcse=crops(), note="MNTP 10, then crops of paragraphs"),
@@ -144,14 +156,14 @@ ARMS: dict[str, Arm] = {
         simcse=crops(),
         dimensions=DIMENSIONS,
         note="crops, scored at Matryoshka prefixes it was not trained for",
-    ),  # fmt: skip
+    ),
     "gemma-mntp10-crops-matryoshka": Arm(
         GEMMA,
         mntp=MNTP_RECIPE,
         simcse=crops(matryoshka_dims=list(DIMENSIONS)),
         dimensions=DIMENSIONS,
         note="crops with the loss summed over the prefixes too",
-    ),  # fmt: skip
+    ),
     "gemma-mntp50-crops": Arm(GEMMA, mntp=MNTP_50, simcse=crops(), note="MNTP 50, crops"),
     "gemma-mntp10-crops-asym": Arm(
         GEMMA,
@@ -289,8 +301,13 @@ class Cost:
         part = Cost()
         for name, spent in self.parts.items():
             fraction = steps / spent["steps"] if name == stage else 1.0
-            part.add(name, round(spent["steps"] * fraction), round(spent["token_slots"] * fraction),
-                     spent["wall_seconds"] * fraction, spent["cpu_seconds"] * fraction)  # fmt: skip
+            part.add(
+                name,
+                round(spent["steps"] * fraction),
+                round(spent["token_slots"] * fraction),
+                spent["wall_seconds"] * fraction,
+                spent["cpu_seconds"] * fraction,
+            )
         return part
 
     @property
@@ -301,7 +318,7 @@ class Cost:
 def truncated_encoder_class():
     """A cached encoder whose embeddings are cut to their first `dimension` values and renormalised: a Matryoshka
     prefix, sharing the full model's embedding cache."""
-    from lm2vec.evaluation.encoders import CachedEncoder
+    from lm2vec.evaluation.embedding_cache import CachedEncoder
 
     @dataclass
     class Truncated(CachedEncoder):
@@ -330,7 +347,7 @@ def timed(work, *args, **kwargs):
 def corpus(work: Path) -> tuple[Path, Path]:
     """The English training text of the main recipe (its data stage) and its paragraphs as a one-per-line file."""
     from lm2vec.data.corpus import load_corpus
-    from lm2vec.pipeline import run_recipe
+    from lm2vec.pipeline.run import run_recipe
 
     run_dir = work / "data-run"
     run_recipe(REPO / "recipes" / "smollm2-en-cpu.toml", out=run_dir, until="data", echo=lambda _: None)
@@ -366,8 +383,9 @@ def train(name: str, arm: Arm, data: Path, paragraphs: Path, out: Path, cost: Co
         if not given:
             continue
         settings = dict(given)
-        key = hashlib.sha256(json.dumps([arm.model, arm.pooling, adapters, stage, settings], sort_keys=True)
-                             .encode()).hexdigest()[:12]  # fmt: skip
+        key = hashlib.sha256(
+            json.dumps([arm.model, arm.pooling, adapters, stage, settings], sort_keys=True).encode()
+        ).hexdigest()[:12]
         folder = out / f"{stage}-{key}"
         record = folder / "study-cost.json"
         if not record.is_file():
@@ -384,8 +402,10 @@ def train(name: str, arm: Arm, data: Path, paragraphs: Path, out: Path, cost: Co
                 common |= {"adapters": list(adapters), "data": source, "pooling": arm.pooling, "export": False}
                 if stage == arm.last_stage and arm.checkpoints:
                     common |= {"save_steps": math.gcd(*arm.checkpoints), "save_total_limit": None}
-                options_class, run = {"simcse": (SimCSEOptions, train_simcse),
-                                      "supervised": (SupervisedOptions, train_supervised)}[stage]  # fmt: skip
+                options_class, run = {
+                    "simcse": (SimCSEOptions, train_simcse),
+                    "supervised": (SupervisedOptions, train_supervised),
+                }[stage]
                 options = options_class(**common, **settings)
                 result, wall, cpu = timed(run, options, resume=True)
                 # mined negatives join the rows; STS pairs bring none of their own
@@ -400,9 +420,10 @@ def train(name: str, arm: Arm, data: Path, paragraphs: Path, out: Path, cost: Co
 
 
 def run_arm(name: str, arm: Arm, tasks: list, data: Path, paragraphs: Path, out: Path) -> dict:
-    from lm2vec.evaluation.encoders import CachedEncoder, ModelSpec
+    from lm2vec.evaluation.embedding_cache import CachedEncoder
     from lm2vec.evaluation.report import baseline_specs
     from lm2vec.evaluation.runner import evaluate
+    from lm2vec.evaluation.specs import ModelSpec
 
     cost = Cost()
     costs: dict[str, Cost] = {}
@@ -419,8 +440,10 @@ def run_arm(name: str, arm: Arm, tasks: list, data: Path, paragraphs: Path, out:
     if arm.dimensions:
         Truncated = truncated_encoder_class()  # noqa: N806
         full = CachedEncoder(specs[0])
-        models = [full, *(Truncated(specs[0], model=None, label=f"{name} @ dim {d}", dimension=d)
-                          for d in arm.dimensions)]  # fmt: skip
+        models = [
+            full,
+            *(Truncated(specs[0], model=None, label=f"{name} @ dim {d}", dimension=d) for d in arm.dimensions),
+        ]
     results, wall, cpu = timed(lambda: evaluate(models, tasks, progress=False))
     rows = []
     for model in models:
@@ -445,8 +468,17 @@ def run_arm(name: str, arm: Arm, tasks: list, data: Path, paragraphs: Path, out:
 
 
 def table(rows: list[dict]) -> str:
-    header = ["arm", *TUNING_TASKS, "average", "steps", "token slots", "slots / CPU s", "wall min", "CPU min",
-              "idle 2-core min"]  # fmt: skip
+    header = [
+        "arm",
+        *TUNING_TASKS,
+        "average",
+        "steps",
+        "token slots",
+        "slots / CPU s",
+        "wall min",
+        "CPU min",
+        "idle 2-core min",
+    ]
     lines = ["| " + " | ".join(header) + " |", "| --- |" + " ---: |" * (len(header) - 1)]
     for row in rows:
         cost = row["cost"]

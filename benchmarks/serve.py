@@ -39,8 +39,8 @@ MODEL = "pkg:smollm2"
 
 
 def sts_sentences() -> list[str]:
+    from lm2vec.data.formats import read_sts
     from lm2vec.data.packaged import stsb_dir
-    from lm2vec.evaluation.readers import read_sts
 
     data = read_sts(stsb_dir() / "sts-dev.csv")
     return list(dict.fromkeys(data.sentences1 + data.sentences2))
@@ -117,23 +117,32 @@ def offline_worker(args: argparse.Namespace) -> None:
     encoder.encode(texts[:32], batch_size=32)  # warm-up, as the server gets one
     started, cpu = time.perf_counter(), time.process_time()
     embeddings = encoder.encode(texts, batch_size=32, normalize=True)
-    result = {"seconds": time.perf_counter() - started, "cpu_seconds": time.process_time() - cpu,
-              "peak_rss_mib": vm_hwm_mib()}  # fmt: skip
+    result = {
+        "seconds": time.perf_counter() - started,
+        "cpu_seconds": time.process_time() - cpu,
+        "peak_rss_mib": vm_hwm_mib(),
+    }
     np.save(OUT / "offline.npy", embeddings)
     (OUT / "offline.json").write_text(json.dumps(result))
 
 
 def run_offline(count: int) -> tuple[dict[str, Any], np.ndarray]:
-    subprocess.run([sys.executable, __file__, "offline", "--count", str(count)], check=True,
-                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
+    subprocess.run(
+        [sys.executable, __file__, "offline", "--count", str(count)],
+        check=True,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     return json.loads((OUT / "offline.json").read_text()), np.load(OUT / "offline.npy")
 
 
 def load_test(args: argparse.Namespace) -> dict[str, Any]:
     per_client = args.requests * args.batch
     texts = sts_sentences()[: args.clients * per_client]
-    requests = [[texts[c * per_client + r * args.batch :][: args.batch] for r in range(args.requests)]
-                for c in range(args.clients)]  # fmt: skip
+    requests = [
+        [texts[c * per_client + r * args.batch :][: args.batch] for r in range(args.requests)]
+        for c in range(args.clients)
+    ]
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
@@ -151,12 +160,18 @@ def load_test(args: argparse.Namespace) -> dict[str, Any]:
             if number % 2 == 1:
                 offline, expected = run_offline(len(texts))
             agreement = (served * expected).sum(-1) / np.linalg.norm(served, axis=-1)
-            rounds.append({"offline_sentences_per_s": len(texts) / offline["seconds"],
-                           "served_sentences_per_s": len(texts) / wall, **percentiles(latencies),
-                           "offline_cpu_seconds": offline["cpu_seconds"], "server_cpu_seconds": server_cpu,
-                           "client_cpu_seconds": client_cpu,
-                           "offline_peak_rss_mib": offline["peak_rss_mib"],
-                           "min_cosine_served_vs_encode": float(agreement.min())})  # fmt: skip
+            rounds.append(
+                {
+                    "offline_sentences_per_s": len(texts) / offline["seconds"],
+                    "served_sentences_per_s": len(texts) / wall,
+                    **percentiles(latencies),
+                    "offline_cpu_seconds": offline["cpu_seconds"],
+                    "server_cpu_seconds": server_cpu,
+                    "client_cpu_seconds": client_cpu,
+                    "offline_peak_rss_mib": offline["peak_rss_mib"],
+                    "min_cosine_served_vs_encode": float(agreement.min()),
+                }
+            )
             rounds[-1]["ratio"] = rounds[-1]["served_sentences_per_s"] / rounds[-1]["offline_sentences_per_s"]
             print(json.dumps(rounds[-1]), flush=True)
         with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics") as response:
@@ -165,15 +180,21 @@ def load_test(args: argparse.Namespace) -> dict[str, Any]:
     finally:
         server.terminate()
         server.wait(timeout=60)
-    batches = {line.split()[0]: float(line.split()[1]) for line in metrics.splitlines()
-               if line.startswith(("lm2vec_batch_inputs_sum", "lm2vec_batch_inputs_count"))}  # fmt: skip
+    batches = {
+        line.split()[0]: float(line.split()[1])
+        for line in metrics.splitlines()
+        if line.startswith(("lm2vec_batch_inputs_sum", "lm2vec_batch_inputs_count"))
+    }
     return {
-        "sentences": len(texts), "clients": args.clients, "requests_per_client": args.requests,
-        "sentences_per_request": args.batch, "rounds": rounds,
+        "sentences": len(texts),
+        "clients": args.clients,
+        "requests_per_client": args.requests,
+        "sentences_per_request": args.batch,
+        "rounds": rounds,
         "median_ratio": statistics.median(r["ratio"] for r in rounds),
         "server_peak_rss_mib": server_rss,
         "mean_inputs_per_forward_pass": batches["lm2vec_batch_inputs_sum"] / batches["lm2vec_batch_inputs_count"],
-    }  # fmt: skip
+    }
 
 
 # --- index ------------------------------------------------------------------------------------------------------
@@ -206,15 +227,22 @@ def index_test(args: argparse.Namespace) -> dict[str, Any]:
         end_to_end.append(time.perf_counter() - started)
     tokens = sum(len(ids) for ids in encoder.tokenizer([p["text"] for p in store.passages])["input_ids"])
     return {
-        "documents": report.documents, "every_nth_article": args.every, "passages": len(store),
-        "tokens": tokens, "index_kind": report.index_kind,
-        "build_seconds": build_seconds, "passages_per_s": report.encoded / build_seconds,
+        "documents": report.documents,
+        "every_nth_article": args.every,
+        "passages": len(store),
+        "tokens": tokens,
+        "index_kind": report.index_kind,
+        "build_seconds": build_seconds,
+        "passages_per_s": report.encoded / build_seconds,
         # CPU seconds of every thread: what the build costs whatever else shares the machine
-        "build_cpu_seconds": build_cpu_seconds, "passages_per_cpu_s": report.encoded / build_cpu_seconds,
-        "faiss_threads": faiss.omp_get_max_threads(), "queries": len(queries),
-        "search_faiss_only": percentiles(faiss_only), "search_with_query_encoding": percentiles(end_to_end),
+        "build_cpu_seconds": build_cpu_seconds,
+        "passages_per_cpu_s": report.encoded / build_cpu_seconds,
+        "faiss_threads": faiss.omp_get_max_threads(),
+        "queries": len(queries),
+        "search_faiss_only": percentiles(faiss_only),
+        "search_with_query_encoding": percentiles(end_to_end),
         "peak_rss_mib": vm_hwm_mib(),
-    }  # fmt: skip
+    }
 
 
 def main() -> None:

@@ -29,7 +29,7 @@ TRAIN_DATA = HERE.parents[2] / "shared" / "data" / "stsb" / "sts-train.csv"
 
 def run_ours(model: str, sentences_path: str, out: str, steps: int, max_length: int, mini_batch_size: int) -> None:
     from lm2vec import LM2Vec
-    from lm2vec.training.common import add_lora
+    from lm2vec.training.adapters import add_lora
     from lm2vec.training.contrastive import ContrastiveCollator, SimCSEOptions, batch_loss, set_attention_dropout
 
     sentences = measure.load_sentences(sentences_path)

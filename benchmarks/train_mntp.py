@@ -111,8 +111,9 @@ def run_ours(variant: str, source: str, batch_path: str, out: str, steps: int) -
     """The lm2vec worker, run by `--worker` in a fresh process."""
     import transformers
 
-    from lm2vec.training.common import add_lora
-    from lm2vec.training.mntp import MNTPConfig, MNTPModel, backbone_of, build_mntp_model, load_causal_lm
+    from lm2vec.modeling.loading import backbone_of
+    from lm2vec.training.adapters import add_lora
+    from lm2vec.training.mntp import MNTPConfig, MNTPModel, build_mntp_model, load_causal_lm
 
     rss_imports = measure.rss_mib()
     batch = np.load(batch_path)
@@ -125,11 +126,11 @@ def run_ours(variant: str, source: str, batch_path: str, out: str, steps: int) -
 
     causal_lm, _, _ = load_causal_lm(source, attn_implementation="sdpa")
     torch.manual_seed(0)
-    options = MNTPConfig(model=source, sparse_lm_head=sparse, gradient_checkpointing=checkpointing)
+    options = MNTPConfig(model=source, sparse_lm_head=sparse, gradient_checkpointing=checkpointing, fused_lora=fused)
     if fused:  # what `lm2vec train mntp` builds
         model = build_mntp_model(causal_lm, options)
     else:  # the same, with peft's own LoRA layers (lm2vec before its fused LoRA layers)
-        backbone = add_lora(backbone_of(causal_lm), options, fused=False)
+        backbone = add_lora(backbone_of(causal_lm), options)
         model = MNTPModel(backbone, causal_lm.get_output_embeddings(), causal_lm.config, sparse)
     if checkpointing:  # what the Trainer does with gradient_checkpointing=True (training_arguments' kwargs)
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})

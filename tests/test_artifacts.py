@@ -21,7 +21,8 @@ from lm2vec.artifacts import (
 )
 from lm2vec.data import shards
 from lm2vec.data.shards import CorpusWriter, Manifest, prepare_output
-from lm2vec.pipeline import Pipeline, plan_run
+from lm2vec.pipeline.plan import plan_run
+from lm2vec.pipeline.run import Pipeline
 
 QUICK = Path(__file__).resolve().parents[1] / "recipes" / "smollm2-en-quick.toml"
 
@@ -123,8 +124,9 @@ def test_a_shard_is_written_under_a_temporary_sibling(tmp_path: Path, monkeypatc
     writer = CorpusWriter(corpus, [], shard_size=10)
     writer.add("sentences", "train", ("a red car", "Cars", "1"))
     assert [path.name for path in (corpus / "sentences").iterdir()] == [f".train-00000.parquet{PARTIAL}{os.getpid()}"]
-    assert writer.close_shards() == [{"path": "sentences/train-00000.parquet", "kind": "sentences", "split": "train",
-                                      "rows": 1}]  # fmt: skip
+    assert writer.close_shards() == [
+        {"path": "sentences/train-00000.parquet", "kind": "sentences", "split": "train", "rows": 1}
+    ]
     assert [path.name for path in (corpus / "sentences").iterdir()] == ["train-00000.parquet"]
 
     writer.add("sentences", "train", ("a blue car", "Cars", "1"))  # the next shard, never closed: a kill

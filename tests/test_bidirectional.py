@@ -107,8 +107,8 @@ def test_stablelm_sdpa_ignores_the_config_flag_and_the_probe_notices(tmp_path) -
 
 def test_loader_refuses_a_model_that_stays_causal(tiny_llama, monkeypatch) -> None:
     """If a future transformers ignored the flag, loading must fail, never hand out a causal encoder."""
-    import lm2vec.modeling.encoder as encoder
+    import lm2vec.modeling.loading as loading
 
-    monkeypatch.setattr(encoder, "set_bidirectional", lambda model, bidirectional=True: None)
+    monkeypatch.setattr(loading, "set_bidirectional", lambda model, bidirectional=True: None)
     with pytest.raises(StillCausalError, match="still causal"):
         LM2Vec.from_pretrained(tiny_llama, device="cpu")

@@ -137,8 +137,12 @@ def _options_dataclasses() -> list[type]:
             continue
         module = importlib.import_module(module_info.name)
         for name, value in vars(module).items():
-            if (inspect.isclass(value) and dataclasses.is_dataclass(value) and value.__module__ == module.__name__
-                    and name.endswith(("Options", "Config"))):  # fmt: skip
+            if (
+                inspect.isclass(value)
+                and dataclasses.is_dataclass(value)
+                and value.__module__ == module.__name__
+                and name.endswith(("Options", "Config"))
+            ):
                 found.append(value)
     return found
 
@@ -148,9 +152,21 @@ def test_every_field_of_every_options_dataclass_has_help() -> None:
 
     classes = _options_dataclasses()
     names = {cls.__name__ for cls in classes}
-    assert {"TrainingOptions", "MNTPConfig", "SimCSEOptions", "SupervisedOptions", "MiningOptions", "WikiConfig",
-            "TextConfig", "EncoderConfig", "ChunkingOptions", "WriteOptions", "ServeOptions", "RunOptions",
-            "EvalOptions"} <= names  # fmt: skip
+    assert {
+        "TrainingOptions",
+        "MNTPConfig",
+        "SimCSEOptions",
+        "SupervisedOptions",
+        "MiningOptions",
+        "WikiConfig",
+        "TextConfig",
+        "EncoderConfig",
+        "ChunkingOptions",
+        "WriteOptions",
+        "ServeOptions",
+        "RunOptions",
+        "EvalOptions",
+    } <= names
     missing = [f"{cls.__name__}.{doc.name}" for cls in classes for doc in describe(cls) if not doc.help.strip()]
     assert not missing, f"fields without help: {missing}"
 

@@ -32,8 +32,14 @@ NOISE = ("FutureWarning: peft: this argument is deprecated", "some weights were 
 def test_noise_goes_to_the_stage_log_and_to_the_console_only_when_verbose(tmp_path: Path, mode: str) -> None:
     log = tmp_path / "logs" / "mntp.log"
     environment = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
-    result = subprocess.run([sys.executable, "-c", SCRIPT, str(log), mode], capture_output=True, text=True,
-                            env=environment, timeout=120, check=True)  # fmt: skip
+    result = subprocess.run(
+        [sys.executable, "-c", SCRIPT, str(log), mode],
+        capture_output=True,
+        text=True,
+        env=environment,
+        timeout=120,
+        check=True,
+    )
     assert result.stdout == "stage: done\n"  # lm2vec's own lines are untouched
     for line in NOISE:
         assert line in log.read_text()
@@ -55,13 +61,20 @@ def test_a_run_on_a_terminal_shows_one_bar_per_stage_and_one_line_each(tiny_llam
     script.write_text(f"{shlex.join(command)}; echo EXIT=$?; sleep 600\n")  # the pane stays to be read
     session = f"lm2vec-test-{os.getpid()}"
     environment = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path), "COLUMNS": "150"}
-    subprocess.run(["tmux", "new-session", "-d", "-s", session, "-x", "150", "-y", "50", f"bash {script}"],
-                   env=environment, check=True)  # fmt: skip
+    subprocess.run(
+        ["tmux", "new-session", "-d", "-s", session, "-x", "150", "-y", "50", f"bash {script}"],
+        env=environment,
+        check=True,
+    )
     try:
         pane = ""
         for _ in range(600):
-            pane = subprocess.run(["tmux", "capture-pane", "-p", "-J", "-S", "-", "-t", session],
-                                  capture_output=True, text=True, check=True).stdout  # fmt: skip
+            pane = subprocess.run(
+                ["tmux", "capture-pane", "-p", "-J", "-S", "-", "-t", session],
+                capture_output=True,
+                text=True,
+                check=True,
+            ).stdout
             if "EXIT=" in pane:
                 break
             time.sleep(0.5)

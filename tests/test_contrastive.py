@@ -12,10 +12,11 @@ import torch.nn.functional as F
 from sentence_transformers import SentenceTransformer
 
 from lm2vec import LM2Vec
-from lm2vec.readers import read_sentences, read_supervised_pairs, sts_supervised_pairs
+from lm2vec.data.formats import read_supervised_pairs, sts_supervised_pairs
+from lm2vec.data.readers import load_texts
 from lm2vec.recipe import build_config
+from lm2vec.training.adapters import add_lora
 from lm2vec.training.callbacks import LOG_NAME, PLOT_NAME
-from lm2vec.training.common import add_lora
 from lm2vec.training.contrastive import (
     ADAPTER_DIR,
     ContrastiveCollator,
@@ -208,9 +209,16 @@ def test_scored_pairs_train_with_cosent_and_only_the_good_ones_as_positives(tiny
     # without the weight the scores are not read: only the good pairs, each a positive
     assert len(sts_supervised_pairs(tmp_path / "sts.tsv", min_score=4.0, instruction="similar")) == 2
     run = SupervisedOptions(
-        model=str(tiny_llama), data=str(tmp_path / "sts.tsv"), output_dir=str(tmp_path / "run"), max_steps=2,
-        per_device_batch_size=4, warmup_steps=0, max_length=32, export=False, cosent_weight=1.0,
-    )  # fmt: skip
+        model=str(tiny_llama),
+        data=str(tmp_path / "sts.tsv"),
+        output_dir=str(tmp_path / "run"),
+        max_steps=2,
+        per_device_batch_size=4,
+        warmup_steps=0,
+        max_length=32,
+        export=False,
+        cosent_weight=1.0,
+    )
     assert train_supervised(run).global_step == 2  # 8 scored pairs: two batches of 4
     with pytest.raises(ValueError, match="cosent_weight must be >= 0, got -1"):
         SupervisedOptions(cosent_weight=-1)
@@ -276,8 +284,8 @@ def test_grouped_batch_sampler_draws_each_global_batch_from_one_dataset() -> Non
 def test_readers(tmp_path) -> None:
     (tmp_path / "s.txt").write_text("one sentence\n\n two \n")
     (tmp_path / "s.jsonl").write_text('{"text": "a"}\n{"text": "b"}\n')
-    assert read_sentences(tmp_path / "s.txt") == ["one sentence", "two"]
-    assert read_sentences(tmp_path / "s.jsonl") == ["a", "b"]
+    assert load_texts(tmp_path / "s.txt", "sentences") == ["one sentence", "two"]
+    assert load_texts(tmp_path / "s.jsonl", "sentences") == ["a", "b"]
     (tmp_path / "p.jsonl").write_text('{"query": "q", "positive": "p", "negatives": "n", "dataset": "d"}\n')
     assert read_supervised_pairs(tmp_path / "p.jsonl")[0] == {
         "query": "q",
@@ -295,7 +303,7 @@ def test_readers(tmp_path) -> None:
 
 
 def test_the_training_packages_export_each_function_under_its_own_name() -> None:
-    """`lm2vec.training.contrastive` once re-exported lm2vec.readers' functions as load_*: one reader, two names."""
+    """`lm2vec.training.contrastive` once re-exported the readers' functions as load_*: one reader, two names."""
     from lm2vec.training import contrastive, mntp
 
     for package in (contrastive, mntp):
@@ -408,9 +416,15 @@ def test_sentence_similarity_pairs_train_without_export(tiny_llama, tmp_path) ->
         sts_supervised_pairs(tmp_path / "sts.tsv", min_score=5.5, instruction="x")
 
     options = SupervisedOptions(
-        model=str(tiny_llama), data=str(tmp_path / "sts.tsv"), output_dir=str(tmp_path / "run"), max_steps=1,
-        per_device_batch_size=4, warmup_steps=0, max_length=32, export=False,
-    )  # fmt: skip
+        model=str(tiny_llama),
+        data=str(tmp_path / "sts.tsv"),
+        output_dir=str(tmp_path / "run"),
+        max_steps=1,
+        per_device_batch_size=4,
+        warmup_steps=0,
+        max_length=32,
+        export=False,
+    )
     result = train_supervised(options)
     assert result.encoder_dir is None and not (tmp_path / "run" / "encoder").exists()
     assert (result.adapter_dir / "adapter_config.json").is_file() and result.global_step == 1
@@ -457,7 +471,7 @@ def test_simcse_crops_train_on_paragraph_pairs(tiny_llama, tmp_path) -> None:
     with pytest.raises(ValueError, match="crop_ratio"):
         SimCSEOptions(crop_ratio=[0.6, 0.2])
     paragraphs = [" ".join(SENTENCES[i : i + 3]) for i in range(len(SENTENCES) - 2)] * 3
-    (tmp_path / "paragraphs.txt").write_text("\n".join(paragraphs) + "\n")
+    (tmp_path / "paragraphs.txt").write_text("\n\n".join(paragraphs) + "\n")  # paragraphs: blank-line blocks
     options = SimCSEOptions(
         model=str(tiny_llama),
         data=str(tmp_path / "paragraphs.txt"),
@@ -498,8 +512,12 @@ def test_supervised_mines_its_negatives_with_the_starting_encoder_once(tiny_llam
     train_supervised(options)
     mined = read_supervised_pairs(tmp_path / "run" / "mined.jsonl")
     starting = LM2Vec.from_pretrained(tiny_llama, device="cpu", max_length=32)
-    expected = mine_hard_negatives(starting, read_supervised_pairs(tmp_path / "pairs.jsonl"),
-                                   [r["positive"] for r in records], MiningOptions(num_negatives=2))  # fmt: skip
+    expected = mine_hard_negatives(
+        starting,
+        read_supervised_pairs(tmp_path / "pairs.jsonl"),
+        [r["positive"] for r in records],
+        MiningOptions(num_negatives=2),
+    )
     assert [r["negatives"] for r in mined] == [r["negatives"] for r in expected]
     assert any(r["negatives"] for r in mined)
     for record in mined:  # never the pair's own positive

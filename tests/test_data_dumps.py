@@ -26,7 +26,7 @@ from lm2vec.data import (
     build_text_corpus,
     build_wiki_corpus,
     load_corpus,
-    read_texts,
+    load_texts,
 )
 from lm2vec.data.cli import data_app
 from lm2vec.data.dedup import normalise
@@ -53,8 +53,12 @@ def config(lang: str, **overrides: object) -> WikiConfig:
 
 def rows(directory: Path, kind: str) -> list[dict]:
     manifest = Manifest.read(directory)
-    return [row for split in ("train", "validation") for path in manifest.shard_paths(kind, split)
-            for row in pq.read_table(directory / path).to_pylist()]  # fmt: skip
+    return [
+        row
+        for split in ("train", "validation")
+        for path in manifest.shard_paths(kind, split)
+        for row in pq.read_table(directory / path).to_pylist()
+    ]
 
 
 def assert_consistent(directory: Path) -> Manifest:
@@ -191,12 +195,14 @@ def test_truncated_dump_keeps_its_shards_and_resumes_to_the_same_corpus(tmp_path
         (b"<html><body>Not a dump</body></html>", "not a MediaWiki XML dump: the root element is <html>"),
         (b"\x00\x01binary garbage\xff" * 10, "not an XML file"),
         (b"", "empty file"),
-        (b'<mediawiki xmlns="http://www.mediawiki.org/xml/export-0.10/"><page><title>A</title></mediawiki>',
-         "malformed XML at line 1"),
+        (
+            b'<mediawiki xmlns="http://www.mediawiki.org/xml/export-0.10/"><page><title>A</title></mediawiki>',
+            "malformed XML at line 1",
+        ),
         (b'<mediawiki xmlns="http://www.mediawiki.org/xml/export-0.10/"><page><title>A</title>', "truncated"),
         (bz2.compress(b"<mediawiki>")[:-8], "corrupt bz2 data|truncated bz2 stream"),
     ],
-)  # fmt: skip
+)
 def test_bad_input_is_a_clear_cli_error(tmp_path: Path, content: bytes, message: str) -> None:
     dump = tmp_path / "input.xml"
     dump.write_bytes(content)
@@ -264,7 +270,7 @@ def test_text_and_jsonl_inputs(tmp_path: Path) -> None:
         assert counts.duplicates_removed["paragraphs_exact"] == 30  # the documents differ only in their number
         assert counts.skipped == {"duplicate": 30} and counts.sentences == 2
         assert manifest.source["origin"] == {"kind": "file"}  # the user's own
-    assert read_texts(tmp_path / "docs.txt")["text"] == documents
+    assert load_texts(tmp_path / "docs.txt", "paragraphs") == documents
 
     (tmp_path / "bad.jsonl").write_text('{"text": "fine"}\n{"body": "no text field"}\n')
     result = runner.invoke(
@@ -293,8 +299,19 @@ def test_overwrite_and_resume_touch_only_lm2vec_corpora(tmp_path: Path) -> None:
     rng = random.Random(0)
     documents = [" ".join(rng.choice(words) for _ in range(14)) + "." for _ in range(12)]
     (tmp_path / "docs.txt").write_text("\n\n".join(documents))
-    common = ["text", str(tmp_path / "docs.txt"), "--lang", "en", "--workers", "1", "--no-progress",
-              "--min-article-chars", "20", "--near-duplicate-threshold", "0"]  # fmt: skip
+    common = [
+        "text",
+        str(tmp_path / "docs.txt"),
+        "--lang",
+        "en",
+        "--workers",
+        "1",
+        "--no-progress",
+        "--min-article-chars",
+        "20",
+        "--near-duplicate-threshold",
+        "0",
+    ]
     users = tmp_path / "users"
     (users / "paragraphs").mkdir(parents=True)
     (users / "paragraphs" / "my-notes.txt").write_text("mine")
@@ -321,14 +338,18 @@ def test_a_folder_given_as_input_is_named_as_one(tmp_path: Path) -> None:
     result = runner.invoke(data_app, ["wiki", str(tmp_path), "--lang", "en", "--out", str(tmp_path / "out")])
     assert result.exit_code == 2 and "is a folder, not a file" in result.output
     (tmp_path / "records.jsonl").write_text('{"text": "fine words here"}\n{"text": ["a", "list"]}\n')
-    result = runner.invoke(data_app, ["text", str(tmp_path / "records.jsonl"), "--lang", "en", "--out",
-                                      str(tmp_path / "out2"), "--workers", "1"])  # fmt: skip
+    result = runner.invoke(
+        data_app,
+        ["text", str(tmp_path / "records.jsonl"), "--lang", "en", "--out", str(tmp_path / "out2"), "--workers", "1"],
+    )
     assert result.exit_code == 2 and "records.jsonl, line 2: 'text' is a list, not a string" in result.output
 
 
 def test_the_progress_bar_stays_out_of_logs_that_are_not_a_terminal(tmp_path: Path, capfd) -> None:
-    texts = [f"Document number {n} talks about {word}, which no other document covers." for n, word in
-             enumerate("rivers mountains music chemistry football".split())]  # fmt: skip
+    texts = [
+        f"Document number {n} talks about {word}, which no other document covers."
+        for n, word in enumerate("rivers mountains music chemistry football".split())
+    ]
     (tmp_path / "docs.txt").write_text("\n\n".join(texts))
     config = TextConfig(lang="en", workers=1, progress=True, min_article_chars=10)
     capfd.readouterr()

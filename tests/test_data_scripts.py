@@ -72,8 +72,19 @@ def write_dump(path: Path, dbname: str, articles: dict[str, str]) -> Path:
 def build(tmp_path: Path, lang: str, articles: dict[str, str]) -> tuple[Manifest, dict[str, list[str]]]:
     dump = write_dump(tmp_path / f"{lang}wiki.xml", f"{lang}wiki", articles)
     out = tmp_path / lang
-    command = ["wiki", str(dump), "--lang", lang, "--out", str(out), "--workers", "1", "--no-progress",
-               "--validation-fraction", "0"]  # fmt: skip
+    command = [
+        "wiki",
+        str(dump),
+        "--lang",
+        lang,
+        "--out",
+        str(out),
+        "--workers",
+        "1",
+        "--no-progress",
+        "--validation-fraction",
+        "0",
+    ]
     result = runner.invoke(data_app, command)
     assert result.exit_code == 0, result.output
     manifest = Manifest.read(out)
@@ -118,12 +129,18 @@ def test_korean_and_hebrew_sentence_boundaries() -> None:
 @pytest.mark.parametrize(
     ("lang", "text", "expected"),
     [
-        ("zh", "北京是中华人民共和国的首都。它位于华北平原的北部！我喜欢python编程。你呢？",
-         ["北京是中华人民共和国的首都。", "它位于华北平原的北部！", "我喜欢python编程。", "你呢？"]),
-        ("ja", "東京は日本の首都である。人口は約1400万人だ。そうですか？",
-         ["東京は日本の首都である。", "人口は約1400万人だ。", "そうですか？"]),
+        (
+            "zh",
+            "北京是中华人民共和国的首都。它位于华北平原的北部！我喜欢python编程。你呢？",
+            ["北京是中华人民共和国的首都。", "它位于华北平原的北部！", "我喜欢python编程。", "你呢？"],
+        ),
+        (
+            "ja",
+            "東京は日本の首都である。人口は約1400万人だ。そうですか？",
+            ["東京は日本の首都である。", "人口は約1400万人だ。", "そうですか？"],
+        ),
     ],
-)  # fmt: skip
+)
 def test_unspaced_scripts_split_after_every_full_stop(lang: str, text: str, expected: list[str]) -> None:
     assert SentenceSplitter(lang).split(text) == expected
 

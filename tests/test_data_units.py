@@ -34,7 +34,7 @@ ENGLISH_CASES = [
     ("It was e.g. good. Dr. Smith agreed, i.e. he nodded.", ["It was e.g. good.", "Dr. Smith agreed, i.e. he nodded."]),
     ("He moved to D.C. in 1990. iPhone sales grew.", ["He moved to D.C. in 1990.", "iPhone sales grew."]),
     ('"Stop!" he said. She did.', ['"Stop!" he said.', "She did."]),
-]  # fmt: skip
+]
 
 
 @pytest.mark.parametrize(("text", "expected"), BULGARIAN_CASES)
@@ -115,8 +115,26 @@ def test_wikitext_becomes_plain_paragraphs(english_cleaner: WikitextCleaner) -> 
     assert "Its economy relies on farming and tourism in the summer months." in paragraphs
     assert "A short list item" in paragraphs and "Another item" in paragraphs  # list items: own paragraphs
     text = "\n".join(paragraphs)
-    for gone in ("Infobox", "cite", "Source", "flag", "Flag.svg", "Population", "1000", "Smith", "Official website",
-                 "Countries", "de:", "Тестландия", "History", "hidden", "http", "'''", "{{", "[["):  # fmt: skip
+    for gone in (
+        "Infobox",
+        "cite",
+        "Source",
+        "flag",
+        "Flag.svg",
+        "Population",
+        "1000",
+        "Smith",
+        "Official website",
+        "Countries",
+        "de:",
+        "Тестландия",
+        "History",
+        "hidden",
+        "http",
+        "'''",
+        "{{",
+        "[[",
+    ):
         assert gone not in text, gone
 
 
@@ -155,8 +173,10 @@ def test_normalised_hash_catches_trivial_copies() -> None:
 
 def test_near_duplicates_share_a_band_and_different_texts_do_not() -> None:
     keys = NearDuplicateKeys(threshold=0.8)
-    base = ("Kowale is a village in the administrative district of Gmina Kłodzko, within Kłodzko County, Lower "
-            "Silesian Voivodeship, in south-western Poland, lying about ten kilometres east of the town.")  # fmt: skip
+    base = (
+        "Kowale is a village in the administrative district of Gmina Kłodzko, within Kłodzko County, Lower "
+        "Silesian Voivodeship, in south-western Poland, lying about ten kilometres east of the town."
+    )
     variant = base.replace("Kowale", "Kowalewo")
     other = "Anarchism is a political philosophy that advocates self-governed societies based on voluntary bodies."
     assert set(keys.keys(base)) & set(keys.keys(variant))

@@ -27,13 +27,13 @@ NOT_USER_ERRORS = {
 # The builtin base each family keeps, so `except ValueError` (...) goes on catching it.
 BUILTIN_BASES = {
     "lm2vec.recipe.RecipeError": ValueError,
-    "lm2vec.pipeline.PipelineError": RuntimeError,
+    "lm2vec.pipeline.run.PipelineError": RuntimeError,
     "lm2vec.data.errors.UnknownLanguageError": ValueError,
-    "lm2vec.readers.DataFileError": ValueError,  # evaluation.errors.EvalDataError
+    "lm2vec.data.errors.DataError": ValueError,  # evaluation.errors.EvalDataError
     "lm2vec.evaluation.errors.EvalConfigError": ValueError,
     "lm2vec.artifacts.ForeignFolderError": FileExistsError,
     "lm2vec.artifacts.OutputPathError": OSError,
-    "lm2vec.modeling.encoder.DeviceError": ValueError,
+    "lm2vec.modeling.loading.DeviceError": ValueError,
     "lm2vec.serving.app.ServeError": ValueError,
     "lm2vec.modeling.bidirectional.UnsupportedArchitectureError": ValueError,
     "lm2vec.modeling.bidirectional.StillCausalError": RuntimeError,
@@ -84,7 +84,7 @@ def files(tmp_path):
 
 # command line -> the function it calls that raises
 COMMANDS = {
-    "run": (["run", "{t}/recipe.toml"], "lm2vec.pipeline.run_recipe"),
+    "run": (["run", "{t}/recipe.toml"], "lm2vec.pipeline.run.run_recipe"),
     "convert": (["convert", "some-model", "{t}/out"], "lm2vec.modeling.encoder.LM2Vec.from_pretrained"),
     "encode": (
         ["encode", "-m", "m", "-i", "{t}/texts.txt", "-o", "{t}/out.npy"],
@@ -95,9 +95,9 @@ COMMANDS = {
         "lm2vec.training.mining.read_mining_inputs",
     ),
     "info": (["info", "some-model"], "lm2vec.modeling.encoder.LM2Vec.from_pretrained"),
-    "train mntp": (["train", "mntp", "--recipe", "{t}/recipe.toml"], "lm2vec.pipeline.run_recipe"),
+    "train mntp": (["train", "mntp", "--recipe", "{t}/recipe.toml"], "lm2vec.pipeline.run.run_recipe"),
     "train simcse": (["train", "simcse"], "lm2vec.recipe.build_config"),
-    "train supervised": (["train", "supervised", "--recipe", "{t}/recipe.toml"], "lm2vec.pipeline.run_recipe"),
+    "train supervised": (["train", "supervised", "--recipe", "{t}/recipe.toml"], "lm2vec.pipeline.run.run_recipe"),
     "data wiki": (
         ["data", "wiki", "{t}/dump.xml", "--lang", "en", "--out", "{t}/c"],
         "lm2vec.data.cli.build_wiki_corpus",

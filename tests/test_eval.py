@@ -15,14 +15,15 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from lm2vec.data import formats
 from lm2vec.data.packaged import LIBREOFFICE_MESSAGES, bbc_dir, debian_package, gensim_data_dir, stsb_dir
-from lm2vec.evaluation import readers
 from lm2vec.evaluation.datasets import mo_prefix_triplets
-from lm2vec.evaluation.encoders import CachedEncoder, ModelSpec, spec_fingerprint
+from lm2vec.evaluation.embedding_cache import CachedEncoder, spec_fingerprint
 from lm2vec.evaluation.errors import EvalConfigError, EvalDataError
 from lm2vec.evaluation.registry import BUILTIN_REGISTRY, Registry, build_task
 from lm2vec.evaluation.report import markdown_table, resolve_models, run_specs, write_chart, write_report
 from lm2vec.evaluation.runner import Results, evaluate
+from lm2vec.evaluation.specs import ModelSpec
 from lm2vec.evaluation.tasks import (
     BitextTask,
     ClassificationTask,
@@ -80,7 +81,7 @@ def write_mo(path: Path, entries: dict[str, str]) -> Path:
 
 # --- readers ---------------------------------------------------------------------------------------------------
 def test_stsb_real_dev_set() -> None:
-    data = readers.read_sts(stsb_dir() / "sts-dev.csv")
+    data = formats.read_sts(stsb_dir() / "sts-dev.csv")
     assert len(data.scores) == 1500
     assert data.scores[0] == 5.0 and data.sentences1[0] == "A man with a hard hat is dancing."
     assert all(0 <= s <= 5 for s in data.scores)
@@ -92,13 +93,13 @@ def test_stsb_format_keeps_quotes_and_ignores_licence_columns(tmp_path: Path) ->
         'main-news\theadlines\t2015\t0001\t3.2\tHe said "no".\tHe refused.\tsource: ccby\textra\n'
         "main-news\theadlines\t2015\t0002\t0.5\tA cat.\tA car.\n",
     )
-    data = readers.read_sts(path)
+    data = formats.read_sts(path)
     assert data.sentences1 == ['He said "no".', "A cat."] and data.scores == [3.2, 0.5]
 
 
 def test_tsv_and_jsonl_sts(tmp_path: Path) -> None:
-    tsv = readers.read_sts(write(tmp_path / "a.tsv", "sentence1\tsentence2\tscore\na\tb\t1\nc\td\t2\n"))
-    jsonl = readers.read_sts(write(tmp_path / "a.jsonl", '{"sentence1": "a", "sentence2": "b", "score": 1}\n'))
+    tsv = formats.read_sts(write(tmp_path / "a.tsv", "sentence1\tsentence2\tscore\na\tb\t1\nc\td\t2\n"))
+    jsonl = formats.read_sts(write(tmp_path / "a.jsonl", '{"sentence1": "a", "sentence2": "b", "score": 1}\n'))
     assert tsv.scores == [1.0, 2.0] and jsonl.sentences2 == ["b"]
 
 
@@ -120,18 +121,18 @@ def test_tsv_and_jsonl_sts(tmp_path: Path) -> None:
 )
 def test_bad_sts_files_name_file_and_line(tmp_path: Path, name: str, content: str, message: str) -> None:
     with pytest.raises(EvalDataError, match=message):
-        readers.read_sts(write(tmp_path / name, content))
+        formats.read_sts(write(tmp_path / name, content))
 
 
 def test_missing_files_and_mismatched_counts(tmp_path: Path) -> None:
     with pytest.raises(EvalDataError, match=r"nowhere.tsv: file not found"):
-        readers.read_sts(tmp_path / "nowhere.tsv")
+        formats.read_sts(tmp_path / "nowhere.tsv")
     source, target = write(tmp_path / "en.txt", "a\nb\nc\n"), write(tmp_path / "bg.txt", "а\nб\n")
     with pytest.raises(EvalDataError, match=r"en.txt: 3 source lines but 2 target lines"):
-        readers.read_pairs(source, target_path=target)
+        formats.read_pairs(source, target_path=target)
     docs, scores = write(tmp_path / "docs.txt", "x\ny\n"), write(tmp_path / "m.txt", "1 0.5\n0.5 1\n0 0\n")
     with pytest.raises(EvalDataError, match=r"m.txt: 3 rows of scores for 2 documents"):
-        readers.read_sts_matrix(docs, scores)
+        formats.read_sts_matrix(docs, scores)
     with pytest.raises(EvalDataError, match=r"task 'x': mismatched counts \(2 sentences1, 1 sentences2, 1 scores\)"):
         STSTask(name="x", sentences1=["a", "b"], sentences2=["c"], scores=[1.0])
     with pytest.raises(EvalDataError, match="has no examples"):
@@ -140,31 +141,43 @@ def test_missing_files_and_mismatched_counts(tmp_path: Path) -> None:
 
 def test_beir_folder_and_its_errors(tmp_path: Path) -> None:
     folder = tmp_path / "beir"
-    write(folder / "corpus.jsonl", '{"_id": "d1", "title": "Faust", "text": "A play by Goethe."}\n'
-          '{"_id": "d2", "text": "Bread is baked."}\n')  # fmt: skip
+    write(
+        folder / "corpus.jsonl",
+        '{"_id": "d1", "title": "Faust", "text": "A play by Goethe."}\n{"_id": "d2", "text": "Bread is baked."}\n',
+    )
     write(folder / "queries.jsonl", '{"_id": "q1", "text": "who wrote faust"}\n')
     write(folder / "qrels" / "test.tsv", "query-id\tcorpus-id\tscore\nq1\td1\t1\n")
-    data = readers.read_beir(folder)
+    data = formats.read_beir(folder)
     assert data.corpus["d1"] == "Faust. A play by Goethe." and data.qrels == {"q1": {"d1": 1.0}}
     write(folder / "qrels" / "test.tsv", "query-id\tcorpus-id\tscore\nq1\td9\t1\n")
     with pytest.raises(EvalDataError, match=r"test.tsv:2: document id 'd9' is not in"):
-        readers.read_beir(folder)
+        formats.read_beir(folder)
 
 
 def test_labelled_texts_from_a_folder_and_tsv(tmp_path: Path) -> None:
-    bbc = readers.read_labelled(bbc_dir(), "folder")
-    assert len(bbc.texts) == 2225 and sorted(set(bbc.labels)) == ["business", "entertainment", "politics",
-                                                                   "sports", "tech"]  # fmt: skip
-    data = readers.read_labelled(write(tmp_path / "l.tsv", "text\tlabel\nhello\tgreeting\n"))
+    bbc = formats.read_labelled(bbc_dir(), "folder")
+    assert len(bbc.texts) == 2225 and sorted(set(bbc.labels)) == [
+        "business",
+        "entertainment",
+        "politics",
+        "sports",
+        "tech",
+    ]
+    data = formats.read_labelled(write(tmp_path / "l.tsv", "text\tlabel\nhello\tgreeting\n"))
     assert data.texts == ["hello"] and data.labels == ["greeting"]
 
 
 def test_mo_catalogues_give_pairs_and_prefix_triplets(tmp_path: Path) -> None:
-    write_mo(tmp_path / "a.mo", {"ctx\x04Delete the ~selected rows now": "Изтриване на ~избраните редове сега",
-                                 "Delete the selected columns now": "Изтриване на избраните колони сега",
-                                 "Short": "Кратко"})  # fmt: skip
+    write_mo(
+        tmp_path / "a.mo",
+        {
+            "ctx\x04Delete the ~selected rows now": "Изтриване на ~избраните редове сега",
+            "Delete the selected columns now": "Изтриване на избраните колони сега",
+            "Short": "Кратко",
+        },
+    )
     write_mo(tmp_path / "b.mo", {"Delete the selected rows now": "Изтрийте маркираните редове сега"})
-    assert readers.read_mo_pairs(tmp_path) == [
+    assert formats.read_mo_pairs(tmp_path) == [
         ("Delete the selected columns now", "Изтриване на избраните колони сега"),
         ("Delete the selected rows now", "Изтриване на избраните редове сега"),
     ]
@@ -173,7 +186,7 @@ def test_mo_catalogues_give_pairs_and_prefix_triplets(tmp_path: Path) -> None:
     assert similar == ["Изтрийте маркираните редове сега"]
     assert dissimilar == ["Изтриване на избраните колони сега"]  # shares three words with the anchor
     with pytest.raises(EvalDataError, match="no .mo files"):
-        readers.read_mo_pairs((tmp_path / "empty").mkdir() or tmp_path / "empty")
+        formats.read_mo_pairs((tmp_path / "empty").mkdir() or tmp_path / "empty")
 
 
 # --- metrics -------------------------------------------------------------------------------------------------------
@@ -189,11 +202,20 @@ def test_search_exact_matches_faiss_and_ndcg_by_hand() -> None:
 
 def test_tasks_with_a_bag_of_words_encoder() -> None:
     encoder = BagOfWords()
-    sts = STSTask(name="sts", sentences1=["a red car", "a red car", "dogs bark"], sentences2=["a red car", "a car",
-                  "stock prices fell"], scores=[5, 3, 0])  # fmt: skip
+    sts = STSTask(
+        name="sts",
+        sentences1=["a red car", "a red car", "dogs bark"],
+        sentences2=["a red car", "a car", "stock prices fell"],
+        scores=[5, 3, 0],
+    )
     assert sts.evaluate(encoder)["spearman"] == pytest.approx(1.0)
-    retrieval = RetrievalTask(name="r", queries={"q": "goethe faust"}, corpus={"d1": "bread", "d2": "Faust by Goethe"},
-                              qrels={"q": {"d2": 1}}, instruction="Retrieve")  # fmt: skip
+    retrieval = RetrievalTask(
+        name="r",
+        queries={"q": "goethe faust"},
+        corpus={"d1": "bread", "d2": "Faust by Goethe"},
+        qrels={"q": {"d2": 1}},
+        instruction="Retrieve",
+    )
     assert retrieval.evaluate(encoder) == {"ndcg_at_10": 1.0, "recall_at_100": 1.0, "mrr_at_10": 1.0}
     assert ("Retrieve", None) == (encoder.calls[-2][1], encoder.calls[-1][1])  # queries get the instruction only
     bitext = BitextTask(name="b", sources=["one two", "three four", "five"], targets=["one two", "five", "three four"])
@@ -233,8 +255,13 @@ def test_real_data_tasks_score_well_above_chance() -> None:
 
 
 def test_classification_on_a_given_split_and_too_few_examples() -> None:
-    task = ClassificationTask(name="c", texts=["good film", "bad film", "great film", "awful film"],
-                              labels=["+", "-", "+", "-"], test_texts=["great"], test_labels=["+"])  # fmt: skip
+    task = ClassificationTask(
+        name="c",
+        texts=["good film", "bad film", "great film", "awful film"],
+        labels=["+", "-", "+", "-"],
+        test_texts=["great"],
+        test_labels=["+"],
+    )
     assert task.evaluate(BagOfWords())["accuracy"] == 1.0
     lonely = ClassificationTask(name="c", texts=["a", "b", "c"], labels=["x", "y", "y"])
     with pytest.raises(EvalDataError, match="a label has a single example"):
@@ -244,8 +271,11 @@ def test_classification_on_a_given_split_and_too_few_examples() -> None:
 # --- registry --------------------------------------------------------------------------------------------------
 def test_registry_from_toml_with_relative_paths(tmp_path: Path) -> None:
     write(tmp_path / "data" / "pairs.tsv", "a red car\ta red car\t5\na red car\tbread\t0\nbread\tbread rolls\t4\n")
-    toml = write(tmp_path / "tasks.toml", '[suites]\nmine = ["pairs"]\n\n[tasks.pairs]\ntype = "sts"\n'
-                 'path = "data/pairs.tsv"\nmetric = "pearson"\ninstruction = "Same?"\n')  # fmt: skip
+    toml = write(
+        tmp_path / "tasks.toml",
+        '[suites]\nmine = ["pairs"]\n\n[tasks.pairs]\ntype = "sts"\n'
+        'path = "data/pairs.tsv"\nmetric = "pearson"\ninstruction = "Same?"\n',
+    )
     registry = Registry.from_files([toml])
     assert registry.select(["mine", "english"])[:2] == ["pairs", "stsb-dev"]
     task = registry.load("pairs")
@@ -449,7 +479,13 @@ def test_user_registries_load_the_examples_they_always_did(tmp_path: Path) -> No
 def test_model_specs() -> None:
     spec = ModelSpec.parse("after simcse=out/base,adapters=out/mntp+out/simcse,pooling=mean,causal,max_length=128")
     assert (spec.name, spec.source, spec.adapters, spec.pooling, spec.bidirectional, spec.max_length) == (
-        "after simcse", "out/base", ("out/mntp", "out/simcse"), "mean", False, 128)  # fmt: skip
+        "after simcse",
+        "out/base",
+        ("out/mntp", "out/simcse"),
+        "mean",
+        False,
+        128,
+    )
     assert ModelSpec.parse(spec.describe()) == spec
     assert ModelSpec.parse("pkg:smollm2").name == "pkg:smollm2"
     echo = ModelSpec.parse("echo=pkg:smollm2,causal,template=echo")
@@ -481,7 +517,7 @@ def test_cache_encodes_each_text_set_once(tmp_path: Path, tiny_llama: Path) -> N
             ModelSpec("t", str(tiny_llama), bidirectional=False),
             ModelSpec("t", str(tiny_llama), template="echo"),
             ModelSpec("t", str(tiny_llama), template="{text} {text}"),
-        )  # fmt: skip
+        )
     }
     assert len(fingerprints) == 4  # the name does not matter, pooling, attention and the text template do
     assert spec_fingerprint(ModelSpec("t", str(tiny_llama), template="{text}")) == spec_fingerprint(spec)
@@ -495,15 +531,29 @@ def test_cache_encodes_each_text_set_once(tmp_path: Path, tiny_llama: Path) -> N
 def test_run_manifest_gives_baselines_and_stages(tmp_path: Path) -> None:
     for stage in ("mntp", "simcse"):
         write(tmp_path / stage / "adapter" / "adapter_config.json", "{}")
-    write(tmp_path / "stages.json", '{"base": "pkg:smollm2", "pooling": "mean", "stages": ['
-          '{"name": "after MNTP", "adapters": ["mntp/adapter"]},'
-          '{"name": "after SimCSE", "adapters": ["mntp/adapter", "simcse/adapter"]}]}')  # fmt: skip
+    write(
+        tmp_path / "stages.json",
+        '{"base": "pkg:smollm2", "pooling": "mean", "stages": ['
+        '{"name": "after MNTP", "adapters": ["mntp/adapter"]},'
+        '{"name": "after SimCSE", "adapters": ["mntp/adapter", "simcse/adapter"]}]}',
+    )
     specs = run_specs(tmp_path)
-    assert [s.name for s in specs] == ["causal last-token", "causal mean", "causal echo", "causal PromptEOL",
-                                       "bidirectional untrained", "after MNTP", "after SimCSE"]  # fmt: skip
+    assert [s.name for s in specs] == [
+        "causal last-token",
+        "causal mean",
+        "causal echo",
+        "causal PromptEOL",
+        "bidirectional untrained",
+        "after MNTP",
+        "after SimCSE",
+    ]
     assert specs[0].pooling == "last_token" and specs[0].bidirectional is False and specs[4].bidirectional
     assert (specs[2].template, specs[2].pooling, specs[3].template, specs[3].pooling) == (
-        "echo", "mean", "prompteol", "last_token")  # fmt: skip
+        "echo",
+        "mean",
+        "prompteol",
+        "last_token",
+    )
     assert specs[6].adapters == (str(tmp_path / "mntp/adapter"), str(tmp_path / "simcse/adapter"))
     everything = resolve_models([str(tmp_path), "extra=pkg:smollm2,causal"])
     assert everything[-1].source == "ref:all-minilm-l6-v2" and everything[-2].name == "extra"
@@ -519,8 +569,10 @@ def test_report_table_and_chart(tmp_path: Path, monkeypatch: pytest.MonkeyPatch)
         STSTask(name="sts", sentences1=["a b", "c d", "e"], sentences2=["a b", "c x", "f"], scores=[5, 2, 0]),
         TripletTask(name="trip", anchors=["a b c"], similar=["a b c d"], dissimilar=["x"], language="bg"),
     ]
-    models = [CachedEncoder(ModelSpec(n, f"st:{tmp_path}"), cache_root=None, model=BagOfWords(d), fingerprint=n)
-              for n, d in (("small", 4), ("large", 1024))]  # fmt: skip
+    models = [
+        CachedEncoder(ModelSpec(n, f"st:{tmp_path}"), cache_root=None, model=BagOfWords(d), fingerprint=n)
+        for n, d in (("small", 4), ("large", 1024))
+    ]
     results = evaluate(models, tasks, progress=False)
     table = markdown_table(results)
     assert "| large | **100.0** | **100.0** | **100.0** |" in table
@@ -535,8 +587,11 @@ def test_report_table_and_chart(tmp_path: Path, monkeypatch: pytest.MonkeyPatch)
     monkeypatch.setattr("os.fsync", lambda _: (_ for _ in ()).throw(KeyboardInterrupt))
     monkeypatch.setattr("matplotlib.figure.Figure.savefig", lambda *_, **__: (_ for _ in ()).throw(KeyboardInterrupt))
     smaller = evaluate(models[:1], tasks, progress=False)
-    for step in (lambda: write_chart(smaller, paths["chart"]), lambda: smaller.save(paths["results"]),
-                 lambda: write_report(smaller, tmp_path / "report", notes="new")):  # fmt: skip
+    for step in (
+        lambda: write_chart(smaller, paths["chart"]),
+        lambda: smaller.save(paths["results"]),
+        lambda: write_report(smaller, tmp_path / "report", notes="new"),
+    ):
         with pytest.raises(KeyboardInterrupt):
             step()
     assert {name: path.read_bytes() for name, path in paths.items()} == before

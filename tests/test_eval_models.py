@@ -12,10 +12,12 @@ from typer.testing import CliRunner
 
 from lm2vec.cli import app
 from lm2vec.data.packaged import libreoffice_messages
-from lm2vec.evaluation.encoders import CachedEncoder, LM2VecEncoder, ModelSpec, reference_spec
+from lm2vec.evaluation.embedding_cache import CachedEncoder
+from lm2vec.evaluation.encoders import LM2VecEncoder
 from lm2vec.evaluation.mteb_protocol import LM2VecMTEB, to_mteb
 from lm2vec.evaluation.registry import Registry
 from lm2vec.evaluation.runner import evaluate
+from lm2vec.evaluation.specs import ModelSpec, reference_spec
 
 TASKS_TOML = """
 [suites]
@@ -53,8 +55,21 @@ def task_dir(tmp_path: Path) -> Path:
 def test_cli_eval_run_and_report_on_the_tiny_model(task_dir: Path, tiny_llama: Path, tmp_path: Path) -> None:
     runner = CliRunner()
     tasks = str(task_dir / "tasks.toml")
-    result = runner.invoke(app, ["eval", "run", "-m", f"tiny={tiny_llama}", "--tasks", tasks, "--suite", "small",
-                                 "--out", str(tmp_path / "r.json")])  # fmt: skip
+    result = runner.invoke(
+        app,
+        [
+            "eval",
+            "run",
+            "-m",
+            f"tiny={tiny_llama}",
+            "--tasks",
+            tasks,
+            "--suite",
+            "small",
+            "--out",
+            str(tmp_path / "r.json"),
+        ],
+    )
     assert result.exit_code == 0, result.output
     saved = json.loads((tmp_path / "r.json").read_text())
     assert set(saved["models"]["tiny"]["results"]) == {"pairs", "faq", "topics"}
@@ -63,8 +78,21 @@ def test_cli_eval_run_and_report_on_the_tiny_model(task_dir: Path, tiny_llama: P
     run = tmp_path / "run"
     run.mkdir()
     (run / "stages.toml").write_text(f'base = "{tiny_llama}"\nstages = []\n')
-    result = runner.invoke(app, ["report", str(run), f"last={tiny_llama},pooling=last_token", "--tasks", tasks,
-                                 "--suite", "small", "--no-reference", "--out", str(tmp_path / "rep")])  # fmt: skip
+    result = runner.invoke(
+        app,
+        [
+            "report",
+            str(run),
+            f"last={tiny_llama},pooling=last_token",
+            "--tasks",
+            tasks,
+            "--suite",
+            "small",
+            "--no-reference",
+            "--out",
+            str(tmp_path / "rep"),
+        ],
+    )
     assert result.exit_code == 0, result.output
     report = (tmp_path / "rep" / "report.md").read_text()
     for name in (
@@ -78,8 +106,10 @@ def test_cli_eval_run_and_report_on_the_tiny_model(task_dir: Path, tiny_llama: P
         assert f"| {name} |" in report
     assert (tmp_path / "rep" / "report.png").stat().st_size > 1000
     # Everything was encoded by the first run or by the baselines' first use: the report's rerun hits the cache.
-    rerun = runner.invoke(app, ["report", str(run), "--tasks", tasks, "--suite", "small", "--no-reference",
-                                "--out", str(tmp_path / "rep2")])  # fmt: skip
+    rerun = runner.invoke(
+        app,
+        ["report", str(run), "--tasks", tasks, "--suite", "small", "--no-reference", "--out", str(tmp_path / "rep2")],
+    )
     assert rerun.exit_code == 0, rerun.output
     models = json.loads((tmp_path / "rep2" / "results.json").read_text())["models"]
     assert all(m["encoded_texts"] == 0 for m in models.values())
@@ -122,10 +152,12 @@ def test_mteb_protocol_calls(tiny_llama: Path) -> None:
 
     texts = ["who wrote faust", "bread is baked", "a third text"]
     loader = DataLoader([{"text": t} for t in texts], batch_size=2)
-    queries = wrapped.encode(loader, task_metadata=Meta(), hf_split="test", hf_subset="default",
-                             prompt_type=PromptType.query)  # fmt: skip
-    documents = wrapped.encode(loader, task_metadata=Meta(), hf_split="test", hf_subset="default",
-                               prompt_type=PromptType.document)  # fmt: skip
+    queries = wrapped.encode(
+        loader, task_metadata=Meta(), hf_split="test", hf_subset="default", prompt_type=PromptType.query
+    )
+    documents = wrapped.encode(
+        loader, task_metadata=Meta(), hf_split="test", hf_subset="default", prompt_type=PromptType.document
+    )
     np.testing.assert_allclose(queries, model.encode(texts, normalize=True, prompt="Find the answer"), atol=1e-5)
     np.testing.assert_allclose(documents, model.encode(texts, normalize=True), atol=1e-5)
     assert wrapped.similarity(queries, documents).shape == (3, 3)

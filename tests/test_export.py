@@ -12,7 +12,7 @@ from peft import LoraConfig, get_peft_model
 from sentence_transformers import SentenceTransformer
 from transformers import AutoModel, AutoTokenizer
 
-from lm2vec import LM2Vec
+from lm2vec import EncoderConfig, LM2Vec
 from lm2vec.modeling.card import base_metadata, front_matter, model_card
 from tests.tiny_models import save_tiny_model
 
@@ -162,15 +162,10 @@ def test_a_re_exported_encoder_keeps_its_hub_base_model(tmp_path) -> None:
 def test_export_encoder_merges_configures_and_checks_sentence_transformers(tiny_llama, tmp_path) -> None:
     from lm2vec.modeling.export import ExportCheckError, export_encoder
 
-    def configure(config) -> None:
-        config.query_instruction = "Find the sentence"
-
-    export = export_encoder(tiny_llama, tmp_path / "model", pooling="mean", device="cpu", configure=configure,
-                            check=True, check_device="cpu")  # fmt: skip
+    config = EncoderConfig(pooling="weighted_mean", query_instruction="Find the sentence")
+    export = export_encoder(tiny_llama, tmp_path / "model", config=config, device="cpu", check=True, check_device="cpu")
     assert export.folder == tmp_path / "model" and export.st_cosine >= 0.999 and export.st_query_cosine is not None
-    assert (
-        json.loads((tmp_path / "model" / "lm2vec_config.json").read_text())["query_instruction"] == "Find the sentence"
-    )
+    assert LM2Vec.from_pretrained(tmp_path / "model", device="cpu").config == config
     assert export_encoder(LM2Vec.from_pretrained(tiny_llama, device="cpu"), tmp_path / "plain").st_cosine is None
     with pytest.raises(ValueError, match="apply to a source"):
         export_encoder(LM2Vec.from_pretrained(tiny_llama, device="cpu"), tmp_path / "x", pooling="mean")
@@ -191,8 +186,80 @@ def test_a_packaged_models_export_names_its_origin_and_licence(smollm2, tmp_path
         assert front_matter(card)["license"] == "apache-2.0" and "## Licence" in card
 
     gemma = base_metadata("pkg:gemma3-270m")
-    assert gemma == {"base_model": "google/gemma-3-270m", "license": "gemma",
-                     "license_link": "https://ai.google.dev/gemma/terms"}  # fmt: skip
+    assert gemma == {
+        "base_model": "google/gemma-3-270m",
+        "license": "gemma",
+        "license_link": "https://ai.google.dev/gemma/terms",
+    }
     card = model_card(smollm2.config, smollm2.get_sentence_embedding_dimension(), gemma)
     assert "subject to its licence, `gemma` (https://ai.google.dev/gemma/terms)" in card
     assert front_matter(card)["license_link"] == "https://ai.google.dev/gemma/terms"
+
+
+def test_a_recipe_and_training_alone_export_the_same_config(tiny_llama, tmp_path) -> None:
+    """The same options through a recipe's export stage and `lm2vec train supervised` without a recipe (its
+    encoder/) give the same lm2vec_config.json and config_sentence_transformers.json: pooling, max_length, the
+    instruction most supervised queries carried (recorded when training read them, not read again by the export),
+    the Matryoshka sizes."""
+    from typer.testing import CliRunner
+
+    from lm2vec.cli import app
+    from lm2vec.pipeline.run import run_recipe
+    from tests.test_pipeline import inputs_folder
+
+    inputs = inputs_folder(tmp_path / "inputs")
+    pairs = [line.split("\t")[:2] for line in (inputs / "sts.tsv").read_text().splitlines()[:12]]
+    data = tmp_path / "pairs.jsonl"
+
+    def write_pairs(instruction: str) -> None:
+        records = [
+            {"query": query, "positive": positive, "instruction": instruction if number % 3 else ""}
+            for number, (query, positive) in enumerate(pairs)
+        ]
+        data.write_text("".join(json.dumps(record) + "\n" for record in records))
+
+    write_pairs("find the same sentence")
+    supervised = {
+        "data": str(data),
+        "pooling": "weighted_mean",
+        "max_length": 32,
+        "matryoshka_dims": [8, 16],
+        "per_device_batch_size": 4,
+        "max_steps": 1,
+        "warmup_steps": 0,
+    }
+    recipe = tmp_path / "recipe.toml"
+    recipe.write_text(
+        f'[run]\nmodel = "{tiny_llama}"\npooling = "weighted_mean"\nmax_length = 32\n'
+        f'[mntp]\ndata = "{inputs / "docs.txt"}"\nmax_seq_length = 16\nper_device_batch_size = 2\nmax_steps = 1\n'
+        'mask_token = "<unk>"\neval_on_start = false\n'
+        "[supervised]\n"
+        + "".join(f"{key} = {json.dumps(value)}\n" for key, value in supervised.items() if key != "pooling")
+    )
+    run_dir = tmp_path / "run"
+    run_recipe(recipe, out=run_dir, until="supervised", echo=lambda line: None)
+
+    alone = tmp_path / "alone"
+    arguments = [
+        "train",
+        "supervised",
+        "--out",
+        str(alone),
+        "--set",
+        f"model={tiny_llama}",
+        "--set",
+        f"adapters={run_dir / 'mntp' / 'adapter'}",
+    ]
+    for key, value in supervised.items():
+        arguments += ["--set", f"{key}={json.dumps(value) if isinstance(value, list) else value}"]
+    result = CliRunner().invoke(app, arguments)
+    assert result.exit_code == 0, result.output
+    write_pairs("an instruction no query was trained with")  # the export stage reads what training recorded
+    run_recipe(recipe, out=run_dir, until="export", echo=lambda line: None)
+
+    for name in ("lm2vec_config.json", "config_sentence_transformers.json"):
+        through_recipe = json.loads((run_dir / "model" / name).read_text())
+        assert json.loads((alone / "encoder" / name).read_text()) == through_recipe, name
+    config = json.loads((run_dir / "model" / "lm2vec_config.json").read_text())
+    assert (config["pooling"], config["max_length"], config["matryoshka_dims"]) == ("weighted_mean", 32, [8, 16])
+    assert config["query_instruction"] == "find the same sentence"

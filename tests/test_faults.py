@@ -23,7 +23,7 @@ import pytest
 from lm2vec import LM2Vec
 from lm2vec.artifacts import PARTIAL
 from lm2vec.data import corpus_files
-from lm2vec.pipeline import run_recipe
+from lm2vec.pipeline.run import run_recipe
 from tests.tiny_models import WORDS
 
 ROOT = Path(__file__).resolve().parents[1]

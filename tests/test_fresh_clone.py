@@ -21,7 +21,7 @@ import json, sys
 import lm2vec
 from lm2vec.data.packaged import expand_path
 from lm2vec.evaluation.registry import Registry
-from lm2vec.pipeline import plan_run
+from lm2vec.pipeline.plan import plan_run
 
 plans = {}
 for recipe in sys.argv[1:]:
@@ -36,8 +36,16 @@ print(json.dumps({"package": lm2vec.__file__, "stsb": str(stsb), "plans": plans,
 def test_the_main_job_plans_on_a_clone_without_shared(tmp_path) -> None:
     # The working tree as git would clone it (tracked and new files, nothing ignored), in a folder with no ../shared.
     clone = tmp_path / "newcomer" / "lm2vec"
-    listed = subprocess.run(["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"], cwd=ROOT,
-                            check=True, capture_output=True).stdout.decode().split("\0")  # fmt: skip
+    listed = (
+        subprocess.run(
+            ["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
+            cwd=ROOT,
+            check=True,
+            capture_output=True,
+        )
+        .stdout.decode()
+        .split("\0")
+    )
     for name in filter(None, listed):
         if (ROOT / name).is_file():
             (clone / name).parent.mkdir(parents=True, exist_ok=True)
@@ -47,8 +55,9 @@ def test_the_main_job_plans_on_a_clone_without_shared(tmp_path) -> None:
     env = {key: value for key, value in os.environ.items() if key != "LM2VEC_STSB"}
     env |= {"PYTHONPATH": str(clone / "src"), "HF_HUB_OFFLINE": "1"}
     recipes = ["recipes/gemma3-en-cpu.toml", "recipes/smollm2-en-quick.toml", "recipes/smollm2-en-cpu.toml"]
-    result = subprocess.run([sys.executable, "-c", PLAN, *recipes], cwd=clone, env=env, capture_output=True,
-                            text=True, timeout=600)  # fmt: skip
+    result = subprocess.run(
+        [sys.executable, "-c", PLAN, *recipes], cwd=clone, env=env, capture_output=True, text=True, timeout=600
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     planned = json.loads(result.stdout.strip().splitlines()[-1])
     assert planned["package"].startswith(str(clone))  # the clone's code, not this checkout's

@@ -150,8 +150,18 @@ def test_an_lm2vec_index_folder_is_never_read_as_documents(tmp_path: Path, tiny_
     shutil.copytree(tmp_path / "index", tmp_path / "more" / "old-index")
     (tmp_path / "more" / "note.txt").write_text(paragraphs(5, 1), encoding="utf-8")
     assert [label for label, _ in read_documents(tmp_path / "more")] == [str(tmp_path / "more" / "note.txt")]
-    result = runner.invoke(app, ["index", "build", str(tmp_path / "more" / "old-index"), "--model", "no-such-model",
-                                 "--out", str(tmp_path / "i")])  # fmt: skip
+    result = runner.invoke(
+        app,
+        [
+            "index",
+            "build",
+            str(tmp_path / "more" / "old-index"),
+            "--model",
+            "no-such-model",
+            "--out",
+            str(tmp_path / "i"),
+        ],
+    )
     assert result.exit_code == 2 and "is an lm2vec index" in only_error_line(result.output)
 
 
@@ -198,11 +208,15 @@ def test_remove_takes_documents_out_of_the_index(tmp_path: Path, tiny_llama: Pat
 # --- 4. the same text in two documents --------------------------------------------------------------------------
 def test_the_same_text_in_two_documents_keeps_both_with_their_metadata(tmp_path: Path, tiny_llama: Path) -> None:
     text = "the red cat sat on the mat ."
-    records = [{"id": "1", "text": text, "tenant": "A"}, {"id": "2", "text": text, "tenant": "B"},
-               {"id": "3", "text": "a big dog ran on the road .", "tenant": "B"}]  # fmt: skip
+    records = [
+        {"id": "1", "text": text, "tenant": "A"},
+        {"id": "2", "text": text, "tenant": "B"},
+        {"id": "3", "text": "a big dog ran on the road .", "tenant": "B"},
+    ]
     (tmp_path / "shared.jsonl").write_text("\n".join(json.dumps(r) for r in records), encoding="utf-8")
-    report = build_index([tmp_path / "shared.jsonl"], str(tiny_llama), tmp_path / "index", CHUNKING, SMALL_PARTS,
-                         echo=lambda _: None)  # fmt: skip
+    report = build_index(
+        [tmp_path / "shared.jsonl"], str(tiny_llama), tmp_path / "index", CHUNKING, SMALL_PARTS, echo=lambda _: None
+    )
     assert (report.passages, report.encoded) == (3, 2)  # two passages, one vector computed
     store = SearchIndex(tmp_path / "index")
     query = LM2Vec.from_pretrained(tiny_llama, device="cpu").encode([text], normalize=True)
@@ -215,8 +229,9 @@ def test_the_same_text_in_two_documents_keeps_both_with_their_metadata(tmp_path:
 def test_a_source_without_documents_is_refused_before_the_model_loads(tmp_path: Path, tiny_llama: Path) -> None:
     (tmp_path / "empty").mkdir()
     (tmp_path / "empty" / "image.png").write_bytes(b"not a document")
-    result = runner.invoke(app, ["index", "build", str(tmp_path / "empty"), "--model", "no-such-model",
-                                 "--out", str(tmp_path / "idx")])  # fmt: skip
+    result = runner.invoke(
+        app, ["index", "build", str(tmp_path / "empty"), "--model", "no-such-model", "--out", str(tmp_path / "idx")]
+    )
     assert result.exit_code == 2 and f"no documents found in {tmp_path / 'empty'}" in only_error_line(result.output)
     assert not (tmp_path / "idx").exists()
 
@@ -239,8 +254,9 @@ def test_symlinks_inside_a_source_folder_are_skipped_and_counted(tmp_path: Path,
     (docs / "secret.txt").symlink_to(outside / "secret.txt")
     (docs / "folder").symlink_to(outside / "folder")
 
-    result = runner.invoke(app, ["index", "build", str(docs), "--model", str(tiny_llama), "--out",
-                                 str(tmp_path / "index"), *CHUNK_FLAGS])  # fmt: skip
+    result = runner.invoke(
+        app, ["index", "build", str(docs), "--model", str(tiny_llama), "--out", str(tmp_path / "index"), *CHUNK_FLAGS]
+    )
     assert result.exit_code == 0, result.output
     assert f"{docs}: skipped 2 symlinks" in result.output
     assert {source for source, _, _ in state(tmp_path / "index")} == {str(docs / "own.txt")}
@@ -298,14 +314,14 @@ DAMAGES = {
     "manifest truncated": (
         lambda i, s: (i / MANIFEST_NAME).write_text((i / MANIFEST_NAME).read_text()[:300]),
         MANIFEST_NAME,
-    ),  # fmt: skip
+    ),
     "manifest without model": (lambda i, s: _edit_manifest(i, lambda m: m.pop("model")), "'model'"),
     "manifest without faiss": (lambda i, s: _edit_manifest(i, lambda m: m["searchable"].pop("faiss")), "'faiss'"),
     "part deleted": (lambda i, s: (i / _manifest(i)["searchable"]["parts"][1]["path"]).unlink(), "part-"),
     "part truncated": (
         lambda i, s: (i / _manifest(i)["searchable"]["parts"][0]["path"]).write_bytes(b"PAR1"),
         "part-",
-    ),  # fmt: skip
+    ),
 }
 
 

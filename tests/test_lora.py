@@ -17,8 +17,8 @@ from torch import nn
 
 import lm2vec.training.lora as lora_module
 from lm2vec import LM2VecError
+from lm2vec.training.adapters import add_lora
 from lm2vec.training.callbacks import read_log
-from lm2vec.training.common import add_lora
 from lm2vec.training.lora import (
     GATED_MLP_CLASSES,
     PEFT_FORWARD_PARAMETERS,
@@ -352,8 +352,14 @@ def test_the_installed_peft_fits_the_fused_layers() -> None:
     layer = next(m for m in lora_block(0.1).modules() if type(m) is LoraLinear)
     assert peft_layer_problems(layer) == []
     assert set(PEFT_LAYER_ATTRIBUTES) == {
-        "base_layer", "lora_A", "lora_B", "lora_dropout", "scaling", "lora_variant", "use_dora",
-    }  # fmt: skip
+        "base_layer",
+        "lora_A",
+        "lora_B",
+        "lora_dropout",
+        "scaling",
+        "lora_variant",
+        "use_dora",
+    }
     for name, kind in PEFT_LAYER_ATTRIBUTES.items():
         assert isinstance(getattr(layer, name), kind), name
     assert type(layer.base_layer) is nn.Linear and layer.active_adapters == ["default"]
@@ -475,10 +481,20 @@ def test_fused_lora_false_trains(tiny_llama, tmp_path) -> None:
     runs = {}
     for fused in (True, False):
         options = MNTPConfig(
-            model=str(tiny_llama), data=str(tmp_path / "texts.txt"), output_dir=str(tmp_path / f"run-{fused}"),
-            max_seq_length=16, per_device_batch_size=2, max_steps=4, learning_rate=5e-3, logging_steps=1,
-            save_steps=4, mask_token="<unk>", eval_on_start=False, lora_dropout=0.0, fused_lora=fused,
-        )  # fmt: skip
+            model=str(tiny_llama),
+            data=str(tmp_path / "texts.txt"),
+            output_dir=str(tmp_path / f"run-{fused}"),
+            max_seq_length=16,
+            per_device_batch_size=2,
+            max_steps=4,
+            learning_rate=5e-3,
+            logging_steps=1,
+            save_steps=4,
+            mask_token="<unk>",
+            eval_on_start=False,
+            lora_dropout=0.0,
+            fused_lora=fused,
+        )
         result = train_mntp(options)
         trainer = result.trainer
         assert result.global_step == 4

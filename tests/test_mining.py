@@ -42,9 +42,21 @@ def test_lm2vec_mine_adds_negatives_that_are_not_the_positive(tiny_llama, tmp_pa
     ]
     (tmp_path / "pairs.jsonl").write_text("".join(json.dumps(p) + "\n" for p in pairs))
     (tmp_path / "corpus.txt").write_text("\n".join(CORPUS) + "\n")
-    command = ["mine", "-m", str(tiny_llama), "-p", str(tmp_path / "pairs.jsonl"), "-o", str(tmp_path / "mined.jsonl"),
-               "--corpus", str(tmp_path / "corpus.txt"), "--num-negatives", "3",
-               "--relative-margin", "0.02"]  # fmt: skip
+    command = [
+        "mine",
+        "-m",
+        str(tiny_llama),
+        "-p",
+        str(tmp_path / "pairs.jsonl"),
+        "-o",
+        str(tmp_path / "mined.jsonl"),
+        "--corpus",
+        str(tmp_path / "corpus.txt"),
+        "--num-negatives",
+        "3",
+        "--relative-margin",
+        "0.02",
+    ]
     result = CliRunner().invoke(app, command)
     assert result.exit_code == 0, result.output
     mined = [json.loads(line) for line in (tmp_path / "mined.jsonl").read_text().splitlines()]
@@ -63,6 +75,7 @@ def test_lm2vec_mine_adds_negatives_that_are_not_the_positive(tiny_llama, tmp_pa
 
     again = CliRunner().invoke(app, command)
     assert again.exit_code == 2 and "exists" in again.output
-    missing = CliRunner().invoke(app, ["mine", "-m", "no-such-model", "-p", str(tmp_path / "none.jsonl"), "-o",
-                                       str(tmp_path / "x.jsonl")])  # fmt: skip
+    missing = CliRunner().invoke(
+        app, ["mine", "-m", "no-such-model", "-p", str(tmp_path / "none.jsonl"), "-o", str(tmp_path / "x.jsonl")]
+    )
     assert missing.exit_code == 2 and "none.jsonl is not a file" in missing.output

@@ -16,6 +16,8 @@ from typer.testing import CliRunner
 
 from lm2vec import LM2Vec
 from lm2vec.cli import app
+from lm2vec.data.errors import DataError
+from lm2vec.data.readers import load_text_dataset
 from lm2vec.modeling.bidirectional import SUPPORTED_ARCHITECTURES, set_bidirectional
 from lm2vec.training.callbacks import read_log
 from lm2vec.training.masking import IGNORE_INDEX, MNTPCollator, mask_token_for, mask_tokens
@@ -25,7 +27,6 @@ from lm2vec.training.mntp import (
     PackedBlocks,
     build_mntp_model,
     load_causal_lm,
-    load_texts,
     pack_blocks,
     prepare_data,
     train_mntp,
@@ -158,7 +159,7 @@ def test_mask_token_choice(tiny_llama) -> None:
 # --- data ------------------------------------------------------------------------------------------------------
 def test_packing_and_sources(tmp_path, text_file) -> None:
     tokenizer = tiny_tokenizer()
-    texts = load_texts(str(text_file))
+    texts = load_text_dataset(str(text_file))
     documents = list(texts["text"])
     blocks = pack_blocks(texts, tokenizer, 16)
     assert len(blocks) > 10 and all(len(ids) == 16 for ids in blocks["input_ids"])
@@ -166,15 +167,15 @@ def test_packing_and_sources(tmp_path, text_file) -> None:
     assert blocks["input_ids"][0] == stream[:16] and blocks["input_ids"][1] == stream[16:32]
 
     (tmp_path / "a.jsonl").write_text("".join(json.dumps({"body": t}) + "\n" for t in documents[:5]))
-    assert load_texts(str(tmp_path / "a.jsonl"), text_field="body")["text"] == documents[:5]
+    assert load_text_dataset(str(tmp_path / "a.jsonl"), text_field="body")["text"] == documents[:5]
     folder = tmp_path / "folder"
     folder.mkdir()
     (folder / "a.jsonl").write_text("".join(json.dumps({"text": t}) + "\n" for t in documents[:5]))
     texts.select(range(7)).to_parquet(folder / "b.parquet")
-    assert len(load_texts(str(folder))) == 12  # a folder: every supported file in it
-    assert load_texts(str(folder), "validation") is None
-    with pytest.raises(FileNotFoundError):
-        load_texts(str(tmp_path / "missing.txt"))
+    assert len(load_text_dataset(str(folder))) == 12  # a folder: every supported file in it
+    assert load_text_dataset(str(folder), split="validation") is None
+    with pytest.raises(DataError, match="missing.txt: not found"):
+        load_text_dataset(str(tmp_path / "missing.txt"))
 
     options = MNTPConfig(data=str(text_file), max_seq_length=16, validation_fraction=0.1, max_eval_blocks=3)
     train, evaluation = prepare_data(options, tokenizer)
@@ -260,8 +261,13 @@ def test_one_progress_bar_with_tokens_per_second_on_a_terminal(tiny_llama, text_
     monkeypatch.setattr(sys, "stderr", terminal)
     trainer = train_mntp(tiny_options(tiny_llama, text_file, tmp_path / "run", max_steps=2)).trainer
     callbacks = sorted(type(callback).__name__ for callback in trainer.callback_handler.callbacks)
-    assert callbacks == ["DefaultFlowCallback", "JsonlLogCallback", "LossPlotCallback", "ResumableTensorBoard",
-                         "StageProgress"]  # fmt: skip
+    assert callbacks == [
+        "DefaultFlowCallback",
+        "JsonlLogCallback",
+        "LossPlotCallback",
+        "ResumableTensorBoard",
+        "StageProgress",
+    ]
     assert "run: 100%" in terminal.getvalue() and "tokens/s=" in terminal.getvalue()
 
 

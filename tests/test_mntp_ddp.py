@@ -20,9 +20,17 @@ def test_two_processes_agree_on_the_weights(tiny_llama, tmp_path) -> None:
     data = tmp_path / "texts.txt"
     data.write_text("\n\n".join(" ".join(rng.choice(WORDS) for _ in range(rng.randint(5, 30))) for _ in range(100)))
     command = [
-        sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-        str(ROOT / "tests" / "mntp_ddp_worker.py"), str(tiny_llama), str(data), str(tmp_path),
-    ]  # fmt: skip
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nproc_per_node",
+        "2",
+        str(ROOT / "tests" / "mntp_ddp_worker.py"),
+        str(tiny_llama),
+        str(data),
+        str(tmp_path),
+    ]
     environment = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT / "src"), str(ROOT)]), "OMP_NUM_THREADS": "1"}
     completed = subprocess.run(command, env=environment, capture_output=True, text=True, timeout=600, cwd=tmp_path)
     assert completed.returncode == 0, completed.stderr[-4000:]

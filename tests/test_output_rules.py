@@ -16,11 +16,12 @@ from typer.testing import CliRunner
 
 from lm2vec.artifacts import ForeignFolderError, OutputPathError, check_output_file, write_text_atomic
 from lm2vec.cli import app
-from lm2vec.evaluation.encoders import ModelSpec
+from lm2vec.data.errors import DataError
+from lm2vec.data.formats import read_supervised_pairs
 from lm2vec.evaluation.errors import EvalConfigError
 from lm2vec.evaluation.report import write_report
 from lm2vec.evaluation.runner import ModelResult, Results, TaskResult, evaluate
-from lm2vec.readers import DataFileError, read_supervised_pairs
+from lm2vec.evaluation.specs import ModelSpec
 
 NEVER = "pkg:never-loaded"
 runner = CliRunner()
@@ -79,8 +80,9 @@ def test_a_failed_write_leaves_no_temporary_file(tmp_path: Path) -> None:
 
 
 def test_write_report_keeps_out_of_a_folder_it_does_not_own(tmp_path: Path) -> None:
-    results = Results(tasks={"t": {"type": "sts", "main_metric": "spearman", "size": 1, "language": "en",
-                                   "description": ""}})  # fmt: skip
+    results = Results(
+        tasks={"t": {"type": "sts", "main_metric": "spearman", "size": 1, "language": "en", "description": ""}}
+    )
     results.models["m"] = ModelResult("m", "m=x", "f", {"t": TaskResult("t", "sts", "spearman", 0.5, {}, 0.0, 1)})
     (tmp_path / "progress.png").write_bytes(b"a chart")
     with pytest.raises(ForeignFolderError, match="not empty and was not made by lm2vec"):
@@ -143,8 +145,9 @@ def test_encode_replaces_an_existing_file_only_with_overwrite(tmp_path: Path, ti
 
 
 def test_mine_replaces_an_existing_file_only_with_overwrite(tmp_path: Path, tiny_llama: Path) -> None:
-    (tmp_path / "pairs.jsonl").write_text('{"query": "who plays", "positive": "a man plays guitar"}\n'
-                                          '{"query": "a dog", "positive": "the dog ran fast"}\n')  # fmt: skip
+    (tmp_path / "pairs.jsonl").write_text(
+        '{"query": "who plays", "positive": "a man plays guitar"}\n{"query": "a dog", "positive": "the dog ran fast"}\n'
+    )
     out = tmp_path / "mined.jsonl"
     out.write_text("the user's records")
     arguments = ["mine", "-p", tmp_path / "pairs.jsonl", "-o", out, "--num-negatives", "1"]
@@ -212,7 +215,7 @@ def test_bad_pairs_name_file_and_line_before_any_model_loads(tmp_path: Path, con
     pairs = tmp_path / "pairs.jsonl"
     pairs.write_text(content)
     assert message in error_line(invoke("mine", "-m", NEVER, "-p", pairs, "-o", tmp_path / "out.jsonl"))
-    with pytest.raises(DataFileError, match=message.replace("(", r"\(").replace(")", r"\)")):
+    with pytest.raises(DataError, match=message.replace("(", r"\(").replace(")", r"\)")):
         read_supervised_pairs(pairs)  # the supervised stage reads its records with the same function
 
 

@@ -137,12 +137,15 @@ def test_translations_text_is_built_once_per_package_versions_without_evaluation
 ) -> None:
     monkeypatch.setenv("LM2VEC_CACHE", str(tmp_path / "cache"))
     write_mo(tmp_path / "libreoffice" / "sw.mo", {"Delete the selected rows now": "Изтриване на избраните редове сега"})
-    sources = write_mo(tmp_path / "app.mo", {
-        "a": "Изтриване на избраните редове сега",
-        "b": "Записът на файла беше успешен днес",
-        "c": "записът на файла беше успешен днес",
-        "d": "Отваряне",
-    })  # fmt: skip
+    sources = write_mo(
+        tmp_path / "app.mo",
+        {
+            "a": "Изтриване на избраните редове сега",
+            "b": "Записът на файла беше успешен днес",
+            "c": "записът на файла беше успешен днес",
+            "d": "Отваряне",
+        },
+    )
     libreoffice = {"package": "libreoffice-l10n-bg", "version": "4:7.4.7-1", "deb_sha256": "c0ffee"}
 
     def files(package: str, wanted: list[str], version: str | None = None) -> tuple[list[Path], dict]:
@@ -175,8 +178,8 @@ def test_translations_text_is_built_once_per_package_versions_without_evaluation
 
 def test_the_real_debian_bg_corpus() -> None:
     """Builds `${debian_bg}` from Debian's packages (about 35 MB of downloads, less where some are installed)."""
+    from lm2vec.data.formats import read_mo_pairs
     from lm2vec.evaluation.datasets import mo_prefix_triplets
-    from lm2vec.evaluation.readers import read_mo_pairs
 
     try:
         corpus = packaged.translations_text("bg")
@@ -229,8 +232,9 @@ class FakeArchive:
             f"Package: {package}\nVersion: {version}\nArchitecture: all\nMaintainer: t <t@t>\nDescription: t\n"
         )
         deb = self.folder / f"{package}_{version}.deb"
-        subprocess.run(["dpkg-deb", "--root-owner-group", "--build", str(root), str(deb)], check=True,
-                       capture_output=True)  # fmt: skip
+        subprocess.run(
+            ["dpkg-deb", "--root-owner-group", "--build", str(root), str(deb)], check=True, capture_output=True
+        )
         if current:
             (self.folder / f"{package}.current").write_text(version)
         return hashlib.sha256(deb.read_bytes()).hexdigest()
@@ -290,7 +294,7 @@ def test_installed_files_are_recorded_by_their_hashes(monkeypatch: pytest.Monkey
         ("fortunes-bg=1.4, libglib2.0-data=2.74.6-2", {"fortunes-bg": "1.4", "libglib2.0-data": "2.74.6-2"}),
         ("", {}),  # --set data.pins= : what the apt sources serve now
     ],
-)  # fmt: skip
+)
 def test_pins_from_a_recipe_table_or_the_command_line(value: object, pins: dict[str, str]) -> None:
     assert packaged.debian_pins(value) == pins
 

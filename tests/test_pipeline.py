@@ -20,7 +20,8 @@ from lm2vec import LM2Vec
 from lm2vec.artifacts import ForeignFolderError
 from lm2vec.cli import app
 from lm2vec.modeling.card import front_matter
-from lm2vec.pipeline import Pipeline, PipelineError, plan_run, run_recipe
+from lm2vec.pipeline.plan import plan_run
+from lm2vec.pipeline.run import Pipeline, PipelineError, run_recipe
 from lm2vec.recipe import RecipeError, build_config
 from lm2vec.stages import Stage, get_stage, register_stage, registered_stages, unregister_stage
 from tests.tiny_models import WORDS
@@ -127,8 +128,15 @@ def test_the_quick_recipe_runs_every_stage_and_resumes(tiny_llama, inputs, tmp_p
     np.testing.assert_allclose(exported.encode(texts), expected_query, rtol=1e-4, atol=1e-5)
 
     report = (run_dir / "report" / "report.md").read_text()
-    for row in ("causal last-token", "causal mean", "bidirectional untrained", "after MNTP", "after SimCSE",
-                "after supervised", "reference: all-MiniLM-L6-v2"):  # fmt: skip
+    for row in (
+        "causal last-token",
+        "causal mean",
+        "bidirectional untrained",
+        "after MNTP",
+        "after SimCSE",
+        "after supervised",
+        "reference: all-MiniLM-L6-v2",
+    ):
         assert f"| {row} |" in report
     assert "## Stages" in report and "| mntp |" in report
     assert (run_dir / "report" / "report.png").stat().st_size > 1000
@@ -233,8 +241,21 @@ def test_two_processes_run_the_recipe(tiny_llama, inputs, tmp_path) -> None:
     """Under torchrun the training stages run on both processes (gloo), the others on the main process only."""
     run_dir = tmp_path / "run"
     overrides = [arg for override in tiny_overrides(tiny_llama, inputs) for arg in ("--set", override)]
-    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-               "-m", "lm2vec", "run", str(QUICK), "--out", str(run_dir), *overrides]  # fmt: skip
+    command = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nproc_per_node",
+        "2",
+        "-m",
+        "lm2vec",
+        "run",
+        str(QUICK),
+        "--out",
+        str(run_dir),
+        *overrides,
+    ]
     environment = {**os.environ, "OMP_NUM_THREADS": "1"}
     completed = subprocess.run(command, env=environment, capture_output=True, text=True, timeout=600)
     assert completed.returncode == 0, completed.stderr[-4000:]
@@ -289,11 +310,17 @@ def test_the_whole_recipe_is_checked_before_any_stage_starts(tmp_path) -> None:
     overrides = ["--set", "mntp.lora_target_modules=[q_proj", "--set", "eval.suites=nope", "--set", "nodot"]
     result = CliRunner().invoke(app, ["run", str(recipe), "--out", str(tmp_path / "run"), *overrides])
     assert result.exit_code == 2 and "6 problems, nothing was run" in result.output
-    for problem in ("max_steps=6.5 is not an integer", "lora_target_modules='[q_proj' is not a JSON list",
-                    "per_device_batch_size must be at least 1, got 0", "learning_rate must be positive",
-                    "[simcse] max_steps must be at least 1, got -5", "unknown suite 'nope'",
-                    "'/no/such/model' is neither a model folder nor a .gguf file",
-                    f"{tmp_path / 'missing.txt'} does not exist", "Override 'nodot'"):  # fmt: skip
+    for problem in (
+        "max_steps=6.5 is not an integer",
+        "lora_target_modules='[q_proj' is not a JSON list",
+        "per_device_batch_size must be at least 1, got 0",
+        "learning_rate must be positive",
+        "[simcse] max_steps must be at least 1, got -5",
+        "unknown suite 'nope'",
+        "'/no/such/model' is neither a model folder nor a .gguf file",
+        f"{tmp_path / 'missing.txt'} does not exist",
+        "Override 'nodot'",
+    ):
         assert problem in result.output
     assert not (tmp_path / "run").exists()
     result = CliRunner().invoke(app, ["run", str(QUICK), "--out", str(tmp_path / "run"), "--set", "run.model="])
@@ -302,7 +329,7 @@ def test_the_whole_recipe_is_checked_before_any_stage_starts(tmp_path) -> None:
 
 def test_a_killed_attempt_still_counts_in_the_wall_time(tiny_llama, inputs, tmp_path, monkeypatch) -> None:
     """The time of an attempt is written while it runs, so a kill -9 (which runs no handler) does not lose it."""
-    monkeypatch.setattr("lm2vec.pipeline.HEARTBEAT_SECONDS", 0.05)
+    monkeypatch.setattr("lm2vec.pipeline.run.HEARTBEAT_SECONDS", 0.05)
     pipeline = Pipeline(plan_run(QUICK, tiny_overrides(tiny_llama, inputs), tmp_path / "run"), echo=lambda line: None)
     record = pipeline.records["data"]
     with pipeline._timing(record):

@@ -40,9 +40,18 @@ def test_every_arm_builds_its_training_options(study) -> None:
 def test_cost_and_table(study) -> None:
     cost = study.Cost()
     cost.add("simcse", steps=20, token_slots=61_440, wall=300.0, cpu=240.0)
-    row = {"arm": "a", "scores": dict.fromkeys(study.TUNING_TASKS, 0.5), "average": 0.5,
-           "cost": {"steps": cost.steps, "token_slots": cost.token_slots, "wall_seconds": cost.wall_seconds,
-                    "cpu_seconds": cost.cpu_seconds}, "idle_minutes": cost.idle_minutes}  # fmt: skip
+    row = {
+        "arm": "a",
+        "scores": dict.fromkeys(study.TUNING_TASKS, 0.5),
+        "average": 0.5,
+        "cost": {
+            "steps": cost.steps,
+            "token_slots": cost.token_slots,
+            "wall_seconds": cost.wall_seconds,
+            "cpu_seconds": cost.cpu_seconds,
+        },
+        "idle_minutes": cost.idle_minutes,
+    }
     assert cost.idle_minutes == 2.0  # 240 CPU seconds on two cores
     line = study.table([row]).splitlines()[-1]
     assert line == "| a | 50.0 | 50.0 | 50.0 | 50.0 | 50.0 | 50.0 | 20 | 61,440 | 256 | 5.0 | 4.0 | 2.0 |"
@@ -71,7 +80,7 @@ def test_a_checkpoint_costs_mntp_and_its_share_of_simcse(study) -> None:
 def test_a_matryoshka_prefix_is_cut_and_renormalised(study) -> None:
     import numpy as np
 
-    from lm2vec.evaluation.encoders import ModelSpec
+    from lm2vec.evaluation.specs import ModelSpec
 
     class Fixed:
         def embed(self, texts, instruction=None):

@@ -40,8 +40,20 @@ def start(model: Path, port: int, log: Path, *options: str) -> subprocess.Popen:
     /health answers."""
     environment = {**os.environ, "PYTHONPATH": f"{REPO / 'src'}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}
     with log.open("a") as stderr:
-        command = [sys.executable, "-m", "lm2vec", "serve", str(model), "--port", str(port), "--name", "tiny",
-                   "--max-input-tokens", "32", *options]  # fmt: skip
+        command = [
+            sys.executable,
+            "-m",
+            "lm2vec",
+            "serve",
+            str(model),
+            "--port",
+            str(port),
+            "--name",
+            "tiny",
+            "--max-input-tokens",
+            "32",
+            *options,
+        ]
         process = subprocess.Popen(command, env=environment, stdout=subprocess.PIPE, stderr=stderr, text=True)
     line = process.stdout.readline()
     assert line.startswith("serving ") and f"127.0.0.1:{port}" in line, (line, log.read_text())
@@ -58,8 +70,9 @@ def start(model: Path, port: int, log: Path, *options: str) -> subprocess.Popen:
 def call(port: int, method: str, path: str, body: dict | None = None) -> tuple[int, dict]:
     connection = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
     try:
-        connection.request(method, path, body=json.dumps(body) if body else None,
-                           headers={"Content-Type": "application/json"})  # fmt: skip
+        connection.request(
+            method, path, body=json.dumps(body) if body else None, headers={"Content-Type": "application/json"}
+        )
         response = connection.getresponse()
         return response.status, json.loads(response.read())
     finally:
@@ -78,8 +91,12 @@ def attempt(port: int, texts: list[str]) -> str:
     connection = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
     try:
         try:
-            connection.request("POST", "/v1/embeddings", body=json.dumps({"input": texts, "model": "tiny"}),
-                               headers={"Content-Type": "application/json"})  # fmt: skip
+            connection.request(
+                "POST",
+                "/v1/embeddings",
+                body=json.dumps({"input": texts, "model": "tiny"}),
+                headers={"Content-Type": "application/json"},
+            )
             response = connection.getresponse()
         except ConnectionError:  # refused, reset or closed before the status line (RemoteDisconnected)
             return "refused"
@@ -134,8 +151,11 @@ def cosine(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 
 
 def file_hashes(folder: Path) -> dict[str, str]:
-    return {str(path.relative_to(folder)): hashlib.sha256(path.read_bytes()).hexdigest()
-            for path in sorted(folder.rglob("*")) if path.is_file()}  # fmt: skip
+    return {
+        str(path.relative_to(folder)): hashlib.sha256(path.read_bytes()).hexdigest()
+        for path in sorted(folder.rglob("*"))
+        if path.is_file()
+    }
 
 
 @pytest.fixture(scope="module")
@@ -165,8 +185,9 @@ def test_sigterm_under_load_answers_or_refuses_cleanly_and_exits_0(tiny_llama: P
     assert "Traceback" not in log.read_text(), log.read_text()
 
 
-def test_kill_9_under_load_then_a_restart_serves_the_same_vectors_and_index(tiny_llama: Path, index: Path,
-                                                                            tmp_path: Path) -> None:  # fmt: skip
+def test_kill_9_under_load_then_a_restart_serves_the_same_vectors_and_index(
+    tiny_llama: Path, index: Path, tmp_path: Path
+) -> None:
     port, log = free_port(), tmp_path / "serve.log"
     before = file_hashes(index)
     passage = SearchIndex(index).passages[3]["text"]
@@ -208,8 +229,10 @@ def test_sigterm_stops_a_server_whose_stdout_reader_has_gone(tiny_llama: Path, t
         idle.request("GET", "/health")
         assert idle.getresponse().read()
         with socket.create_connection(("127.0.0.1", port)) as stalled:
-            stalled.sendall(b"POST /v1/embeddings HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
-                            b'Content-Length: 1000\r\n\r\n{"input": ')  # fmt: skip
+            stalled.sendall(
+                b"POST /v1/embeddings HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                b'Content-Length: 1000\r\n\r\n{"input": '
+            )
             time.sleep(0.2)
             stopping = time.monotonic()
             process.send_signal(signal.SIGTERM)

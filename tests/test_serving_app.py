@@ -112,15 +112,17 @@ def test_openai_client_gets_encode_embeddings(server: str, reference: LM2Vec, ti
 
 
 def test_raw_base64_is_little_endian_float32(server: str, reference: LM2Vec, tiny_llama: Path) -> None:
-    status, body = request(server, "POST", "/v1/embeddings", {"input": "a dog", "model": tiny_llama.name,
-                                                             "encoding_format": "base64"})  # fmt: skip
+    status, body = request(
+        server, "POST", "/v1/embeddings", {"input": "a dog", "model": tiny_llama.name, "encoding_format": "base64"}
+    )
     assert status == 200
     vector = np.frombuffer(base64.b64decode(body["data"][0]["embedding"]), dtype="<f4")
     assert cosine(vector, reference.encode("a dog", normalize=True)) >= 0.9999
 
 
-def test_concurrent_requests_are_coalesced_and_still_equal_encode(server: str, reference: LM2Vec,
-                                                                   tiny_llama: Path) -> None:  # fmt: skip
+def test_concurrent_requests_are_coalesced_and_still_equal_encode(
+    server: str, reference: LM2Vec, tiny_llama: Path
+) -> None:
     api = client(server)
     batches = [texts_of(seed, 1 + seed % 5) for seed in range(24)]
 
@@ -173,8 +175,9 @@ def test_cheapest_cut_is_the_cheapest_of_all_batchings() -> None:
         batches = [lengths[a:b] for a, b in zip(starts, [*starts[1:], len(lengths)], strict=True)]
         assert starts[0] == 0 and sum(batches, []) == lengths
         assert all(len(b) <= batch_size and len(b) * max(b) <= budget for b in batches)
-        allowed = [p for p in _set_partitions(lengths)
-                   if all(len(b) <= batch_size and len(b) * max(b) <= budget for b in p)]  # fmt: skip
+        allowed = [
+            p for p in _set_partitions(lengths) if all(len(b) <= batch_size and len(b) * max(b) <= budget for b in p)
+        ]
         best = min(sum(len(b) * max(b) + PASS_COST_TOKENS for b in p) for p in allowed)
         assert sum(len(b) * max(b) + PASS_COST_TOKENS for b in batches) == best
 
@@ -187,8 +190,13 @@ def test_batcher_gives_encode_embeddings_whatever_the_coalescing(reference: LM2V
     # wait puts all 24 inputs of the 8 requests into one pool, cut into a few batches by length.
     for budget, wait, size in ((32, 0.0, 32), (64, 0.05, 32), (4096, 0.05, 32), (4096, 0.05, 5)):
         batches: list[tuple[int, int]] = []
-        batcher = DynamicBatcher(reference, batch_tokens=budget, max_wait_s=wait, batch_size=size,
-                                 on_batch=lambda n, padded, seen=batches: seen.append((n, padded)))  # fmt: skip
+        batcher = DynamicBatcher(
+            reference,
+            batch_tokens=budget,
+            max_wait_s=wait,
+            batch_size=size,
+            on_batch=lambda n, padded, seen=batches: seen.append((n, padded)),
+        )
         try:
             futures = [batcher.submit(texts, n) for texts, n in zip(jobs, lengths, strict=True)]
             for future, want in zip(futures, expected, strict=True):
@@ -242,8 +250,13 @@ def test_requests_waiting_together_are_pooled_and_served_oldest_first(reference:
                 release.wait(timeout=60)
             return reference.encode(inputs, **options)
 
-    batcher = DynamicBatcher(HeldAtFirstBatch(), batch_tokens=4096, max_wait_s=0.0, batch_size=4,
-                             on_batch=lambda n, padded: passes.append((n, padded)))  # fmt: skip
+    batcher = DynamicBatcher(
+        HeldAtFirstBatch(),
+        batch_tokens=4096,
+        max_wait_s=0.0,
+        batch_size=4,
+        on_batch=lambda n, padded: passes.append((n, padded)),
+    )
     jobs = [["a cat sat"], ["a dog"], *[texts_of(300 + seed, 3) for seed in range(5)]]
     lengths = [[len(item.input_ids) for item in reference.tokenize(texts)] for texts in jobs]
     answered_at: dict[int, int] = {}
@@ -324,8 +337,10 @@ def test_bad_requests_get_openai_shaped_errors(tiny_llama: Path) -> None:
             error = answer["error"]
             assert error["type"] == "invalid_request_error" and error["message"], answer
             assert param is None or error["param"] == param, (body, error)
-        assert request(url, "POST", "/v1/embeddings", {"input": ["a cat", long_input], "model": name})[1]["error"][
-            "code"] == "context_length_exceeded"  # fmt: skip
+        assert (
+            request(url, "POST", "/v1/embeddings", {"input": ["a cat", long_input], "model": name})[1]["error"]["code"]
+            == "context_length_exceeded"
+        )
         for method, path, status in (("GET", "/v1/embeddings", 405), ("POST", "/v1/chat/completions", 404)):
             got, answer = request(url, method, path, b"{}")
             assert got == status and answer["error"]["message"]
@@ -372,14 +387,21 @@ def test_search_endpoint(tmp_path: Path, tiny_llama: Path, reference: LM2Vec) ->
         assert got == 200 and [hit["rank"] for hit in answer["data"]] == [1, 2, 3]
         assert answer["data"][0]["text"] == passages[3]["text"] and answer["data"][0]["score"] > 0.9999
         sports = str(articles[1])
-        got, answer = request(url, "POST", "/v1/search", {"query": passages[3]["text"], "k": 50,
-                                                          "filter": {"source": sports}})  # fmt: skip
+        got, answer = request(
+            url, "POST", "/v1/search", {"query": passages[3]["text"], "k": 50, "filter": {"source": sports}}
+        )
         assert got == 200 and answer["data"] and {hit["source"] for hit in answer["data"]} == {sports}
-        for body, param in (({"query": "a cat", "k": 0}, "k"), ({"query": "a cat", "k": 101}, "k"),
-                            ({"query": "a cat", "k": "3"}, "k"), ({"query": "a cat", "k": True}, "k"),
-                            ({"query": ""}, "query"), ({"query": " \n "}, "query"), ({"query": "a \ud800"}, "query"),
-                            ({"query": "a cat", "instruction": "cat " * 40}, "instruction"),
-                            ({"query": "a cat", "filter": {"source": ["x"]}}, "filter")):  # fmt: skip
+        for body, param in (
+            ({"query": "a cat", "k": 0}, "k"),
+            ({"query": "a cat", "k": 101}, "k"),
+            ({"query": "a cat", "k": "3"}, "k"),
+            ({"query": "a cat", "k": True}, "k"),
+            ({"query": ""}, "query"),
+            ({"query": " \n "}, "query"),
+            ({"query": "a \ud800"}, "query"),
+            ({"query": "a cat", "instruction": "cat " * 40}, "instruction"),
+            ({"query": "a cat", "filter": {"source": ["x"]}}, "filter"),
+        ):
             got, answer = request(url, "POST", "/v1/search", body)
             assert got == 400 and answer["error"]["param"] == param, (body, answer)
 
@@ -389,8 +411,11 @@ def test_a_client_that_disconnects_does_not_stall_others(server: str, reference:
     body = json.dumps({"input": texts_of(7, 64), "model": tiny_llama.name}).encode()
     for _ in range(3):  # a client that sends its request and goes away at once
         with socket.create_connection((host, int(port))) as gone:
-            gone.sendall(b"POST /v1/embeddings HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
-                         + f"Content-Length: {len(body)}\r\n\r\n".encode() + body)  # fmt: skip
+            gone.sendall(
+                b"POST /v1/embeddings HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                + f"Content-Length: {len(body)}\r\n\r\n".encode()
+                + body
+            )
     with socket.create_connection((host, int(port))) as half:  # one that never finishes its body
         half.sendall(b"POST /v1/embeddings HTTP/1.1\r\nHost: x\r\nContent-Length: 1000\r\n\r\n{")
         started = time.monotonic()
@@ -404,11 +429,18 @@ def test_lm2vec_serve_command_binds_localhost(tmp_path: Path, tiny_llama: Path) 
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
-    environment = {**os.environ, "PYTHONPATH": f"{REPO / 'src'}{os.pathsep}{os.environ.get('PYTHONPATH', '')}",
-                   "LM2VEC_API_KEY": "from-the-environment"}  # fmt: skip
-    process = subprocess.Popen([sys.executable, "-m", "lm2vec", "serve", str(tiny_llama), "--port", str(port),
-                                "--name", "tiny"], env=environment, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
-                               text=True)  # fmt: skip
+    environment = {
+        **os.environ,
+        "PYTHONPATH": f"{REPO / 'src'}{os.pathsep}{os.environ.get('PYTHONPATH', '')}",
+        "LM2VEC_API_KEY": "from-the-environment",
+    }
+    process = subprocess.Popen(
+        [sys.executable, "-m", "lm2vec", "serve", str(tiny_llama), "--port", str(port), "--name", "tiny"],
+        env=environment,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+    )
     try:
         line = process.stdout.readline()
         assert line.startswith(f"serving tiny on http://127.0.0.1:{port}/v1") and "API key on" in line, line
@@ -430,10 +462,13 @@ def test_lm2vec_serve_command_binds_localhost(tmp_path: Path, tiny_llama: Path) 
 
 @pytest.mark.parametrize(
     ("option", "message"),
-    [(["--max-inputs", "0"], "max_inputs must be at least 1"), (["--batch-size", "0"], "batch_size must be at least 1"),
-     (["--max-wait-ms", "-1"], "max_wait_ms must be in [0, 60000]"),
-     (["--max-input-tokens", "1"], "max_input_tokens must be at least 2")],
-)  # fmt: skip
+    [
+        (["--max-inputs", "0"], "max_inputs must be at least 1"),
+        (["--batch-size", "0"], "batch_size must be at least 1"),
+        (["--max-wait-ms", "-1"], "max_wait_ms must be in [0, 60000]"),
+        (["--max-input-tokens", "1"], "max_input_tokens must be at least 2"),
+    ],
+)
 def test_serve_refuses_bad_options_before_loading_a_model(tmp_path: Path, option: list[str], message: str) -> None:
     from typer.testing import CliRunner
 
@@ -509,8 +544,10 @@ def test_a_client_gone_mid_body_is_counted_as_499_without_a_traceback(tiny_llama
     with serving(tiny_llama) as url, uvicorn_errors() as errors:
         host, port = url.removeprefix("http://").split(":")
         with socket.create_connection((host, int(port))) as gone:
-            gone.sendall(b"POST /v1/embeddings HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
-                         b'Content-Length: 1000\r\n\r\n{"input": "a cat", ')  # fmt: skip
+            gone.sendall(
+                b"POST /v1/embeddings HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                b'Content-Length: 1000\r\n\r\n{"input": "a cat", '
+            )
             time.sleep(0.2)  # the server is reading the body when the client goes
         deadline = time.monotonic() + 10
         while time.monotonic() < deadline:
@@ -523,8 +560,7 @@ def test_a_client_gone_mid_body_is_counted_as_499_without_a_traceback(tiny_llama
 
 
 @pytest.mark.parametrize("truncate", [False, True])
-def test_big_bodies_leave_the_event_loop_to_other_clients(tiny_llama: Path, reference: LM2Vec,
-                                                          truncate: bool) -> None:  # fmt: skip
+def test_big_bodies_leave_the_event_loop_to_other_clients(tiny_llama: Path, reference: LM2Vec, truncate: bool) -> None:
     """A 1 MB input takes the tiny tokenizer about half a second (refused as too long, or cut with --truncate):
     while four are in flight, /health and a small embedding are answered in a fraction of the time one takes
     alone (before, both waited for the event loop to tokenize them: seconds)."""
@@ -553,8 +589,9 @@ def test_big_bodies_leave_the_event_loop_to_other_clients(tiny_llama: Path, refe
     assert len(waits) >= 2 and max(waits) < alone / 2, (alone, waits)
 
 
-def test_a_request_the_encoder_fails_on_gets_an_openai_shaped_500(tiny_llama: Path,
-                                                                  monkeypatch: pytest.MonkeyPatch) -> None:  # fmt: skip
+def test_a_request_the_encoder_fails_on_gets_an_openai_shaped_500(
+    tiny_llama: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     def broken(*args, **kwargs):
         raise RuntimeError("the encoder broke")
 
@@ -569,14 +606,16 @@ def test_a_request_the_encoder_fails_on_gets_an_openai_shaped_500(tiny_llama: Pa
 
 @pytest.mark.parametrize(
     ("option", "message"),
-    [(["--batch-tokens", "10"], "batch_tokens (10) must hold one input of 512 tokens"),
-     (["--max-input-tokens", "600"], "max_input_tokens must be in [2, 512]"),
-     (["--port", "70000"], "port must be in [0, 65535], got 70000"),
-     (["--port", "-1"], "port must be in [0, 65535], got -1"),
-     (["--max-wait-ms", "nan"], "max_wait_ms must be in [0, 60000]"),
-     (["--shutdown-timeout-s", "0"], "shutdown_timeout_s must be in (0, 3600]"),
-     (["--api-key", " key"], "api_key must be printable ASCII")],
-)  # fmt: skip
+    [
+        (["--batch-tokens", "10"], "batch_tokens (10) must hold one input of 512 tokens"),
+        (["--max-input-tokens", "600"], "max_input_tokens must be in [2, 512]"),
+        (["--port", "70000"], "port must be in [0, 65535], got 70000"),
+        (["--port", "-1"], "port must be in [0, 65535], got -1"),
+        (["--max-wait-ms", "nan"], "max_wait_ms must be in [0, 60000]"),
+        (["--shutdown-timeout-s", "0"], "shutdown_timeout_s must be in (0, 3600]"),
+        (["--api-key", " key"], "api_key must be printable ASCII"),
+    ],
+)
 def test_serve_refuses_impossible_values_for_the_model_before_loading_it(
     tiny_llama: Path, monkeypatch: pytest.MonkeyPatch, option: list[str], message: str
 ) -> None:

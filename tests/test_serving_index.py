@@ -108,16 +108,33 @@ def test_an_lm2vec_data_corpus_is_read_back_as_its_articles(tmp_path: Path) -> N
 def test_build_add_and_search(tmp_path: Path, tiny_llama: Path, bbc: Path) -> None:
     out, tech = tmp_path / "index", tmp_path / "tech"
     shutil.copytree(bbc / "tech", tech)
-    result = runner.invoke(app, ["index", "build", str(tech), "--model", str(tiny_llama), "--out", str(out),
-                                 "--passage-tokens", "48", "--overlap-tokens", "12"])  # fmt: skip
+    result = runner.invoke(
+        app,
+        [
+            "index",
+            "build",
+            str(tech),
+            "--model",
+            str(tiny_llama),
+            "--out",
+            str(out),
+            "--passage-tokens",
+            "48",
+            "--overlap-tokens",
+            "12",
+        ],
+    )
     assert result.exit_code == 0, result.output
     encoder = LM2Vec.from_pretrained(tiny_llama, device="cpu")
     chunker = Chunker(encoder.tokenizer, CHUNKING)
     expected = [p.text for label, d in read_documents(tech) for p in chunker.passages(label, d)]
     assert f"{len(expected):,} passages, exact (IndexFlatIP) index of 32 dims" in result.output
     manifest = json.loads((out / MANIFEST_NAME).read_text())
-    assert manifest["status"] == "complete" and manifest["chunking"] == {"passage_tokens": 48, "overlap_tokens": 12,
-                                                                         "lang": "en"}  # fmt: skip
+    assert manifest["status"] == "complete" and manifest["chunking"] == {
+        "passage_tokens": 48,
+        "overlap_tokens": 12,
+        "lang": "en",
+    }
     assert len(manifest["model"]["weights_sha256"]) == 64 and manifest["model"]["encoder"]["pooling"] == "mean"
 
     store = SearchIndex(out)
@@ -161,8 +178,14 @@ def test_metadata_filter_and_the_approximate_index(tmp_path: Path, tiny_llama: P
     pairs = [(colour, animal) for colour in ("red", "blue", "green") for animal in ("cat", "dog", "man")]
     records = [{"id": str(i), "text": f"the {c} {a} ran on the road .", "colour": c} for i, (c, a) in enumerate(pairs)]
     (tmp_path / "animals.jsonl").write_text("\n".join(json.dumps(r) for r in records), encoding="utf-8")
-    report = build_index([tmp_path / "animals.jsonl"], str(tiny_llama), tmp_path / "index", CHUNKING,
-                         WriteOptions(exact_limit=4), echo=lambda _: None)  # fmt: skip
+    report = build_index(
+        [tmp_path / "animals.jsonl"],
+        str(tiny_llama),
+        tmp_path / "index",
+        CHUNKING,
+        WriteOptions(exact_limit=4),
+        echo=lambda _: None,
+    )
     assert report.index_kind.startswith("approximate (IVF")
     store = SearchIndex(tmp_path / "index")
     encoder = LM2Vec.from_pretrained(tiny_llama, device="cpu")
@@ -178,14 +201,28 @@ def test_refusals(tmp_path: Path, tiny_llama: Path, bbc: Path) -> None:
     result = runner.invoke(app, ["index", "build", str(bbc), "--model", str(tiny_llama), "--out", str(foreign)])
     assert result.exit_code == 2 and "was not made by lm2vec" in result.output
     assert (foreign / "keep.txt").read_text() == "not ours" and sorted(foreign.iterdir()) == [foreign / "keep.txt"]
-    result = runner.invoke(app, ["index", "build", str(tmp_path / "missing"), "--model", str(tiny_llama),
-                                 "--out", str(tmp_path / "i")])  # fmt: skip
+    result = runner.invoke(
+        app, ["index", "build", str(tmp_path / "missing"), "--model", str(tiny_llama), "--out", str(tmp_path / "i")]
+    )
     assert result.exit_code == 2 and "no such file or folder" in result.output
-    result = runner.invoke(app, ["index", "build", str(bbc), "--model", str(tiny_llama), "--out", str(tmp_path / "i"),
-                                 "--overlap-tokens", "300"])  # fmt: skip
+    result = runner.invoke(
+        app,
+        [
+            "index",
+            "build",
+            str(bbc),
+            "--model",
+            str(tiny_llama),
+            "--out",
+            str(tmp_path / "i"),
+            "--overlap-tokens",
+            "300",
+        ],
+    )
     assert result.exit_code == 2 and "overlap_tokens" in result.output
-    result = runner.invoke(app, ["index", "build", str(bbc), "--model", str(tiny_llama), "--out", str(tmp_path / "i"),
-                                 "--part-size", "0"])  # fmt: skip
+    result = runner.invoke(
+        app, ["index", "build", str(bbc), "--model", str(tiny_llama), "--out", str(tmp_path / "i"), "--part-size", "0"]
+    )
     assert result.exit_code == 2 and "part_size must be at least 1" in result.output
     result = runner.invoke(app, ["search", str(foreign), "query"])
     assert result.exit_code == 2 and "not an lm2vec index" in result.output
@@ -202,15 +239,37 @@ def test_refusals(tmp_path: Path, tiny_llama: Path, bbc: Path) -> None:
 
 
 def _build_command(source: Path, model: Path, out: Path) -> list[str]:
-    return [sys.executable, "-m", "lm2vec", "index", "build", str(source), "--model", str(model), "--out", str(out),
-            "--passage-tokens", "24", "--overlap-tokens", "6", "--part-size", "4", "--batch-size", "4"]  # fmt: skip
+    return [
+        sys.executable,
+        "-m",
+        "lm2vec",
+        "index",
+        "build",
+        str(source),
+        "--model",
+        str(model),
+        "--out",
+        str(out),
+        "--passage-tokens",
+        "24",
+        "--overlap-tokens",
+        "6",
+        "--part-size",
+        "4",
+        "--batch-size",
+        "4",
+    ]
 
 
 def test_kill_9_during_build_then_resume_gives_the_same_index(tmp_path: Path, tiny_llama: Path, bbc: Path) -> None:
     environment = {**os.environ, "PYTHONPATH": f"{REPO / 'src'}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}
     interrupted, whole = tmp_path / "interrupted", tmp_path / "whole"
-    process = subprocess.Popen(_build_command(bbc, tiny_llama, interrupted), env=environment,
-                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
+    process = subprocess.Popen(
+        _build_command(bbc, tiny_llama, interrupted),
+        env=environment,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline and process.poll() is None:
         manifest = interrupted / MANIFEST_NAME
@@ -224,15 +283,22 @@ def test_kill_9_during_build_then_resume_gives_the_same_index(tmp_path: Path, ti
     with pytest.raises(IndexStoreError, match="has not finished"):
         SearchIndex(interrupted)  # a half-built index is never read
 
-    resumed = subprocess.run(_build_command(bbc, tiny_llama, interrupted), env=environment, capture_output=True,
-                             text=True, timeout=300)  # fmt: skip
+    resumed = subprocess.run(
+        _build_command(bbc, tiny_llama, interrupted), env=environment, capture_output=True, text=True, timeout=300
+    )
     assert resumed.returncode == 0, resumed.stderr
     assert f"resuming the build in {interrupted}" in resumed.stdout
     kept = sum(part["passages"] for part in killed["parts"])
     assert f"{interrupted}: {kept:,} passages kept" in resumed.stdout
 
-    build_index([bbc], str(tiny_llama), whole, ChunkingOptions(24, 6), WriteOptions(part_size=4, batch_size=4),
-                echo=lambda _: None)  # fmt: skip
+    build_index(
+        [bbc],
+        str(tiny_llama),
+        whole,
+        ChunkingOptions(24, 6),
+        WriteOptions(part_size=4, batch_size=4),
+        echo=lambda _: None,
+    )
     assert SearchIndex(interrupted).passages == SearchIndex(whole).passages
     assert np.allclose(index_vectors(interrupted), index_vectors(whole), atol=1e-5)
     # What the killed run wrote after its last commit is gone: the parts folder holds the manifest's parts.
@@ -241,18 +307,19 @@ def test_kill_9_during_build_then_resume_gives_the_same_index(tmp_path: Path, ti
 
 
 def test_search_puts_the_trained_query_instruction_on_queries(tmp_path: Path, tiny_llama: Path, bbc: Path) -> None:
-    from lm2vec.training.contrastive import SupervisedOptions, query_instruction
+    from lm2vec.training.contrastive import SupervisedOptions, query_instruction, supervised_records
 
     records = [{"query": "q", "positive": "p", "instruction": i} for i in ("retrieve similar text", "", "find x")]
     (tmp_path / "pairs.jsonl").write_text("\n".join(json.dumps(r) for r in records[:1] * 2 + records), "utf-8")
-    instruction = query_instruction(SupervisedOptions(data=str(tmp_path / "pairs.jsonl")))
+    instruction = query_instruction(supervised_records(SupervisedOptions(data=str(tmp_path / "pairs.jsonl"))))
     assert instruction == "retrieve similar text"  # the one most training queries carried, saved on export
 
     encoder = LM2Vec.from_pretrained(tiny_llama, device="cpu")
     encoder.config.query_instruction = instruction
     encoder.save_pretrained(tmp_path / "model")
-    build_index([bbc / "tech"], str(tmp_path / "model"), tmp_path / "index", CHUNKING, WriteOptions(),
-                echo=lambda _: None)  # fmt: skip
+    build_index(
+        [bbc / "tech"], str(tmp_path / "model"), tmp_path / "index", CHUNKING, WriteOptions(), echo=lambda _: None
+    )
     store, query = SearchIndex(tmp_path / "index"), "the cat sat on the mat"
     for option, expected_query in (([], (instruction, query)), (["--instruction", ""], query)):
         result = runner.invoke(app, ["search", str(tmp_path / "index"), query, "--k", "1", "--json", *option])

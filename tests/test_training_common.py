@@ -11,7 +11,8 @@ import pytest
 from lm2vec.artifacts import ForeignFolderError
 from lm2vec.recipe import RecipeError, build_config, load_recipe
 from lm2vec.training.callbacks import plot_losses, read_log
-from lm2vec.training.common import TrainingOptions, resume_checkpoint
+from lm2vec.training.checkpoints import resume_checkpoint
+from lm2vec.training.options import TrainingOptions
 
 
 @dataclass
@@ -79,8 +80,11 @@ def test_resume_skips_an_incomplete_checkpoint(tmp_path, caplog) -> None:
     options = TrainingOptions(output_dir=str(tmp_path / "run"))
     assert resume_checkpoint(options, resume=True) is None  # a new folder becomes lm2vec's
     run = tmp_path / "run"
-    for step, files in ((2, ("trainer_state.json", "adapter_model.safetensors")), (4, ("adapter_model.safetensors",)),
-                        (6, ())):  # fmt: skip
+    for step, files in (
+        (2, ("trainer_state.json", "adapter_model.safetensors")),
+        (4, ("adapter_model.safetensors",)),
+        (6, ()),
+    ):
         (run / f"checkpoint-{step}").mkdir()
         for name in files:
             content = json.dumps({"global_step": step}) if name == "trainer_state.json" else "weights"
@@ -105,14 +109,26 @@ def test_a_training_folder_of_the_users_is_refused(tmp_path) -> None:
 def test_every_bad_value_of_a_section_is_named_at_once() -> None:
     from lm2vec.training.mntp import MNTPConfig
 
-    section = {"mntp": {"learning_rate": -1.0, "max_steps": 6.5, "per_device_batch_size": 0, "mask_prob": 2.0,
-                        "gradient_checkpointing": "yes please"}}  # fmt: skip
+    section = {
+        "mntp": {
+            "learning_rate": -1.0,
+            "max_steps": 6.5,
+            "per_device_batch_size": 0,
+            "mask_prob": 2.0,
+            "gradient_checkpointing": "yes please",
+        }
+    }
     with pytest.raises(RecipeError) as raised:
         build_config(MNTPConfig, "mntp", section, ["lora_target_modules=[q_proj", "save_steps=-5"])
-    for problem in ("max_steps=6.5 is not an integer", "gradient_checkpointing='yes please' is not a boolean",
-                    "lora_target_modules='[q_proj' is not a JSON list", "learning_rate must be positive, got -1.0",
-                    "per_device_batch_size must be at least 1, got 0", "mask_prob must be between 0 and 1, got 2.0",
-                    "save_steps must be at least 1, got -5"):  # fmt: skip
+    for problem in (
+        "max_steps=6.5 is not an integer",
+        "gradient_checkpointing='yes please' is not a boolean",
+        "lora_target_modules='[q_proj' is not a JSON list",
+        "learning_rate must be positive, got -1.0",
+        "per_device_batch_size must be at least 1, got 0",
+        "mask_prob must be between 0 and 1, got 2.0",
+        "save_steps must be at least 1, got -5",
+    ):
         assert problem in str(raised.value)
     assert build_config(MNTPConfig, "mntp", None, ['lora_target_modules=["q_proj", "v_proj"]']).lora_target_modules == [
         "q_proj",
@@ -132,3 +148,17 @@ def test_every_stage_trains_with_one_convention() -> None:
         assert list(signature.parameters) == ["options", "resume", "callbacks"], train.__name__
         assert signature.parameters["resume"].default is False and signature.parameters["callbacks"].default == ()
         assert signature.return_annotation == "TrainingResult", train.__name__
+
+
+def test_both_trainers_are_one_stage_trainer() -> None:
+    """MNTP's and the contrastive Trainer get atomic checkpoints and the one progress bar from one base class, in
+    the order that lets the checkpoint mixin wrap the Trainer's saves."""
+    from transformers import Trainer
+
+    from lm2vec.training.checkpoints import AtomicCheckpoints
+    from lm2vec.training.contrastive import ContrastiveTrainer
+    from lm2vec.training.mntp import MNTPTrainer
+    from lm2vec.training.trainer import OneProgressBar, StageTrainer
+
+    assert MNTPTrainer.__bases__ == ContrastiveTrainer.__bases__ == (StageTrainer,)
+    assert StageTrainer.__mro__[1:4] == (AtomicCheckpoints, OneProgressBar, Trainer)

@@ -29,6 +29,9 @@ from typing import Any
 from lm2vec.errors import LM2VecError
 
 PARTIAL = ".partial-"
+# A run folder's record (lm2vec.pipeline.run keeps it), named here because `lm2vec report`, in a layer below the
+# pipeline, tells a run folder by it.
+RUN_RECORD = "pipeline.json"
 
 
 class ForeignFolderError(LM2VecError, FileExistsError):

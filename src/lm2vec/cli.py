@@ -18,8 +18,8 @@ from lm2vec.console import user_errors
 from lm2vec.data.cli import data_app
 from lm2vec.evaluation.cli import Overwrite, eval_app, report
 from lm2vec.options import typer_options
+from lm2vec.pipeline.cli import train_app
 from lm2vec.serving.cli import register as register_serving
-from lm2vec.training.cli import train_app
 from lm2vec.training.mining import MiningOptions
 
 # Plain help text: rich markup would eat the recipe sections (`[supervised]`) and types (`list[str]`) in it.
@@ -39,7 +39,7 @@ Pooling = Annotated[str | None, typer.Option(help="mean, weighted_mean, last_tok
 
 def _check_load_options(pooling: str | None, device: str | None) -> None:
     """A pooling mode or device that does not exist, refused before the model loads (raises ValueError)."""
-    from lm2vec.modeling.encoder import check_device
+    from lm2vec.modeling.loading import check_device
     from lm2vec.modeling.pooling import check_pooling_mode
 
     if pooling is not None:
@@ -72,14 +72,16 @@ class _RunCommand(TyperCommand):
 def run_epilog() -> str:
     """The [run] and [eval] options, then a line per stage section saying where its options are listed."""
     from lm2vec.options import options_help
-    from lm2vec.pipeline import RunOptions
+    from lm2vec.pipeline.plan import RunOptions
     from lm2vec.stages import TrainingStage, registered_stages
     from lm2vec.stages.eval import EvalOptions
 
-    where = {"data": "`inputs` (dumps, .txt/.jsonl files, hf:NAME), `pins` (a table PACKAGE = VERSION that holds "
-                     "the Debian packages ${debian_bg} and ${fortunes_bg} are built from to those versions, as the "
-                     "manifest.json of an earlier run lists them) and the options of `lm2vec data wiki --help` "
-                     "and `lm2vec data text --help`"}  # fmt: skip
+    where = {
+        "data": "`inputs` (dumps, .txt/.jsonl files, hf:NAME), `pins` (a table PACKAGE = VERSION that holds "
+        "the Debian packages ${debian_bg} and ${fortunes_bg} are built from to those versions, as the "
+        "manifest.json of an earlier run lists them) and the options of `lm2vec data wiki --help` "
+        "and `lm2vec data text --help`"
+    }
     sections = []
     for stage in registered_stages():
         if isinstance(stage, TrainingStage):
@@ -109,7 +111,7 @@ def run(
     """Run a whole recipe: data, mntp, simcse, supervised, export, eval, report; re-running resumes.
 
     `lm2vec train STAGE --recipe RECIPE` is `lm2vec run RECIPE --only STAGE`."""
-    from lm2vec.pipeline import run_recipe
+    from lm2vec.pipeline.run import run_recipe
 
     with user_errors(OSError):
         run_recipe(recipe, overrides or [], out, redo=redo, until=until, echo=typer.echo, verbose=verbose, only=only)
@@ -148,7 +150,7 @@ def encode(
     """Embed every text of INPUT and save an (n, dim) float32 array; row i is line (or record) i of INPUT."""
     import numpy as np
 
-    from lm2vec.readers import read_texts_per_line
+    from lm2vec.data.readers import load_texts
 
     with user_errors(OSError, ValueError):
         check_output_file(output, overwrite)
@@ -157,7 +159,7 @@ def encode(
         _check_load_options(pooling, device)
         if not input.is_file():
             raise ValueError(f"--input {input} does not exist or is not a file.")
-        texts = read_texts_per_line(input)
+        texts = load_texts(input, "lines")
     encoder = _load(model, pooling, causal, device=device)
     with user_errors(ValueError):
         embeddings = encoder.encode(

@@ -56,8 +56,7 @@ def _run(build: Callable[[], Manifest]) -> None:
         with user_errors(ValueError):
             manifest = build()
     except KeyboardInterrupt:
-        typer.echo("interrupted: the shards written so far are listed in manifest.json; rerun with --resume",
-                   err=True)  # fmt: skip
+        typer.echo("interrupted: the shards written so far are listed in manifest.json; rerun with --resume", err=True)
         raise typer.Exit(130) from None
     typer.echo(_summary(manifest))
 

@@ -1,15 +1,17 @@
-"""Reading a built corpus back, for the MNTP and SimCSE trainers."""
+"""Reading a built corpus back: `load_corpus` is the one reader of its shards (`lm2vec.data.readers` reads a corpus
+folder through it, for training, evaluation and `index build` alike)."""
 
 from __future__ import annotations
 
 import warnings
 from pathlib import Path
-
-import datasets
+from typing import TYPE_CHECKING
 
 from lm2vec.data.errors import DataError
 from lm2vec.data.shards import KINDS, MANIFEST_NAME, SPLITS, Manifest
-from lm2vec.readers import read_blank_line_documents
+
+if TYPE_CHECKING:
+    import datasets
 
 
 def is_corpus(directory: str | Path) -> bool:
@@ -50,14 +52,21 @@ def load_corpus(
     *,
     streaming: bool = False,
     cache_dir: str | Path | None = None,
-) -> datasets.Dataset | datasets.IterableDataset:
+    required: bool = True,
+) -> datasets.Dataset | datasets.IterableDataset | None:
     """A corpus built by `lm2vec data` as a `datasets` dataset with a `text` column (and title,
     article_id; paragraphs also have their index in the article), rows in article order.
 
-    kind: "paragraphs" (MNTP) or "sentences" (SimCSE); split: "train" or "validation".
+    kind: "paragraphs" (MNTP) or "sentences" (SimCSE); split: "train" or "validation". `streaming` reads the
+    shards as they are, without the `datasets` cache. A split without shards is a DataError, or None if not
+    `required`.
     """
+    import datasets  # slow to import: only where a corpus is read
+
     files = corpus_files(directory, kind, split)
     if not files:
+        if not required:
+            return None
         raise DataError(f"{directory}: no {kind} shards in the {split} split")
     return datasets.load_dataset(
         "parquet",
@@ -66,10 +75,3 @@ def load_corpus(
         streaming=streaming,
         cache_dir=None if cache_dir is None else str(cache_dir),
     )
-
-
-def read_texts(path: str | Path, text_field: str = "text") -> datasets.Dataset:
-    """A .txt (documents separated by blank lines) or .jsonl file as a dataset with a `text` column,
-    one row per document, untouched: for trainers fed with the user's own text instead of a corpus."""
-    texts = [document.text for document in read_blank_line_documents(path, text_field)]
-    return datasets.Dataset.from_dict({"text": texts})

@@ -24,8 +24,12 @@ _EXPORT_NAMESPACE = re.compile(r"^\{http://www\.mediawiki\.org/xml/export-[\d.]+
 _REDIRECT_TEXT = re.compile(r"^\s*#[^\s\[\]]+\s*:?\s*\[\[")
 
 # UTF-16 without a byte order mark: expat needs one, so it is added in front of the first chunk.
-_UTF16_WITHOUT_BOM = {b"<\x00?\x00": b"\xff\xfe", b"<\x00m\x00": b"\xff\xfe", b"\x00<\x00?": b"\xfe\xff",
-                      b"\x00<\x00m": b"\xfe\xff"}  # fmt: skip
+_UTF16_WITHOUT_BOM = {
+    b"<\x00?\x00": b"\xff\xfe",
+    b"<\x00m\x00": b"\xff\xfe",
+    b"\x00<\x00?": b"\xfe\xff",
+    b"\x00<\x00m": b"\xfe\xff",
+}
 
 
 @dataclass(frozen=True)

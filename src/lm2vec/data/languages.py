@@ -16,10 +16,22 @@ from lm2vec.data.errors import UnknownLanguageError
 # Wikipedia editions whose codes are not ISO 639 codes.
 WIKIPEDIA_ONLY_CODES = frozenset(
     {
-        "simple", "als", "bat-smg", "be-tarask", "be-x-old", "cbk-zam", "fiu-vro", "map-bms",
-        "nds-nl", "roa-rup", "roa-tara", "zh-classical", "zh-min-nan", "zh-yue",
+        "simple",
+        "als",
+        "bat-smg",
+        "be-tarask",
+        "be-x-old",
+        "cbk-zam",
+        "fiu-vro",
+        "map-bms",
+        "nds-nl",
+        "roa-rup",
+        "roa-tara",
+        "zh-classical",
+        "zh-min-nan",
+        "zh-yue",
     }
-)  # fmt: skip
+)
 
 
 @dataclass(frozen=True)
@@ -36,20 +48,72 @@ class LanguageProfile:
 
 _ENGLISH = LanguageProfile(
     disambiguation_templates=frozenset(
-        {"disambiguation", "disambig", "dab", "disamb", "hndis", "geodis", "set index article",
-         "surname", "given name", "disambiguation cleanup", "shipindex", "mountainindex", "roadindex"}
+        {
+            "disambiguation",
+            "disambig",
+            "dab",
+            "disamb",
+            "hndis",
+            "geodis",
+            "set index article",
+            "surname",
+            "given name",
+            "disambiguation cleanup",
+            "shipindex",
+            "mountainindex",
+            "roadindex",
+        }
     ),
     disambiguation_title_suffixes=("(disambiguation)",),
     boilerplate_sections=frozenset(
-        {"references", "external links", "see also", "further reading", "notes", "bibliography",
-         "sources", "footnotes", "citations", "notes and references"}
+        {
+            "references",
+            "external links",
+            "see also",
+            "further reading",
+            "notes",
+            "bibliography",
+            "sources",
+            "footnotes",
+            "citations",
+            "notes and references",
+        }
     ),
     non_final_abbreviations=frozenset(
-        {"mr.", "mrs.", "ms.", "dr.", "prof.", "st.", "mt.", "fig.", "figs.", "no.", "nos.", "vol.",
-         "vs.", "e.g.", "i.e.", "cf.", "approx.", "ca.", "c.", "gen.", "col.", "lt.", "sgt.", "capt.",
-         "rev.", "hon.", "sen.", "rep.", "gov.", "pres."}
+        {
+            "mr.",
+            "mrs.",
+            "ms.",
+            "dr.",
+            "prof.",
+            "st.",
+            "mt.",
+            "fig.",
+            "figs.",
+            "no.",
+            "nos.",
+            "vol.",
+            "vs.",
+            "e.g.",
+            "i.e.",
+            "cf.",
+            "approx.",
+            "ca.",
+            "c.",
+            "gen.",
+            "col.",
+            "lt.",
+            "sgt.",
+            "capt.",
+            "rev.",
+            "hon.",
+            "sen.",
+            "rep.",
+            "gov.",
+            "pres.",
+        }
     ),
-)  # fmt: skip
+)
 
 _PROFILES: dict[str, LanguageProfile] = {
     "en": _ENGLISH,
@@ -58,17 +122,55 @@ _PROFILES: dict[str, LanguageProfile] = {
         disambiguation_templates=_ENGLISH.disambiguation_templates | {"пояснение", "многозначност"},
         disambiguation_title_suffixes=("(пояснение)", "(disambiguation)"),
         boilerplate_sections=frozenset(
-            {"източници", "външни препратки", "вижте също", "бележки", "литература", "библиография",
-             "използвана литература", "допълнителна литература"}
+            {
+                "източници",
+                "външни препратки",
+                "вижте също",
+                "бележки",
+                "литература",
+                "библиография",
+                "използвана литература",
+                "допълнителна литература",
+            }
         ),
         # "г." (година), "в." (век), "лв.", "др." are left out on purpose: they often do end a sentence.
         non_final_abbreviations=frozenset(
-            {"т.е.", "т.нар.", "напр.", "вж.", "проф.", "доц.", "акад.", "ок.", "ул.", "бул.", "гр.",
-             "с.", "св.", "ген.", "полк.", "кап.", "ст.н.с.", "н.с.", "чл.", "ал.", "т.", "стр.",
-             "кв.", "пл.", "р.", "о.", "им.", "вкл.", "г-н", "г-жа", "д-р"}
+            {
+                "т.е.",
+                "т.нар.",
+                "напр.",
+                "вж.",
+                "проф.",
+                "доц.",
+                "акад.",
+                "ок.",
+                "ул.",
+                "бул.",
+                "гр.",
+                "с.",
+                "св.",
+                "ген.",
+                "полк.",
+                "кап.",
+                "ст.н.с.",
+                "н.с.",
+                "чл.",
+                "ал.",
+                "т.",
+                "стр.",
+                "кв.",
+                "пл.",
+                "р.",
+                "о.",
+                "им.",
+                "вкл.",
+                "г-н",
+                "г-жа",
+                "д-р",
+            }
         ),
     ),
-}  # fmt: skip
+}
 
 
 def validate_language(code: str) -> str:

@@ -38,6 +38,7 @@ from pathlib import Path
 from typing import Any
 
 from lm2vec.artifacts import atomic_folder, write_json_atomic, write_text_atomic
+from lm2vec.cache import cache_dir
 from lm2vec.data.errors import DataError
 
 logger = logging.getLogger(__name__)
@@ -78,9 +79,7 @@ def _package_folder(module: str, install: str) -> Path:
 
 
 def _cache() -> Path:
-    from lm2vec.modeling.sources import cache_dir
-
-    return Path(cache_dir()) / "eval-data"
+    return cache_dir() / "eval-data"
 
 
 def stsb_dir() -> Path:
@@ -125,8 +124,10 @@ def check_pins_used(pins: Mapping[str, str], inputs: Sequence[Path]) -> None:
     """DataError if a pin names a package that none of `inputs` was built from: a misspelt pin pins nothing."""
     used = {package["package"] for path in inputs for package in input_origin(path).get("packages", [])}
     if unused := sorted(set(pins) - used):
-        raise DataError(f"[data] pins {', '.join(unused)}: no input is built from them; the inputs read the Debian "
-                        f"packages {', '.join(sorted(used)) or '(none)'}.")  # fmt: skip
+        raise DataError(
+            f"[data] pins {', '.join(unused)}: no input is built from them; the inputs read the Debian "
+            f"packages {', '.join(sorted(used)) or '(none)'}."
+        )
 
 
 def input_origin(path: Path) -> dict[str, Any]:
@@ -168,8 +169,9 @@ def debian_files(package: str, wanted: Sequence[str], version: str | None = None
 def debian_package(package: str, wanted: str, version: str | None = None) -> tuple[Path, dict[str, Any]]:
     """The folder `wanted` (a path inside the package) of Debian `package`, and the package's record
     (`_debian_root`). A package fetched into the cache is unpacked there whole."""
-    root, record = _debian_root(package, lambda root: (root / wanted).is_dir() and any((root / wanted).iterdir()),
-                                version, keep=None)  # fmt: skip
+    root, record = _debian_root(
+        package, lambda root: (root / wanted).is_dir() and any((root / wanted).iterdir()), version, keep=None
+    )
     if not (root / wanted).is_dir():
         raise DataError(f"{root}: {package} has no {wanted}")
     files = sorted(path.relative_to(root).as_posix() for path in (root / wanted).rglob("*") if path.is_file())
@@ -201,8 +203,9 @@ def _installed_version(package: str) -> str | None:
     """The version of `package` that dpkg has installed; None where it has none or there is no dpkg."""
     if shutil.which("dpkg-query") is None:
         return None
-    result = subprocess.run(["dpkg-query", "-W", "-f=${Version}\\n", package], capture_output=True, text=True,
-                            timeout=60)  # fmt: skip
+    result = subprocess.run(
+        ["dpkg-query", "-W", "-f=${Version}\\n", package], capture_output=True, text=True, timeout=60
+    )
     versions = result.stdout.split() if result.returncode == 0 else []
     return versions[0] if versions else None
 
@@ -230,22 +233,26 @@ def _fetch_debian_package(
     request = f"{package}={version}" if version else package
     target.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory() as download:
-        result = subprocess.run(["apt-get", "download", request], cwd=download, capture_output=True, text=True,
-                                timeout=600)  # fmt: skip
+        result = subprocess.run(
+            ["apt-get", "download", request], cwd=download, capture_output=True, text=True, timeout=600
+        )
         debs = sorted(Path(download).glob("*.deb"))
         if result.returncode != 0 or not debs:
-            advice = (f"your apt sources do not serve this pinned version (any more). To build from another version, "
-                      f"whose text differs, pin one they serve (`apt-cache policy {package}`) or drop the pin "
-                      "(`--set data.pins=` drops them all) to take the installed or cached copy, else the served one"
-                      if version else "run `apt-get update` first")  # fmt: skip
+            advice = (
+                f"your apt sources do not serve this pinned version (any more). To build from another version, "
+                f"whose text differs, pin one they serve (`apt-cache policy {package}`) or drop the pin "
+                "(`--set data.pins=` drops them all) to take the installed or cached copy, else the served one"
+                if version
+                else "run `apt-get update` first"
+            )
             raise DataError(f"`apt-get download {request}` failed ({result.stderr.strip()[-300:]}); {advice}")
-        fields = subprocess.run(["dpkg-deb", "--field", str(debs[0]), "Version"], check=True, capture_output=True,
-                                text=True, timeout=60)  # fmt: skip
+        fields = subprocess.run(
+            ["dpkg-deb", "--field", str(debs[0]), "Version"], check=True, capture_output=True, text=True, timeout=60
+        )
         record = {"package": package, "version": fields.stdout.strip(), "deb_sha256": _sha256(debs[0])}
         # Unpacked beside the cache entry and renamed, so an interrupted fetch never leaves a half folder.
         with atomic_folder(target, replaceable=True) as partial:
-            subprocess.run(["dpkg-deb", "-x", str(debs[0]), str(partial)], check=True, capture_output=True,
-                           timeout=600)  # fmt: skip
+            subprocess.run(["dpkg-deb", "-x", str(debs[0]), str(partial)], check=True, capture_output=True, timeout=600)
             if keep is not None:  # of a large package only the few files wanted
                 kept = {partial / path for path in keep}
                 for path in sorted(partial.rglob("*"), reverse=True):  # files before the folders that hold them

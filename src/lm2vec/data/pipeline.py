@@ -210,8 +210,11 @@ class CorpusBuilder:
     def _reload_seen_keys(self) -> None:
         import pyarrow.parquet as pq
 
-        logger.info("resuming after %d pages: reloading the keys of %d shards", self._counts.pages_seen,
-                    len(self._manifest.shards))  # fmt: skip
+        logger.info(
+            "resuming after %d pages: reloading the keys of %d shards",
+            self._counts.pages_seen,
+            len(self._manifest.shards),
+        )
         for shard in self._manifest.shards:
             for text in pq.read_table(self._out_dir / shard["path"], columns=["text"])["text"].to_pylist():
                 if shard["kind"] == "sentences":
@@ -228,15 +231,24 @@ class CorpusBuilder:
         thresholds = gc.get_threshold()
         gc.set_threshold(*_GC_THRESHOLDS)
         try:
-            with tqdm(total=self._source.size or None, unit="B", unit_scale=True, desc="reading",
-                      disable=None if self._config.progress else True, mininterval=1.0) as bar:  # fmt: skip
+            with tqdm(
+                total=self._source.size or None,
+                unit="B",
+                unit_scale=True,
+                desc="reading",
+                disable=None if self._config.progress else True,
+                mininterval=1.0,
+            ) as bar:
                 for article in self._results():
                     self._keep(article)
                     if self._counts.pages_seen % 64 == 0:
                         bar.update(self._source.position - bar.n)
                         pages_per_s = (self._counts.pages_seen - pages_before) / (time.perf_counter() - started)
-                        bar.set_postfix(pages=self._counts.pages_seen, pages_s=f"{pages_per_s:.0f}",
-                                        articles=self._counts.articles_kept)  # fmt: skip
+                        bar.set_postfix(
+                            pages=self._counts.pages_seen,
+                            pages_s=f"{pages_per_s:.0f}",
+                            articles=self._counts.articles_kept,
+                        )
                     if self._config.max_articles and self._counts.articles_kept >= self._config.max_articles:
                         break
                 bar.update(self._source.position - bar.n)
@@ -249,8 +261,11 @@ class CorpusBuilder:
             gc.set_threshold(*thresholds)
             elapsed = time.perf_counter() - started
             pages = self._counts.pages_seen - pages_before
-            self._manifest.timing = {"elapsed_s": round(elapsed, 3), "pages_per_s": round(pages / elapsed, 1),
-                                     "mb_per_s": round(self._source.position / elapsed / 1e6, 3)}  # fmt: skip
+            self._manifest.timing = {
+                "elapsed_s": round(elapsed, 3),
+                "pages_per_s": round(pages / elapsed, 1),
+                "mb_per_s": round(self._source.position / elapsed / 1e6, 3),
+            }
             self._checkpoint()
         return self._manifest
 
@@ -297,8 +312,12 @@ class CorpusBuilder:
         if isinstance(self._source, WikiSource):
             site_language = self._source.reader.siteinfo.language
             if site_language and site_language != self._config.lang:
-                logger.warning("%s is a dump of %swiki but --lang is %s", self._source.reader.path,
-                               site_language, self._config.lang)  # fmt: skip
+                logger.warning(
+                    "%s is a dump of %swiki but --lang is %s",
+                    self._source.reader.path,
+                    site_language,
+                    self._config.lang,
+                )
 
     def _namespaces(self) -> dict[int, str]:
         return self._source.reader.siteinfo.namespaces if isinstance(self._source, WikiSource) else {}

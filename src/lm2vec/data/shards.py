@@ -133,8 +133,12 @@ class _ShardWriter:
             return None
         self._open_shard.close()
         final = self._path()
-        shard = {"path": final.relative_to(self._directory.parent).as_posix(), "kind": self.kind,
-                 "split": self.split, "rows": self.rows}  # fmt: skip
+        shard = {
+            "path": final.relative_to(self._directory.parent).as_posix(),
+            "kind": self.kind,
+            "split": self.split,
+            "rows": self.rows,
+        }
         self._writer, self.rows, self._index = None, 0, self._index + 1
         return shard
 

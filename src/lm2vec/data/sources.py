@@ -9,7 +9,7 @@ from typing import Any
 
 from lm2vec.data.dump import DumpReader, Page
 from lm2vec.data.errors import DataError
-from lm2vec.readers import Document, DocumentFile
+from lm2vec.data.readers import Document, DocumentFile
 
 _FINGERPRINT_BYTES = 1 << 20
 
@@ -49,18 +49,28 @@ class WikiSource(Source):
         return self.reader.pages()
 
     def describe(self) -> dict[str, Any]:
-        return {"kind": "wiki", "path": str(self.reader.path), "size_bytes": self.size,
-                "compression": self.reader.compression, "encoding": self.reader.encoding,
-                "dbname": self.reader.siteinfo.dbname, "fingerprint": file_fingerprint(self.reader.path)}  # fmt: skip
+        return {
+            "kind": "wiki",
+            "path": str(self.reader.path),
+            "size_bytes": self.size,
+            "compression": self.reader.compression,
+            "encoding": self.reader.encoding,
+            "dbname": self.reader.siteinfo.dbname,
+            "fingerprint": file_fingerprint(self.reader.path),
+        }
 
 
 class TextFileSource(DocumentFile, Source):
     """`.txt` (documents separated by blank lines) or `.jsonl` (one JSON object with a text field a line),
-    optionally compressed with gzip or bz2: `lm2vec.readers.DocumentFile` as a corpus source."""
+    optionally compressed with gzip or bz2: `lm2vec.data.readers.DocumentFile` as a corpus source."""
 
     def describe(self) -> dict[str, Any]:
-        return {"kind": self.format, "path": str(self.path), "size_bytes": self.size,
-                "fingerprint": file_fingerprint(self.path)}  # fmt: skip
+        return {
+            "kind": self.format,
+            "path": str(self.path),
+            "size_bytes": self.size,
+            "fingerprint": file_fingerprint(self.path),
+        }
 
 
 class HuggingFaceSource(Source):

@@ -21,10 +21,34 @@ from lm2vec.data.languages import LanguageProfile
 
 # Tags whose content is not running prose.
 _DROPPED_TAGS = frozenset(
-    {"ref", "references", "table", "gallery", "math", "chem", "ce", "timeline", "imagemap", "score",
-     "syntaxhighlight", "source", "graph", "mapframe", "maplink", "templatestyles", "inputbox",
-     "categorytree", "hiero", "templatedata", "indicator", "noinclude", "code", "pre", "div"}
-)  # fmt: skip
+    {
+        "ref",
+        "references",
+        "table",
+        "gallery",
+        "math",
+        "chem",
+        "ce",
+        "timeline",
+        "imagemap",
+        "score",
+        "syntaxhighlight",
+        "source",
+        "graph",
+        "mapframe",
+        "maplink",
+        "templatestyles",
+        "inputbox",
+        "categorytree",
+        "hiero",
+        "templatedata",
+        "indicator",
+        "noinclude",
+        "code",
+        "pre",
+        "div",
+    }
+)
 _BREAK_TAGS = frozenset({"br", "hr", "p"})
 _LIST_ITEM_TAGS = frozenset({"li", "dt", "dd"})
 _CANONICAL_DROPPED_NAMESPACES = frozenset({"file", "image", "media", "category"})

@@ -39,9 +39,9 @@ def _tasks(tasks_files, suites, names, limit):
 def _check(specs, limit: int | None, batch_size: int, device: str | None) -> None:
     """What would fail once a model is loaded, refused before: counts under 1, a device this machine lacks, a
     name given twice, a missing source or adapter."""
-    from lm2vec.evaluation.encoders import check_specs
     from lm2vec.evaluation.errors import EvalConfigError
-    from lm2vec.modeling.encoder import check_device
+    from lm2vec.evaluation.specs import check_specs
+    from lm2vec.modeling.loading import check_device
 
     for option, value in (("--limit", limit), ("--batch-size", batch_size)):
         if value is not None and value < 1:
@@ -72,8 +72,8 @@ def run_command(
 ) -> None:
     """Evaluate models on a suite (default: english) and write the results as JSON and a table."""
     from lm2vec.artifacts import check_output_file
-    from lm2vec.evaluation.encoders import ModelSpec
     from lm2vec.evaluation.report import markdown_table
+    from lm2vec.evaluation.specs import ModelSpec
 
     with user_errors(OSError):
         specs = [ModelSpec.parse(m) for m in model]

@@ -10,8 +10,9 @@ from collections import defaultdict
 from pathlib import Path
 
 from lm2vec.artifacts import remove_recorded
+from lm2vec.cache import cache_dir
+from lm2vec.data.formats import clean_ui_string, mo_files, read_labelled, read_mo_catalog
 from lm2vec.evaluation.errors import EvalDataError
-from lm2vec.evaluation.readers import _clean_ui_string, read_labelled, read_mo_catalog
 
 
 # --- tasks built from these sources ----------------------------------------------------------------------------
@@ -20,13 +21,10 @@ def mo_prefix_triplets(path: str | Path, min_words: int = 3) -> tuple[list[str],
     two different translations of one English string (paraphrases); the dissimilar text translates another string
     and shares the longest possible word prefix with the anchor."""
     path = Path(path)
-    files = sorted(path.glob("*.mo")) if path.is_dir() else [path]
-    if not files:
-        raise EvalDataError("no .mo files in this folder", path)
     translations: dict[str, list[str]] = defaultdict(list)
-    for file in files:
+    for file in mo_files(path):
         for source, target in read_mo_catalog(file):
-            source, target = _clean_ui_string(source), _clean_ui_string(target)
+            source, target = clean_ui_string(source), clean_ui_string(target)
             if len(target.split()) >= min_words and target != source and target not in translations[source]:
                 translations[source].append(target)
     owner: dict[str, str] = {}
@@ -67,11 +65,8 @@ def mo_prefix_triplets(path: str | Path, min_words: int = 3) -> tuple[list[str],
 def wiki_sentence_retrieval(dump: str | Path, lang: str) -> tuple[dict, dict, dict]:
     """A retrieval task from a Wikipedia dump, built with `lm2vec.data`: each sentence of an article is a query
     whose relevant document is the paragraph that contains it (single-sentence paragraphs are skipped)."""
-    import pyarrow.parquet as pq
-
-    from lm2vec.data import WikiConfig, build_wiki_corpus, corpus_files
+    from lm2vec.data import WikiConfig, build_wiki_corpus, load_corpus
     from lm2vec.data.shards import MANIFEST_NAME, Manifest
-    from lm2vec.modeling.sources import cache_dir
 
     dump = Path(dump)
     if not dump.is_file():
@@ -84,7 +79,7 @@ def wiki_sentence_retrieval(dump: str | Path, lang: str) -> tuple[dict, dict, di
         build_wiki_corpus(dump, WikiConfig(lang=lang, workers=1, progress=False, validation_fraction=0.0), out)
 
     def rows(kind: str) -> list[dict]:
-        return [row for f in corpus_files(out, kind, "train") for row in pq.read_table(f).to_pylist()]
+        return list(load_corpus(out, kind, "train", streaming=True, required=False) or [])
 
     paragraphs = rows("paragraphs")
     corpus = {f"{p['article_id']}-{p['paragraph']}": p["text"] for p in paragraphs}

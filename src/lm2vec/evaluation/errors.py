@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
+from lm2vec.data.errors import DataError
 from lm2vec.errors import LM2VecError
-from lm2vec.readers import DataFileError
 
 # Evaluation data that cannot be used (a missing file, a malformed line, an empty task ...) is reported with the
-# error of lm2vec.readers, which reads the data files evaluation shares with training (STS pairs).
-EvalDataError = DataFileError
+# error of lm2vec.data, whose readers read every data file evaluation uses.
+EvalDataError = DataError
 
 
 class EvalConfigError(LM2VecError, ValueError):

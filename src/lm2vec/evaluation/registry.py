@@ -7,7 +7,7 @@ mine = ["my-sts", "my-faq"]
 [tasks.my-sts]
 type = "sts"                      # sts | retrieval | classification | clustering | bitext | triplets
 path = "data/sts.tsv"             # relative to this file, absolute, or ${stsb}/... ${gensim_data}/... ${bbc}/...
-format = "tsv"                    # optional; else from the suffix (see lm2vec.evaluation.readers)
+format = "tsv"                    # optional; else from the suffix (see lm2vec.data.formats)
 instruction = "Retrieve semantically similar text"
 metric = "spearman"               # optional main metric; else the type's default
 limit = 500                       # optional: a deterministic subset (stratified by label where there are labels;

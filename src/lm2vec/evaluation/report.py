@@ -27,10 +27,10 @@ import json
 import tomllib
 from pathlib import Path
 
-from lm2vec.artifacts import atomic_file, check_folder, claim_folder, write_text_atomic
-from lm2vec.evaluation.encoders import ModelSpec, check_distinct_names, reference_spec
+from lm2vec.artifacts import RUN_RECORD, atomic_file, check_folder, claim_folder, write_text_atomic
 from lm2vec.evaluation.errors import EvalConfigError
 from lm2vec.evaluation.runner import RESULTS_FORMAT, RESULTS_LEGACY_KEYS, Results
+from lm2vec.evaluation.specs import ModelSpec, check_distinct_names, reference_spec
 
 MANIFEST_NAMES = ("stages.json", "stages.toml")
 RESULTS_NAME = "results.json"  # also the report folder's ownership record
@@ -96,8 +96,6 @@ def models_from_file(path: str | Path) -> list[ModelSpec]:
 
 def resolve_models(items: list[str], baselines: bool = True, reference: bool = True) -> list[ModelSpec]:
     """Each item is a run folder (stages manifest), a TOML file of [[models]], or a model spec string."""
-    from lm2vec.pipeline import STATE_NAME as RUN_RECORD  # here, not at the top: the pipeline imports torch
-
     specs: list[ModelSpec] = []
     for item in items:
         path = Path(item)

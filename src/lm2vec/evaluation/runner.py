@@ -11,7 +11,8 @@ from pathlib import Path
 from tqdm.auto import tqdm
 
 from lm2vec.artifacts import write_text_atomic
-from lm2vec.evaluation.encoders import CachedEncoder, ModelSpec, check_distinct_names, default_cache_root
+from lm2vec.evaluation.embedding_cache import CachedEncoder, default_cache_root
+from lm2vec.evaluation.specs import ModelSpec, check_distinct_names
 from lm2vec.evaluation.tasks import Task
 
 logger = logging.getLogger(__name__)

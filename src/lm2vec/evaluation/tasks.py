@@ -18,9 +18,9 @@ from typing import Any, ClassVar, Self
 
 import numpy as np
 
+from lm2vec.data import formats
 from lm2vec.data.errors import DataError
 from lm2vec.data.packaged import expand_path
-from lm2vec.evaluation import readers
 from lm2vec.evaluation.datasets import headline_retrieval, mo_prefix_triplets, wiki_sentence_retrieval
 from lm2vec.evaluation.encoders import TextEncoder
 from lm2vec.evaluation.errors import EvalDataError
@@ -154,7 +154,7 @@ class STSTask(Task):
 
     @classmethod
     def from_entry(cls, entry: TaskEntry) -> Self:
-        data = readers.read_sts(entry.path, entry.get("format"), entry.resolve("scores"))
+        data = formats.read_sts(entry.path, entry.get("format"), entry.resolve("scores"))
         keep = entry.sample(len(data.scores))
         return cls(
             **entry.common(),
@@ -209,7 +209,7 @@ class ClassificationTask(Task):
         if "folds" in entry.keys:
             examples["folds"] = entry.keys["folds"]
         if test_path := entry.resolve("test_path"):
-            test = readers.read_labelled(test_path, entry.get("format"))
+            test = formats.read_labelled(test_path, entry.get("format"))
             examples |= {"test_texts": [entry.cut(t) for t in test.texts], "test_labels": test.labels}
         return cls(**entry.common(), **examples)
 
@@ -307,10 +307,10 @@ class BitextTask(Task):
     @classmethod
     def from_entry(cls, entry: TaskEntry) -> Self:
         if entry.get("format") == "mo":
-            pairs = readers.read_mo_pairs(entry.path, entry.get("min_words", 4))
+            pairs = formats.read_mo_pairs(entry.path, entry.get("min_words", 4))
             sources, targets = [s for s, _ in pairs], [t for _, t in pairs]
         else:
-            sources, targets = readers.read_pairs(entry.path, entry.get("format"), entry.resolve("target_path"))
+            sources, targets = formats.read_pairs(entry.path, entry.get("format"), entry.resolve("target_path"))
         keep = entry.sample(len(sources))
         return cls(
             **entry.common(),
@@ -360,7 +360,7 @@ class TripletTask(Task):
         if entry.get("format") == "mo-prefix-triplets":
             anchors, similar, dissimilar = mo_prefix_triplets(entry.path, entry.get("min_words", 3))
         else:
-            anchors, similar, dissimilar = readers.read_triplets(entry.path, entry.get("format"))
+            anchors, similar, dissimilar = formats.read_triplets(entry.path, entry.get("format"))
         keep = entry.sample(len(anchors))
         return cls(
             **entry.common(),
@@ -413,7 +413,7 @@ class RetrievalTask(Task):
         elif format == "headlines":
             queries, corpus, qrels = headline_retrieval(entry.path)
         else:
-            data = readers.read_beir(entry.path, entry.get("split", "test"))
+            data = formats.read_beir(entry.path, entry.get("split", "test"))
             queries, corpus, qrels = data.queries, data.corpus, data.qrels
         keep = set(entry.sample(len(qrels)))
         if len(keep) < len(qrels):
@@ -493,7 +493,7 @@ def _nearest(x: np.ndarray, y: np.ndarray) -> np.ndarray:
 
 def _labelled_examples(entry: TaskEntry) -> dict[str, Any]:
     """The texts and labels of a classification or clustering entry: its stratified subset, texts cut."""
-    data = readers.read_labelled(entry.path, entry.get("format"))
+    data = formats.read_labelled(entry.path, entry.get("format"))
     keep = entry.stratified(data.labels)
     return {"texts": [entry.cut(data.texts[i]) for i in keep], "labels": [data.labels[i] for i in keep]}
 

@@ -10,16 +10,14 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import yaml
 
 from lm2vec.artifacts import write_text_atomic
+from lm2vec.modeling.config import EncoderConfig
 from lm2vec.modeling.matryoshka import supported_dimensions
 from lm2vec.modeling.sources import packaged_model
-
-if TYPE_CHECKING:
-    from lm2vec.modeling.encoder import EncoderConfig
 
 CARD_NAME = "README.md"
 TAGS = ["sentence-transformers", "sentence-similarity", "feature-extraction", "lm2vec", "llm2vec"]

@@ -1,124 +1,40 @@
-"""LM2Vec: a decoder-only LLM used as a bidirectional text encoder.
+"""LM2Vec: a decoder-only LLM used as a bidirectional text encoder, and its encode loop.
 
 One object holds the backbone (an `AutoModel`, no LM head), its tokenizer and an `EncoderConfig`. `tokenize`
 and `collate` turn inputs into batches, `forward` turns a batch into embeddings; `encode` runs them over a list
 of inputs and training uses the very same `tokenize`/`collate`/`forward`, so pooling cannot drift between the two.
+Its config is `lm2vec.modeling.config`, its loading `lm2vec.modeling.loading`; `save_pretrained` writes the
+sentence-transformers files of `lm2vec.modeling.sentence_transformers_files` and the card of `lm2vec.modeling.card`.
 """
 
 from __future__ import annotations
 
-import copy
-import json
 import logging
 import os
 from collections.abc import Iterable, Sequence
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Literal
 
 import numpy as np
 import torch
 from torch import nn
 from tqdm.auto import tqdm
-from transformers import (
-    AutoConfig,
-    AutoModel,
-    AutoModelForCausalLM,
-    AutoTokenizer,
-    PreTrainedModel,
-    PreTrainedTokenizerBase,
-)
+from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from lm2vec.artifacts import atomic_folder
-from lm2vec.errors import LM2VecError
-from lm2vec.modeling.bidirectional import (
-    SUPPORTED_ARCHITECTURES,
-    default_attn_implementation,
-    set_bidirectional,
-    verify_bidirectional,
-)
+from lm2vec.modeling.bidirectional import set_bidirectional
 from lm2vec.modeling.card import base_metadata, model_card, write_model_card
+from lm2vec.modeling.config import CONFIG_NAME, PLAIN_TEMPLATE, EncoderConfig
+from lm2vec.modeling.loading import check_device, default_dtype, load_backbone
 from lm2vec.modeling.matryoshka import check_dimensions, truncate
-from lm2vec.modeling.pooling import SENTENCE_TRANSFORMERS_MODES, check_pooling_mode, pool
+from lm2vec.modeling.pooling import pool
+from lm2vec.modeling.sentence_transformers_files import tokenizer_for_export, write_sentence_transformers_files
 from lm2vec.modeling.sources import resolve_source
 
 logger = logging.getLogger(__name__)
 
 EncoderInput = str | tuple[str, str]
-CONFIG_NAME = "lm2vec_config.json"
-PLAIN_TEMPLATE = "{text}"
-# Zero-training ways to read a causal LLM (named presets of `EncoderConfig.text_template`): echo embeddings
-# (arXiv 2402.15449) repeat the text so that every pooled token of the second copy has seen the whole text;
-# PromptEOL (arXiv 2307.16645) asks for the text's meaning in one word and pools the prompt's last token.
-TEXT_TEMPLATES = {"echo": "{text} {text}", "prompteol": 'This sentence : "{text}" means in one word:"'}
-
-
-@dataclass
-class EncoderConfig:
-    """How text becomes a vector; saved next to the weights as lm2vec_config.json."""
-
-    pooling: str = field(default="mean", metadata={"help": "mean, weighted_mean, last_token or first_token"})
-    max_length: int = field(default=512, metadata={"help": "longest input in tokens; longer texts are truncated"})
-    instruction_template: str = field(
-        default="{instruction}: ",
-        metadata={
-            "help": (
-                "An (instruction, text) input is encoded as template.format(instruction=...) + text; the "
-                "instruction's tokens are attended to but never pooled."
-            )
-        },
-    )
-    bidirectional: bool = field(
-        default=True,
-        metadata={"help": "bidirectional attention (LLM2Vec); false keeps the model causal"},
-    )
-    query_instruction: str = field(
-        default="",
-        metadata={
-            "help": (
-                "The instruction the training queries carried; retrieval puts it on queries by default (never on "
-                "documents)."
-            )
-        },
-    )
-    text_template: str = field(
-        default=PLAIN_TEMPLATE,
-        metadata={
-            "help": (
-                'How the text sits in the model\'s input: "{text}", a preset of TEXT_TEMPLATES, or a template with '
-                'one or more "{text}"; pooling covers the last copy of the text and whatever follows it.'
-            )
-        },
-    )
-    matryoshka_dims: list[int] = field(
-        default_factory=list,
-        metadata={
-            "help": "Prefix sizes the contrastive loss was also computed at: `encode(dimensions=k)` accepts these."
-        },
-    )
-
-    def __post_init__(self) -> None:
-        check_pooling_mode(self.pooling)
-        self.text_template = TEXT_TEMPLATES.get(self.text_template, self.text_template)
-        if "{text}" not in self.text_template:
-            raise ValueError(
-                f"text_template must contain '{{text}}' or be one of {', '.join(TEXT_TEMPLATES)}, "
-                f"got {self.text_template!r}."
-            )
-        if any(d < 1 for d in self.matryoshka_dims):
-            raise ValueError(f"matryoshka_dims must be positive, got {self.matryoshka_dims}.")
-        if self.max_length < 2:
-            raise ValueError(f"max_length must be at least 2, got {self.max_length}.")
-        if "{instruction}" not in self.instruction_template:
-            raise ValueError("instruction_template must contain '{instruction}'.")
-
-    @classmethod
-    def from_folder(cls, folder: str | os.PathLike) -> EncoderConfig | None:
-        path = Path(folder) / CONFIG_NAME
-        if not path.is_file():
-            return None
-        known = {f.name for f in fields(cls)}
-        return cls(**{k: v for k, v in json.loads(path.read_text()).items() if k in known})
 
 
 @dataclass
@@ -126,35 +42,6 @@ class TokenizedInput:
     input_ids: list[int]
     instruction_length: int  # leading tokens (special tokens included) that belong to the instruction
     truncated: bool
-
-
-def default_device() -> torch.device:
-    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-
-
-class DeviceError(LM2VecError, ValueError):
-    """A device torch does not know, or one this machine does not have."""
-
-
-def check_device(device: str | torch.device | None) -> torch.device:
-    """`device` as a torch device (None: `default_device()`), refused before any weights load when torch does not
-    know it or this machine lacks it (torch would fail only when the loaded model is moved there)."""
-    if device is None:
-        return default_device()
-    try:
-        parsed = torch.device(device)
-    except (RuntimeError, TypeError):
-        raise DeviceError(f"device {str(device)!r} is not a torch device (cpu, cuda, cuda:1, mps ...)") from None
-    if parsed.type == "cuda" and (parsed.index or 0) >= torch.cuda.device_count():
-        raise DeviceError(f"device {str(device)!r}: this machine has {torch.cuda.device_count()} CUDA device(s)")
-    if parsed.type == "mps" and not torch.backends.mps.is_available():
-        raise DeviceError(f"device {str(device)!r}: MPS is not available on this machine")
-    return parsed
-
-
-def default_dtype(device: torch.device) -> torch.dtype:
-    # bf16 halves memory and is fast on GPUs; CPUs without bf16 hardware run fp32 several times faster.
-    return torch.bfloat16 if device.type == "cuda" else torch.float32
 
 
 class LM2Vec(nn.Module):
@@ -398,7 +285,7 @@ class LM2Vec(nn.Module):
         with atomic_folder(target, replaceable=(target / CONFIG_NAME).is_file()) as folder:
             self.model.save_pretrained(folder)
             tokenizer_for_export(self.tokenizer, self.config).save_pretrained(folder)
-            (folder / CONFIG_NAME).write_text(json.dumps(asdict(self.config), indent=2) + "\n")
+            self.config.save(folder)
             write_sentence_transformers_files(folder, self.config, self.get_sentence_embedding_dimension())
             base = base_metadata(self.source or self.model.config.name_or_path)
             write_model_card(folder, model_card(self.config, self.get_sentence_embedding_dimension(), base))
@@ -418,109 +305,6 @@ class LM2Vec(nn.Module):
                 "lm2vec does, so its query vectors differ slightly; LM2Vec.encode gives the trained ones.",
                 skipped - pooled_from,
             )
-
-
-def load_backbone(
-    source: str | os.PathLike,
-    *,
-    lm_head: bool = False,
-    dtype: torch.dtype = torch.float32,
-    device: torch.device | None = None,
-    attn_implementation: str | None = None,
-    bidirectional: bool = True,
-    adapters: Sequence[str | os.PathLike] = (),
-) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
-    """The model of `source` (folder, hub id, .gguf file or `pkg:` alias) and its tokenizer: the backbone
-    (`AutoModel`), or with `lm_head` the causal LM around it (MNTP trains the backbone and reads the head).
-
-    `adapters` (LoRA folders trained on the backbone) are merged in order; the attention is switched to
-    `bidirectional` and, when bidirectional, a probe checks that the first token sees the last one, or raises.
-    With `device` the model is moved there and put in eval mode."""
-    if adapters and lm_head:
-        raise ValueError("Adapters are merged into the backbone; load them without the LM head.")
-    folder = resolve_source(source)
-    hf_config = AutoConfig.from_pretrained(folder)
-    if bidirectional or hf_config.model_type in SUPPORTED_ARCHITECTURES:
-        attn_implementation = default_attn_implementation(hf_config.model_type, attn_implementation)
-    model_class = AutoModelForCausalLM if lm_head else AutoModel
-    model = model_class.from_pretrained(folder, dtype=dtype, attn_implementation=attn_implementation)
-    model = merge_adapters(model, adapters)
-    set_bidirectional(model, bidirectional)
-    if device is not None:
-        model.to(device).eval()
-    if bidirectional:
-        verify_bidirectional(backbone_of(model) if lm_head else model, hf_config.vocab_size)
-    return model, AutoTokenizer.from_pretrained(folder)
-
-
-def backbone_of(causal_lm: PreTrainedModel) -> nn.Module:
-    """The backbone (`AutoModel`) inside a causal LM."""
-    return getattr(causal_lm, causal_lm.base_model_prefix)
-
-
-def merge_adapters(model: PreTrainedModel, adapters: Sequence[str | os.PathLike]) -> PreTrainedModel:
-    """Apply LoRA adapters (trained on the backbone) one after the other, merging each into the weights."""
-    if not adapters:
-        return model
-    from peft import PeftModel
-
-    for adapter in adapters:
-        if not (Path(adapter) / "adapter_config.json").is_file():
-            raise FileNotFoundError(f"{adapter} is not a LoRA adapter folder (no adapter_config.json).")
-        model = PeftModel.from_pretrained(model, str(adapter)).merge_and_unload()
-    return model
-
-
-def tokenizer_for_export(tokenizer: PreTrainedTokenizerBase, config: EncoderConfig) -> PreTrainedTokenizerBase:
-    """For last-token pooling the saved tokenizer appends EOS itself, so loaders that know nothing of lm2vec
-    (sentence-transformers) pool the same token. `tokenize` drops and re-adds it, so lm2vec is unaffected."""
-    if config.pooling != "last_token":
-        return tokenizer
-    exported = copy.deepcopy(tokenizer)
-    probe = tokenizer("a")["input_ids"]
-    # transformers rebuilds the post-processor from these two flags and saves them with the tokenizer.
-    exported.add_bos_token = bool(probe) and tokenizer.bos_token_id is not None and probe[0] == tokenizer.bos_token_id
-    exported.add_eos_token = True
-    return exported
-
-
-def write_sentence_transformers_files(folder: Path, config: EncoderConfig, dimension: int) -> None:
-    """The module files sentence-transformers reads: the transformer at the folder root, then pooling."""
-    modules = [
-        {"idx": 0, "name": "0", "path": "", "type": "sentence_transformers.base.modules.transformer.Transformer"},
-        {
-            "idx": 1,
-            "name": "1",
-            "path": "1_Pooling",
-            "type": "sentence_transformers.sentence_transformer.modules.pooling.Pooling",
-        },
-    ]
-    (folder / "modules.json").write_text(json.dumps(modules, indent=2) + "\n")
-    (folder / "1_Pooling").mkdir(exist_ok=True)
-    pooling = {
-        "embedding_dimension": dimension,
-        "pooling_mode": SENTENCE_TRANSFORMERS_MODES[config.pooling],
-        "include_prompt": False,
-    }
-    (folder / "1_Pooling" / "config.json").write_text(json.dumps(pooling, indent=2) + "\n")
-    (folder / "sentence_bert_config.json").write_text(json.dumps({"max_seq_length": config.max_length}) + "\n")
-    (folder / "config_sentence_transformers.json").write_text(
-        json.dumps(sentence_transformers_prompts(config), indent=2) + "\n"
-    )
-
-
-def sentence_transformers_prompts(config: EncoderConfig) -> dict[str, Any]:
-    """config_sentence_transformers.json: with a trained query instruction, `encode` and `encode_query` put it
-    in front (as lm2vec does for queries and symmetric tasks), `encode_document` does not."""
-    prompts: dict[str, str] = {}
-    if config.query_instruction:
-        prompts = {"query": config.instruction_template.format(instruction=config.query_instruction), "document": ""}
-    return {
-        "model_type": "SentenceTransformer",
-        "prompts": prompts,
-        "default_prompt_name": "query" if prompts else None,
-        "similarity_fn_name": "cosine",
-    }
 
 
 def _is_pair(item: object) -> bool:

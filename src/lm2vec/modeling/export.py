@@ -1,18 +1,20 @@
 """Writing an encoder folder that LM2Vec, plain transformers and sentence-transformers load as the same encoder.
 
 Every export goes through `export_encoder`: `lm2vec convert`, MNTP's `merged/`, the contrastive stages'
-`encoder/` and the run's `model/` (which also checks the folder against sentence-transformers).
+`encoder/` and the run's `model/` (which also checks the folder against sentence-transformers). These last two
+take a trained encoder's config from one place, `lm2vec.training.results.encoder_config`, so they write the same.
 """
 
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 from lm2vec.errors import LM2VecError
-from lm2vec.modeling.encoder import EncoderConfig, LM2Vec
+from lm2vec.modeling.config import EncoderConfig
+from lm2vec.modeling.encoder import LM2Vec
 
 PROBE = ("A man is playing a guitar.", "The weather is cold today.", "Bread is baked in an oven.")
 MIN_AGREEMENT = 0.999  # the least cosine between sentence-transformers' and LM2Vec's embedding of a probe text
@@ -35,8 +37,8 @@ def export_encoder(
     encoder: LM2Vec | str | os.PathLike,
     target: str | os.PathLike,
     *,
+    config: EncoderConfig | None = None,
     adapters: Sequence[str | os.PathLike] = (),
-    configure: Callable[[EncoderConfig], None] | None = None,
     check: bool = False,
     check_device: str | None = None,
     **load_options,
@@ -45,15 +47,16 @@ def export_encoder(
     **load_options)`, the adapters merged) to `target` with `LM2Vec.save_pretrained`: weights, tokenizer,
     lm2vec_config.json and the sentence-transformers files, renamed into place when complete.
 
-    `configure` may set the encoder config (query instruction, Matryoshka sizes) before it is written. With
-    `check`, sentence-transformers loads the folder (on `check_device`) and must embed probe texts as LM2Vec
-    does (cosine >= MIN_AGREEMENT), else ExportCheckError; the loaded encoder is freed first."""
+    `config`, when given, is the exported encoder's config (a trained one's: pooling, max length, query
+    instruction, Matryoshka sizes) in place of the one it was loaded with. With `check`, sentence-transformers
+    loads the folder (on `check_device`) and must embed probe texts as LM2Vec does (cosine >= MIN_AGREEMENT), else
+    ExportCheckError; the loaded encoder is freed first."""
     if not isinstance(encoder, LM2Vec):
         encoder = LM2Vec.from_pretrained(encoder, adapters=adapters, **load_options)
     elif adapters or load_options:
         raise ValueError("adapters and load options apply to a source, not to a loaded encoder.")
-    if configure is not None:
-        configure(encoder.config)
+    if config is not None:
+        encoder.config = config
     target = Path(target)
     encoder.save_pretrained(target)
     if not check:

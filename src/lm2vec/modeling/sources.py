@@ -15,13 +15,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from unittest.mock import patch
 
-import platformdirs
 import torch
 import transformers.modeling_gguf_pytorch_utils as transformers_gguf
 import transformers.utils.logging as transformers_logging
 from huggingface_hub import constants as hub_constants
 from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
+from lm2vec.cache import cache_dir
 from lm2vec.errors import LM2VecError
 
 
@@ -93,11 +93,6 @@ class ModelSourceError(LM2VecError, OSError):
     """A model source could not be resolved; the message says what to do."""
 
 
-def cache_dir() -> Path:
-    """The lm2vec cache: `$LM2VEC_CACHE`, else the user's cache directory."""
-    return Path(os.environ.get("LM2VEC_CACHE") or platformdirs.user_cache_dir("lm2vec"))
-
-
 def resolve_source(source: str | os.PathLike) -> str:
     """Turn any supported source into something `from_pretrained` loads: a local folder or a hub id."""
     located = check_source(source)
@@ -111,8 +106,9 @@ def check_source(source: str | os.PathLike) -> Path | str:
     is not a model, an unknown pkg: alias, a hub id that cannot be fetched)."""
     text = str(source).strip()
     if not text:
-        raise ModelSourceError("No model given: name a model folder, a .gguf file, a hub id or one of "
-                               f"{', '.join(_aliases())}.")  # fmt: skip
+        raise ModelSourceError(
+            f"No model given: name a model folder, a .gguf file, a hub id or one of {', '.join(_aliases())}."
+        )
     if text.startswith(PACKAGE_PREFIX):
         alias = text[len(PACKAGE_PREFIX) :]
         if alias not in PACKAGED_MODELS:

@@ -47,8 +47,14 @@ class ServeError(LM2VecError, ValueError):
 
 
 class APIError(Exception):
-    def __init__(self, status: int, message: str, param: str | None = None, code: str | None = None,
-                 kind: str = "invalid_request_error") -> None:  # fmt: skip
+    def __init__(
+        self,
+        status: int,
+        message: str,
+        param: str | None = None,
+        code: str | None = None,
+        kind: str = "invalid_request_error",
+    ) -> None:
         super().__init__(message)
         self.status, self.message, self.param, self.code, self.kind = status, message, param, code, kind
 
@@ -88,10 +94,15 @@ class Metrics:
         self.latency = Histogram("lm2vec_request_seconds", "Request latency", ["endpoint"], registry=self.registry)
         self.tokens = Counter("lm2vec_input_tokens", "Tokens of the inputs embedded", registry=self.registry)
         buckets = [2**i for i in range(11)]
-        self.batch_inputs = Histogram("lm2vec_batch_inputs", "Inputs per forward pass", buckets=buckets,
-                                      registry=self.registry)  # fmt: skip
-        self.batch_tokens = Histogram("lm2vec_batch_padded_tokens", "Padded tokens per forward pass",
-                                      buckets=[2**i for i in range(4, 18)], registry=self.registry)  # fmt: skip
+        self.batch_inputs = Histogram(
+            "lm2vec_batch_inputs", "Inputs per forward pass", buckets=buckets, registry=self.registry
+        )
+        self.batch_tokens = Histogram(
+            "lm2vec_batch_padded_tokens",
+            "Padded tokens per forward pass",
+            buckets=[2**i for i in range(4, 18)],
+            registry=self.registry,
+        )
 
     def observe_batch(self, inputs: int, padded_tokens: int) -> None:
         self.batch_inputs.observe(inputs)
@@ -108,13 +119,14 @@ class Service:
     index: Any = None  # SearchIndex
 
 
-def load_service(model: str, index: Path | None, options: ServeOptions, name: str | None = None,
-                 device: str | None = None) -> Service:  # fmt: skip
+def load_service(
+    model: str, index: Path | None, options: ServeOptions, name: str | None = None, device: str | None = None
+) -> Service:
     """Load the encoder (and the index, checked to belong to it) and apply the per-input token limit. The model
     source, the index and the limits against the model's configured max_length are checked first, before the
     model loads."""
     from lm2vec import LM2Vec
-    from lm2vec.modeling.encoder import EncoderConfig
+    from lm2vec.modeling.config import EncoderConfig
     from lm2vec.modeling.sources import check_source
     from lm2vec.serving.index import SearchIndex, check_same_model
 
@@ -137,8 +149,10 @@ def input_token_limit(options: ServeOptions, max_length: int) -> int:
     if not 2 <= limit <= max_length:
         raise ServeError(f"max_input_tokens must be in [2, {max_length}] (the model's max_length), got {limit}")
     if options.batch_tokens < limit:
-        raise ServeError(f"batch_tokens ({options.batch_tokens}) must hold one input of {limit} tokens "
-                         "(max_input_tokens, else the model's max_length)")  # fmt: skip
+        raise ServeError(
+            f"batch_tokens ({options.batch_tokens}) must hold one input of {limit} tokens "
+            "(max_input_tokens, else the model's max_length)"
+        )
     return limit
 
 
@@ -169,8 +183,13 @@ def create_app(service: Service) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI):
-        state["batcher"] = DynamicBatcher(encoder, options.batch_tokens, options.max_wait_ms / 1000,
-                                          options.batch_size, on_batch=metrics.observe_batch)  # fmt: skip
+        state["batcher"] = DynamicBatcher(
+            encoder,
+            options.batch_tokens,
+            options.max_wait_ms / 1000,
+            options.batch_size,
+            on_batch=metrics.observe_batch,
+        )
         yield
         await asyncio.to_thread(state["batcher"].close)
 
@@ -188,8 +207,9 @@ def create_app(service: Service) -> FastAPI:
     @app.exception_handler(Exception)
     async def server_error(_request: Request, _error: Exception) -> JSONResponse:
         # Starlette raises the error again after this answer: the server log keeps its traceback.
-        return APIError(500, "The server failed on this request; its log says why.", code="internal_error",
-                        kind="server_error").response()  # fmt: skip
+        return APIError(
+            500, "The server failed on this request; its log says why.", code="internal_error", kind="server_error"
+        ).response()
 
     app.add_middleware(_CountRequests, metrics=metrics)
 
@@ -199,8 +219,9 @@ def create_app(service: Service) -> FastAPI:
         scheme, _, key = request.headers.get("authorization", "").partition(" ")
         # compare_digest takes as long whatever the key's first wrong byte: nothing to learn from timing.
         if scheme.lower() != "bearer" or not hmac.compare_digest(key.strip().encode(), options.api_key.encode()):
-            raise APIError(401, "Incorrect or missing API key: send `Authorization: Bearer KEY`.",
-                           code="invalid_api_key")  # fmt: skip
+            raise APIError(
+                401, "Incorrect or missing API key: send `Authorization: Bearer KEY`.", code="invalid_api_key"
+            )
 
     async def off_loop(size: int, work: Callable[..., Result], *args: Any) -> Result:
         """`work(*args)` in a worker thread, so that the event loop keeps answering. Work on a body over
@@ -228,11 +249,14 @@ def create_app(service: Service) -> FastAPI:
 
     def check_model(requested: str | None) -> None:
         if requested is not None and requested != service.name:
-            raise APIError(404, f"The model {requested!r} does not exist; this server serves {service.name!r}.",
-                           param="model", code="model_not_found")  # fmt: skip
+            raise APIError(
+                404,
+                f"The model {requested!r} does not exist; this server serves {service.name!r}.",
+                param="model",
+                code="model_not_found",
+            )
 
-    def tokenize_request(texts: list[str], instruction: str | None, param: str) -> tuple[list[EncoderInput],
-                                                                                        list[int]]:  # fmt: skip
+    def tokenize_request(texts: list[str], instruction: str | None, param: str) -> tuple[list[EncoderInput], list[int]]:
         """The inputs as the batcher gets them and their token counts. An instruction that leaves no room for
         text is refused, so is an input over the limit unless --truncate: then it is cut to what is kept of it."""
         limit = encoder.config.max_length
@@ -240,20 +264,30 @@ def create_app(service: Service) -> FastAPI:
             alone = encoder.tokenize([(instruction, "")])[0]
             # A templated model keeps a template that overflows with no text at all untruncated: its length says.
             if alone.truncated or len(alone.input_ids) >= limit:
-                raise APIError(400, f"instruction is too long: it leaves no room for text in {limit} tokens; "
-                               "shorten it.", param="instruction", code="context_length_exceeded")  # fmt: skip
+                raise APIError(
+                    400,
+                    f"instruction is too long: it leaves no room for text in {limit} tokens; shorten it.",
+                    param="instruction",
+                    code="context_length_exceeded",
+                )
         items: list[EncoderInput] = [(instruction, text) for text in texts] if instruction else list(texts)
         tokenized = encoder.tokenize(items)
         if not options.truncate:
             for position, item in enumerate(tokenized):
                 if item.truncated:
-                    raise APIError(400, f"{param}[{position}] is longer than {limit} tokens; shorten it (this "
-                                   "server refuses rather than truncates).", param=param,
-                                   code="context_length_exceeded")  # fmt: skip
+                    raise APIError(
+                        400,
+                        f"{param}[{position}] is longer than {limit} tokens; shorten it (this "
+                        "server refuses rather than truncates).",
+                        param=param,
+                        code="context_length_exceeded",
+                    )
         lengths = [len(item.input_ids) for item in tokenized]
         metrics.tokens.inc(sum(lengths))
-        kept = [_cut_to_what_is_kept(encoder, item, tokens) if tokens.truncated else item
-                for item, tokens in zip(items, tokenized, strict=True)]  # fmt: skip
+        kept = [
+            _cut_to_what_is_kept(encoder, item, tokens) if tokens.truncated else item
+            for item, tokens in zip(items, tokenized, strict=True)
+        ]
         return kept, lengths
 
     async def embed(request: Request, items: list, lengths: list[int]) -> np.ndarray:
@@ -274,16 +308,18 @@ def create_app(service: Service) -> FastAPI:
         check_model(body.model)
         if body.dimensions is not None:
             try:
-                check_dimensions(body.dimensions, encoder.config.matryoshka_dims,
-                                 encoder.get_sentence_embedding_dimension())  # fmt: skip
+                check_dimensions(
+                    body.dimensions, encoder.config.matryoshka_dims, encoder.get_sentence_embedding_dimension()
+                )
             except ValueError as error:
                 raise APIError(400, str(error), param="dimensions") from None
         texts = [body.input] if isinstance(body.input, str) else body.input
         if not texts:
             raise APIError(400, "input must not be an empty list.", param="input")
         if len(texts) > options.max_inputs:
-            raise APIError(400, f"{len(texts)} inputs in one request; the limit is {options.max_inputs}.",
-                           param="input")  # fmt: skip
+            raise APIError(
+                400, f"{len(texts)} inputs in one request; the limit is {options.max_inputs}.", param="input"
+            )
         for position, text in enumerate(texts):
             if not text.strip():
                 raise APIError(400, f"input[{position}] is empty.", param="input")
@@ -295,8 +331,9 @@ def create_app(service: Service) -> FastAPI:
     async def search(request: Request) -> JSONResponse:
         authorize(request)
         if service.index is None:
-            raise APIError(404, "No index is loaded: start the server with `lm2vec serve MODEL --index INDEX`.",
-                           code="no_index")  # fmt: skip
+            raise APIError(
+                404, "No index is loaded: start the server with `lm2vec serve MODEL --index INDEX`.", code="no_index"
+            )
         body, size = await read_body(request, SearchRequest)
         check_model(body.model)
         if not body.query.strip():
@@ -308,8 +345,9 @@ def create_app(service: Service) -> FastAPI:
         vectors = await embed(request, items, lengths)
         hits = await asyncio.to_thread(service.index.search, vectors, body.k, body.filter)
         usage = {"prompt_tokens": sum(lengths), "total_tokens": sum(lengths)}
-        return JSONResponse({"object": "list", "data": [asdict(hit) for hit in hits[0]], "model": service.name,
-                             "usage": usage})  # fmt: skip
+        return JSONResponse(
+            {"object": "list", "data": [asdict(hit) for hit in hits[0]], "model": service.name, "usage": usage}
+        )
 
     @app.get("/v1/models")
     async def models(request: Request) -> JSONResponse:
@@ -353,8 +391,9 @@ class _CountRequests:
         except asyncio.CancelledError:
             if status is not None:
                 raise
-            shutting_down = APIError(503, "The server is shutting down; send the request again.",
-                                     code="shutting_down", kind="server_error")  # fmt: skip
+            shutting_down = APIError(
+                503, "The server is shutting down; send the request again.", code="shutting_down", kind="server_error"
+            )
             await shutting_down.response()(scope, receive, send_and_note)
         finally:
             endpoint = scope["path"] if scope["path"] in ENDPOINTS else "other"
@@ -398,8 +437,11 @@ def _refuse_lone_surrogates(data: Any) -> None:
         return
     fields = data.items() if isinstance(data, dict) else []
     param = next((key for key, value in fields if _is_text(key) and not _is_text(value)), None)
-    raise APIError(400, f"{param or 'The body'} holds a lone UTF-16 surrogate (an unpaired \\ud800-\\udfff "
-                   "escape), which is not text.", param=param)  # fmt: skip
+    raise APIError(
+        400,
+        f"{param or 'The body'} holds a lone UTF-16 surrogate (an unpaired \\ud800-\\udfff escape), which is not text.",
+        param=param,
+    )
 
 
 def _is_text(data: Any) -> bool:
@@ -427,8 +469,10 @@ def _embeddings_answer(vectors: np.ndarray, body: EmbeddingRequest, lengths: lis
     """OpenAI's answer to `body`: built in a worker thread, as it takes time in proportion to the inputs."""
     if body.dimensions is not None:
         vectors = truncate(vectors, body.dimensions)
-    data = [{"object": "embedding", "index": i, "embedding": _encode_vector(vector, body.encoding_format)}
-            for i, vector in enumerate(vectors)]  # fmt: skip
+    data = [
+        {"object": "embedding", "index": i, "embedding": _encode_vector(vector, body.encoding_format)}
+        for i, vector in enumerate(vectors)
+    ]
     usage = {"prompt_tokens": sum(lengths), "total_tokens": sum(lengths)}
     return JSONResponse({"object": "list", "data": data, "model": model, "usage": usage})
 

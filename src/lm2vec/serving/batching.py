@@ -53,11 +53,18 @@ class _Input:
 
 
 class DynamicBatcher:
-    def __init__(self, encoder, batch_tokens: int = 16384, max_wait_s: float = 0.005, batch_size: int = 32,
-                 on_batch: Callable[[int, int], None] | None = None) -> None:  # fmt: skip
+    def __init__(
+        self,
+        encoder,
+        batch_tokens: int = 16384,
+        max_wait_s: float = 0.005,
+        batch_size: int = 32,
+        on_batch: Callable[[int, int], None] | None = None,
+    ) -> None:
         if batch_tokens < encoder.config.max_length:
-            raise ValueError(f"batch_tokens ({batch_tokens}) must hold one input of max_length "
-                             f"({encoder.config.max_length})")  # fmt: skip
+            raise ValueError(
+                f"batch_tokens ({batch_tokens}) must hold one input of max_length ({encoder.config.max_length})"
+            )
         if batch_size < 1:
             raise ValueError(f"batch_size must be at least 1, got {batch_size}")
         self.encoder, self.batch_tokens, self.max_wait_s = encoder, batch_tokens, max_wait_s
@@ -108,8 +115,9 @@ class DynamicBatcher:
         already waiting); True once `close` was called."""
         while True:
             remaining = None if deadline is None else deadline - time.monotonic()
-            if remaining is not None and (remaining <= 0 or len(pool) >= self.batch_size
-                                          or sum(item.length for item in pool) >= self.batch_tokens):  # fmt: skip
+            if remaining is not None and (
+                remaining <= 0 or len(pool) >= self.batch_size or sum(item.length for item in pool) >= self.batch_tokens
+            ):
                 return False
             try:
                 job = self._queue.get_nowait() if remaining is None else self._queue.get(timeout=remaining)
@@ -134,14 +142,16 @@ class DynamicBatcher:
             if not job.started:
                 job.started = job.future.set_running_or_notify_cancel()
         taken = {id(item) for item in batch}
-        pool[:] = [item for item in pool
-                   if id(item) not in taken and (item.job.started or not item.job.future.cancelled())]  # fmt: skip
+        pool[:] = [
+            item for item in pool if id(item) not in taken and (item.job.started or not item.job.future.cancelled())
+        ]
         return [item for item in batch if item.job.started]  # a request cancelled just now is dropped
 
     def _encode(self, pool: list[_Input], batch: list[_Input]) -> None:
         try:
-            vectors = self.encoder.encode([item.job.inputs[item.index] for item in batch], batch_size=len(batch),
-                                          normalize=True)  # fmt: skip
+            vectors = self.encoder.encode(
+                [item.job.inputs[item.index] for item in batch], batch_size=len(batch), normalize=True
+            )
         except Exception as error:  # the requests get the error and leave the pool; the worker keeps serving
             failed = {item.job.number for item in batch}
             for job in {item.job.number: item.job for item in batch}.values():

@@ -142,14 +142,19 @@ def serve(
         searching = f", index {index} ({len(service.index):,} passages)" if service.index is not None else ""
         auth = "on" if options.api_key else "off"
         address = f"[{host}]" if ":" in host else host
-        typer.echo(f"serving {service.name} on http://{address}:{listener.getsockname()[1]}/v1{searching}; "
-                   f"API key {auth}")  # fmt: skip
+        typer.echo(
+            f"serving {service.name} on http://{address}:{listener.getsockname()[1]}/v1{searching}; API key {auth}"
+        )
         # uvicorn raises the SIGTERM it shut down for again once it has stopped: that ends the command with exit 0.
         signal.signal(signal.SIGTERM, _exit_normally)
         # Nothing goes to stdout (no access log): nobody may be reading it any more, and a write to a closed pipe
         # must not stop a shutdown. Requests in flight at a SIGTERM get shutdown_timeout_s to finish.
-        config = uvicorn.Config(create_app(service), log_level="warning", access_log=False,
-                                timeout_graceful_shutdown=options.shutdown_timeout_s)  # fmt: skip
+        config = uvicorn.Config(
+            create_app(service),
+            log_level="warning",
+            access_log=False,
+            timeout_graceful_shutdown=options.shutdown_timeout_s,
+        )
         uvicorn.Server(config).run(sockets=[listener])
 
 

@@ -3,7 +3,7 @@
 Sources: a `.txt`/`.md` file (one document; paragraphs separated by blank lines), a `.jsonl` file (a `text`
 field, optional `id` and `title`, other fields kept as metadata), a Parquet file (the same columns), a folder of
 such files (recursively, in name order), or an `lm2vec data` corpus folder (its paragraphs, one document per
-article). Text files are read by `lm2vec.readers` (documents separated by blank lines), corpora by `lm2vec.data.corpus`.
+article). `lm2vec.data.readers` reads each file and corpus (its kind "documents"); here a folder's files are picked.
 
 A document is known by its label: the absolute path of its file (as named: symlinks in it are not resolved), with
 '#id' for a record of a .jsonl or Parquet file or an article of a corpus. Inside a source folder, symlinks (to files
@@ -14,7 +14,6 @@ followed. An lm2vec index folder (one holding `lm2vec_index.json`) is never read
 from __future__ import annotations
 
 import hashlib
-import itertools
 import json
 import os
 import re
@@ -23,15 +22,12 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from lm2vec.data.corpus import corpus_files, is_corpus
+from lm2vec.data.corpus import is_corpus
 from lm2vec.data.errors import DataError
+from lm2vec.data.readers import DOCUMENT_SUFFIXES, Document, document_kind, load_documents
 from lm2vec.data.sentences import SentenceSplitter
-from lm2vec.data.shards import SPLITS
-from lm2vec.readers import Document, DocumentFile, read_blank_line_documents
 
 MANIFEST_NAME = "lm2vec_index.json"  # the manifest of an index folder (lm2vec.serving.index): never documents
-TEXT_SUFFIXES = (".txt", ".md")
-RECORD_SUFFIXES = (".jsonl", ".parquet")
 _PARAGRAPH_BREAK = re.compile(r"\n\s*\n")
 
 
@@ -80,14 +76,15 @@ def check_sources(sources: Sequence[str | Path]) -> list[Path]:
     for source in map(Path, sources):
         if not source.exists():
             raise DataError(f"{source}: no such file or folder")
-        if source.is_file() and _kind(source) is None:
-            known = ", ".join(TEXT_SUFFIXES + RECORD_SUFFIXES)
+        if source.is_file() and document_kind(source) is None:
+            known = ", ".join(DOCUMENT_SUFFIXES)
             raise DataError(f"{source}: unknown kind of file; expected {known} or a folder")
         real = source.resolve()
         index = next((folder for folder in (real, *real.parents) if (folder / MANIFEST_NAME).is_file()), None)
         if index is not None:
-            raise DataError(f"{source} is an lm2vec index{' folder' if index == real else f' file (of {index})'}, "
-                            "not documents")  # fmt: skip
+            raise DataError(
+                f"{source} is an lm2vec index{' folder' if index == real else f' file (of {index})'}, not documents"
+            )
         paths.append(Path(os.path.abspath(source)))
     return paths
 
@@ -111,7 +108,7 @@ def list_folder(folder: Path) -> FolderListing:
         for name in files:
             if (here / name).is_symlink():
                 listing.symlinks.append(here / name)
-            elif _kind(here / name) is not None:
+            elif document_kind(here / name) is not None:
                 listing.files.append(here / name)
     listing.files.sort()
     return listing
@@ -126,8 +123,10 @@ def read_sources(sources: Sequence[Path], echo: Callable[[str], None]) -> list[t
             listing = list_folder(source)
             if listing.symlinks:
                 count = len(listing.symlinks)
-                echo(f"{source}: skipped {count} symlink{'s' if count > 1 else ''} (links inside a source folder are "
-                     "not followed; name a link as a source to read it)")  # fmt: skip
+                echo(
+                    f"{source}: skipped {count} symlink{'s' if count > 1 else ''} (links inside a source folder are "
+                    "not followed; name a link as a source to read it)"
+                )
             for index in listing.indexes:
                 echo(f"{source}: skipped {index}, an lm2vec index folder")
             found = [document for path in listing.files for document in read_documents(path)]
@@ -140,67 +139,12 @@ def read_sources(sources: Sequence[Path], echo: Callable[[str], None]) -> list[t
 
 
 def read_documents(source: Path) -> Iterator[tuple[str, Document]]:
-    """(source label, document) pairs of one source, in a stable order."""
-    if source.is_dir() and is_corpus(source):
-        yield from _corpus_documents(source)
-    elif source.is_dir():
+    """(source label, document) pairs of one source, in a stable order: a folder's files in name order."""
+    if source.is_dir() and not is_corpus(source):
         for path in list_folder(source).files:
-            yield from read_documents(path)
-    elif _kind(source) == "text":
-        blocks = _text_blocks(source)
-        yield str(source), Document(source.stem, blocks[0] if blocks else "", "\n\n".join(blocks))
-    elif source.suffix == ".parquet":
-        for document in _parquet_documents(source):
-            yield f"{source}#{document.doc_id}", document
+            yield from load_documents(path)
     else:
-        for document in DocumentFile(source).items():
-            yield f"{source}#{document.doc_id}", document
-
-
-def _text_blocks(path: Path) -> list[str]:
-    """The paragraphs of a text file: UTF-8, else Windows-1252 (older tools wrote it: BBC News has '£' so)."""
-    try:
-        return [document.text for document in read_blank_line_documents(path)]
-    except DataError as error:
-        if not isinstance(error.__cause__, UnicodeDecodeError):
-            raise
-        return [document.text for document in read_blank_line_documents(path, encoding="cp1252")]
-
-
-def _kind(path: Path) -> str | None:
-    suffixes = [suffix for suffix in path.suffixes if suffix not in (".gz", ".bz2")]
-    suffix = suffixes[-1] if suffixes else ""
-    return "text" if suffix in TEXT_SUFFIXES else "records" if suffix in RECORD_SUFFIXES else None
-
-
-def _parquet_documents(path: Path) -> Iterator[Document]:
-    import pyarrow.parquet as pq
-
-    try:
-        table = pq.ParquetFile(path)
-    except Exception as error:  # pyarrow raises several kinds for a file that is not Parquet
-        raise DataError(f"{path}: not a readable Parquet file ({error})") from error
-    if "text" not in table.schema_arrow.names:
-        raise DataError(f"{path}: no 'text' column; columns: {table.schema_arrow.names}")
-    number = 0
-    for batch in table.iter_batches():
-        for row in batch.to_pylist():
-            number += 1
-            metadata = {key: value for key, value in row.items() if key not in ("id", "title", "text")}
-            doc_id = row.get("id")
-            yield Document(str(number if doc_id is None else doc_id), str(row.get("title") or ""), str(row["text"]),
-                           metadata)  # fmt: skip
-
-
-def _corpus_documents(folder: Path) -> Iterator[tuple[str, Document]]:
-    """The paragraphs of every split, joined back into their articles (shards keep an article's rows together)."""
-    for split in SPLITS:
-        for shard in corpus_files(folder, "paragraphs", split):
-            rows = _parquet_documents(shard)
-            for article_id, paragraphs in itertools.groupby(rows, key=lambda row: row.metadata["article_id"]):
-                paragraphs = list(paragraphs)
-                text = "\n\n".join(paragraph.text for paragraph in paragraphs)
-                yield f"{folder}#{article_id}", Document(str(article_id), paragraphs[0].title, text)
+        yield from load_documents(source)
 
 
 class Chunker:

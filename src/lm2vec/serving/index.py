@@ -39,8 +39,8 @@ import pyarrow.parquet as pq
 from tqdm.auto import tqdm
 
 from lm2vec.artifacts import ForeignFolderError, claim_folder, remove_leftovers, temporary_sibling, write_json_atomic
+from lm2vec.data.readers import Document
 from lm2vec.errors import LM2VecError
-from lm2vec.readers import Document
 from lm2vec.serving.documents import (
     MANIFEST_NAME,
     Chunker,
@@ -76,10 +76,12 @@ class BuildReport:
 
     def summary(self, folder: Path) -> str:
         rate = self.encoded / self.seconds if self.seconds > 0 else 0.0
-        return (f"{folder}: {self.passages:,} passages, {self.index_kind} index of {self.dimension} dims; this run: "
-                f"{self.documents:,} documents, {self.encoded:,} passages encoded ({rate:,.1f}/s), "
-                f"{self.reused:,} reused (same text encoded before), {self.unchanged:,} unchanged, {self.removed:,} "
-                f"removed (changed or gone), {self.seconds:.1f}s")  # fmt: skip
+        return (
+            f"{folder}: {self.passages:,} passages, {self.index_kind} index of {self.dimension} dims; this run: "
+            f"{self.documents:,} documents, {self.encoded:,} passages encoded ({rate:,.1f}/s), "
+            f"{self.reused:,} reused (same text encoded before), {self.unchanged:,} unchanged, {self.removed:,} "
+            f"removed (changed or gone), {self.seconds:.1f}s"
+        )
 
 
 # --- the model an index belongs to ---------------------------------------------------------------------------
@@ -104,12 +106,15 @@ def check_same_model(recorded: dict[str, Any], source: str, encoder) -> None:
     from lm2vec.modeling.sources import resolve_source
 
     if not same_weights(Path(resolve_source(source)).resolve(), recorded):
-        raise IndexStoreError(f"{source} is not the model this index was built with ({recorded['source']}: "
-                              "its weights differ)")  # fmt: skip
+        raise IndexStoreError(
+            f"{source} is not the model this index was built with ({recorded['source']}: its weights differ)"
+        )
     for key in ("pooling", "max_length", "instruction_template", "bidirectional"):
         if recorded["encoder"][key] != getattr(encoder.config, key):
-            raise IndexStoreError(f"the index was built with {key}={recorded['encoder'][key]!r}, the model "
-                                  f"has {getattr(encoder.config, key)!r}")  # fmt: skip
+            raise IndexStoreError(
+                f"the index was built with {key}={recorded['encoder'][key]!r}, the model "
+                f"has {getattr(encoder.config, key)!r}"
+            )
 
 
 def load_index_model(recorded: dict[str, Any], device: str | None = None):
@@ -119,8 +124,9 @@ def load_index_model(recorded: dict[str, Any], device: str | None = None):
     settings = recorded["encoder"]
     # The resolved folder, unless it has gone (a cleared cache): then the source, resolved again.
     source = recorded["folder"] if Path(recorded["folder"]).exists() else recorded["source"]
-    encoder = LM2Vec.from_pretrained(source, pooling=settings["pooling"], max_length=settings["max_length"],
-                                     device=device)  # fmt: skip
+    encoder = LM2Vec.from_pretrained(
+        source, pooling=settings["pooling"], max_length=settings["max_length"], device=device
+    )
     check_same_model(recorded, source, encoder)
     return encoder
 
@@ -156,9 +162,15 @@ def _writing(folder: Path) -> Iterator[dict[str, Any]]:
         yield read_manifest(folder)  # as the previous writer left it
 
 
-def build_index(sources: Sequence[str | Path], model: str, out: Path, chunking: ChunkingOptions,
-                options: WriteOptions, device: str | None = None,
-                echo: Callable[[str], None] = print) -> BuildReport:  # fmt: skip
+def build_index(
+    sources: Sequence[str | Path],
+    model: str,
+    out: Path,
+    chunking: ChunkingOptions,
+    options: WriteOptions,
+    device: str | None = None,
+    echo: Callable[[str], None] = print,
+) -> BuildReport:
     """Index `sources` with `model` into `out`; an interrupted build of the same inputs is resumed."""
     _check_apart(out, sources)
     paths = check_sources(sources)
@@ -167,8 +179,10 @@ def build_index(sources: Sequence[str | Path], model: str, out: Path, chunking: 
     if manifest is not None and manifest["status"] == "complete":
         raise IndexStoreError(f"{out} already holds a complete index; add documents with `lm2vec index add`")
     if manifest is not None and manifest["operation"] != {"command": "build", "sources": source_list}:
-        raise IndexStoreError(f"{out} holds an interrupted `lm2vec index {manifest['operation']['command']}` of "
-                              f"{manifest['operation']['sources']}; run that again to finish it")  # fmt: skip
+        raise IndexStoreError(
+            f"{out} holds an interrupted `lm2vec index {manifest['operation']['command']}` of "
+            f"{manifest['operation']['sources']}; run that again to finish it"
+        )
     documents = read_sources(paths, echo)
     if manifest is None:
         try:
@@ -179,26 +193,43 @@ def build_index(sources: Sequence[str | Path], model: str, out: Path, chunking: 
 
     encoder = LM2Vec.from_pretrained(model, device=device)
     if chunking.passage_tokens > encoder.config.max_length - 2:
-        raise IndexStoreError(f"passage_tokens={chunking.passage_tokens} does not fit the model's max_length="
-                              f"{encoder.config.max_length} (with its special tokens)")  # fmt: skip
+        raise IndexStoreError(
+            f"passage_tokens={chunking.passage_tokens} does not fit the model's max_length="
+            f"{encoder.config.max_length} (with its special tokens)"
+        )
     if manifest is None:
-        manifest = {"format": FORMAT_NAME, "format_version": FORMAT_VERSION, "status": "building",
-                    "model": describe_model(model, encoder), "chunking": asdict(chunking), "sources": source_list,
-                    "operation": {"command": "build", "sources": source_list}, "parts": [], "searchable": None,
-                    "unused": [], "next_file": 0}  # fmt: skip
+        manifest = {
+            "format": FORMAT_NAME,
+            "format_version": FORMAT_VERSION,
+            "status": "building",
+            "model": describe_model(model, encoder),
+            "chunking": asdict(chunking),
+            "sources": source_list,
+            "operation": {"command": "build", "sources": source_list},
+            "parts": [],
+            "searchable": None,
+            "unused": [],
+            "next_file": 0,
+        }
         _save(out, manifest)
     else:
         check_same_model(manifest["model"], model, encoder)
         if manifest["chunking"] != asdict(chunking):
-            raise IndexStoreError(f"{out}: the interrupted build used chunking {manifest['chunking']}; resume it "
-                                  "with the same options")  # fmt: skip
+            raise IndexStoreError(
+                f"{out}: the interrupted build used chunking {manifest['chunking']}; resume it with the same options"
+            )
         echo(f"resuming the build in {out}: {sum(p['passages'] for p in manifest['parts']):,} passages kept")
     with _writing(out) as manifest:
         return _ingest(out, manifest, _passages(documents, encoder, manifest["chunking"]), encoder, options)
 
 
-def add_to_index(folder: Path, sources: Sequence[str | Path], options: WriteOptions, device: str | None = None,
-                 echo: Callable[[str], None] = print) -> BuildReport:  # fmt: skip
+def add_to_index(
+    folder: Path,
+    sources: Sequence[str | Path],
+    options: WriteOptions,
+    device: str | None = None,
+    echo: Callable[[str], None] = print,
+) -> BuildReport:
     """Index the documents of `sources` into the index in `folder`: what it holds from these paths is replaced
     by what they hold now (unchanged passages are kept, and no text is encoded twice)."""
     _check_apart(folder, sources)
@@ -212,8 +243,7 @@ def add_to_index(folder: Path, sources: Sequence[str | Path], options: WriteOpti
         return _ingest(folder, manifest, _passages(documents, encoder, manifest["chunking"]), encoder, options)
 
 
-def remove_from_index(folder: Path, sources: Sequence[str | Path],
-                      echo: Callable[[str], None] = print) -> BuildReport:  # fmt: skip
+def remove_from_index(folder: Path, sources: Sequence[str | Path], echo: Callable[[str], None] = print) -> BuildReport:
     """Remove the documents the index in `folder` holds from `sources`: files or folders (which need not exist
     any more), or one record as FILE#ID."""
     scope = [os.path.abspath(source) for source in sources]
@@ -241,23 +271,29 @@ def _check_apart(folder: Path, sources: Sequence[str | Path]) -> None:
     for source in map(Path, sources):
         real = source.resolve()
         if any(real.is_relative_to(place) for place in places):
-            raise IndexStoreError(f"the source {source} is inside the index folder {folder}; an index is not "
-                                  "documents")  # fmt: skip
+            raise IndexStoreError(f"the source {source} is inside the index folder {folder}; an index is not documents")
         if source.is_dir() and any(place.is_relative_to(real) for place in places):
-            raise IndexStoreError(f"the index folder {folder} is inside the source folder {source}, where its files "
-                                  "would be read as documents; put the index somewhere else")  # fmt: skip
+            raise IndexStoreError(
+                f"the index folder {folder} is inside the source folder {source}, where its files "
+                "would be read as documents; put the index somewhere else"
+            )
 
 
-def _check_ready(folder: Path, manifest: dict[str, Any], command: str, sources: list[str],
-                 echo: Callable[[str], None]) -> None:  # fmt: skip
+def _check_ready(
+    folder: Path, manifest: dict[str, Any], command: str, sources: list[str], echo: Callable[[str], None]
+) -> None:
     """Refuse `command` while another one is interrupted, and check that the index opens (before a model loads)."""
     operation = manifest["operation"]
     if manifest["status"] != "complete" and operation["command"] == "build":
-        raise IndexStoreError(f"{folder}: its build was interrupted; run `lm2vec index build` again with the same "
-                              "arguments to finish it first")  # fmt: skip
+        raise IndexStoreError(
+            f"{folder}: its build was interrupted; run `lm2vec index build` again with the same "
+            "arguments to finish it first"
+        )
     if manifest["status"] != "complete" and operation != {"command": command, "sources": sources}:
-        raise IndexStoreError(f"{folder}: an `lm2vec index {operation['command']}` of {', '.join(operation['sources'])}"
-                              " was interrupted; run it again to finish it first")  # fmt: skip
+        raise IndexStoreError(
+            f"{folder}: an `lm2vec index {operation['command']}` of {', '.join(operation['sources'])}"
+            " was interrupted; run it again to finish it first"
+        )
     if manifest["status"] != "complete":
         echo(f"finishing the interrupted `lm2vec index {command}` in {folder}")
     _open_searchable(folder, manifest)
@@ -278,8 +314,9 @@ def _passages(documents: list[tuple[str, Document]], encoder, chunking: dict[str
     return passages
 
 
-def _ingest(folder: Path, manifest: dict[str, Any], passages: dict[str, list[Passage]], encoder,
-            options: WriteOptions) -> BuildReport:  # fmt: skip
+def _ingest(
+    folder: Path, manifest: dict[str, Any], passages: dict[str, list[Passage]], encoder, options: WriteOptions
+) -> BuildReport:
     """Make the documents the index holds from the operation's sources those of `passages`, then publish.
 
     A held document whose passages are a prefix of its new ones keeps them (unchanged, or resumed after a kill)
@@ -306,9 +343,17 @@ def _ingest(folder: Path, manifest: dict[str, Any], passages: dict[str, list[Pas
     vectors = _Vectors(folder, on_disk.values(), tables)
     encoded = _write_passages(folder, manifest, pending, vectors, encoder, options)
     kind = _publish(folder, manifest, options.exact_limit)
-    return BuildReport(sum(p["passages"] for p in manifest["parts"]), encoded, len(pending) - encoded,
-                       sum(kept.values()), removed, len(passages), time.perf_counter() - started, kind,
-                       manifest["model"]["dimension"])  # fmt: skip
+    return BuildReport(
+        sum(p["passages"] for p in manifest["parts"]),
+        encoded,
+        len(pending) - encoded,
+        sum(kept.values()),
+        removed,
+        len(passages),
+        time.perf_counter() - started,
+        kind,
+        manifest["model"]["dimension"],
+    )
 
 
 def _under(path: str, scope: set[str]) -> bool:
@@ -346,8 +391,9 @@ class _Vectors:
         return self.read[part["path"]][row]
 
 
-def _write_passages(folder: Path, manifest: dict[str, Any], passages: list[Passage], vectors: _Vectors, encoder,
-                    options: WriteOptions) -> int:  # fmt: skip
+def _write_passages(
+    folder: Path, manifest: dict[str, Any], passages: list[Passage], vectors: _Vectors, encoder, options: WriteOptions
+) -> int:
     """Append `passages` to the parts, a part committed as soon as it is written; how many texts were encoded."""
     starts = range(0, len(passages), options.part_size)
     names = _reserve(folder, manifest, PART_NAME, len(starts))
@@ -369,8 +415,10 @@ def _write_passages(folder: Path, manifest: dict[str, Any], passages: list[Passa
 def _drop_documents(folder: Path, manifest: dict[str, Any], tables: dict[str, pa.Table], labels: set[str]) -> int:
     """Rewrite the parts that hold passages of the documents `labels` without them (a part left empty goes),
     committed in one manifest write; how many passages were dropped."""
-    plan = [(part, [source not in labels for source in tables[part["path"]]["source"].to_pylist()])
-            for part in manifest["parts"]]  # fmt: skip
+    plan = [
+        (part, [source not in labels for source in tables[part["path"]]["source"].to_pylist()])
+        for part in manifest["parts"]
+    ]
     names = iter(_reserve(folder, manifest, PART_NAME, sum(any(keep) and not all(keep) for _, keep in plan)))
     parts = []
     for part, keep in plan:
@@ -457,8 +505,9 @@ def _publish(folder: Path, manifest: dict[str, Any], exact_limit: int) -> str:
     previous = manifest["searchable"]
     if previous is None or previous["parts"] != manifest["parts"]:
         dimension = manifest["model"]["dimension"]
-        vectors = np.concatenate([_part_vectors(folder, part) for part in manifest["parts"]] or
-                                 [np.zeros((0, dimension), np.float32)])  # fmt: skip
+        vectors = np.concatenate(
+            [_part_vectors(folder, part) for part in manifest["parts"]] or [np.zeros((0, dimension), np.float32)]
+        )
         if len(vectors) <= exact_limit:
             index, kind, nprobe = faiss.IndexFlatIP(dimension), "exact (IndexFlatIP)", None
         else:
@@ -474,8 +523,13 @@ def _publish(folder: Path, manifest: dict[str, Any], exact_limit: int) -> str:
         manifest["unused"].remove(name)
         if previous is not None:
             manifest["unused"].append(previous["faiss"])
-        manifest["searchable"] = {"faiss": name, "sha256": hashlib.sha256(data).hexdigest(), "kind": kind,
-                                  "nprobe": nprobe, "parts": list(manifest["parts"])}  # fmt: skip
+        manifest["searchable"] = {
+            "faiss": name,
+            "sha256": hashlib.sha256(data).hexdigest(),
+            "kind": kind,
+            "nprobe": nprobe,
+            "parts": list(manifest["parts"]),
+        }
     manifest["status"] = "complete"
     _save(folder, manifest)
     _collect_unused(folder, manifest)
@@ -488,25 +542,35 @@ def _save(folder: Path, manifest: dict[str, Any]) -> None:
 
 # --- reading -------------------------------------------------------------------------------------------------
 def _damaged(folder: Path, problem: str) -> IndexStoreError:
-    return IndexStoreError(f"{folder} is damaged: {problem}. Build the index again with `lm2vec index build` into a "
-                           f"new folder (or remove {folder} first)")  # fmt: skip
+    return IndexStoreError(
+        f"{folder} is damaged: {problem}. Build the index again with `lm2vec index build` into a "
+        f"new folder (or remove {folder} first)"
+    )
 
 
 _OWN_FILE = re.compile(r"parts/part-\d{6,}\.parquet|index-\d{6,}\.faiss")  # names lm2vec gives; it deletes no other
 _PART = {"path": _OWN_FILE, "passages": int}
 _MANIFEST = {
     "status": str,
-    "model": {"source": str, "folder": str, "weights_sha256": str, "weight_files": list, "dimension": int,
-              "encoder": {"pooling": str, "max_length": int, "instruction_template": str, "bidirectional": bool}},
+    "model": {
+        "source": str,
+        "folder": str,
+        "weights_sha256": str,
+        "weight_files": list,
+        "dimension": int,
+        "encoder": {"pooling": str, "max_length": int, "instruction_template": str, "bidirectional": bool},
+    },
     "chunking": {"passage_tokens": int, "overlap_tokens": int, "lang": str},
     "sources": [str],
     "operation": {"command": str, "sources": [str]},
     "parts": [_PART],
-    "searchable": (type(None), {"faiss": _OWN_FILE, "sha256": str, "kind": str, "nprobe": (type(None), int),
-                                "parts": [_PART]}),
+    "searchable": (
+        type(None),
+        {"faiss": _OWN_FILE, "sha256": str, "kind": str, "nprobe": (type(None), int), "parts": [_PART]},
+    ),
     "unused": [_OWN_FILE],
     "next_file": int,
-}  # fmt: skip
+}
 
 
 def _shape_problem(value: Any, shape: Any, where: str) -> str | None:
@@ -528,8 +592,9 @@ def _shape_problem(value: Any, shape: Any, where: str) -> str | None:
     if isinstance(shape, list):
         if not isinstance(value, list):
             return f"{where} is not a list"
-        return next(filter(None, (_shape_problem(item, shape[0], f"{where}[{i}]") for i, item in enumerate(value))),
-                    None)  # fmt: skip
+        return next(
+            filter(None, (_shape_problem(item, shape[0], f"{where}[{i}]") for i, item in enumerate(value))), None
+        )
     if isinstance(shape, re.Pattern):
         return None if isinstance(value, str) and shape.fullmatch(value) else f"{where} is not a file of the index"
     return None if isinstance(value, shape) else f"{where} is not {shape.__name__}"
@@ -540,8 +605,9 @@ def read_manifest(folder: Path) -> dict[str, Any]:
     damaged (not JSON, or without a part it needs)."""
     path = folder / MANIFEST_NAME
     if not path.is_file():
-        raise IndexStoreError(f"{folder} is not an lm2vec index (no {MANIFEST_NAME}); build one with "
-                              "`lm2vec index build`")  # fmt: skip
+        raise IndexStoreError(
+            f"{folder} is not an lm2vec index (no {MANIFEST_NAME}); build one with `lm2vec index build`"
+        )
     try:
         manifest = json.loads(path.read_text(encoding="utf-8"))
     except (UnicodeDecodeError, json.JSONDecodeError) as error:
@@ -549,8 +615,10 @@ def read_manifest(folder: Path) -> dict[str, Any]:
     if not isinstance(manifest, dict) or manifest.get("format") != FORMAT_NAME:
         raise IndexStoreError(f"{path} was not written by lm2vec (no format {FORMAT_NAME!r}); leaving it alone")
     if manifest.get("format_version") != FORMAT_VERSION:
-        raise IndexStoreError(f"{folder}: index format {manifest.get('format_version')}, this lm2vec reads "
-                              f"{FORMAT_VERSION}; build it again")  # fmt: skip
+        raise IndexStoreError(
+            f"{folder}: index format {manifest.get('format_version')}, this lm2vec reads "
+            f"{FORMAT_VERSION}; build it again"
+        )
     problem = _shape_problem(manifest, _MANIFEST, "")
     if problem:
         raise _damaged(folder, f"{MANIFEST_NAME} {problem}")
@@ -605,8 +673,10 @@ def _open_searchable(folder: Path, manifest: dict[str, Any]):
         _check_rows(folder, part, rows)
     passages, dimension = sum(part["passages"] for part in searchable["parts"]), manifest["model"]["dimension"]
     if (index.ntotal, index.d) != (passages, dimension):
-        raise _damaged(folder, f"{name} holds {index.ntotal:,} vectors of {index.d} dims for {passages:,} passages "
-                               f"of {dimension} dims")  # fmt: skip
+        raise _damaged(
+            folder,
+            f"{name} holds {index.ntotal:,} vectors of {index.d} dims for {passages:,} passages of {dimension} dims",
+        )
     return index
 
 
@@ -630,8 +700,10 @@ class SearchIndex:
         self.manifest = read_manifest(folder)
         self.index = _open_searchable(folder, self.manifest)
         if self.index is None:
-            raise IndexStoreError(f"{folder}: the index build has not finished; run `lm2vec index build` again "
-                                  "with the same arguments to resume it")  # fmt: skip
+            raise IndexStoreError(
+                f"{folder}: the index build has not finished; run `lm2vec index build` again "
+                "with the same arguments to resume it"
+            )
         searchable = self.manifest["searchable"]
         self.nprobe = searchable["nprobe"]
         tables = [_read_part(folder, part, PASSAGE_COLUMNS) for part in searchable["parts"]]

@@ -49,6 +49,7 @@ class ServeOptions:
         if self.api_key is not None and not self.api_key.strip():
             raise ValueError("api_key is empty: give a key, or none for a service without one.")
         # A client's header is read as ASCII and stripped: any other key could never match.
-        if self.api_key is not None and not (self.api_key.isascii() and self.api_key.isprintable()
-                                             and self.api_key == self.api_key.strip()):  # fmt: skip
+        if self.api_key is not None and not (
+            self.api_key.isascii() and self.api_key.isprintable() and self.api_key == self.api_key.strip()
+        ):
             raise ValueError("api_key must be printable ASCII without leading or trailing spaces.")

@@ -3,7 +3,8 @@
 A stage says what it is (its recipe section, options, display name, whether it always runs), what it reads (the
 adapters of earlier stages it starts from) and writes (`outputs`), and how it runs. `lm2vec.pipeline` plans and
 runs the registry generically: records, hashes, resume, `--redo`, `--only` and ownership checks are its business,
-not the stages'.
+not the stages'. A stage sees the run through `RunPlan` and `RunContext` below, which the pipeline's Plan and
+Pipeline fit: the stages, a layer below the pipeline, never import it.
 
 Adding a stage is one file with a `Stage` subclass that ends with one registration line:
 
@@ -23,14 +24,42 @@ from __future__ import annotations
 
 import importlib
 import pkgutil
+from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
-
-if TYPE_CHECKING:
-    from lm2vec.pipeline import Pipeline, Plan
+from typing import Any, Protocol
 
 # Options the run sets for each stage that has them; a recipe may not set them.
 OWNED = frozenset({"output_dir", "export", "merge"})
+
+
+class RunPlan(Protocol):
+    """The plan a stage is part of (`lm2vec.pipeline.plan.Plan`): the recipe resolved against the run folder."""
+
+    recipe_path: Path
+    run: Any  # the [run] section, RunOptions: model, pooling, max_length, supervised_after
+    run_dir: Path
+    stages: list[str]  # this run's stages, in order
+    options: dict[str, Any]  # each stage's options, by stage name
+
+    @property
+    def trained(self) -> list[str]: ...
+
+    def stage(self, name: str) -> Stage: ...
+
+    def chain(self, stage: str) -> list[str]: ...
+
+    def adapters(self, stage: str) -> list[Path]: ...
+
+    def final_adapters(self) -> list[Path]: ...
+
+
+class RunContext(Protocol):
+    """What a running stage gets (`lm2vec.pipeline.run.Pipeline`)."""
+
+    plan: RunPlan
+    dir: Path
+    records: dict[str, Any]  # each stage's record, StageRecord: status, seconds, summary
+    echo: Callable[[str], None]
 
 
 class Stage:
@@ -48,20 +77,20 @@ class Stage:
         """The dataclass its section fills (for help and checks); None if it has none or several."""
         return None
 
-    def starts_from(self, plan: Plan) -> list[str]:
+    def starts_from(self, plan: RunPlan) -> list[str]:
         """The stages whose adapter chains this stage's model starts from (MNTP for SimCSE)."""
         return []
 
-    def check(self, plan: Plan) -> list[str]:
+    def check(self, plan: RunPlan) -> list[str]:
         """Problems of the recipe as a whole that concern this stage (another section it needs is missing)."""
         return []
 
-    def build_options(self, plan: Plan, section: dict[str, Any]) -> Any:
+    def build_options(self, plan: RunPlan, section: dict[str, Any]) -> Any:
         """This stage's options from its section (recipe values, then `--set` strings), resolved against the run
         folder; raises RecipeError (or DataError) naming every problem. None: the stage keeps no options."""
         return None
 
-    def input_paths(self, plan: Plan) -> list[tuple[str, str, str]]:
+    def input_paths(self, plan: RunPlan) -> list[tuple[str, str, str]]:
         """(where, path, "file" or "any") of every input path its options name, checked before any stage starts."""
         options = plan.options.get(self.name)
         inputs = []
@@ -71,20 +100,16 @@ class Stage:
                 inputs.append((f"[{self.name}] {name}", value, "any"))
         return inputs
 
-    def outputs(self, plan: Plan) -> list[str]:
+    def outputs(self, plan: RunPlan) -> list[str]:
         """The paths, relative to the run folder, that it writes (its log under logs/ is added by the run)."""
         return [self.name]
 
-    def needs(self, plan: Plan) -> list[str]:
+    def needs(self, plan: RunPlan) -> list[str]:
         """The earlier stages whose outputs it reads, which must be done before `--only` runs it alone. By
         default every earlier stage; a stage that knows its inputs says fewer."""
         return plan.stages[: plan.stages.index(self.name)]
 
-    def finish_encoder(self, plan: Plan, config: Any, last: bool) -> None:
-        """Set what the exported encoder's config (EncoderConfig) takes from this trained stage; `last`: the
-        final adapter of the exported chain is this stage's."""
-
-    def run(self, context: Pipeline) -> dict[str, Any]:
+    def run(self, context: RunContext) -> dict[str, Any]:
         """Do the work; returns the summary recorded in pipeline.json. `context` is the running Pipeline:
         `context.plan` (options: `context.plan.options[name]`), `context.dir`, `context.echo`, `context.records`."""
         raise NotImplementedError
@@ -96,7 +121,7 @@ class TrainingStage(Stage):
     trains = True
     every_process = True
 
-    def needs(self, plan: Plan) -> list[str]:
+    def needs(self, plan: RunPlan) -> list[str]:
         """The earlier stages that wrote one of its input paths (RUN/data, RUN/mntp/adapter ...)."""
         paths = [Path(path) for _, path, _ in self.input_paths(plan)]
         needed = []
@@ -113,7 +138,7 @@ class TrainingStage(Stage):
     def summarize(self, result: Any) -> dict[str, Any]:
         return {"steps": result.global_step}
 
-    def run(self, context: Pipeline) -> dict[str, Any]:
+    def run(self, context: RunContext) -> dict[str, Any]:
         return self.summarize(self.train(context.plan.options[self.name], resume=True))
 
 
@@ -166,7 +191,7 @@ def duration(seconds: float) -> str:
     return f"{minutes}m{seconds:02d}s" if minutes else f"{seconds}s"
 
 
-def expand(path: str, plan: Plan) -> str:
+def expand(path: str, plan: RunPlan) -> str:
     """A path of a recipe with `lm2vec.data.packaged`'s placeholders filled, relative to the recipe's folder."""
     from lm2vec.data.packaged import expand_path
 
@@ -183,6 +208,8 @@ _load_builtin()
 
 __all__ = [
     "OWNED",
+    "RunContext",
+    "RunPlan",
     "Stage",
     "TrainingStage",
     "duration",

@@ -6,14 +6,14 @@ import dataclasses
 from pathlib import Path
 from typing import Any
 
-from lm2vec.stages import Stage, register_stage
+from lm2vec.stages import RunContext, RunPlan, Stage, register_stage
 
 
 class DataStage(Stage):
     name = section = "data"
     help = "Build the recipe's inputs (dumps, .txt/.jsonl files, hf:NAME) into corpora under RUN/data."
 
-    def build_options(self, plan, section: dict[str, Any]) -> list[tuple]:
+    def build_options(self, plan: RunPlan, section: dict[str, Any]) -> list[tuple]:
         """[(input path or hf: name, corpus folder name, WikiConfig or TextConfig)] for the data section."""
         from lm2vec.data import TextConfig, WikiConfig
         from lm2vec.data.packaged import check_pins_used, debian_pins, expand_path
@@ -44,16 +44,16 @@ class DataStage(Stage):
         check_pins_used(pins, [Path(source) for source, _, _ in result])
         return result
 
-    def input_paths(self, plan) -> list[tuple[str, str, str]]:
+    def input_paths(self, plan: RunPlan) -> list[tuple[str, str, str]]:
         return [("[data] inputs", source, "file") for source, _, _ in plan.options.get("data", ())]
 
-    def outputs(self, plan) -> list[str]:
+    def outputs(self, plan: RunPlan) -> list[str]:
         return [f"data/{name}" for _, name, _ in plan.options["data"]]
 
-    def needs(self, plan) -> list[str]:
+    def needs(self, plan: RunPlan) -> list[str]:
         return []
 
-    def run(self, context) -> dict[str, Any]:
+    def run(self, context: RunContext) -> dict[str, Any]:
         from lm2vec.data import build_text_corpus, build_wiki_corpus
         from lm2vec.data.config import WikiConfig
         from lm2vec.data.shards import MANIFEST_NAME, Manifest

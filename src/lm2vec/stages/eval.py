@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from lm2vec.recipe import check_all
-from lm2vec.stages import Stage, expand, register_stage
+from lm2vec.stages import RunContext, RunPlan, Stage, expand, register_stage
 
 
 @dataclass
@@ -43,7 +43,7 @@ class EvalStage(Stage):
     def options_class(self) -> type:
         return EvalOptions
 
-    def build_options(self, plan, section: dict[str, Any]) -> EvalOptions:
+    def build_options(self, plan: RunPlan, section: dict[str, Any]) -> EvalOptions:
         from lm2vec.evaluation.errors import EvalConfigError, EvalDataError
         from lm2vec.evaluation.registry import Registry
         from lm2vec.recipe import RecipeError, build_config
@@ -56,10 +56,10 @@ class EvalStage(Stage):
             raise RecipeError(f"[eval] {error}") from None
         return options
 
-    def outputs(self, plan) -> list[str]:
+    def outputs(self, plan: RunPlan) -> list[str]:
         return ["eval", "stages.json"]
 
-    def run(self, context) -> dict[str, Any]:
+    def run(self, context: RunContext) -> dict[str, Any]:
         from lm2vec.evaluation.registry import Registry
         from lm2vec.evaluation.report import run_specs, with_reference
         from lm2vec.evaluation.runner import evaluate
@@ -74,7 +74,7 @@ class EvalStage(Stage):
         return {"models": len(results.models), "tasks": len(results.tasks)}
 
 
-def write_stages_manifest(context) -> dict[str, Any]:
+def write_stages_manifest(context: RunContext) -> dict[str, Any]:
     """stages.json: the models lm2vec.evaluation.report compares for this run (`lm2vec report RUN`); returns it."""
     from lm2vec.artifacts import write_json_atomic
 

@@ -16,27 +16,26 @@ class ExportStage(Stage):
         return ["model"]
 
     def run(self, context) -> dict[str, Any]:
-        """The final encoder, merged, and checked: sentence-transformers must give LM2Vec's embeddings."""
+        """The final encoder, merged, and checked: sentence-transformers must give LM2Vec's embeddings. Its config
+        is the last trained stage's, as `lm2vec train` alone exports it (`encoder_config`), with the run's pooling
+        and max length; a run that trains nothing exports the base model with them."""
         from lm2vec.modeling.export import export_encoder
         from lm2vec.stages.eval import EvalOptions
+        from lm2vec.training.results import encoder_config
 
         plan = context.plan
         run = plan.run
         adapters = plan.final_adapters()
-
-        def configure(config) -> None:
-            for name in plan.trained:
-                plan.stage(name).finish_encoder(plan, config, last=name == plan.trained[-1])
-
+        settings = {"pooling": run.pooling, "max_length": run.max_length}
+        if plan.trained:
+            settings = {"config": encoder_config(plan.options[plan.trained[-1]], **settings)}
         export = export_encoder(
             run.model,
             context.dir / "model",
             adapters=adapters,
-            pooling=run.pooling,
-            max_length=run.max_length,
-            configure=configure,
             check=True,
             check_device=plan.options.get("eval", EvalOptions()).device,
+            **settings,
         )
         return {
             "folder": str(export.folder),

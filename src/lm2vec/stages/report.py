@@ -6,9 +6,12 @@ from __future__ import annotations
 import dataclasses
 import json
 from dataclasses import asdict
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from lm2vec.stages import Stage, duration, register_stage
+from lm2vec.stages import RunContext, Stage, duration, register_stage
+
+if TYPE_CHECKING:
+    from lm2vec.evaluation.runner import Results
 
 
 class ReportStage(Stage):
@@ -16,7 +19,7 @@ class ReportStage(Stage):
     always = True
     help = "Write the report, the score-against-training-time chart and the exported model's card."
 
-    def run(self, context) -> dict[str, Any]:
+    def run(self, context: RunContext) -> dict[str, Any]:
         from lm2vec.evaluation.report import markdown_table, write_report
         from lm2vec.evaluation.runner import Results
 
@@ -42,12 +45,12 @@ class ReportStage(Stage):
         return {"markdown": str(paths["markdown"])}
 
 
-def write_model_card(context, results) -> None:
+def write_model_card(context: RunContext, results: Results) -> None:
     """The exported folder's README.md, now with the recipe, each stage's settings and wall time, and scores."""
     from lm2vec.evaluation.report import markdown_table
     from lm2vec.modeling.card import base_metadata, model_card
     from lm2vec.modeling.card import write_model_card as write_card
-    from lm2vec.modeling.encoder import EncoderConfig
+    from lm2vec.modeling.config import EncoderConfig
 
     folder = context.dir / "model"
     config = EncoderConfig.from_folder(folder)
@@ -57,7 +60,7 @@ def write_model_card(context, results) -> None:
     write_card(folder, model_card(config, dimension, metadata, [training_section(context), evaluation]))
 
 
-def training_section(context) -> str:
+def training_section(context: RunContext) -> str:
     """The card's recipe, and each stage's wall time and settings (those set, not the folders the run owns)."""
     lines = ["## Training", "", f"Trained with `lm2vec run {context.plan.recipe_path.name}`.", ""]
     lines += ["| stage | wall time | settings |", "| --- | ---: | --- |"]
@@ -75,7 +78,7 @@ def training_section(context) -> str:
     return "\n".join([*lines, ""])
 
 
-def progress(context, results) -> list[str]:
+def progress(context: RunContext, results: Results) -> list[str]:
     """report/progress.png and its table: each stage's scores against the training minutes that made it."""
     from lm2vec.evaluation.report import CAUSAL_MEAN_NAME, REFERENCE_NAME, UNTRAINED_NAME, write_progress_chart
 

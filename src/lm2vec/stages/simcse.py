@@ -33,8 +33,10 @@ class ContrastiveStage(TrainingStage):
             needs_data(plan, self.name)
             options.data = str(plan.run_dir / "data")
         else:
-            raise RecipeError(f"[{self.name}] needs `data`: a JSONL file of {{query, positive, negatives?}} records "
-                              "or a sentence-similarity file such as ${stsb}/sts-train.csv.")  # fmt: skip
+            raise RecipeError(
+                f"[{self.name}] needs `data`: a JSONL file of {{query, positive, negatives?}} records "
+                "or a sentence-similarity file such as ${stsb}/sts-train.csv."
+            )
         return options
 
     def summarize(self, result) -> dict[str, Any]:
@@ -45,10 +47,6 @@ class ContrastiveStage(TrainingStage):
         if losses:
             summary["loss_start"], summary["loss_end"] = round(losses[0], 4), round(losses[-1], 4)
         return summary
-
-    def finish_encoder(self, plan, config, last: bool) -> None:
-        if last:
-            config.matryoshka_dims = sorted(set(plan.options[self.name].matryoshka_dims))
 
 
 class SimCSEStage(ContrastiveStage):

@@ -31,11 +31,5 @@ class SupervisedStage(ContrastiveStage):
 
         return train_supervised(options, resume=resume)
 
-    def finish_encoder(self, plan, config, last: bool) -> None:
-        from lm2vec.training.contrastive import query_instruction
-
-        config.query_instruction = query_instruction(plan.options[self.name])
-        super().finish_encoder(plan, config, last)
-
 
 register_stage(SupervisedStage(), after="simcse")

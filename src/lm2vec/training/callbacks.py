@@ -15,7 +15,7 @@ from pathlib import Path
 from transformers import TrainerCallback, TrainerControl, TrainerState, TrainingArguments
 from transformers.integrations import TensorBoardCallback
 
-from lm2vec.artifacts import append_jsonl, atomic_file
+from lm2vec.artifacts import append_jsonl, atomic_file, write_jsonl_atomic
 
 LOG_NAME = "log.jsonl"
 PLOT_NAME = "loss.png"
@@ -115,6 +115,21 @@ def read_log(run_dir: str | Path) -> list[dict]:
     if not path.is_file():
         return []
     return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+
+
+def truncate_log(run_dir: str | Path, step: int) -> int:
+    """Drop log records after `step`; returns how many were dropped."""
+    path = Path(run_dir) / LOG_NAME
+    records = read_log(run_dir)
+    kept = [r for r in records if r.get("step", 0) <= step]
+    if len(kept) < len(records):
+        write_jsonl_atomic(path, kept)
+    return len(records) - len(kept)
+
+
+def shared_callbacks(run_dir: str | Path) -> list[TrainerCallback]:
+    """The callbacks every stage's Trainer gets, before its own: log.jsonl, loss.png and TensorBoard."""
+    return [JsonlLogCallback(run_dir), LossPlotCallback(run_dir), ResumableTensorBoard()]
 
 
 def plot_losses(run_dir: str | Path) -> Path | None:

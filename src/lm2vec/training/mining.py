@@ -16,7 +16,8 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from lm2vec.artifacts import check_output_file, write_jsonl_atomic
-from lm2vec.readers import SupervisedPair, read_sentences, read_supervised_pairs
+from lm2vec.data.formats import SupervisedPair, read_supervised_pairs
+from lm2vec.data.readers import load_texts
 
 if TYPE_CHECKING:  # the options import light, for the `lm2vec mine` command line
     from lm2vec.modeling.encoder import LM2Vec
@@ -107,7 +108,8 @@ def read_mining_inputs(
             raise FileNotFoundError(f"{path} is not a file.")
     check_output_file(output, overwrite)
     records = read_supervised_pairs(pairs)
-    texts = read_sentences(corpus) if corpus is not None else list(dict.fromkeys(r["positive"] for r in records))
+    positives = list(dict.fromkeys(record["positive"] for record in records))
+    texts = load_texts(corpus, "sentences") if corpus is not None else positives
     return records, texts
 
 

@@ -24,10 +24,10 @@ TensorBoard event files.
 
 Layout (as tevatron splits a retriever): `options` (the dataclasses), `data` (records, batch sampler, collator),
 `model` (embedding, sub-batches, the loss), `trainer` (the Trainer subclass), `driver` (`train_simcse`,
-`train_supervised`); shared driver code is in `lm2vec.training.common`.
+`train_supervised`); what every stage shares is in `lm2vec.training`: `options`, `adapters` (LoRA), `arguments`,
+`trainer`, `checkpoints` and `results`.
 """
 
-from lm2vec.training.common import TrainingResult
 from lm2vec.training.contrastive.data import (
     MIN_CROP_WORDS,
     MINED_NAME,
@@ -59,7 +59,6 @@ __all__ = [
     "RandomState",
     "SimCSEOptions",
     "SupervisedOptions",
-    "TrainingResult",
     "batch_loss",
     "crop_pairs",
     "embed",

@@ -14,8 +14,8 @@ import torch
 from torch.utils.data import Dataset, Sampler
 
 from lm2vec.artifacts import write_jsonl_atomic
+from lm2vec.data.formats import read_supervised_pairs, sts_supervised_pairs
 from lm2vec.modeling.encoder import LM2Vec
-from lm2vec.readers import read_supervised_pairs, sts_supervised_pairs
 from lm2vec.training.contrastive.options import SupervisedOptions
 
 MINED_NAME = "mined.jsonl"  # the supervised records with their mined hard negatives
@@ -107,8 +107,9 @@ def _with_instruction(text: str, instruction: str) -> str | tuple[str, str]:
     return (instruction, text) if instruction else text
 
 
-def crop_pairs(paragraphs: Sequence[str], ratio: Sequence[float], seed: int = 0,
-               positive_ratio: Sequence[float] | None = None) -> list[dict[str, str]]:  # fmt: skip
+def crop_pairs(
+    paragraphs: Sequence[str], ratio: Sequence[float], seed: int = 0, positive_ratio: Sequence[float] | None = None
+) -> list[dict[str, str]]:
     """Two independent random word spans of each paragraph as a (query, positive) pair, the query `ratio` (low,
     high) of its words and the positive `positive_ratio` (default: `ratio`), drawn once with `seed` so a resumed
     run sees the same pairs."""
@@ -138,9 +139,9 @@ def supervised_records(options: SupervisedOptions) -> list[dict[str, Any]]:
     return read_supervised_pairs(options.data)
 
 
-def query_instruction(options: SupervisedOptions) -> str:
+def query_instruction(records: Sequence[dict[str, Any]]) -> str:
     """The instruction most training queries carried (empty if none had one): the default for retrieval."""
-    counts = Counter(record["instruction"] for record in supervised_records(options))
+    counts = Counter(record["instruction"] for record in records)
     return counts.most_common(1)[0][0]
 
 

@@ -11,28 +11,26 @@ from typing import Any
 from transformers import TrainerCallback
 
 from lm2vec.artifacts import write_json_atomic
+from lm2vec.data.readers import load_texts
 from lm2vec.modeling.encoder import LM2Vec
 from lm2vec.modeling.export import export_encoder
-from lm2vec.readers import read_sentences
-from lm2vec.training.common import (
-    TrainingResult,
-    add_lora,
-    resume_checkpoint,
-    save_adapter,
-    shared_callbacks,
-    training_arguments,
-)
+from lm2vec.training.adapters import add_lora, save_adapter
+from lm2vec.training.arguments import training_arguments
+from lm2vec.training.callbacks import shared_callbacks
+from lm2vec.training.checkpoints import resume_checkpoint
 from lm2vec.training.contrastive.data import (
     ContrastiveCollator,
     GroupedBatchSampler,
     ListDataset,
     crop_pairs,
     mined_records,
+    query_instruction,
     supervised_records,
 )
 from lm2vec.training.contrastive.model import set_attention_dropout
 from lm2vec.training.contrastive.options import ContrastiveOptions, SimCSEOptions, SupervisedOptions
 from lm2vec.training.contrastive.trainer import ContrastiveTrainer
+from lm2vec.training.results import TrainingResult, encoder_config, record_in_training_folder
 
 logger = logging.getLogger(__name__)
 
@@ -46,17 +44,18 @@ def train_simcse(
 ) -> TrainingResult:
     """Unsupervised SimCSE on `options.data`: sentences and themselves, or crops of paragraphs."""
     if options.positives == "crops":
-        paragraphs = read_sentences(options.data, options.text_field, kind="paragraphs")
+        paragraphs = load_texts(options.data, "paragraphs", options.text_field)
         items: Sequence[Any] = crop_pairs(paragraphs, options.crop_ratio, options.seed, options.positive_crop_ratio)
     else:
-        items = read_sentences(options.data, options.text_field)
+        items = load_texts(options.data, "sentences", options.text_field)
     return _train(options, items, [range(len(items))], resume, callbacks)
 
 
 def train_supervised(
     options: SupervisedOptions, resume: bool = False, callbacks: list[TrainerCallback] | tuple = ()
 ) -> TrainingResult:
-    """Supervised contrastive training on the JSONL records (or sentence-similarity pairs) in `options.data`."""
+    """Supervised contrastive training on the JSONL records (or sentence-similarity pairs) in `options.data`; the
+    instruction most of their queries carry is recorded in the training folder as the export's query instruction."""
     records = supervised_records(options)
     if options.homogeneous_batches:
         by_dataset: dict[str, list[int]] = {}
@@ -65,7 +64,7 @@ def train_supervised(
         groups = list(by_dataset.values())
     else:
         groups = [range(len(records))]
-    return _train(options, records, groups, resume, callbacks)
+    return _train(options, records, groups, resume, callbacks, query_instruction(records))
 
 
 def _train(
@@ -74,6 +73,7 @@ def _train(
     groups: Sequence[Sequence[int]],
     resume: bool,
     callbacks: list[TrainerCallback] | tuple = (),
+    instruction: str = "",
 ) -> TrainingResult:
     if not options.data:
         raise ValueError("Set `data`: the training texts.")
@@ -92,7 +92,6 @@ def _train(
         raise ValueError(
             f"matryoshka_dims {too_large} are larger than the model's {encoder.get_sentence_embedding_dimension()}."
         )
-    encoder.config.matryoshka_dims = sorted(set(options.matryoshka_dims))
     original_dropout = set_attention_dropout(encoder.model, options.dropout)
     encoder.model = add_lora(encoder.model, options)
     if args.process_index == 0:
@@ -109,7 +108,7 @@ def _train(
         args=args,
         train_dataset=ListDataset(items),
         data_collator=collator,
-        callbacks=[*shared_callbacks(options), *callbacks],
+        callbacks=[*shared_callbacks(options.output_dir), *callbacks],
         encoder=encoder,
         options=options,
         batch_sampler=sampler,
@@ -120,11 +119,12 @@ def _train(
         peft_model = encoder.model
         save_adapter(peft_model, output / ADAPTER_DIR)
         write_json_atomic(output / OPTIONS_NAME, asdict(options))
+        record_in_training_folder(output, query_instruction=instruction)
         if options.export:
             encoder.model = peft_model.merge_and_unload()
             set_attention_dropout(encoder.model, original_dropout)
             encoder.model.eval()
-            export_encoder(encoder, output / ENCODER_DIR)
+            export_encoder(encoder, output / ENCODER_DIR, config=encoder_config(options))
     trainer.accelerator.wait_for_everyone()
     encoder_dir = output / ENCODER_DIR if options.export else None
     return TrainingResult(output, output / ADAPTER_DIR, encoder_dir, trainer.state.global_step, trainer=trainer)

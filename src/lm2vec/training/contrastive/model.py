@@ -100,8 +100,14 @@ def batch_loss(
 
     def loss_of(all_rows: torch.Tensor) -> torch.Tensor:
         queries, documents = all_rows[:n], all_rows[n:]
-        loss = contrastive_loss(queries, documents, options.temperature, options.gather_across_processes,
-                                options.matryoshka_dims, positive_queries)  # fmt: skip
+        loss = contrastive_loss(
+            queries,
+            documents,
+            options.temperature,
+            options.gather_across_processes,
+            options.matryoshka_dims,
+            positive_queries,
+        )
         if cosent_weight:
             scored = ~torch.isnan(features["scores"]).to(queries.device)
             scores = features["scores"].to(queries.device)[scored]

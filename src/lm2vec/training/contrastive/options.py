@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 
 from lm2vec.modeling.pooling import POOLING_MODES
 from lm2vec.recipe import failed_checks
-from lm2vec.training.common import TrainingOptions
+from lm2vec.training.options import TrainingOptions
 
 POSITIVES = ("dropout", "crops")
 
@@ -117,7 +117,8 @@ class SimCSEOptions(ContrastiveOptions):
             "help": (
                 '"dropout": a sentence and itself, differing only by dropout (SimCSE). "crops": two random spans '
                 "of one paragraph (Contriever's independent cropping), a harder task that keeps teaching after "
-                "dropout's saturates."
+                "dropout's saturates; `data`'s paragraphs as MNTP reads them (a .txt file's blocks between blank "
+                "lines)."
             )
         },
     )
@@ -138,12 +139,16 @@ class SimCSEOptions(ContrastiveOptions):
     def problems(self) -> list[str]:
         checks = [
             (self.positives in POSITIVES, f"positives must be one of {', '.join(POSITIVES)}, got {self.positives!r}."),
-            (_is_ratio(self.crop_ratio),
-             f"crop_ratio must be [low, high] with 0 < low <= high <= 1, got {self.crop_ratio}."),
-            (not self.positive_crop_ratio or _is_ratio(self.positive_crop_ratio),
-             f"positive_crop_ratio must be empty or [low, high] with 0 < low <= high <= 1, got "
-             f"{self.positive_crop_ratio}."),
-        ]  # fmt: skip
+            (
+                _is_ratio(self.crop_ratio),
+                f"crop_ratio must be [low, high] with 0 < low <= high <= 1, got {self.crop_ratio}.",
+            ),
+            (
+                not self.positive_crop_ratio or _is_ratio(self.positive_crop_ratio),
+                f"positive_crop_ratio must be empty or [low, high] with 0 < low <= high <= 1, got "
+                f"{self.positive_crop_ratio}.",
+            ),
+        ]
         return super().problems() + failed_checks(checks)
 
 
@@ -170,7 +175,7 @@ class SupervisedOptions(ContrastiveOptions):
         metadata={
             "help": (
                 "`data` may also be a sentence-similarity file (STS Benchmark .csv, .tsv; see "
-                "lm2vec.evaluation.readers): its pairs scored at least `min_pair_score` become symmetric (query, "
+                "lm2vec.data.formats): its pairs scored at least `min_pair_score` become symmetric (query, "
                 "positive) pairs with `sts_instruction`."
             )
         },
@@ -213,7 +218,9 @@ class SupervisedOptions(ContrastiveOptions):
         checks = [
             (self.mine_negatives >= 0, f"mine_negatives must be >= 0, got {self.mine_negatives}."),
             (self.cosent_weight >= 0, f"cosent_weight must be >= 0, got {self.cosent_weight}."),
-            (0.0 <= self.mining_relative_margin < 1.0,
-             f"mining_relative_margin must be in [0, 1), got {self.mining_relative_margin}."),
-        ]  # fmt: skip
+            (
+                0.0 <= self.mining_relative_margin < 1.0,
+                f"mining_relative_margin must be in [0, 1), got {self.mining_relative_margin}.",
+            ),
+        ]
         return super().problems() + failed_checks(checks)

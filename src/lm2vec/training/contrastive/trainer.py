@@ -3,18 +3,14 @@
 from __future__ import annotations
 
 from torch.utils.data import DataLoader, Sampler
-from transformers import Trainer
 
 from lm2vec.modeling.encoder import LM2Vec
-from lm2vec.training.common import (
-    AtomicCheckpoints,
-    OneProgressBar,
-)
 from lm2vec.training.contrastive.model import batch_loss
 from lm2vec.training.contrastive.options import ContrastiveOptions
+from lm2vec.training.trainer import StageTrainer
 
 
-class ContrastiveTrainer(AtomicCheckpoints, OneProgressBar, Trainer):
+class ContrastiveTrainer(StageTrainer):
     """Trainer whose model is the LoRA-wrapped backbone; the loss is `batch_loss` on collated text batches."""
 
     def __init__(self, *args, encoder: LM2Vec, options: ContrastiveOptions, batch_sampler: Sampler, **kwargs):

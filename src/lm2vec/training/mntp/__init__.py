@@ -13,13 +13,11 @@ A run folder holds checkpoints (adapter + optimizer + RNG states), `log.jsonl`, 
 with `merge=true`, `merged/` (an encoder folder with the adapter merged in).
 
 Layout (as tevatron splits a retriever): `options` (`MNTPConfig`), `data` (texts, packed blocks), `model`
-(`MNTPModel`, loading the causal LM), `trainer` (`MNTPTrainer`), `driver` (`train_mntp`); shared driver code is
-in `lm2vec.training.common`.
+(`MNTPModel`, loading the causal LM), `trainer` (`MNTPTrainer`), `driver` (`train_mntp`); what every stage shares
+is in `lm2vec.training`: `options`, `adapters` (LoRA), `arguments`, `trainer`, `checkpoints` and `results`.
 """
 
-from lm2vec.modeling.encoder import backbone_of
-from lm2vec.training.common import TrainingResult
-from lm2vec.training.mntp.data import PackedBlocks, load_texts, pack_blocks, prepare_data
+from lm2vec.training.mntp.data import PackedBlocks, pack_blocks, prepare_data
 from lm2vec.training.mntp.driver import ADAPTER_DIR, CONFIG_FILE, MERGED_DIR, eval_accuracy_log, train_mntp
 from lm2vec.training.mntp.model import MNTPModel, build_mntp_model, load_causal_lm
 from lm2vec.training.mntp.options import MNTPConfig
@@ -33,12 +31,9 @@ __all__ = [
     "MNTPModel",
     "MNTPTrainer",
     "PackedBlocks",
-    "TrainingResult",
-    "backbone_of",
     "build_mntp_model",
     "eval_accuracy_log",
     "load_causal_lm",
-    "load_texts",
     "masked_accuracy",
     "pack_blocks",
     "prepare_data",

@@ -1,8 +1,7 @@
-"""MNTP data: training text from any source, packed into token blocks and read in a fixed, seeded order."""
+"""MNTP data: training text from any source (`lm2vec.data.readers`' paragraphs), packed into token blocks and read
+in a fixed, seeded order."""
 
 from __future__ import annotations
-
-from pathlib import Path
 
 import datasets
 import numpy as np
@@ -11,57 +10,9 @@ from transformers import (
     PreTrainedTokenizerBase,
 )
 
+from lm2vec.data.readers import load_text_dataset
 from lm2vec.training.masking import sample_seed
 from lm2vec.training.mntp.options import MNTPConfig
-
-
-def load_texts(spec: str, split: str = "train", text_field: str = "text") -> datasets.Dataset | None:
-    """A dataset with a `text` column from any supported source; None if it has no such split."""
-    if spec.startswith("hf:"):
-        name, _, config_name = spec[3:].partition(":")
-        try:
-            dataset = datasets.load_dataset(name, config_name or None, split=split)
-        except ValueError:
-            if split == "train":
-                raise
-            return None
-        return _text_column(dataset, text_field)
-    path = Path(spec)
-    if path.is_dir():
-        from lm2vec.data.corpus import corpus_files, is_corpus, load_corpus
-
-        if is_corpus(path):
-            if not corpus_files(path, "paragraphs", split):
-                return None
-            return load_corpus(path, kind="paragraphs", split=split)
-        if split != "train":
-            return None
-        files = sorted(p for p in path.rglob("*") if p.suffix in (".txt", ".jsonl", ".json", ".parquet"))
-        if not files:
-            raise FileNotFoundError(f"{path}: no .txt, .jsonl, .json or .parquet files.")
-        return datasets.concatenate_datasets([_read_file(p, text_field) for p in files])
-    if split != "train":
-        return None
-    if not path.is_file():
-        raise FileNotFoundError(f"Training data not found: {spec!r} (a corpus folder, a file, or hf:NAME).")
-    return _read_file(path, text_field)
-
-
-def _read_file(path: Path, text_field: str) -> datasets.Dataset:
-    if path.suffix in (".txt", ".jsonl"):
-        from lm2vec.data.corpus import read_texts
-
-        return read_texts(path, text_field)
-    builder = {".json": "json", ".parquet": "parquet"}.get(path.suffix)
-    if builder is None:
-        raise ValueError(f"{path}: unsupported file type (use .txt, .jsonl, .json or .parquet).")
-    return _text_column(datasets.load_dataset(builder, data_files=str(path), split="train"), text_field)
-
-
-def _text_column(dataset: datasets.Dataset, text_field: str) -> datasets.Dataset:
-    if text_field not in dataset.column_names:
-        raise ValueError(f"The data has no {text_field!r} column (columns: {dataset.column_names}).")
-    return dataset.select_columns([text_field]).rename_column(text_field, "text") if text_field != "text" else dataset
 
 
 def pack_blocks(
@@ -130,14 +81,14 @@ def prepare_data(
     if not options.data:
         raise ValueError("No training data: set `data` (a corpus folder, a text/JSONL/Parquet file, or hf:NAME).")
     train = pack_blocks(
-        load_texts(options.data, "train", options.text_field),
+        load_text_dataset(options.data, options.text_field, "train"),
         tokenizer,
         options.max_seq_length,
         options.preprocessing_workers,
     )
-    held_out = load_texts(options.validation_data or options.data, "validation", options.text_field)
+    held_out = load_text_dataset(options.validation_data or options.data, options.text_field, "validation")
     if options.validation_data and held_out is None:
-        held_out = load_texts(options.validation_data, "train", options.text_field)
+        held_out = load_text_dataset(options.validation_data, options.text_field, "train")
     if held_out is not None:
         evaluation = pack_blocks(held_out, tokenizer, options.max_seq_length, options.preprocessing_workers)
     elif options.validation_fraction > 0 and len(train) > 1:

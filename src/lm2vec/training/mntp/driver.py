@@ -12,20 +12,17 @@ from transformers import (
 )
 
 from lm2vec.artifacts import write_json_atomic
-from lm2vec.modeling.encoder import default_device, default_dtype
-from lm2vec.training.callbacks import read_log
-from lm2vec.training.common import (
-    TrainingResult,
-    resume_checkpoint,
-    save_adapter,
-    shared_callbacks,
-    training_arguments,
-)
+from lm2vec.modeling.loading import default_device, default_dtype
+from lm2vec.training.adapters import save_adapter
+from lm2vec.training.arguments import training_arguments
+from lm2vec.training.callbacks import read_log, shared_callbacks
+from lm2vec.training.checkpoints import resume_checkpoint
 from lm2vec.training.masking import MNTPCollator, mask_token_for
 from lm2vec.training.mntp.data import PackedBlocks, prepare_data
 from lm2vec.training.mntp.model import build_mntp_model, load_causal_lm
 from lm2vec.training.mntp.options import MNTPConfig
 from lm2vec.training.mntp.trainer import MNTPTrainer, masked_accuracy
+from lm2vec.training.results import TrainingResult
 
 logger = logging.getLogger(__name__)
 
@@ -65,7 +62,7 @@ def train_mntp(
         eval_dataset=eval_dataset if has_eval else None,
         data_collator=collator,
         compute_metrics=masked_accuracy,
-        callbacks=[*shared_callbacks(options), *callbacks],
+        callbacks=[*shared_callbacks(options.output_dir), *callbacks],
         tokens_per_step=tokens_per_step,
     )
     if trainer.is_world_process_zero():

@@ -11,11 +11,9 @@ from transformers import (
     PreTrainedModel,
 )
 
-from lm2vec.modeling.encoder import backbone_of, load_backbone
+from lm2vec.modeling.loading import backbone_of, load_backbone
 from lm2vec.modeling.sources import resolve_source
-from lm2vec.training.common import (
-    add_lora,
-)
+from lm2vec.training.adapters import add_lora
 from lm2vec.training.lora import recomputing_norm_outputs
 from lm2vec.training.masking import IGNORE_INDEX
 from lm2vec.training.mntp.options import MNTPConfig
@@ -102,7 +100,7 @@ class MNTPModel(nn.Module):
 
 def load_causal_lm(source: str, attn_implementation: str | None = None, dtype: torch.dtype = torch.float32):
     """The causal LM of `source` (pkg alias, GGUF, folder, hub id) with bidirectional attention, verified
-    (`lm2vec.modeling.encoder.load_backbone` with the LM head), its tokenizer and its resolved folder."""
+    (`lm2vec.modeling.loading.load_backbone` with the LM head), its tokenizer and its resolved folder."""
     folder = resolve_source(source)
     causal_lm, tokenizer = load_backbone(folder, lm_head=True, dtype=dtype, attn_implementation=attn_implementation)
     return causal_lm, tokenizer, folder

@@ -5,8 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from lm2vec.recipe import failed_checks
-from lm2vec.training.common import TrainingOptions
 from lm2vec.training.masking import STRATEGIES
+from lm2vec.training.options import TrainingOptions
 
 
 @dataclass

@@ -8,13 +8,9 @@ import time
 import numpy as np
 import torch
 from torch import nn
-from transformers import Trainer
 
-from lm2vec.training.common import (
-    AtomicCheckpoints,
-    OneProgressBar,
-)
 from lm2vec.training.mntp.model import MNTPModel
+from lm2vec.training.trainer import StageTrainer
 
 
 def masked_accuracy(prediction) -> dict[str, float]:
@@ -24,7 +20,7 @@ def masked_accuracy(prediction) -> dict[str, float]:
     return {"accuracy": float(correct / max(labelled, 1)), "token_loss": float(loss_sum / max(labelled, 1))}
 
 
-class MNTPTrainer(AtomicCheckpoints, OneProgressBar, Trainer):
+class MNTPTrainer(StageTrainer):
     """Reads the (already ordered) training samples sequentially, saves and restores only the LoRA adapter in
     checkpoints, and logs tokens per second."""
 

@@ -1,7 +1,7 @@
 """`lm2vec train STAGE`: one training stage. With `--recipe R` it is `lm2vec run R --only STAGE`: the same
 inputs (run.model, RUN/data, the earlier stages' adapters) and folders (RUN/STAGE) as the whole run, and the
-stages it reads from run first if they are not done yet; without a
-recipe the stage's options come from `--set` alone. A command per registered training stage (lm2vec.stages).
+stages it reads from run first if they are not done yet; without a recipe the stage's options come from `--set`
+alone. A command per registered training stage (lm2vec.stages).
 
 No `from __future__ import annotations`: the commands' annotations use the stage they are made for."""
 
@@ -58,7 +58,7 @@ def _command(stage: Stage):
 def train(
     name: str, recipe: Path | None, overrides: list[str], out: Path | None, redo: bool, resume: bool, verbose: bool
 ) -> None:
-    from lm2vec.pipeline import run_recipe
+    from lm2vec.pipeline.run import run_recipe
     from lm2vec.recipe import RecipeError, build_config
 
     stage = get_stage(name)

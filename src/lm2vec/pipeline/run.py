@@ -1,0 +1,250 @@
+"""Running a plan: its stages in order, each recorded in RUN/pipeline.json so that a re-run skips or resumes."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import threading
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from lm2vec.artifacts import (
+    RUN_RECORD,
+    ForeignFolderError,
+    claim_folder,
+    read_record,
+    remove_recorded,
+    write_json_atomic,
+)
+from lm2vec.console import stage_log
+from lm2vec.errors import LM2VecError
+from lm2vec.pipeline.plan import Plan, plan_run
+from lm2vec.stages import duration
+
+LOGS_DIR = "logs"
+RUN_FORMAT = "lm2vec-run"
+# A running stage's wall time is written this often, so a killed attempt still counts.
+HEARTBEAT_SECONDS = 10.0
+
+
+@dataclass
+class StageRecord:
+    status: str = "pending"  # pending, running, done, failed
+    options_hash: str = ""
+    seconds: float = 0.0  # wall time, summed over resumed attempts
+    attempts: int = 0
+    summary: dict[str, Any] = field(default_factory=dict)
+    error: str | None = None
+    outputs: list[str] = field(default_factory=list)  # paths under the run folder this stage wrote
+
+
+class PipelineError(LM2VecError, RuntimeError):
+    """The run cannot go on as asked; the message says what to do."""
+
+
+class Pipeline:
+    """Runs a plan stage by stage, recording each in RUN/pipeline.json; the context each stage's `run` gets."""
+
+    def __init__(self, plan: Plan, echo: Callable[[str], None] = print, verbose: bool = False):
+        self.plan = plan
+        self.verbose = verbose  # third-party logs and warnings on the console too, not only in logs/STAGE.log
+        self.dir = plan.run_dir
+        self.echo = echo
+        self.state = _distributed_state()
+        self._records_lock = threading.Lock()
+        self.records = self._read_records()
+
+    @property
+    def is_main(self) -> bool:
+        return self.state is None or self.state.is_main_process
+
+    def _read_records(self) -> dict[str, StageRecord]:
+        if self.is_main:
+            saved = claim_folder(self.dir, RUN_RECORD, RUN_FORMAT)
+        else:
+            saved = read_record(self.dir, RUN_RECORD, RUN_FORMAT)
+        stages = (saved or {}).get("stages", {})
+        records = {stage: StageRecord(**stages.get(stage, {})) for stage in self.plan.stages}
+        for stage, record in records.items():
+            if record.status != "pending" and "outputs" not in stages.get(stage, {}):
+                record.outputs = self._outputs(stage)  # a run from before outputs were recorded
+        return records
+
+    def _outputs(self, stage: str) -> list[str]:
+        """The paths, relative to the run folder, that `stage` writes."""
+        return [*self.plan.stage(stage).outputs(self.plan), f"{LOGS_DIR}/{stage}.log"]  # + its third-party logs
+
+    def _write_records(self) -> None:
+        if not self.is_main:
+            return
+        content = {
+            "format": RUN_FORMAT,
+            "recipe": str(self.plan.recipe_path),
+            "run": asdict(self.plan.run),
+            "stages": {stage: asdict(record) for stage, record in self.records.items()},
+        }
+        with self._records_lock:
+            write_json_atomic(self.dir / RUN_RECORD, content)
+
+    def run(
+        self, redo: str | None = None, until: str | None = None, only: str | None = None, with_inputs: bool = False
+    ) -> dict[str, StageRecord]:
+        """Every stage not done yet, in order (up to `until`); with `only`, that one stage alone, and with
+        `with_inputs` also the stages it reads from (and theirs) that are not done yet."""
+        stages = self.plan.stages
+        for name in (redo, until, only):
+            if name is not None and name not in stages:
+                raise PipelineError(f"{name!r} is not a stage of this recipe; its stages: {', '.join(stages)}.")
+        if only is not None and until is not None:
+            raise PipelineError("--only runs one stage; --until does not go with it.")
+        if redo is not None:
+            self._reset_from(redo)
+        self._check_finished_stages(stages if only is None else stages[: stages.index(only) + 1])
+        selected = None if only is None else {only}
+        if only is not None and with_inputs:
+            selected |= self._inputs_of(only)
+        elif only is not None:
+            self._check_needs(only)
+        for number, stage in enumerate(stages, start=1):
+            if selected is not None and stage not in selected:
+                continue
+            record = self.records[stage]
+            header = f"[{number}/{len(stages)}] {stage}"
+            if record.status == "done":
+                self.echo(f"{header}: done earlier ({duration(record.seconds)}), skipped")
+            else:
+                self._run_stage(stage, header)
+            if stage == until:
+                self.echo(f"stopped after {stage} (--until); run again without --until to go on")
+                break
+        return self.records
+
+    def _check_finished_stages(self, stages: Sequence[str]) -> None:
+        for stage in stages:
+            record = self.records[stage]
+            if record.status in ("done", "running", "failed") and record.options_hash != self.plan.hashes[stage]:
+                raise PipelineError(
+                    f"The options of stage {stage!r} (or of a stage before it) changed since {self.dir} ran it. "
+                    f"Re-run from there with --redo {stage}, or choose a new --out."
+                )
+
+    def _inputs_of(self, stage: str) -> set[str]:
+        """The stages `stage` reads from, and the ones they read from, transitively."""
+        found: set[str] = set()
+        pending = list(self.plan.stage(stage).needs(self.plan))
+        while pending:
+            if (name := pending.pop()) not in found:
+                found.add(name)
+                pending += self.plan.stage(name).needs(self.plan)
+        return found
+
+    def _check_needs(self, stage: str) -> None:
+        """`--only stage`: the stages whose outputs it reads must be done."""
+        if missing := [name for name in self.plan.stage(stage).needs(self.plan) if self.records[name].status != "done"]:
+            raise PipelineError(
+                f"{stage} reads what {', '.join(missing)} write(s), not done in {self.dir} yet: run "
+                f"`lm2vec run {self.plan.recipe_path} --until {missing[-1]}` first (with the same --out and --set)."
+            )
+
+    def _reset_from(self, stage: str) -> None:
+        for later in self.plan.stages[self.plan.stages.index(stage) :]:
+            if self.is_main:
+                for path in remove_recorded(self.dir, self.records[later].outputs):
+                    self.echo(f"  --redo {stage}: removed {path}")
+            self.records[later] = StageRecord()
+        self._write_records()
+        self._barrier()
+
+    def _run_stage(self, stage: str, header: str) -> None:
+        definition = self.plan.stage(stage)
+        record = self.records[stage]
+        resuming = record.status in ("running", "failed")
+        if self.is_main:
+            self._check_outputs_are_ours(stage)
+        self.echo(f"{header}: {'resuming' if resuming else 'starting'}")
+        record.status, record.options_hash, record.error = "running", self.plan.hashes[stage], None
+        record.outputs = sorted(set(record.outputs) | set(self._outputs(stage)))
+        record.attempts += 1
+        self._write_records()
+        try:
+            log = self.dir / LOGS_DIR / f"{stage}.log" if self.is_main else None
+            with self._timing(record), stage_log(log, self.verbose):
+                if definition.every_process or self.is_main:
+                    record.summary = definition.run(self) or {}
+                self._barrier()
+        except BaseException as error:
+            record.status, record.error = "failed", f"{type(error).__name__}: {error}"
+            self._write_records()
+            raise
+        record.status = "done"
+        self._write_records()
+        details = ", ".join(f"{k} {v}" for k, v in record.summary.items() if not isinstance(v, dict | list))
+        self.echo(f"{header}: done in {duration(record.seconds)}" + (f" ({details})" if details else ""))
+
+    def _check_outputs_are_ours(self, stage: str) -> None:
+        recorded = set(self.records[stage].outputs)
+        for relative in self._outputs(stage):
+            path = self.dir / relative
+            if relative not in recorded and (path.exists() or path.is_symlink()):
+                raise ForeignFolderError(
+                    f"{path} exists but lm2vec's record of {self.dir} does not list it; move it away or "
+                    "choose a new --out."
+                )
+
+    @contextlib.contextmanager
+    def _timing(self, record: StageRecord) -> Iterator[None]:
+        """Adds the attempt's wall time to `record.seconds`, written every HEARTBEAT_SECONDS while it runs, so
+        the time of an attempt that is killed (not just failed) still counts after a resume."""
+        before, started, stop = record.seconds, time.perf_counter(), threading.Event()
+
+        def beat() -> None:
+            while not stop.wait(HEARTBEAT_SECONDS):
+                record.seconds = before + time.perf_counter() - started
+                self._write_records()
+
+        heart = threading.Thread(target=beat, name="lm2vec-stage-time", daemon=True)
+        heart.start()
+        try:
+            yield
+        finally:
+            stop.set()
+            heart.join()
+            record.seconds = before + time.perf_counter() - started
+
+    def _barrier(self) -> None:
+        if self.state is not None:
+            self.state.wait_for_everyone()
+
+
+def _distributed_state():
+    """accelerate's process state under torchrun/accelerate launch (None in a single process)."""
+    if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
+        return None
+    import torch
+    from accelerate import PartialState
+
+    return PartialState(cpu=not torch.cuda.is_available())
+
+
+def run_recipe(
+    recipe: str | Path,
+    overrides: Sequence[str] = (),
+    out: str | Path | None = None,
+    redo: str | None = None,
+    until: str | None = None,
+    echo: Callable[[str], None] = print,
+    verbose: bool = False,
+    only: str | None = None,
+    with_inputs: bool = False,
+) -> Pipeline:
+    """Plan and run a recipe; returns the finished pipeline (its `records` hold each stage's outcome). With
+    `only`, just that stage runs (`lm2vec run R --only STAGE`), and with `with_inputs` also the stages it reads
+    from that are not done yet (`lm2vec train STAGE --recipe R`)."""
+    pipeline = Pipeline(plan_run(recipe, overrides, out), echo, verbose)
+    if not pipeline.is_main:
+        pipeline.echo = lambda message: None
+    pipeline.run(redo=redo, until=until, only=only, with_inputs=with_inputs)
+    return pipeline

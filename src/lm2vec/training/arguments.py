@@ -1,0 +1,45 @@
+"""The Trainer's arguments from a stage's options: bf16 on CUDA, fp32 on CPU, checkpoints, logging, seeds."""
+
+from __future__ import annotations
+
+import torch
+from transformers import TrainingArguments
+
+from lm2vec.console import hide_progress_bars_unless_terminal
+from lm2vec.training.options import TrainingOptions
+
+
+def training_arguments(options: TrainingOptions, **overrides) -> TrainingArguments:
+    """Trainer arguments from a stage's options: bf16 on CUDA, fp32 on CPU, TensorBoard logs, checkpoints."""
+    hide_progress_bars_unless_terminal()
+    on_cuda = torch.cuda.is_available()
+    settings = dict(
+        output_dir=options.output_dir,
+        max_steps=options.max_steps,
+        per_device_train_batch_size=options.per_device_batch_size,
+        per_device_eval_batch_size=options.per_device_batch_size,
+        gradient_accumulation_steps=options.gradient_accumulation_steps,
+        learning_rate=options.learning_rate,
+        warmup_steps=options.warmup_steps,
+        weight_decay=options.weight_decay,
+        activation_checkpointing=options.gradient_checkpointing,
+        activation_checkpointing_kwargs={"use_reentrant": False} if options.gradient_checkpointing else None,
+        logging_steps=options.logging_steps,
+        logging_first_step=True,
+        save_steps=options.save_steps,
+        save_total_limit=options.save_total_limit,
+        eval_strategy="steps" if options.eval_steps else "no",
+        eval_steps=options.eval_steps,
+        seed=options.seed,
+        data_seed=options.seed,
+        bf16=on_cuda and torch.cuda.is_bf16_supported(),
+        # Without CUDA, accelerate treats torchrun's processes as one-process runs unless told they are CPU ones.
+        use_cpu=not on_cuda,
+        dataloader_pin_memory=on_cuda,
+        report_to=[],  # TensorBoard: ResumableTensorBoard in shared_callbacks
+        remove_unused_columns=False,
+        dataloader_num_workers=0,
+        ddp_find_unused_parameters=False,
+        include_num_input_tokens_seen="non_padding",  # tokens/s in the progress bar, token counts in log.jsonl
+    )
+    return TrainingArguments(**{**settings, **overrides})
