@@ -2,7 +2,8 @@
 `field(default=..., metadata={"help": "..."})`, and the rest comes from it (as peft's config dataclasses and
 transformers' HfArgumentParser do):
 
-- a recipe section's keys and checks: the dataclass itself (`__post_init__` refuses values out of range);
+- a recipe section's keys and checks: the dataclass itself, a subclass of `Options` (its `checks()`; building one
+  with values out of range raises one OptionValueError naming them all);
 - `describe()` and `options_help()`: each option's name, type, default and help, for `--help` epilogs;
 - `typer_options()`: a command's CLI options, one per field (`--max-articles` for `max_articles`), the
   dataclass built from the parsed values;
@@ -29,7 +30,22 @@ from lm2vec.errors import LM2VecError
 
 
 class OptionValueError(LM2VecError, ValueError):
-    """A value that does not fit its option's type; the message names the option and the value."""
+    """A value that does not fit its option's type or range; the message names the option and the value."""
+
+
+class Options:
+    """The base of every options dataclass: `checks()` lists (passed, message) pairs, a subclass adding its own
+    (`return [*super().checks(), ...]`); building one raises one OptionValueError naming every failed check, so a
+    recipe's mistakes are reported together, not one per run. Write a check so that NaN fails it (`0 <= x < 1`).
+
+    Not a dataclass itself, so that plain and frozen dataclasses alike inherit its `__post_init__`."""
+
+    def checks(self) -> list[tuple[bool, str]]:
+        return []
+
+    def __post_init__(self) -> None:
+        if failed := [message for passed, message in self.checks() if not passed]:
+            raise OptionValueError(" ".join(failed))
 
 
 @dataclasses.dataclass
@@ -78,7 +94,7 @@ def typer_options(**groups: type) -> Callable[[Callable[..., Any]], Callable[...
     (parameter name -> class), built from the fields: `--kebab-name`, the field's type and default, its help;
     a bool is `--x/--no-x`, a list a repeatable option whose values may also be comma-separated, `X | None` may
     be left out. The command is called with each parameter set to its dataclass, built from the parsed values;
-    a value the dataclass refuses (its `__post_init__`) is `error: MESSAGE`, exit status 2.
+    a value the dataclass refuses (its `checks()`) is `error: MESSAGE`, exit status 2.
 
         @app.command()
         @typer_options(config=WikiConfig)

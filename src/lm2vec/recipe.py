@@ -10,7 +10,7 @@ from __future__ import annotations
 import dataclasses
 import tomllib
 import typing
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -22,17 +22,6 @@ ConfigT = TypeVar("ConfigT")
 
 class RecipeError(LM2VecError, ValueError):
     """A recipe or an override does not fit the stage's options."""
-
-
-def failed_checks(checks: Iterable[tuple[bool, str]]) -> list[str]:
-    """The messages of the (passed, message) checks that did not pass: an options class's values out of range."""
-    return [message for passed, message in checks if not passed]
-
-
-def check_all(checks: Iterable[tuple[bool, str]]) -> None:
-    """One ValueError naming every failed check, so a recipe's mistakes are reported together, not one per run."""
-    if problems := failed_checks(checks):
-        raise ValueError(" ".join(problems))
 
 
 def load_recipe(path: str | Path) -> dict[str, Any]:

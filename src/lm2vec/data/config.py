@@ -8,14 +8,14 @@ from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
 from lm2vec.data.languages import validate_language
-from lm2vec.recipe import check_all
+from lm2vec.options import Options
 
 # Fields that change how a run goes, not what it writes: a resumed run may change them.
 RUN_ONLY_FIELDS = frozenset({"workers", "max_articles", "progress"})
 
 
 @dataclass(frozen=True)
-class CorpusConfig:
+class CorpusConfig(Options):
     """Options shared by every input kind; articles are the input's documents."""
 
     lang: str = field(
@@ -52,30 +52,33 @@ class CorpusConfig:
     progress: bool = field(default=True, metadata={"help": "show a progress bar (MB/s, pages)"})
 
     def __post_init__(self) -> None:
+        # An unknown language is its own error, with a hint; the checks read the normalised code.
         object.__setattr__(self, "lang", validate_language(self.lang))
-        check_all(
-            [
-                (
-                    0 <= self.validation_fraction < 1,
-                    f"validation_fraction must be in [0, 1), got {self.validation_fraction}.",
-                ),
-                (
-                    0 <= self.near_duplicate_threshold <= 1,
-                    f"near_duplicate_threshold must be in [0, 1], got {self.near_duplicate_threshold}.",
-                ),
-                (
-                    self.min_sentence_words <= self.max_sentence_words,
-                    "min_sentence_words is larger than max_sentence_words.",
-                ),
-                (
-                    self.max_articles is None or self.max_articles >= 1,
-                    f"max_articles must be positive, got {self.max_articles}.",
-                ),
-                (self.shard_size >= 1, f"shard_size must be positive, got {self.shard_size}."),
-                (self.dedup_capacity >= 1, f"dedup_capacity must be positive, got {self.dedup_capacity}."),
-                (self.workers >= 0, f"workers must not be negative, got {self.workers}."),
-            ]
-        )
+        super().__post_init__()
+
+    def checks(self) -> list[tuple[bool, str]]:
+        return [
+            *super().checks(),
+            (
+                0 <= self.validation_fraction < 1,
+                f"validation_fraction must be in [0, 1), got {self.validation_fraction}.",
+            ),
+            (
+                0 <= self.near_duplicate_threshold <= 1,
+                f"near_duplicate_threshold must be in [0, 1], got {self.near_duplicate_threshold}.",
+            ),
+            (
+                self.min_sentence_words <= self.max_sentence_words,
+                "min_sentence_words is larger than max_sentence_words.",
+            ),
+            (
+                self.max_articles is None or self.max_articles >= 1,
+                f"max_articles must be positive, got {self.max_articles}.",
+            ),
+            (self.shard_size >= 1, f"shard_size must be positive, got {self.shard_size}."),
+            (self.dedup_capacity >= 1, f"dedup_capacity must be positive, got {self.dedup_capacity}."),
+            (self.workers >= 0, f"workers must not be negative, got {self.workers}."),
+        ]
 
     @property
     def worker_count(self) -> int:

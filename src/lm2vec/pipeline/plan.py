@@ -11,12 +11,13 @@ from typing import Any
 
 from lm2vec.data.errors import DataError
 from lm2vec.modeling.pooling import POOLING_MODES
-from lm2vec.recipe import RecipeError, build_config, check_all, load_recipe
+from lm2vec.options import Options
+from lm2vec.recipe import RecipeError, build_config, load_recipe
 from lm2vec.stages import OWNED, Stage, registered_stages
 
 
 @dataclass
-class RunOptions:
+class RunOptions(Options):
     """The `[run]` section: what every stage shares."""
 
     model: str = field(default="pkg:smollm2", metadata={"help": "base model: folder, hub id, .gguf or pkg: alias"})
@@ -28,8 +29,9 @@ class RunOptions:
         metadata={"help": "the adapters supervised training starts from: mntp, or simcse (mntp + simcse)"},
     )
 
-    def __post_init__(self) -> None:
-        checks = [
+    def checks(self) -> list[tuple[bool, str]]:
+        return [
+            *super().checks(),
             (
                 self.supervised_after in ("mntp", "simcse"),
                 f"supervised_after must be 'mntp' or 'simcse', got {self.supervised_after!r}.",
@@ -40,7 +42,6 @@ class RunOptions:
             ),
             (self.max_length >= 1, f"max_length must be at least 1, got {self.max_length}."),
         ]
-        check_all(checks)
 
 
 @dataclass

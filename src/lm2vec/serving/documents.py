@@ -26,13 +26,14 @@ from lm2vec.data.corpus import is_corpus
 from lm2vec.data.errors import DataError
 from lm2vec.data.readers import DOCUMENT_SUFFIXES, Document, document_kind, load_documents
 from lm2vec.data.sentences import SentenceSplitter
+from lm2vec.options import Options
 
 MANIFEST_NAME = "lm2vec_index.json"  # the manifest of an index folder (lm2vec.serving.index): never documents
 _PARAGRAPH_BREAK = re.compile(r"\n\s*\n")
 
 
 @dataclass(frozen=True)
-class ChunkingOptions:
+class ChunkingOptions(Options):
     """How documents become passages; recorded in the index manifest."""
 
     passage_tokens: int = field(default=256, metadata={"help": "longest passage in tokens"})
@@ -42,11 +43,15 @@ class ChunkingOptions:
     )
     lang: str = field(default="en", metadata={"help": "language of the documents, for the sentence splitter"})
 
-    def __post_init__(self) -> None:
-        if self.passage_tokens < 8:
-            raise ValueError(f"passage_tokens must be at least 8, got {self.passage_tokens}.")
-        if not 0 <= self.overlap_tokens < self.passage_tokens:
-            raise ValueError(f"overlap_tokens must be in [0, passage_tokens), got {self.overlap_tokens}.")
+    def checks(self) -> list[tuple[bool, str]]:
+        return [
+            *super().checks(),
+            (self.passage_tokens >= 8, f"passage_tokens must be at least 8, got {self.passage_tokens}."),
+            (
+                0 <= self.overlap_tokens < self.passage_tokens,
+                f"overlap_tokens must be in [0, passage_tokens), got {self.overlap_tokens}.",
+            ),
+        ]
 
 
 @dataclass(frozen=True)

@@ -41,6 +41,7 @@ from tqdm.auto import tqdm
 from lm2vec.artifacts import ForeignFolderError, claim_folder, remove_leftovers, temporary_sibling, write_json_atomic
 from lm2vec.data.readers import Document
 from lm2vec.errors import LM2VecError
+from lm2vec.options import Options
 from lm2vec.serving.documents import (
     MANIFEST_NAME,
     Chunker,
@@ -133,7 +134,7 @@ def load_index_model(recorded: dict[str, Any], device: str | None = None):
 
 # --- writing -------------------------------------------------------------------------------------------------
 @dataclass
-class WriteOptions:
+class WriteOptions(Options):
     batch_size: int = field(default=32, metadata={"help": "passages per forward pass"})
     part_size: int = field(
         default=256,
@@ -144,10 +145,11 @@ class WriteOptions:
         metadata={"help": "up to this many passages an exact index, above it an IVF index"},
     )
 
-    def __post_init__(self) -> None:
-        for name, value in asdict(self).items():
-            if value < 1:
-                raise ValueError(f"{name} must be at least 1, got {value}.")
+    def checks(self) -> list[tuple[bool, str]]:
+        return [
+            *super().checks(),
+            *((value >= 1, f"{name} must be at least 1, got {value}.") for name, value in asdict(self).items()),
+        ]
 
 
 @contextmanager

@@ -5,9 +5,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from lm2vec.options import Options
+
 
 @dataclass
-class ServeOptions:
+class ServeOptions(Options):
     api_key: str | None = field(
         default=None,
         metadata={
@@ -35,21 +37,29 @@ class ServeOptions:
         metadata={"help": "on SIGTERM, how long requests in flight may take to finish before they are cancelled"},
     )
 
-    def __post_init__(self) -> None:
-        for name in ("max_inputs", "max_body_bytes", "batch_tokens", "batch_size", "max_k"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}.")
-        # Written so that NaN fails too; a longer wait than these is no batching window but a stalled server.
-        if not 0 <= self.max_wait_ms <= 60_000:
-            raise ValueError(f"max_wait_ms must be in [0, 60000], got {self.max_wait_ms}.")
-        if not 0 < self.shutdown_timeout_s <= 3600:
-            raise ValueError(f"shutdown_timeout_s must be in (0, 3600], got {self.shutdown_timeout_s}.")
-        if self.max_input_tokens is not None and self.max_input_tokens < 2:
-            raise ValueError(f"max_input_tokens must be at least 2, got {self.max_input_tokens}.")
-        if self.api_key is not None and not self.api_key.strip():
-            raise ValueError("api_key is empty: give a key, or none for a service without one.")
-        # A client's header is read as ASCII and stripped: any other key could never match.
-        if self.api_key is not None and not (
-            self.api_key.isascii() and self.api_key.isprintable() and self.api_key == self.api_key.strip()
-        ):
-            raise ValueError("api_key must be printable ASCII without leading or trailing spaces.")
+    def checks(self) -> list[tuple[bool, str]]:
+        key = self.api_key
+        blank_key = key is not None and not key.strip()
+        return [
+            *super().checks(),
+            *(
+                (getattr(self, name) >= 1, f"{name} must be at least 1, got {getattr(self, name)}.")
+                for name in ("max_inputs", "max_body_bytes", "batch_tokens", "batch_size", "max_k")
+            ),
+            # Written so that NaN fails too; a longer wait than these is no batching window but a stalled server.
+            (0 <= self.max_wait_ms <= 60_000, f"max_wait_ms must be in [0, 60000], got {self.max_wait_ms}."),
+            (
+                0 < self.shutdown_timeout_s <= 3600,
+                f"shutdown_timeout_s must be in (0, 3600], got {self.shutdown_timeout_s}.",
+            ),
+            (
+                self.max_input_tokens is None or self.max_input_tokens >= 2,
+                f"max_input_tokens must be at least 2, got {self.max_input_tokens}.",
+            ),
+            (not blank_key, "api_key is empty: give a key, or none for a service without one."),
+            # A client's header is read as ASCII and stripped: any other key could never match.
+            (
+                key is None or blank_key or (key.isascii() and key.isprintable() and key == key.strip()),
+                "api_key must be printable ASCII without leading or trailing spaces.",
+            ),
+        ]

@@ -6,12 +6,12 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from lm2vec.recipe import check_all
+from lm2vec.options import Options
 from lm2vec.stages import RunContext, RunPlan, Stage, expand, register_stage
 
 
 @dataclass
-class EvalOptions:
+class EvalOptions(Options):
     """The `[eval]` section: which tasks (lm2vec.evaluation's registry) and which comparisons."""
 
     suites: list[str] = field(
@@ -27,12 +27,12 @@ class EvalOptions:
     )
     reference: bool = field(default=True, metadata={"help": "all-MiniLM-L6-v2, a small encoder, for reference"})
 
-    def __post_init__(self) -> None:
-        checks = [
+    def checks(self) -> list[tuple[bool, str]]:
+        return [
+            *super().checks(),
             (self.limit is None or self.limit >= 1, f"limit must be at least 1 (or none), got {self.limit}."),
             (self.batch_size >= 1, f"batch_size must be at least 1, got {self.batch_size}."),
         ]
-        check_all(checks)
 
 
 class EvalStage(Stage):

@@ -18,29 +18,29 @@ import numpy as np
 from lm2vec.artifacts import check_output_file, write_jsonl_atomic
 from lm2vec.data.formats import SupervisedPair, read_supervised_pairs
 from lm2vec.data.readers import load_texts
+from lm2vec.options import Options
 
 if TYPE_CHECKING:  # the options import light, for the `lm2vec mine` command line
     from lm2vec.modeling.encoder import LM2Vec
 
 
 @dataclass
-class MiningOptions:
+class MiningOptions(Options):
     num_negatives: int = field(default=3, metadata={"help": "negatives mined per pair"})
     margin: float = field(default=0.0, metadata={"help": "a negative scores at most positive - margin"})
     relative_margin: float = field(default=0.05, metadata={"help": "... and at most positive * (1 - relative_margin)"})
     batch_size: int = field(default=32, metadata={"help": "texts per forward pass"})
     query_chunk: int = field(default=256, metadata={"help": "queries scored against the whole corpus at once"})
 
-    def __post_init__(self) -> None:
-        if self.num_negatives < 1:
-            raise ValueError(f"num_negatives must be at least 1, got {self.num_negatives}.")
-        if not 0.0 <= self.relative_margin < 1.0:
-            raise ValueError(f"relative_margin must be in [0, 1), got {self.relative_margin}.")
-        if self.margin < 0:
-            raise ValueError(f"margin must be >= 0, got {self.margin}.")
-        for name in ("batch_size", "query_chunk"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}.")
+    def checks(self) -> list[tuple[bool, str]]:
+        return [
+            *super().checks(),
+            (self.num_negatives >= 1, f"num_negatives must be at least 1, got {self.num_negatives}."),
+            (0.0 <= self.relative_margin < 1.0, f"relative_margin must be in [0, 1), got {self.relative_margin}."),
+            (self.margin >= 0, f"margin must be >= 0, got {self.margin}."),
+            (self.batch_size >= 1, f"batch_size must be at least 1, got {self.batch_size}."),
+            (self.query_chunk >= 1, f"query_chunk must be at least 1, got {self.query_chunk}."),
+        ]
 
 
 def fold(text: str) -> str:

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from lm2vec.recipe import failed_checks
+from lm2vec.options import Options
 
 
 @dataclass
-class TrainingOptions:
+class TrainingOptions(Options):
     """Options every stage has; a stage's config dataclass inherits them and adds its own."""
 
     output_dir: str = field(
@@ -62,14 +62,10 @@ class TrainingOptions:
         },
     )
 
-    def __post_init__(self) -> None:
-        if problems := self.problems():
-            raise ValueError(" ".join(problems))
-
-    def problems(self) -> list[str]:
-        """Every option out of range, so a recipe is refused before any work with all its mistakes named;
-        a stage's config adds its own."""
-        checks = [
+    def checks(self) -> list[tuple[bool, str]]:
+        """Refused before any work, all the recipe's mistakes named; a stage's config adds its own."""
+        return [
+            *super().checks(),
             (self.max_steps >= 1, f"max_steps must be at least 1, got {self.max_steps}."),
             (
                 self.per_device_batch_size >= 1,
@@ -97,4 +93,3 @@ class TrainingOptions:
             (0 <= self.lora_dropout < 1, f"lora_dropout must be in [0, 1), got {self.lora_dropout}."),
             (bool(self.lora_target_modules), "lora_target_modules must name at least one module."),
         ]
-        return failed_checks(checks)

@@ -5,7 +5,6 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from lm2vec.modeling.pooling import POOLING_MODES
-from lm2vec.recipe import failed_checks
 from lm2vec.training.options import TrainingOptions
 
 POSITIVES = ("dropout", "crops")
@@ -80,8 +79,9 @@ class ContrastiveOptions(TrainingOptions):
         },
     )
 
-    def problems(self) -> list[str]:
-        checks = [
+    def checks(self) -> list[tuple[bool, str]]:
+        return [
+            *super().checks(),
             (self.temperature > 0, f"temperature must be positive, got {self.temperature}."),
             (0.0 <= self.dropout < 1.0, f"dropout must be in [0, 1), got {self.dropout}."),
             (self.mini_batch_size >= 0, f"mini_batch_size must be >= 0, got {self.mini_batch_size}."),
@@ -99,7 +99,6 @@ class ContrastiveOptions(TrainingOptions):
                 f"pooling must be one of {', '.join(POOLING_MODES)}, got {self.pooling!r}.",
             ),
         ]
-        return super().problems() + failed_checks(checks)
 
 
 @dataclass
@@ -136,8 +135,9 @@ class SimCSEOptions(ContrastiveOptions):
         },
     )
 
-    def problems(self) -> list[str]:
-        checks = [
+    def checks(self) -> list[tuple[bool, str]]:
+        return [
+            *super().checks(),
             (self.positives in POSITIVES, f"positives must be one of {', '.join(POSITIVES)}, got {self.positives!r}."),
             (
                 _is_ratio(self.crop_ratio),
@@ -149,7 +149,6 @@ class SimCSEOptions(ContrastiveOptions):
                 f"{self.positive_crop_ratio}.",
             ),
         ]
-        return super().problems() + failed_checks(checks)
 
 
 def _is_ratio(bounds: list[float]) -> bool:
@@ -214,8 +213,9 @@ class SupervisedOptions(ContrastiveOptions):
         metadata={"help": "a mined negative scores at most the positive's score x (1 - this)"},
     )
 
-    def problems(self) -> list[str]:
-        checks = [
+    def checks(self) -> list[tuple[bool, str]]:
+        return [
+            *super().checks(),
             (self.mine_negatives >= 0, f"mine_negatives must be >= 0, got {self.mine_negatives}."),
             (self.cosent_weight >= 0, f"cosent_weight must be >= 0, got {self.cosent_weight}."),
             (
@@ -223,4 +223,3 @@ class SupervisedOptions(ContrastiveOptions):
                 f"mining_relative_margin must be in [0, 1), got {self.mining_relative_margin}.",
             ),
         ]
-        return super().problems() + failed_checks(checks)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from lm2vec.recipe import failed_checks
 from lm2vec.training.masking import STRATEGIES
 from lm2vec.training.options import TrainingOptions
 
@@ -77,8 +76,9 @@ class MNTPConfig(TrainingOptions):
         metadata={"help": "evaluate the held-out masked-token accuracy before the first step too"},
     )
 
-    def problems(self) -> list[str]:
-        checks = [
+    def checks(self) -> list[tuple[bool, str]]:
+        return [
+            *super().checks(),
             (self.max_seq_length >= 2, f"max_seq_length must be at least 2, got {self.max_seq_length}."),
             (0 < self.mask_prob < 1, f"mask_prob must be between 0 and 1, got {self.mask_prob}."),
             (
@@ -94,4 +94,3 @@ class MNTPConfig(TrainingOptions):
                 f"max_eval_blocks must be at least 1 (or none), got {self.max_eval_blocks}.",
             ),
         ]
-        return super().problems() + failed_checks(checks)
