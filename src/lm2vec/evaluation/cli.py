@@ -15,7 +15,7 @@ from lm2vec.console import user_errors
 eval_app = typer.Typer(no_args_is_help=True, help="Evaluate encoders on offline MTEB-style tasks.")
 
 TasksFile = Annotated[list[Path] | None, typer.Option("--tasks", help="A task registry TOML (repeatable).")]
-Suite = Annotated[list[str] | None, typer.Option("--suite", "-s", help="english, bulgarian, or one of --tasks'.")]
+Suite = Annotated[list[str] | None, typer.Option("--suite", "-s", help="english, bulgarian, word, or one of --tasks'.")]
 TaskName = Annotated[list[str] | None, typer.Option("--task", "-t", help="A single task by name (repeatable).")]
 Limit = Annotated[int | None, typer.Option(help="Use at most this many examples per task (quick runs).")]
 BatchSize = Annotated[int, typer.Option(help="Texts per forward pass.")]

@@ -1,8 +1,8 @@
 """The embedding cache: an encoder is loaded only when a text is not in it.
 
-Embeddings are stored per (model fingerprint, texts + instruction) under `<lm2vec cache>/embeddings/`, so
-re-running a report encodes nothing twice. A model's fingerprint stamps its weight files (lm2vec.modeling.fingerprint)
-with everything else that changes its embeddings.
+Embeddings are stored per (model fingerprint, texts + instruction) under `<lm2vec cache>/embeddings/`, and token
+states (word-level tasks) per (model fingerprint, texts), so re-running a report encodes nothing twice. A model's
+fingerprint stamps its weight files (lm2vec.modeling.fingerprint) with everything else that changes its embeddings.
 """
 
 from __future__ import annotations
@@ -10,14 +10,17 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import BinaryIO
 
 import numpy as np
 
 from lm2vec.artifacts import atomic_file, write_text_atomic
 from lm2vec.cache import cache_dir
 from lm2vec.evaluation.encoders import TextEncoder, load_encoder
+from lm2vec.evaluation.errors import EvalConfigError
 from lm2vec.evaluation.specs import ModelSpec, reference_folder
 
 logger = logging.getLogger(__name__)
@@ -89,8 +92,60 @@ class CachedEncoder:
     def name(self) -> str:
         return self.spec.name
 
-    def _path(self, key: str) -> Path | None:
-        return None if self.cache_root is None else Path(self.cache_root) / self.fingerprint / f"{key}.npy"
+    def _path(self, key: str, suffix: str = ".npy") -> Path | None:
+        return None if self.cache_root is None else Path(self.cache_root) / self.fingerprint / f"{key}{suffix}"
+
+    def _model(self) -> TextEncoder:
+        """The encoder, loaded on the first cache miss."""
+        self.misses += 1
+        if self.model is None:
+            logger.info("loading %s", self.spec.describe())
+            self.model = load_encoder(self.spec, self.batch_size, self.device)
+        return self.model
+
+    def _store(self, path: Path | None, write: Callable[[BinaryIO], None]) -> None:
+        """Write a cache file atomically (np.save would add .npy to a temporary name), the spec beside it."""
+        if path is None:
+            return
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with atomic_file(path) as temporary, temporary.open("wb") as file:
+            write(file)
+        spec_file = path.parent / "spec.json"
+        if not spec_file.exists():
+            write_text_atomic(spec_file, json.dumps({"spec": self.spec.describe()}) + "\n")
+
+    def embed_tokens(self, texts: list[str]) -> list[tuple[np.ndarray, np.ndarray]]:
+        """Each text's (token offsets, token states), as `TokenEncoder.embed_tokens`; stored as one .npz."""
+        texts = list(texts)
+        key = "tokens-" + texts_key(texts, None)
+        if key in self._memory:
+            self.hits += 1
+            return self._memory[key]
+        path = self._path(key, ".npz")
+        if path is not None and path.is_file():
+            with np.load(path) as stored:
+                bounds = np.cumsum(stored["lengths"])[:-1]
+                pairs = list(zip(np.split(stored["offsets"], bounds), np.split(stored["states"], bounds), strict=True))
+            if len(pairs) == len(texts):
+                self.hits += 1
+                self._memory[key] = pairs
+                return pairs
+        model = self._model()
+        if not hasattr(model, "embed_tokens"):
+            raise EvalConfigError(f"{self.name}: this encoder gives no token states for word-level tasks")
+        pairs = model.embed_tokens(texts)
+        self.encoded_texts += len(texts)
+        self._store(
+            path,
+            lambda file: np.savez(
+                file,
+                lengths=np.asarray([len(offsets) for offsets, _ in pairs], dtype=np.int64),
+                offsets=np.concatenate([offsets for offsets, _ in pairs]).reshape(-1, 2),
+                states=np.concatenate([states for _, states in pairs]),
+            ),
+        )
+        self._memory[key] = pairs
+        return pairs
 
     def embed(self, texts: list[str], instruction: str | None = None) -> np.ndarray:
         texts = list(texts)
@@ -107,21 +162,12 @@ class CachedEncoder:
                 self.hits += 1
                 self._memory[key] = embeddings
                 return embeddings
-        self.misses += 1
-        if self.model is None:
-            logger.info("loading %s", self.spec.describe())
-            self.model = load_encoder(self.spec, self.batch_size, self.device)
+        model = self._model()
         unique = list(dict.fromkeys(texts))
         self.encoded_texts += len(unique)
-        unique_embeddings = self.model.embed(unique, instruction) if unique else np.zeros((0, 1), np.float32)
+        unique_embeddings = model.embed(unique, instruction) if unique else np.zeros((0, 1), np.float32)
         position = {text: i for i, text in enumerate(unique)}
         embeddings = np.ascontiguousarray(unique_embeddings[[position[t] for t in texts]], dtype=np.float32)
-        if path is not None:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            with atomic_file(path) as temporary, temporary.open("wb") as file:  # np.save would add .npy to a name
-                np.save(file, embeddings)
-            spec_file = path.parent / "spec.json"
-            if not spec_file.exists():
-                write_text_atomic(spec_file, json.dumps({"spec": self.spec.describe()}) + "\n")
+        self._store(path, lambda file: np.save(file, embeddings))
         self._memory[key] = embeddings
         return embeddings

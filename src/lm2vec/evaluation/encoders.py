@@ -10,6 +10,7 @@ from typing import Protocol
 import numpy as np
 
 from lm2vec.console import hide_progress_bars_unless_terminal
+from lm2vec.evaluation.errors import EvalDataError
 from lm2vec.evaluation.specs import ModelSpec, reference_folder
 
 
@@ -19,6 +20,15 @@ class TextEncoder(Protocol):
     name: str
 
     def embed(self, texts: list[str], instruction: str | None = None) -> np.ndarray: ...
+
+
+class TokenEncoder(Protocol):
+    """What a word-level task needs: each text's tokens, as (character offsets (tokens, 2), states (tokens, dim)),
+    special tokens included (their offsets are (0, 0))."""
+
+    name: str
+
+    def embed_tokens(self, texts: list[str]) -> list[tuple[np.ndarray, np.ndarray]]: ...
 
 
 class SentenceTransformerEncoder:
@@ -49,6 +59,16 @@ class SentenceTransformerEncoder:
             show_progress_bar=len(inputs) > 256 and on_terminal(),
         )
         return np.asarray(embeddings, dtype=np.float32)
+
+    def embed_tokens(self, texts: list[str]) -> list[tuple[np.ndarray, np.ndarray]]:
+        """The transformer's output states (what pooling reads), one a token of the tokenizer's own encoding."""
+        states = self.model.encode(
+            texts,
+            batch_size=self.batch_size,
+            output_value="token_embeddings",
+            show_progress_bar=len(texts) > 256 and on_terminal(),
+        )
+        return _paired(self.model.tokenizer(texts, return_offsets_mapping=True)["offset_mapping"], states)
 
 
 class LM2VecEncoder:
@@ -83,6 +103,40 @@ class LM2VecEncoder:
             show_progress_bar=len(texts) > 4 * self.batch_size and on_terminal(),
         )
         return np.asarray(embeddings, dtype=np.float32)
+
+    def embed_tokens(self, texts: list[str]) -> list[tuple[np.ndarray, np.ndarray]]:
+        """The last layer's states of the tokens that pooling reads (no instruction): the text's own, special tokens
+        included; in a `text_template` the last copy of the text, its offsets counted from that copy's start."""
+        before, after = self.model.config.text_template.rsplit("{text}", 1)
+        leads = [before.replace("{text}", text) for text in texts]
+        full = [lead + text + after for lead, text in zip(leads, texts, strict=True)]
+        encoded = self.model.tokenizer(full, return_offsets_mapping=True, add_special_tokens=True)["offset_mapping"]
+        offsets = [
+            [(start - len(lead), end - len(lead)) for start, end in text_offsets[item.instruction_length :]]
+            for lead, text_offsets, item in zip(leads, encoded, self.model.tokenize(texts), strict=True)
+        ]
+        states = self.model.encode(
+            texts,
+            batch_size=self.batch_size,
+            output_value="token_embeddings",
+            show_progress_bar=len(texts) > 4 * self.batch_size and on_terminal(),
+        )
+        return _paired(offsets, states)
+
+
+def _paired(offsets: list[list[tuple[int, int]]], states: list) -> list[tuple[np.ndarray, np.ndarray]]:
+    """Each text's token offsets with its states; a state the encoder appended (last-token pooling's EOS) is
+    dropped, and a text cut to the model's max_length is refused, since its last words have no state."""
+    pairs = []
+    for text_offsets, text_states in zip(offsets, states, strict=True):
+        text_states = np.asarray(text_states.float().cpu() if hasattr(text_states, "cpu") else text_states)
+        if len(text_states) < len(text_offsets):
+            raise EvalDataError(
+                f"a text of {len(text_offsets)} tokens was cut to {len(text_states)}: word-level tasks need whole "
+                "sentences (raise the model's max_length)"
+            )
+        pairs.append((np.asarray(text_offsets, dtype=np.int32), text_states[: len(text_offsets)].astype(np.float32)))
+    return pairs
 
 
 def on_terminal() -> bool:

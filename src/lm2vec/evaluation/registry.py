@@ -5,7 +5,8 @@
 mine = ["my-sts", "my-faq"]
 
 [tasks.my-sts]
-type = "sts"                      # sts | retrieval | classification | clustering | bitext | triplets
+type = "sts"                      # sts | retrieval | classification | clustering | bitext | triplets |
+                                  # word-tagging | word-spans (lm2vec.evaluation.word)
 path = "data/sts.tsv"             # relative to this file, absolute, or ${stsb}/... ${gensim_data}/... ${bbc}/...
 format = "tsv"                    # optional; else from the suffix (see lm2vec.data.formats)
 instruction = "Retrieve semantically similar text"
@@ -23,9 +24,11 @@ Every type also takes `language` and `description`. Keys of some types (`Task.en
 error): `scores` (sts: the score matrix of the `matrix` format), `target_path` (bitext from two parallel files),
 `test_path` (classification with a given test split; else `folds`-fold cross-validation), `max_chars` (sts,
 classification, clustering, retrieval: cut long texts), `min_words` (bitext and triplets from .mo catalogues),
-`split` (retrieval). Retrieval from labelled texts whose first line is a headline: `format = "headlines"`
-(headline -> body). Each task type reads its own entry (`Task.from_entry` in lm2vec.evaluation.tasks).
-`builtin.toml` beside this module defines the English and Bulgarian offline suites.
+`split` (retrieval), `column`, `readings` and `test_limit` (word-tagging and word-spans: CoNLL files, the tag
+column, how words are read from token states, the test sentences kept; lm2vec.evaluation.word). Retrieval from
+labelled texts whose first line is a headline: `format = "headlines"` (headline -> body). Each task type reads its
+own entry (`Task.from_entry` in lm2vec.evaluation.tasks and .word). `builtin.toml` beside this module defines the
+English, Bulgarian and word-level offline suites.
 """
 
 from __future__ import annotations
@@ -34,8 +37,11 @@ import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from lm2vec.evaluation import tasks, word
 from lm2vec.evaluation.errors import EvalConfigError, EvalDataError
-from lm2vec.evaluation.tasks import COMMON_KEYS, TASK_TYPES, Task, TaskEntry
+from lm2vec.evaluation.tasks import COMMON_KEYS, Task, TaskEntry
+
+TASK_TYPES: dict[str, type[Task]] = {**tasks.TASK_TYPES, **word.TASK_TYPES}
 
 # The built-in suites and tasks, shipped beside this module (package data).
 BUILTIN_REGISTRY = Path(__file__).resolve().with_name("builtin.toml")
