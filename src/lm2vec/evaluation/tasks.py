@@ -19,7 +19,6 @@ from typing import Any, ClassVar, Self
 import numpy as np
 
 from lm2vec.data import formats
-from lm2vec.data.errors import DataError
 from lm2vec.data.packaged import expand_path
 from lm2vec.evaluation.datasets import headline_retrieval, mo_prefix_triplets, wiki_sentence_retrieval
 from lm2vec.evaluation.encoders import TextEncoder
@@ -51,10 +50,7 @@ class TaskEntry:
         """The path under `key`: `${placeholder}/...` (see lm2vec.data.packaged) or relative to `base_dir`."""
         if key not in self.keys:
             return None
-        try:
-            return expand_path(self.keys[key], self.base_dir)
-        except DataError as error:
-            raise EvalDataError(str(error)) from None
+        return expand_path(self.keys[key], self.base_dir)  # a DataError (= EvalDataError) names the problem
 
     def common(self) -> dict[str, Any]:
         """The fields every task takes."""
