@@ -27,8 +27,9 @@ logger = logging.getLogger(__name__)
 
 
 def spec_fingerprint(spec: ModelSpec) -> str:
-    """A hash of everything that changes the embeddings: weights (path, size, mtime), adapters, pooling, attention."""
-    from lm2vec.modeling.fingerprint import weights_stamp  # here: lm2vec.modeling imports torch
+    """A hash of everything that changes the embeddings: weights (path, size, mtime), adapters and their merge,
+    pooling, attention."""
+    from lm2vec.modeling.fingerprint import adapters_stamp, weights_stamp  # here: lm2vec.modeling imports torch
 
     source = spec.source
     if source.startswith("ref:"):
@@ -54,7 +55,7 @@ def spec_fingerprint(spec: ModelSpec) -> str:
         }
         if template != PLAIN_TEMPLATE:  # kept out of the plain models' stamp, so their cached embeddings stay valid
             effective["text_template"] = template
-    stamp += [[weights_stamp(Path(a)) for a in spec.adapters], effective]
+    stamp += [adapters_stamp(spec.adapters, spec.adapter_weights, spec.merge_method, spec.merge_density), effective]
     return hashlib.sha256(json.dumps(stamp, sort_keys=True, default=str).encode()).hexdigest()[:24]
 
 

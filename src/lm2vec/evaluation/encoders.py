@@ -90,6 +90,9 @@ class LM2VecEncoder:
             max_length=spec.max_length,
             text_template=spec.template,
             adapters=list(spec.adapters),
+            adapter_weights=spec.adapter_weights,
+            merge_method=spec.merge_method,
+            merge_density=spec.merge_density,
             device=device,
         )
         return cls(model, spec.name, batch_size)

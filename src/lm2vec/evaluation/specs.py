@@ -1,10 +1,13 @@
 """The model-spec language of `lm2vec eval run -m` and `lm2vec report`: which model, and how it embeds.
 
 A model spec is one string,
-`name=source[,adapters=a+b][,pooling=mean][,causal][,max_length=512][,template=echo|prompteol|...{text}...]`:
+`name=source[,adapters=a+b][,adapter_weights=1+0.5][,merge_method=ties][,merge_density=0.5][,pooling=mean][,causal]
+[,max_length=512][,template=echo|prompteol|...{text}...]`:
 - `source` is anything `LM2Vec.from_pretrained` takes (folder, .gguf, `pkg:smollm2`, hub id), or
   `ref:all-minilm-l6-v2` (the packaged reference encoder) or `st:FOLDER` (any sentence-transformers folder);
-- `adapters` are LoRA folders merged in order (MNTP, then SimCSE), joined with `+`;
+- `adapters` are LoRA folders merged in order (MNTP, then SimCSE), joined with `+`; `adapter_weights` scale their
+  deltas, one per adapter (a merge: `1+1+0.5` is SimCSE 50/50 with supervised), `merge_method` is linear (exact, the
+  default), ties, dare_ties or dare_linear, with `merge_density` (lm2vec.modeling.loading.merge_adapters);
 - `causal` keeps causal attention (the baselines); `template` places the text in a prompt
   (`EncoderConfig.text_template`: echo embeddings, PromptEOL). Without `name=`, the source is the name.
 """
@@ -31,8 +34,18 @@ class ModelSpec:
     bidirectional: bool | None = None
     max_length: int | None = None
     template: str | None = None
+    adapter_weights: tuple[float, ...] | None = None
+    merge_method: str = "linear"
+    merge_density: float | None = None
 
     def __post_init__(self) -> None:
+        if self.adapter_weights is not None or self.merge_method != "linear" or self.merge_density is not None:
+            from lm2vec.modeling.loading import AdapterMergeError, check_adapter_merge
+
+            try:
+                check_adapter_merge(self.adapters, self.adapter_weights, self.merge_method, self.merge_density)
+            except AdapterMergeError as error:
+                raise EvalConfigError(f"model {self.name!r}: {error}") from None
         if self.pooling is not None:
             from lm2vec.modeling.pooling import POOLING_MODES
 
@@ -55,7 +68,8 @@ class ModelSpec:
 
     @classmethod
     def parse(cls, text: str, base_dir: str | Path | None = None) -> ModelSpec:
-        """Parse `name=source[,adapters=a+b][,pooling=..][,causal][,bidirectional][,max_length=N][,template=..]`."""
+        """Parse `name=source[,adapters=a+b][,adapter_weights=1+0.5][,merge_method=..][,merge_density=..][,pooling=..]
+        [,causal][,bidirectional][,max_length=N][,template=..]`."""
         text = text.strip()
         if not text:
             raise EvalConfigError("empty model spec")
@@ -73,6 +87,12 @@ class ModelSpec:
                 values["bidirectional"] = True
             elif key == "adapters" and value:
                 values["adapters"] = tuple(a for a in value.split("+") if a)
+            elif key == "adapter_weights" and value:
+                values["adapter_weights"] = tuple(_number(text, weight) for weight in value.split("+"))
+            elif key == "merge_method" and value:
+                values["merge_method"] = value
+            elif key == "merge_density" and value:
+                values["merge_density"] = _number(text, value)
             elif key == "pooling" and value:
                 values["pooling"] = value
             elif key == "max_length" and value.isdigit():
@@ -81,8 +101,9 @@ class ModelSpec:
                 values["template"] = value
             else:
                 raise EvalConfigError(
-                    f"model spec {text!r}: unknown option {option!r} (known: adapters=a+b, pooling=..., causal, "
-                    f"bidirectional, max_length=N, template=echo|prompteol)"
+                    f"model spec {text!r}: unknown option {option!r} (known: adapters=a+b, adapter_weights=1+0.5, "
+                    "merge_method=linear|ties|dare_ties|dare_linear, merge_density=0.5, pooling=..., causal, "
+                    "bidirectional, max_length=N, template=echo|prompteol)"
                 )
         spec = cls(name=name, source=source, **values)
         return spec.relative_to(base_dir) if base_dir is not None else spec
@@ -90,10 +111,13 @@ class ModelSpec:
     @classmethod
     def from_dict(cls, data: dict, base_dir: str | Path | None = None) -> ModelSpec:
         known = {"name", "source", "adapters", "pooling", "bidirectional", "causal", "max_length", "template"}
+        known |= {"adapter_weights", "merge_method", "merge_density"}
         if unknown := set(data) - known:
             raise EvalConfigError(f"model {data.get('name', '?')!r}: unknown key(s) {', '.join(sorted(unknown))}")
         if "name" not in data or "source" not in data:
             raise EvalConfigError(f"model {data!r}: needs 'name' and 'source'")
+        if not isinstance(data.get("adapter_weights") or [], list | tuple):
+            raise EvalConfigError(f"model {data['name']!r}: adapter_weights must be a list, one number per adapter")
         bidirectional = data.get("bidirectional")
         if data.get("causal"):
             bidirectional = False
@@ -101,6 +125,9 @@ class ModelSpec:
             name=str(data["name"]),
             source=str(data["source"]),
             adapters=tuple(str(a) for a in data.get("adapters", ())),
+            adapter_weights=None if data.get("adapter_weights") is None else tuple(data["adapter_weights"]),
+            merge_method=data.get("merge_method", "linear"),
+            merge_density=data.get("merge_density"),
             pooling=data.get("pooling"),
             bidirectional=bidirectional,
             max_length=data.get("max_length"),
@@ -143,6 +170,12 @@ class ModelSpec:
         parts = [f"{self.name}={self.source}"]
         if self.adapters:
             parts.append("adapters=" + "+".join(self.adapters))
+        if self.adapter_weights is not None:
+            parts.append("adapter_weights=" + "+".join(f"{weight:g}" for weight in self.adapter_weights))
+        if self.merge_method != "linear":
+            parts.append(f"merge_method={self.merge_method}")
+        if self.merge_density is not None:
+            parts.append(f"merge_density={self.merge_density:g}")
         if self.pooling:
             parts.append(f"pooling={self.pooling}")
         if self.bidirectional is False:
@@ -167,6 +200,13 @@ def check_specs(specs: Sequence[ModelSpec]) -> None:
     check_distinct_names(specs)
     for spec in specs:
         spec.check_paths()
+
+
+def _number(spec: str, text: str) -> float:
+    try:
+        return float(text)
+    except ValueError:
+        raise EvalConfigError(f"model spec {spec!r}: {text!r} is not a number") from None
 
 
 def _is_hub_id(source: str) -> bool:

@@ -26,7 +26,7 @@ from lm2vec.artifacts import atomic_folder
 from lm2vec.modeling.bidirectional import set_bidirectional
 from lm2vec.modeling.card import base_metadata, model_card, write_model_card
 from lm2vec.modeling.config import CONFIG_NAME, PLAIN_TEMPLATE, EncoderConfig
-from lm2vec.modeling.loading import check_device, default_dtype, load_backbone
+from lm2vec.modeling.loading import check_adapter_merge, check_device, default_dtype, load_backbone
 from lm2vec.modeling.matryoshka import check_dimensions, truncate
 from lm2vec.modeling.pooling import pool
 from lm2vec.modeling.sentence_transformers_files import tokenizer_for_export, write_sentence_transformers_files
@@ -75,12 +75,18 @@ class LM2Vec(nn.Module):
         bidirectional: bool | None = None,
         text_template: str | None = None,
         adapters: Sequence[str | os.PathLike] = (),
+        adapter_weights: Sequence[float] | None = None,
+        merge_method: str = "linear",
+        merge_density: float | None = None,
     ) -> LM2Vec:
         """Load an encoder from a model folder, hub id, .gguf file or packaged alias (`pkg:smollm2`).
 
         Unset options come from the folder's lm2vec_config.json when it has one, else from the defaults.
-        `adapters` are LoRA folders merged into the weights in order (MNTP, then SimCSE). With
+        `adapters` are LoRA folders merged into the weights in order (MNTP, then SimCSE), each delta scaled by its
+        `adapter_weights` entry (default 1) or combined by `merge_method` (`lm2vec.modeling.loading.merge_adapters`);
+        weights that do not fit the adapters raise AdapterMergeError before anything loads. With
         `bidirectional=True`, a probe checks that the first token sees the last one, or raises."""
+        check_adapter_merge(adapters, adapter_weights, merge_method, merge_density)
         folder = resolve_source(source)
         saved = EncoderConfig.from_folder(folder) if Path(folder).is_dir() else None
         base = asdict(saved or EncoderConfig())
@@ -102,6 +108,9 @@ class LM2Vec(nn.Module):
             attn_implementation=attn_implementation,
             bidirectional=config.bidirectional,
             adapters=adapters,
+            adapter_weights=adapter_weights,
+            merge_method=merge_method,
+            merge_density=merge_density,
         )
         tokenizer.padding_side = "right"
         return cls(model, tokenizer, config, source=str(source))

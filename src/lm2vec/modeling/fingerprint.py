@@ -9,7 +9,7 @@ changed: a copied model is still the same model.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -36,6 +36,22 @@ def weights_stamp(path: Path) -> list:
     if path.is_dir():
         return [weights_stamp(file) for file in weight_files(path, recursive=True)] or [str(path.resolve())]
     return [str(path)]
+
+
+def adapters_stamp(
+    adapters: Sequence[str | Path],
+    weights: Sequence[float] | None = None,
+    method: str = "linear",
+    density: float | None = None,
+) -> list:
+    """The stamps of a chain of adapters (`weights_stamp`) and, when they are merged other than plainly (weights not
+    all 1, another method), how: a weighted chain is another model. A plain chain's stamp stays the bare list, so the
+    embeddings cached for it stay valid."""
+    stamps = [weights_stamp(Path(adapter)) for adapter in adapters]
+    weights = [1.0] * len(stamps) if weights is None else [float(weight) for weight in weights]
+    if method == "linear" and density is None and all(weight == 1 for weight in weights):
+        return stamps
+    return [*stamps, {"weights": weights, "method": method, "density": density}]
 
 
 def weights_record(folder: Path) -> dict[str, Any]:

@@ -1,8 +1,10 @@
-"""Loading a model to encode with: the device and dtype, the backbone of a source with its LoRA adapters merged,
-its attention made bidirectional and checked."""
+"""Loading a model to encode with: the device and dtype, the backbone of a source with its LoRA adapters merged
+(weighted, if asked), its attention made bidirectional and checked."""
 
 from __future__ import annotations
 
+import math
+import numbers
 import os
 from collections.abc import Sequence
 from pathlib import Path
@@ -52,6 +54,42 @@ def check_device(device: str | torch.device | None) -> torch.device:
     return parsed
 
 
+MERGE_METHODS = ("linear", "ties", "dare_ties", "dare_linear")
+DEFAULT_DENSITY = 0.5  # the share of each delta TIES keeps (by magnitude) and DARE keeps (at random)
+
+
+class AdapterMergeError(LM2VecError, ValueError):
+    """Adapter weights, a merge method or a density that cannot merge the adapters named."""
+
+
+def check_adapter_merge(
+    adapters: Sequence[object],
+    weights: Sequence[float] | None = None,
+    method: str = "linear",
+    density: float | None = None,
+) -> None:
+    """Refuse, before anything loads, weights that are not one finite number per adapter, an unknown merge method,
+    or a density outside (0, 1] or given to linear merging, which keeps every delta whole."""
+    if method not in MERGE_METHODS:
+        raise AdapterMergeError(f"merge method {method!r} is not one of {', '.join(MERGE_METHODS)}")
+    if weights is not None:
+        if len(weights) != len(adapters):
+            raise AdapterMergeError(
+                f"{len(weights)} adapter weight(s) for {len(adapters)} adapter(s): give one weight per adapter"
+            )
+        if bad := [weight for weight in weights if not finite_number(weight)]:
+            raise AdapterMergeError(f"adapter weights must be finite numbers, got {', '.join(map(repr, bad))}")
+    if density is not None:
+        if method == "linear":
+            raise AdapterMergeError("density applies to the ties and dare merge methods, not to linear")
+        if not (finite_number(density) and 0 < density <= 1):
+            raise AdapterMergeError(f"density must be in (0, 1], got {density!r}")
+
+
+def finite_number(value: object) -> bool:
+    return isinstance(value, numbers.Real) and not isinstance(value, bool) and math.isfinite(value)
+
+
 def default_dtype(device: torch.device) -> torch.dtype:
     # bf16 halves memory and is fast on GPUs; CPUs without bf16 hardware run fp32 several times faster.
     return torch.bfloat16 if device.type == "cuda" else torch.float32
@@ -66,22 +104,27 @@ def load_backbone(
     attn_implementation: str | None = None,
     bidirectional: bool = True,
     adapters: Sequence[str | os.PathLike] = (),
+    adapter_weights: Sequence[float] | None = None,
+    merge_method: str = "linear",
+    merge_density: float | None = None,
 ) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
     """The model of `source` (folder, hub id, .gguf file or `pkg:` alias) and its tokenizer: the backbone
     (`AutoModel`), or with `lm_head` the causal LM around it (MNTP trains the backbone and reads the head).
 
-    `adapters` (LoRA folders trained on the backbone) are merged in order; the attention is switched to
+    `adapters` (LoRA folders trained on the backbone) are merged in order (`merge_adapters`: weighted by
+    `adapter_weights`, combined by `merge_method`); the attention is switched to
     `bidirectional` and, when bidirectional, a probe checks that the first token sees the last one, or raises.
     With `device` the model is moved there and put in eval mode."""
     if adapters and lm_head:
         raise ValueError("Adapters are merged into the backbone; load them without the LM head.")
+    check_adapter_merge(adapters, adapter_weights, merge_method, merge_density)
     folder = resolve_source(source)
     hf_config = AutoConfig.from_pretrained(folder)
     if bidirectional or hf_config.model_type in SUPPORTED_ARCHITECTURES:
         attn_implementation = default_attn_implementation(hf_config.model_type, attn_implementation)
     model_class = AutoModelForCausalLM if lm_head else AutoModel
     model = model_class.from_pretrained(folder, dtype=dtype, attn_implementation=attn_implementation)
-    model = merge_adapters(model, adapters)
+    model = merge_adapters(model, adapters, adapter_weights, merge_method, merge_density)
     set_bidirectional(model, bidirectional)
     if device is not None:
         model.to(device).eval()
@@ -95,14 +138,64 @@ def backbone_of(causal_lm: PreTrainedModel) -> nn.Module:
     return getattr(causal_lm, causal_lm.base_model_prefix)
 
 
-def merge_adapters(model: PreTrainedModel, adapters: Sequence[str | os.PathLike]) -> PreTrainedModel:
-    """Apply LoRA adapters (trained on the backbone) one after the other, merging each into the weights."""
+def merge_adapters(
+    model: PreTrainedModel,
+    adapters: Sequence[str | os.PathLike],
+    weights: Sequence[float] | None = None,
+    method: str = "linear",
+    density: float | None = None,
+) -> PreTrainedModel:
+    """Merge LoRA adapters (trained on the backbone, each on top of the ones before it) into the weights.
+
+    Merged adapters are additive deltas, W = W0 + d1 + d2 + ..., so `weights` (one per adapter, default 1) scale
+    them exactly: "linear" multiplies each adapter's LoRA scaling by its weight before merging it. "ties",
+    "dare_ties" and "dare_linear" combine the adapters' full deltas of each layer with peft's merge functions (TIES:
+    each delta trimmed to its `density` largest entries, signs elected, agreeing entries averaged; DARE: entries
+    dropped at random, seeded, so one merge always gives one model) and add the result, with no low-rank
+    approximation (peft's `add_weighted_adapter` would cut it back to one LoRA rank by SVD)."""
+    check_adapter_merge(adapters, weights, method, density)
     if not adapters:
         return model
-    from peft import PeftModel
-
     for adapter in adapters:
         if not (Path(adapter) / "adapter_config.json").is_file():
             raise FileNotFoundError(f"{adapter} is not a LoRA adapter folder (no adapter_config.json).")
-        model = PeftModel.from_pretrained(model, str(adapter)).merge_and_unload()
+    weights = [1.0] * len(adapters) if weights is None else [float(weight) for weight in weights]
+    if method != "linear":
+        return _merge_combined(model, adapters, weights, method, DEFAULT_DENSITY if density is None else density)
+    from peft import PeftModel
+    from peft.tuners.lora import LoraLayer
+
+    for adapter, weight in zip(adapters, weights, strict=True):
+        model = PeftModel.from_pretrained(model, str(adapter))
+        for module in model.modules():
+            if isinstance(module, LoraLayer):
+                module.scale_layer(weight)
+        model = model.merge_and_unload()
     return model
+
+
+def _merge_combined(
+    model: PreTrainedModel, adapters: Sequence[str | os.PathLike], weights: list[float], method: str, density: float
+) -> PreTrainedModel:
+    """All adapters loaded side by side, each layer's deltas combined by peft's `merge_utils.<method>` (in fp32 on
+    the CPU, whose generator is seeded for DARE) and added to the layer's weight."""
+    from peft import PeftModel
+    from peft.tuners.lora import LoraLayer
+    from peft.utils import merge_utils
+
+    names = [f"adapter_{position}" for position in range(len(adapters))]
+    peft_model = PeftModel.from_pretrained(model, str(adapters[0]), adapter_name=names[0])
+    for name, adapter in zip(names[1:], adapters[1:], strict=True):
+        peft_model.load_adapter(str(adapter), adapter_name=name)
+    combine = getattr(merge_utils, method)
+    with torch.no_grad(), torch.random.fork_rng(devices=[]):
+        torch.random.default_generator.manual_seed(0)
+        for module in peft_model.modules():
+            if not isinstance(module, LoraLayer):
+                continue
+            present = [(name, weight) for name, weight in zip(names, weights, strict=True) if name in module.lora_A]
+            deltas = [module.get_delta_weight(name).float().cpu() for name, _ in present]
+            merged = combine(deltas, torch.tensor([weight for _, weight in present]), density)
+            base = module.get_base_layer().weight
+            base += merged.to(base.device, base.dtype)
+    return peft_model.unload()

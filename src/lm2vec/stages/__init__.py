@@ -109,6 +109,11 @@ class Stage:
         default every earlier stage; a stage that knows its inputs says fewer."""
         return plan.stages[: plan.stages.index(self.name)]
 
+    def models(self, plan: RunPlan) -> list[dict[str, Any]]:
+        """The models it makes, as entries of RUN/stages.json (name, adapters relative to the run folder, how they
+        merge: `lm2vec.evaluation.specs.ModelSpec.from_dict`), which `[eval]` and `lm2vec report RUN` evaluate."""
+        return []
+
     def run(self, context: RunContext) -> dict[str, Any]:
         """Do the work; returns the summary recorded in pipeline.json. `context` is the running Pipeline:
         `context.plan` (options: `context.plan.options[name]`), `context.dir`, `context.echo`, `context.records`."""
@@ -130,6 +135,10 @@ class TrainingStage(Stage):
             if any(p.is_relative_to(w) or w.is_relative_to(p) for p in paths for w in written):
                 needed.append(name)
         return needed
+
+    def models(self, plan: RunPlan) -> list[dict[str, Any]]:
+        adapters = [str(path.relative_to(plan.run_dir)) for path in plan.adapters(self.name)]
+        return [{"name": self.display, "adapters": adapters}]
 
     def train(self, options: Any, resume: bool) -> Any:
         """Train with `options`; returns a result with `global_step` and `adapter_dir` (`lm2vec train` alone)."""

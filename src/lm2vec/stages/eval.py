@@ -79,10 +79,7 @@ def write_stages_manifest(context: RunContext) -> dict[str, Any]:
     from lm2vec.artifacts import write_json_atomic
 
     plan = context.plan
-    stages = [
-        {"name": plan.stage(name).display, "adapters": [str(p.relative_to(context.dir)) for p in plan.adapters(name)]}
-        for name in plan.trained
-    ]
+    stages = [model for name in plan.stages for model in plan.stage(name).models(plan)]
     manifest = {"base": plan.run.model, "pooling": plan.run.pooling, "stages": stages}
     write_json_atomic(context.dir / "stages.json", manifest)
     return manifest
