@@ -33,6 +33,8 @@ TWO_BAD_VALUES = {
     "ServeOptions": {"max_wait_ms": float("nan"), "api_key": " "},
     "WriteOptions": {"batch_size": 0, "exact_limit": 0},
     "ChunkingOptions": {"passage_tokens": 4, "overlap_tokens": -1},
+    "MergeOptions": {"method": "soup", "density": 1.5},
+    "ExportOptions": {"stage": "eval"},  # its one field
 }
 REQUIRED_VALUES = {"lang": "en"}  # fields without a default
 
@@ -78,3 +80,13 @@ def test_no_other_validation_style_is_left() -> None:
         if other_styles.search(path.read_text(encoding="utf-8"))
     ]
     assert offenders == []
+
+
+def test_a_path_or_a_list_of_paths_parses_from_the_command_line() -> None:
+    from lm2vec.options import parse_value
+
+    assert parse_value("a.jsonl", str | list[str], "data") == "a.jsonl"
+    assert parse_value('["a.jsonl", "b.csv"]', str | list[str], "data") == ["a.jsonl", "b.csv"]
+    assert parse_value(["a.jsonl"], str | list[str], "data") == ["a.jsonl"]
+    with pytest.raises(OptionValueError, match="is not a string"):
+        parse_value(["a.jsonl", 3], str | list[str], "data")

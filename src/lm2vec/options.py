@@ -186,6 +186,12 @@ def parse_value(value: Any, annotation: Any, name: str) -> Any:
     base, optional = _unwrap_optional(annotation)
     if optional and isinstance(value, str) and value.lower() in ("none", "null", ""):
         return None
+    if typing.get_origin(base) in (typing.Union, types.UnionType):  # `str | list[str]`: one path or several
+        many = [arg for arg in typing.get_args(base) if typing.get_origin(arg) in (list, tuple)]
+        (one,) = [arg for arg in typing.get_args(base) if arg not in many]
+        if many and (isinstance(value, list) or isinstance(value, str) and value.startswith("[")):
+            return parse_value(value, many[0], name)
+        return parse_value(value, one, name)
     if isinstance(value, str) and base is not str:
         value = _parse_string(value, base, name)
     if typing.get_origin(base) in (list, tuple):

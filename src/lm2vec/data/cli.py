@@ -16,7 +16,10 @@ from lm2vec.data.pipeline import build_text_corpus, build_wiki_corpus
 from lm2vec.data.shards import Manifest
 from lm2vec.options import typer_options
 
-data_app = typer.Typer(no_args_is_help=True, help="Build clean MNTP (paragraph) and SimCSE (sentence) corpora.")
+data_app = typer.Typer(
+    no_args_is_help=True,
+    help="Build clean MNTP (paragraph) and SimCSE (sentence) corpora, and a dump's weak supervised pairs.",
+)
 
 Out = Annotated[Path, typer.Option("--out", help="Output directory (new, empty, or a run to resume/overwrite).")]
 Resume = Annotated[bool, typer.Option(help="Continue the interrupted run in --out.")]
@@ -67,6 +70,7 @@ def _summary(manifest: Manifest) -> str:
     removed = sum(counts.duplicates_removed.values())
     return (
         f"{counts.pages_seen:,} pages seen, {counts.articles_kept:,} articles kept (skipped: {skipped})\n"
-        f"{counts.paragraphs:,} paragraphs, {counts.sentences:,} sentences, {removed:,} duplicates removed\n"
+        f"{counts.paragraphs:,} paragraphs, {counts.sentences:,} sentences, {sum(counts.pairs.values()):,} pairs, "
+        f"{removed:,} duplicates removed\n"
         f"{timing['elapsed_s']:.1f} s, {timing['pages_per_s']:,.0f} pages/s, {timing['mb_per_s']:.2f} MB/s"
     )

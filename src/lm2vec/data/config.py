@@ -8,6 +8,7 @@ from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
 from lm2vec.data.languages import validate_language
+from lm2vec.data.pairs import PAIR_KINDS
 from lm2vec.options import Options
 
 # Fields that change how a run goes, not what it writes: a resumed run may change them.
@@ -81,6 +82,11 @@ class CorpusConfig(Options):
         ]
 
     @property
+    def writes_pairs(self) -> bool:
+        """Whether the build also writes weak supervised pairs (a dump's: `WikiConfig.pair_kinds`)."""
+        return False
+
+    @property
     def worker_count(self) -> int:
         return self.workers or os.cpu_count() or 1
 
@@ -98,12 +104,62 @@ class CorpusConfig(Options):
 
 @dataclass(frozen=True)
 class WikiConfig(CorpusConfig):
-    """Options for a MediaWiki dump."""
+    """Options for a MediaWiki dump, and for the weak supervised pairs mined from its articles' structure."""
 
     drop_boilerplate_sections: bool = field(
         default=True,
         metadata={"help": "drop References, External links, See also ... with their content"},
     )
+    pair_kinds: list[str] = field(
+        default_factory=lambda: list(PAIR_KINDS),
+        metadata={
+            "help": "weak pairs written to pairs/*.jsonl (supervised records): title-lead (the title -> the text "
+            "before the first heading), heading-section ('Title: Heading > Subheading' -> that section's own text), "
+            "sentence-paragraph (a sentence -> the rest of its paragraph); [] writes none"
+        },
+    )
+    pair_max_words: int = field(
+        default=256,
+        metadata={"help": "a pair's positive (lead, section) is cut after this many words"},
+    )
+    pair_min_words: int = field(
+        default=10,
+        metadata={"help": "pairs whose positive has fewer words are skipped as too short to say anything"},
+    )
+    pair_sentences_per_paragraph: int = field(
+        default=1,
+        metadata={"help": "sentence-paragraph pairs drawn from each paragraph (with `pair_seed`)"},
+    )
+    pair_seed: int = field(default=0, metadata={"help": "seed of the sentences drawn for sentence-paragraph pairs"})
+    holdout_titles: list[str] = field(
+        default_factory=list,
+        metadata={"help": "articles that give no pairs (evaluation articles); their text still goes into the corpus"},
+    )
+    holdout_file: str = field(
+        default="",
+        metadata={"help": "a file of more such titles, one a line (blank lines are ignored)"},
+    )
+
+    @property
+    def writes_pairs(self) -> bool:
+        return bool(self.pair_kinds)
+
+    def checks(self) -> list[tuple[bool, str]]:
+        unknown = sorted(set(self.pair_kinds) - set(PAIR_KINDS))
+        return [
+            *super().checks(),
+            (not unknown, f"pair_kinds has unknown kinds {unknown}; known: {', '.join(PAIR_KINDS)}."),
+            (self.pair_max_words >= 1, f"pair_max_words must be positive, got {self.pair_max_words}."),
+            (self.pair_min_words >= 1, f"pair_min_words must be positive, got {self.pair_min_words}."),
+            (
+                self.pair_min_words <= self.pair_max_words,
+                "pair_min_words is larger than pair_max_words.",
+            ),
+            (
+                self.pair_sentences_per_paragraph >= 1,
+                f"pair_sentences_per_paragraph must be positive, got {self.pair_sentences_per_paragraph}.",
+            ),
+        ]
 
 
 @dataclass(frozen=True)

@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from lm2vec.data.errors import DataError
-from lm2vec.data.shards import KINDS, MANIFEST_NAME, SPLITS, Manifest
+from lm2vec.data.shards import KINDS, MANIFEST_NAME, SPLITS, TEXT_KINDS, Manifest
 
 if TYPE_CHECKING:
     import datasets
@@ -59,10 +59,12 @@ def load_corpus(
 
     kind: "paragraphs" (MNTP) or "sentences" (SimCSE); split: "train" or "validation". `streaming` reads the
     shards as they are, without the `datasets` cache. A split without shards is a DataError, or None if not
-    `required`.
+    `required`. (The pairs are JSONL records: `corpus_files(directory, "pairs")`.)
     """
     import datasets  # slow to import: only where a corpus is read
 
+    if kind not in TEXT_KINDS:
+        raise ValueError(f"kind must be one of {TEXT_KINDS}, got {kind!r}")
     files = corpus_files(directory, kind, split)
     if not files:
         if not required:

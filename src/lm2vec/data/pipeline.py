@@ -1,4 +1,5 @@
-"""The corpus build: pages or documents in, deduplicated paragraph and sentence shards out.
+"""The corpus build: pages or documents in, deduplicated paragraph and sentence shards out, and for a dump the
+weak supervised pairs of its articles (`lm2vec.data.pairs`).
 
 The main process reads the input, deduplicates, splits and writes; worker processes do the costly
 part (wikitext parsing, sentence splitting, hashing) on batches of pages. At most a few batches per
@@ -15,6 +16,7 @@ import hashlib
 import itertools
 import logging
 import os
+import random
 import re
 import signal
 import threading
@@ -34,8 +36,9 @@ from lm2vec.data.dump import Page
 from lm2vec.data.errors import DataError, OutputDirError
 from lm2vec.data.languages import language_profile
 from lm2vec.data.packaged import input_origin
+from lm2vec.data.pairs import PairMaker, holdout_titles, normalised_title
 from lm2vec.data.sentences import SentenceSplitter, count_chars, count_words
-from lm2vec.data.shards import CorpusWriter, Manifest, prepare_output
+from lm2vec.data.shards import PAIRS, TEXT_KINDS, CorpusWriter, Manifest, prepare_output
 from lm2vec.data.sources import Document, Source, WikiSource, text_source
 from lm2vec.data.wikitext import WikitextCleaner, has_markup_residue, is_disambiguation
 
@@ -55,6 +58,7 @@ class ProcessedParagraph:
     exact_key: int
     near_keys: list[int]
     sentences: list[tuple[str, int]]  # (sentence, exact key), already length-filtered
+    pairs: list[dict[str, str]] = field(default_factory=list)  # sentence -> rest of the paragraph
 
 
 @dataclass(frozen=True)
@@ -64,6 +68,7 @@ class ProcessedArticle:
     skip_reason: str | None = None
     paragraphs: list[ProcessedParagraph] = field(default_factory=list)
     filtered: dict[str, int] = field(default_factory=dict)
+    pairs: list[dict[str, str]] = field(default_factory=list)  # title -> lead, heading -> section
 
 
 class ArticleProcessor:
@@ -77,6 +82,7 @@ class ArticleProcessor:
         self._cleaner = WikitextCleaner(self._profile, namespaces, drop_sections)
         threshold = config.near_duplicate_threshold
         self._near = NearDuplicateKeys(threshold) if threshold > 0 else None
+        self._pairs = PairMaker(config) if isinstance(config, WikiConfig) and config.writes_pairs else None
 
     def process(self, item: Page | Document) -> ProcessedArticle:
         if isinstance(item, Page):
@@ -88,20 +94,23 @@ class ArticleProcessor:
             if is_disambiguation(title, item.text, self._profile):
                 return ProcessedArticle(article_id, title, "disambiguation")
             try:
-                paragraphs = self._cleaner.paragraphs(item.text)
+                sections = self._cleaner.sections(item.text)
             except Exception:  # a parser bug on one odd page must not stop a dump of millions
                 logger.exception("could not parse page %r", title)
                 return ProcessedArticle(article_id, title, "parse_error")
+            paragraphs = [paragraph for section in sections for paragraph in section.paragraphs]
         else:
-            article_id, title = item.doc_id, item.title
+            article_id, title, sections = item.doc_id, item.title, []
             paragraphs = [" ".join(block.split()) for block in _BLANK_LINE.split(item.text) if block.strip()]
         if sum(count_chars(paragraph) for paragraph in paragraphs) < self._config.min_article_chars:
             return ProcessedArticle(article_id, title, "too_short")
         filtered: dict[str, int] = {}
-        kept = [self._paragraph(text, filtered) for text in paragraphs if self._keep(text, filtered)]
+        rng = self._pairs.rng(title) if self._pairs else None
+        kept = [self._paragraph(text, filtered, rng) for text in paragraphs if self._keep(text, filtered)]
         if not kept:
             return ProcessedArticle(article_id, title, "too_short", filtered=filtered)
-        return ProcessedArticle(article_id, title, None, kept, filtered)
+        pairs = self._pairs.article_pairs(title, sections) if self._pairs else []
+        return ProcessedArticle(article_id, title, None, kept, filtered, pairs)
 
     def _keep(self, paragraph: str, filtered: dict[str, int]) -> bool:
         reason = None
@@ -113,7 +122,7 @@ class ArticleProcessor:
             filtered[reason] = filtered.get(reason, 0) + 1
         return reason is None
 
-    def _paragraph(self, text: str, filtered: dict[str, int]) -> ProcessedParagraph:
+    def _paragraph(self, text: str, filtered: dict[str, int], rng: random.Random | None) -> ProcessedParagraph:
         sentences = []
         for sentence in self._splitter.split(text):
             words = count_words(sentence)
@@ -124,7 +133,8 @@ class ArticleProcessor:
             else:
                 sentences.append((sentence, exact_key(sentence)))
         near_keys = self._near.keys(text) if self._near else []
-        return ProcessedParagraph(text, exact_key(text), near_keys, sentences)
+        pairs = self._pairs.sentence_pairs(rng, text, [sentence for sentence, _ in sentences]) if rng else []
+        return ProcessedParagraph(text, exact_key(text), near_keys, sentences, pairs)
 
 
 _WORKER: ArticleProcessor | None = None
@@ -183,6 +193,7 @@ class CorpusBuilder:
 
     def __init__(self, source: Source, config: CorpusConfig, out_dir: Path, *, resume: bool, overwrite: bool):
         self._source, self._config, self._out_dir = source, config, Path(out_dir)
+        self._holdout = holdout_titles(config) if isinstance(config, WikiConfig) else frozenset()
         previous = prepare_output(self._out_dir, resume=resume, overwrite=overwrite)
         self._manifest = previous or Manifest("running", describe_source(source), config.to_dict())
         if previous is not None:
@@ -195,7 +206,8 @@ class CorpusBuilder:
         self._paragraph_seen = SeenFilter(capacity)
         self._near_seen = SeenFilter(capacity * (self._near.band_count if self._near else 1))
         self._sentence_seen = SeenFilter(capacity * 4)  # Wikipedia has 3-4 sentences per paragraph
-        self._writer = CorpusWriter(self._out_dir, self._manifest.shards, config.shard_size)
+        kinds = (*TEXT_KINDS, PAIRS) if config.writes_pairs else TEXT_KINDS
+        self._writer = CorpusWriter(self._out_dir, self._manifest.shards, config.shard_size, kinds)
         if previous is not None:
             self._reload_seen_keys()
 
@@ -215,7 +227,7 @@ class CorpusBuilder:
             self._counts.pages_seen,
             len(self._manifest.shards),
         )
-        for shard in self._manifest.shards:
+        for shard in (shard for shard in self._manifest.shards if shard["kind"] in TEXT_KINDS):
             for text in pq.read_table(self._out_dir / shard["path"], columns=["text"])["text"].to_pylist():
                 if shard["kind"] == "sentences":
                     self._sentence_seen.check_and_add([exact_key(text)])
@@ -332,6 +344,7 @@ class CorpusBuilder:
             return
         in_val = in_validation(article.title or article.article_id, self._config.validation_fraction)
         split = "validation" if in_val else "train"
+        gives_pairs = normalised_title(article.title) not in self._holdout
         written = 0
         for paragraph in article.paragraphs:
             if self._paragraph_seen.check_and_add([paragraph.exact_key]):
@@ -343,6 +356,8 @@ class CorpusBuilder:
             self._writer.add("paragraphs", split, (paragraph.text, article.title, article.article_id, written))
             written += 1
             counts.characters["paragraphs"] += len(paragraph.text)
+            if gives_pairs:
+                self._add_pairs(split, paragraph.pairs)
             for sentence, key in paragraph.sentences:
                 if self._sentence_seen.check_and_add([key]):
                     counts.add(counts.duplicates_removed, "sentences")
@@ -354,12 +369,19 @@ class CorpusBuilder:
         if not written:
             counts.add(counts.skipped, "duplicate")
             return
+        if gives_pairs:
+            self._add_pairs(split, article.pairs)
         counts.articles_kept += 1
         counts.paragraphs += written
         counts.splits[split]["articles"] += 1
         counts.splits[split]["paragraphs"] += written
         if self._writer.checkpoint_due:
             self._checkpoint()
+
+    def _add_pairs(self, split: str, pairs: list[dict[str, str]]) -> None:
+        for pair in pairs:
+            self._writer.add(PAIRS, split, pair)
+            self._counts.add(self._counts.pairs, pair["dataset"])
 
     def _checkpoint(self) -> None:
         self._manifest.shards.extend(self._writer.close_shards())
@@ -370,7 +392,8 @@ class CorpusBuilder:
 def build_corpus(
     source: Source, config: CorpusConfig, out_dir: str | Path, *, resume: bool = False, overwrite: bool = False
 ) -> Manifest:
-    """Read `source`, write paragraph and sentence shards and manifest.json to `out_dir`; the manifest.
+    """Read `source`, write paragraph, sentence (and for a dump pair) shards and manifest.json to `out_dir`; the
+    manifest.
 
     Raises DataError for bad input or a used output directory; shards written before the error stay
     valid and are listed in the manifest with status "incomplete".

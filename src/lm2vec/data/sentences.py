@@ -32,6 +32,14 @@ def count_words(text: str) -> int:
     return len(_WORD.findall(text))
 
 
+def cut_words(text: str, max_words: int) -> str:
+    """`text` up to the end of its `max_words`-th word (as `count_words` counts them), its spacing kept."""
+    for number, word in enumerate(_WORD.finditer(text), start=1):
+        if number == max_words:
+            return text[: word.end()]
+    return text
+
+
 def count_chars(text: str) -> int:
     """Characters, with each Chinese, Japanese or Korean character counted as `SYLLABLE_CHAR_WEIGHT`."""
     return len(text) + (SYLLABLE_CHAR_WEIGHT - 1) * len(_SYLLABLE_CHAR.findall(text))

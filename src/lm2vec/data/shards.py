@@ -4,9 +4,10 @@ Layout of an output directory:
     manifest.json
     paragraphs/{train,validation}-00000.parquet ...
     sentences/{train,validation}-00000.parquet ...
+    pairs/{train,validation}-00000.jsonl ...   (weak supervised pairs of a dump, `lm2vec.data.pairs`)
 A shard is written under a hidden temporary name (`lm2vec.artifacts.atomic_file`) and renamed when closed, so a
-listed shard is always a valid Parquet file. All open shards are closed together at a checkpoint, and only then is
-the manifest rewritten (atomically): the manifest's counts always match the shards it lists.
+listed shard is always a whole Parquet (JSONL) file. All open shards are closed together at a checkpoint, and only then
+is the manifest rewritten (atomically): the manifest's counts always match the shards it lists.
 
 The manifest (format tag "lm2vec-corpus") is written before anything else and is the folder's ownership
 record (`lm2vec.artifacts`): resume and overwrite touch only a folder that has one, and delete only the
@@ -15,11 +16,12 @@ manifest and the shards lm2vec names (`SHARD_NAME`), never other files in the fo
 
 from __future__ import annotations
 
+import json
 import re
 from contextlib import ExitStack
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TextIO
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -29,9 +31,11 @@ from lm2vec.data.errors import OutputDirError
 
 MANIFEST_NAME = "manifest.json"
 CORPUS_FORMAT = "lm2vec-corpus"
-SHARD_NAME = re.compile(r"(train|validation)-\d{5}\.parquet")
+SHARD_NAME = re.compile(r"(train|validation)-\d{5}\.(parquet|jsonl)")
 UNFINISHED_SHARD = re.compile(rf"\.{SHARD_NAME.pattern}{re.escape(PARTIAL)}\d+")  # a killed write's leftover
-KINDS = ("paragraphs", "sentences")
+TEXT_KINDS = ("paragraphs", "sentences")  # Parquet shards of texts
+PAIRS = "pairs"  # JSONL shards of supervised records (`lm2vec.data.formats.read_supervised_pairs`)
+KINDS = (*TEXT_KINDS, PAIRS)
 SPLITS = ("train", "validation")
 FORMAT_VERSION = 1
 
@@ -62,6 +66,7 @@ class Counts:
         default_factory=lambda: {"paragraphs_exact": 0, "paragraphs_near": 0, "sentences": 0}
     )
     filtered: dict[str, int] = field(default_factory=dict)  # length and markup filters -> records dropped
+    pairs: dict[str, int] = field(default_factory=dict)  # dataset ("wiki-title-lead" ...) -> pairs written
     splits: dict[str, dict[str, int]] = field(default_factory=_zero_splits)
 
     def add(self, table: dict[str, int], key: str, amount: int = 1) -> None:
@@ -99,16 +104,58 @@ class Manifest:
 
 
 class _ShardWriter:
-    """Rows of one kind and split, buffered and written as row groups into the current shard."""
+    """Rows of one kind and split, written into the current shard under a temporary name until `close`."""
+
+    suffix = ""
 
     def __init__(self, directory: Path, kind: str, split: str, next_index: int) -> None:
         self._directory, self.kind, self.split = directory, kind, split
         self._index = next_index
+        self._open_shard = ExitStack()  # the writer and its temporary file, renamed to the shard when closed
+        self._is_open = False
+        self.rows = 0  # rows in the current shard, buffered or written
+
+    def add(self, row: Any) -> None:
+        raise NotImplementedError
+
+    def _flush(self) -> None:
+        """Write what is buffered into the shard, opening it first."""
+
+    def close(self) -> dict[str, Any] | None:
+        """Finish the current shard and describe it; None if it holds no rows."""
+        self._flush()
+        if not self._is_open:
+            return None
+        self._open_shard.close()
+        final = self._path()
+        shard = {
+            "path": final.relative_to(self._directory.parent).as_posix(),
+            "kind": self.kind,
+            "split": self.split,
+            "rows": self.rows,
+        }
+        self._is_open, self.rows, self._index = False, 0, self._index + 1
+        return shard
+
+    def _open_temporary(self) -> Path:
+        temporary = self._open_shard.enter_context(atomic_file(self._path()))
+        self._is_open = True
+        return temporary
+
+    def _path(self) -> Path:
+        return self._directory / f"{self.split}-{self._index:05d}.{self.suffix}"
+
+
+class _ParquetShardWriter(_ShardWriter):
+    """Text rows, buffered and written as row groups."""
+
+    suffix = "parquet"
+    _writer: pq.ParquetWriter
+
+    def __init__(self, directory: Path, kind: str, split: str, next_index: int) -> None:
+        super().__init__(directory, kind, split, next_index)
         self._schema = SCHEMAS[kind]
         self._buffer: dict[str, list[Any]] = {name: [] for name in self._schema.names}
-        self._writer: pq.ParquetWriter | None = None
-        self._open_shard = ExitStack()  # the writer and its temporary file, renamed to the shard when closed
-        self.rows = 0  # rows in the current shard, buffered or written
 
     def add(self, row: tuple[Any, ...]) -> None:
         for column, value in zip(self._buffer.values(), row, strict=True):
@@ -120,45 +167,46 @@ class _ShardWriter:
     def _flush(self) -> None:
         if not self._buffer["text"]:
             return
-        if self._writer is None:
-            temporary = self._open_shard.enter_context(atomic_file(self._path()))
-            self._writer = self._open_shard.enter_context(pq.ParquetWriter(temporary, self._schema, compression="zstd"))
+        if not self._is_open:
+            self._writer = self._open_shard.enter_context(
+                pq.ParquetWriter(self._open_temporary(), self._schema, compression="zstd")
+            )
         self._writer.write_table(pa.table(self._buffer, schema=self._schema), row_group_size=_ROW_GROUP_ROWS)
         self._buffer = {name: [] for name in self._schema.names}
 
-    def close(self) -> dict[str, Any] | None:
-        """Finish the current shard and describe it; None if it holds no rows."""
-        self._flush()
-        if self._writer is None:
-            return None
-        self._open_shard.close()
-        final = self._path()
-        shard = {
-            "path": final.relative_to(self._directory.parent).as_posix(),
-            "kind": self.kind,
-            "split": self.split,
-            "rows": self.rows,
-        }
-        self._writer, self.rows, self._index = None, 0, self._index + 1
-        return shard
 
-    def _path(self) -> Path:
-        return self._directory / f"{self.split}-{self._index:05d}.parquet"
+class _JsonlShardWriter(_ShardWriter):
+    """Records, one JSON line each, streamed into the shard; the folder is made with the first shard, so a corpus
+    without pairs has none."""
+
+    suffix = "jsonl"
+    _file: TextIO
+
+    def add(self, row: dict[str, Any]) -> None:
+        if not self._is_open:
+            self._directory.mkdir(exist_ok=True)
+            self._file = self._open_shard.enter_context(self._open_temporary().open("w", encoding="utf-8"))
+        self._file.write(json.dumps(row, ensure_ascii=False) + "\n")
+        self.rows += 1
 
 
 class CorpusWriter:
-    """The four shard writers (paragraphs and sentences, train and validation) of one output directory."""
+    """The shard writers (paragraphs, sentences and pairs; train and validation) of one output directory."""
 
-    def __init__(self, directory: Path, existing_shards: list[dict[str, Any]], shard_size: int) -> None:
+    def __init__(
+        self, directory: Path, existing_shards: list[dict[str, Any]], shard_size: int, kinds: tuple[str, ...] = KINDS
+    ) -> None:
         self._shard_size = shard_size
         self._writers: dict[tuple[str, str], _ShardWriter] = {}
-        for kind in KINDS:
-            (directory / kind).mkdir(parents=True, exist_ok=True)
+        for kind in kinds:
+            writer_class = _JsonlShardWriter if kind == PAIRS else _ParquetShardWriter
+            if kind != PAIRS:
+                (directory / kind).mkdir(parents=True, exist_ok=True)
             for split in SPLITS:
                 taken = sum(1 for shard in existing_shards if shard["kind"] == kind and shard["split"] == split)
-                self._writers[kind, split] = _ShardWriter(directory / kind, kind, split, taken)
+                self._writers[kind, split] = writer_class(directory / kind, kind, split, taken)
 
-    def add(self, kind: str, split: str, row: tuple[Any, ...]) -> None:
+    def add(self, kind: str, split: str, row: tuple[Any, ...] | dict[str, Any]) -> None:
         self._writers[kind, split].add(row)
 
     @property

@@ -3,15 +3,16 @@
 The page is parsed into a tree once and rendered by walking it: templates, references, tables,
 galleries, maths, comments, files, categories and interlanguage links are dropped; internal links
 become their visible text, external links their label; HTML tags keep their visible content. Section
-titles are dropped but end the paragraph, and boilerplate sections (References, External links ...)
-are dropped whole. List items become paragraphs of their own, so that the word-count filter removes
-link lists while keeping long items.
+titles are not text but end the paragraph and start a `Section` (weak pairs use them), and boilerplate
+sections (References, External links ...) are dropped whole. List items become paragraphs of their own,
+so that the word-count filter removes link lists while keeping long items.
 """
 
 from __future__ import annotations
 
 import re
 from collections.abc import Iterable
+from dataclasses import dataclass
 
 import mwparserfromhell
 from mwparserfromhell.nodes import Comment, ExternalLink, Heading, HTMLEntity, Tag, Template, Text, Wikilink
@@ -79,6 +80,15 @@ def is_disambiguation(title: str, wikitext: str, profile: LanguageProfile) -> bo
     )
 
 
+@dataclass(frozen=True)
+class Section:
+    """A part of a page: its heading path (the headings above it, outermost first; empty for the lead) and its own
+    paragraphs, without those of its subsections."""
+
+    headings: tuple[str, ...]
+    paragraphs: list[str]
+
+
 class WikitextCleaner:
     """Renders a page's wikitext as paragraphs of plain text for one wiki."""
 
@@ -91,19 +101,30 @@ class WikitextCleaner:
 
     def paragraphs(self, wikitext: str) -> list[str]:
         """Plain-text paragraphs of the page, in order, with whitespace normalised."""
+        return [paragraph for section in self.sections(wikitext) for paragraph in section.paragraphs]
+
+    def sections(self, wikitext: str) -> list[Section]:
+        """The page's sections in order, the lead first (no headings), each with its own paragraphs; a heading
+        ends the paragraph before it, so these are the very paragraphs of `paragraphs`."""
+        sections = [Section((), [])]
         pieces: list[str] = []
+        path: list[tuple[int, str]] = []  # (level, title) of the headings above the current section
         skip_level = 0  # level of the boilerplate heading being skipped, 0 when not skipping
         for node in mwparserfromhell.parse(wikitext, skip_style_tags=True).nodes:
             if isinstance(node, Heading):
                 if skip_level and node.level > skip_level:
                     continue
-                title = node.title.strip_code().strip().lower()
-                boilerplate = self._drop_sections and title in self._profile.boilerplate_sections
+                title = node.title.strip_code().strip()
+                boilerplate = self._drop_sections and title.lower() in self._profile.boilerplate_sections
                 skip_level = node.level if boilerplate else 0
-                pieces.append("\n\n")
+                sections[-1].paragraphs.extend(_paragraphs(pieces))
+                pieces = []
+                path = [(level, name) for level, name in path if level < node.level] + [(node.level, _tidy(title))]
+                sections.append(Section(tuple(name for _, name in path), []))
             elif not skip_level:
                 self._render(node, pieces)
-        return [paragraph for block in _PARAGRAPH_BREAK.split("".join(pieces)) if (paragraph := _tidy(block))]
+        sections[-1].paragraphs.extend(_paragraphs(pieces))
+        return [section for section in sections if section.paragraphs]
 
     def _render_all(self, nodes: Iterable[object], pieces: list[str]) -> None:
         for node in nodes:
@@ -149,6 +170,10 @@ class WikitextCleaner:
             pieces.append("\n")
         if tag.contents is not None and not tag.self_closing:
             self._render_all(tag.contents.nodes, pieces)
+
+
+def _paragraphs(pieces: list[str]) -> list[str]:
+    return [paragraph for block in _PARAGRAPH_BREAK.split("".join(pieces)) if (paragraph := _tidy(block))]
 
 
 def has_markup_residue(text: str) -> bool:

@@ -1,4 +1,5 @@
-"""`[data]`: each of `inputs` built into RUN/data/NN-name/, an lm2vec.data corpus; training reads them as one."""
+"""`[data]`: each of `inputs` built into RUN/data/NN-name/, an lm2vec.data corpus; training reads them as one. A
+dump's corpus also holds its weak supervised pairs (pairs/*.jsonl), which `[supervised] data = "${data}"` reads."""
 
 from __future__ import annotations
 
@@ -38,6 +39,8 @@ class DataStage(Stage):
             config_class = WikiConfig if not is_hub and ".xml" in Path(source).name else TextConfig
             names = {f.name for f in dataclasses.fields(config_class)}
             values = {k: v for k, v in section.items() if k in names}
+            if values.get("holdout_file"):
+                values["holdout_file"] = str(expand_path(str(values["holdout_file"]), plan.recipe_path.parent, pins))
             config = build_config(config_class, "data", {"data": values}, [])
             stem = Path(source).name.split(".")[0] if not is_hub else source.replace("/", "-")
             result.append((source, f"{number:02d}-{stem}", config))
@@ -45,7 +48,11 @@ class DataStage(Stage):
         return result
 
     def input_paths(self, plan: RunPlan) -> list[tuple[str, str, str]]:
-        return [("[data] inputs", source, "file") for source, _, _ in plan.options.get("data", ())]
+        built = plan.options.get("data", ())
+        holdout_files = {config.holdout_file for _, _, config in built if getattr(config, "holdout_file", "")}
+        return [("[data] inputs", source, "file") for source, _, _ in built] + [
+            ("[data] holdout_file", path, "file") for path in sorted(holdout_files)
+        ]
 
     def outputs(self, plan: RunPlan) -> list[str]:
         return [f"data/{name}" for _, name, _ in plan.options["data"]]
@@ -58,7 +65,7 @@ class DataStage(Stage):
         from lm2vec.data.config import WikiConfig
         from lm2vec.data.shards import MANIFEST_NAME, Manifest
 
-        summary: dict[str, int] = {"articles": 0, "paragraphs": 0, "sentences": 0}
+        summary: dict[str, int] = {"articles": 0, "paragraphs": 0, "sentences": 0, "pairs": 0}
         for source, name, config in context.plan.options["data"]:
             out = context.dir / "data" / name
             manifest = Manifest.read(out) if (out / MANIFEST_NAME).is_file() else None
@@ -71,6 +78,7 @@ class DataStage(Stage):
             summary["articles"] += counts.articles_kept
             summary["paragraphs"] += counts.paragraphs
             summary["sentences"] += counts.sentences
+            summary["pairs"] += sum(counts.pairs.values())
         return summary
 
 

@@ -28,7 +28,7 @@ class ContrastiveStage(TrainingStage):
         if "adapters" not in section:
             options.adapters = [str(path) for path in plan.adapters(self.name)[:-1]]
         if "data" in section:
-            options.data = expand(options.data, plan)
+            options.data = self.expand_data(options.data, plan)
         elif self.name == "simcse":
             needs_data(plan, self.name)
             options.data = str(plan.run_dir / "data")
@@ -38,6 +38,10 @@ class ContrastiveStage(TrainingStage):
                 "or a sentence-similarity file such as ${stsb}/sts-train.csv."
             )
         return options
+
+    def expand_data(self, data, plan):
+        """`data` as the recipe wrote it, with its placeholders filled."""
+        return expand(data, plan)
 
     def summarize(self, result) -> dict[str, Any]:
         from lm2vec.training.callbacks import read_log

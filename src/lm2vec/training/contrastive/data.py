@@ -14,7 +14,10 @@ import torch
 from torch.utils.data import Dataset, Sampler
 
 from lm2vec.artifacts import write_jsonl_atomic
-from lm2vec.data.formats import read_supervised_pairs, sts_supervised_pairs
+from lm2vec.data.corpus import corpus_files, is_corpus
+from lm2vec.data.errors import DataError
+from lm2vec.data.formats import SupervisedPair, read_supervised_pairs, sts_supervised_pairs
+from lm2vec.data.shards import PAIRS
 from lm2vec.modeling.encoder import LM2Vec
 from lm2vec.training.contrastive.options import SupervisedOptions
 
@@ -130,13 +133,74 @@ def crop_pairs(
     return pairs
 
 
-def supervised_records(options: SupervisedOptions) -> list[dict[str, Any]]:
-    """The JSONL records of `options.data`, or its sentence-similarity pairs as records."""
-    if Path(options.data).suffix in (".csv", ".tsv"):
+@dataclass
+class SupervisedData:
+    """The records of every `data` path, in the order of the paths and of each file; `groups`: their datasets as
+    index lists, one per (path, dataset), so that two paths never share a batch; `sources`: each path's records."""
+
+    records: list[SupervisedPair]
+    groups: list[list[int]]
+    sources: list[range]
+
+
+def supervised_data(options: SupervisedOptions) -> SupervisedData:
+    """The records of `options.data`'s paths (JSONL records, sentence-similarity pairs, a corpus folder's weak pairs),
+    each dataset of each path cut to a seeded sample of `max_pairs_per_dataset` in file order. Every path is checked
+    before any is read, so a missing one is a DataError naming it before the work starts."""
+    paths = [options.data] if isinstance(options.data, str) else list(options.data)
+    for path in paths:
+        if not Path(path).exists():
+            raise DataError("file not found", path)
+    rng = random.Random(options.seed)
+    data = SupervisedData([], [], [])
+    for path in paths:
+        records = _path_records(path, options)
+        if options.max_pairs_per_dataset:
+            kept = [
+                index
+                for indices in _dataset_indices(records)
+                for index in (
+                    rng.sample(indices, options.max_pairs_per_dataset)
+                    if len(indices) > options.max_pairs_per_dataset
+                    else indices
+                )
+            ]
+            records = [records[index] for index in sorted(kept)]
+        start = len(data.records)
+        data.records += records
+        data.groups += [[start + index for index in indices] for indices in _dataset_indices(records)]
+        data.sources.append(range(start, len(data.records)))
+    return data
+
+
+def supervised_records(options: SupervisedOptions) -> list[SupervisedPair]:
+    """The records of `options.data` (`supervised_data`)."""
+    return supervised_data(options).records
+
+
+def _path_records(path: str, options: SupervisedOptions) -> list[SupervisedPair]:
+    if is_corpus(path):
+        files = corpus_files(path, PAIRS, "train")
+        if not files:
+            raise DataError(
+                "no pairs in this corpus: it was built from plain text, with pair_kinds = [] or by an lm2vec older "
+                "than its pairs; build it again (lm2vec data wiki, or lm2vec run --redo data)",
+                path,
+            )
+        return [record for file in files for record in read_supervised_pairs(file)]
+    if Path(path).suffix in (".csv", ".tsv"):
         return sts_supervised_pairs(
-            options.data, options.min_pair_score, options.sts_instruction, scored=options.cosent_weight > 0
+            path, options.min_pair_score, options.sts_instruction, scored=options.cosent_weight > 0
         )
-    return read_supervised_pairs(options.data)
+    return read_supervised_pairs(path)
+
+
+def _dataset_indices(records: Sequence[SupervisedPair]) -> list[list[int]]:
+    """The indices of each dataset's records, datasets in the order of their first record."""
+    by_dataset: dict[str, list[int]] = {}
+    for index, record in enumerate(records):
+        by_dataset.setdefault(record["dataset"], []).append(index)
+    return list(by_dataset.values())
 
 
 def query_instruction(records: Sequence[dict[str, Any]]) -> str:
@@ -146,10 +210,16 @@ def query_instruction(records: Sequence[dict[str, Any]]) -> str:
 
 
 def mined_records(
-    encoder: LM2Vec, records: Sequence[dict[str, Any]], options: SupervisedOptions, write: bool = True
+    encoder: LM2Vec,
+    records: Sequence[dict[str, Any]],
+    options: SupervisedOptions,
+    write: bool = True,
+    sources: Sequence[range] | None = None,
 ) -> list[dict]:
     """The records with hard negatives mined by `encoder` (the model training starts from), from
-    OUTPUT/mined.jsonl when an earlier attempt of this run wrote it, so a resumed run trains on the same ones."""
+    OUTPUT/mined.jsonl when an earlier attempt of this run wrote it, so a resumed run trains on the same ones. The
+    records of each of `sources` (a mixture's paths; default: all the records) are mined among their own positives:
+    an STS pair gets no Wikipedia section as its negative."""
     from lm2vec.training.mining import MiningOptions, mine_hard_negatives
 
     path = Path(options.output_dir) / MINED_NAME
@@ -158,8 +228,11 @@ def mined_records(
         if len(mined) == len(records):
             return mined
     mining = MiningOptions(options.mine_negatives, relative_margin=options.mining_relative_margin)
-    corpus = list(dict.fromkeys(record["positive"] for record in records))
-    mined = mine_hard_negatives(encoder, list(records), corpus, mining)
+    mined = []
+    for source in sources or [range(len(records))]:
+        part = [records[index] for index in source]
+        corpus = list(dict.fromkeys(record["positive"] for record in part))
+        mined += mine_hard_negatives(encoder, part, corpus, mining)
     if write:  # the main process; the others mined the same negatives
         write_jsonl_atomic(path, mined)
     return mined

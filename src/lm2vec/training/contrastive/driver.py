@@ -25,7 +25,7 @@ from lm2vec.training.contrastive.data import (
     crop_pairs,
     mined_records,
     query_instruction,
-    supervised_records,
+    supervised_data,
 )
 from lm2vec.training.contrastive.model import set_attention_dropout
 from lm2vec.training.contrastive.options import ContrastiveOptions, SimCSEOptions, SupervisedOptions
@@ -54,17 +54,12 @@ def train_simcse(
 def train_supervised(
     options: SupervisedOptions, resume: bool = False, callbacks: list[TrainerCallback] | tuple = ()
 ) -> TrainingResult:
-    """Supervised contrastive training on the JSONL records (or sentence-similarity pairs) in `options.data`; the
-    instruction most of their queries carry is recorded in the training folder as the export's query instruction."""
-    records = supervised_records(options)
-    if options.homogeneous_batches:
-        by_dataset: dict[str, list[int]] = {}
-        for index, record in enumerate(records):
-            by_dataset.setdefault(record["dataset"], []).append(index)
-        groups = list(by_dataset.values())
-    else:
-        groups = [range(len(records))]
-    return _train(options, records, groups, resume, callbacks, query_instruction(records))
+    """Supervised contrastive training on the records of `options.data` (`supervised_data`: one path or a mixture),
+    each batch from one dataset of one path; the instruction most of their queries carry is recorded in the training
+    folder as the export's query instruction."""
+    data = supervised_data(options)
+    groups = data.groups if options.homogeneous_batches else [range(len(data.records))]
+    return _train(options, data.records, groups, resume, callbacks, query_instruction(data.records), data.sources)
 
 
 def _train(
@@ -74,6 +69,7 @@ def _train(
     resume: bool,
     callbacks: list[TrainerCallback] | tuple = (),
     instruction: str = "",
+    sources: Sequence[range] | None = None,
 ) -> TrainingResult:
     if not options.data:
         raise ValueError("Set `data`: the training texts.")
@@ -87,7 +83,7 @@ def _train(
         device=args.device,
     )
     if getattr(options, "mine_negatives", 0):
-        items = mined_records(encoder, items, options, write=args.process_index == 0)
+        items = mined_records(encoder, items, options, write=args.process_index == 0, sources=sources)
     if too_large := [d for d in options.matryoshka_dims if d > encoder.get_sentence_embedding_dimension()]:
         raise ValueError(
             f"matryoshka_dims {too_large} are larger than the model's {encoder.get_sentence_embedding_dimension()}."

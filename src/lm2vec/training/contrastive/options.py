@@ -164,6 +164,25 @@ class SupervisedOptions(ContrastiveOptions):
     learning_rate: float = 2e-4
     warmup_steps: int = 300
     max_length: int = 512
+    data: str | list[str] = field(
+        default="",
+        metadata={
+            "help": (
+                "(query, positive) records: a JSONL file, a sentence-similarity file (.csv, .tsv; see "
+                "`min_pair_score`) or a corpus folder of `lm2vec data wiki` (its weak pairs; in a recipe `${data}`, "
+                "the run's data stage output), or a list of them: a mixture, each path's datasets kept apart"
+            )
+        },
+    )
+    max_pairs_per_dataset: int = field(
+        default=0,
+        metadata={
+            "help": (
+                "keep at most this many records of each dataset of each `data` path, a seeded sample in file order "
+                "(so a dump's many pairs do not drown a small set); 0 = all"
+            )
+        },
+    )
     num_hard_negatives: int = field(
         default=1,
         metadata={"help": "hard negatives per query, the first ones of its `negatives` list"},
@@ -216,6 +235,11 @@ class SupervisedOptions(ContrastiveOptions):
     def checks(self) -> list[tuple[bool, str]]:
         return [
             *super().checks(),
+            (
+                isinstance(self.data, str) or all(isinstance(path, str) and path for path in self.data),
+                f"data must be a path or a list of paths, got {self.data!r}.",
+            ),
+            (self.max_pairs_per_dataset >= 0, f"max_pairs_per_dataset must be >= 0, got {self.max_pairs_per_dataset}."),
             (self.mine_negatives >= 0, f"mine_negatives must be >= 0, got {self.mine_negatives}."),
             (self.cosent_weight >= 0, f"cosent_weight must be >= 0, got {self.cosent_weight}."),
             (
