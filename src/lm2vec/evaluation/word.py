@@ -7,7 +7,7 @@ the state at i-1 to predict token i; the first token of a text without a BOS tok
 its tokens' states (`mean`). For each reading a logistic regression (`linear_probe`) learns the tags of the train
 sentences' words and is scored on the test sentences: accuracy of the tags (`word-tagging`) or span-level F1 of
 IOB2 chunks (`word-spans`, seqeval's default conventions). Each metric names its reading: `accuracy_first`,
-`f1_shifted` ...
+`f1_shifted` ... A bootstrap resamples the test words (accuracy) or the test sentences and their chunk counts (F1).
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ import numpy as np
 from lm2vec.data import formats
 from lm2vec.evaluation.encoders import TokenEncoder
 from lm2vec.evaluation.errors import EvalConfigError, EvalDataError
-from lm2vec.evaluation.tasks import Task, TaskEntry, _subset
+from lm2vec.evaluation.tasks import Task, TaskEntry, TaskScore, _subset
 
 READINGS = ("first", "shifted", "mean")
 DEFAULT_READINGS = ("first", "shifted")  # the first is the main metric's, unless the entry names another
@@ -88,18 +88,28 @@ def iob2_spans(tags: list[str]) -> set[tuple[str, int, int]]:
     return spans
 
 
-def span_f1(gold: list[list[str]], predicted: list[list[str]]) -> float:
-    """Micro-averaged F1 of the chunks over all sentences: a chunk counts when its type and both ends match."""
-    true_positives = n_gold = n_predicted = 0
+def span_counts(gold: list[list[str]], predicted: list[list[str]]) -> np.ndarray:
+    """Each sentence's (chunks found, gold chunks, predicted chunks): a chunk is found when its type and both ends
+    match."""
+    counts = []
     for gold_tags, predicted_tags in zip(gold, predicted, strict=True):
         gold_spans, predicted_spans = iob2_spans(gold_tags), iob2_spans(predicted_tags)
-        true_positives += len(gold_spans & predicted_spans)
-        n_gold += len(gold_spans)
-        n_predicted += len(predicted_spans)
+        counts.append((len(gold_spans & predicted_spans), len(gold_spans), len(predicted_spans)))
+    return np.asarray(counts, dtype=np.int64).reshape(-1, 3)
+
+
+def f1_of_counts(totals: np.ndarray) -> float:
+    """F1 from summed `span_counts`."""
+    true_positives, n_gold, n_predicted = totals
     if true_positives == 0:
         return 0.0
     precision, recall = true_positives / n_predicted, true_positives / n_gold
-    return 2 * precision * recall / (precision + recall)
+    return float(2 * precision * recall / (precision + recall))
+
+
+def span_f1(gold: list[list[str]], predicted: list[list[str]]) -> float:
+    """Micro-averaged F1 of the chunks over all sentences: a chunk counts when its type and both ends match."""
+    return f1_of_counts(span_counts(gold, predicted).sum(axis=0))
 
 
 def linear_probe(train_x: np.ndarray, train_y: list[str], test_x: np.ndarray, seed: int = 0) -> np.ndarray:
@@ -175,21 +185,29 @@ class WordTask(Task):
     def size(self) -> int:
         return len(self.words) + len(self.test_words)
 
-    def evaluate(self, encoder: TokenEncoder) -> dict[str, float]:
+    def score(self, encoder: TokenEncoder) -> TaskScore:
+        """The bootstrap resamples the rows of the main reading's `example_counts`."""
         train = word_vectors(encoder, self.words, self.readings)
         test = word_vectors(encoder, self.test_words, self.readings)
         train_tags = [tag for tags in self.tags for tag in tags]
         bounds = np.cumsum([len(words) for words in self.test_words])[:-1]
-        metrics = {}
+        metrics, counts = {}, {}
         for reading in self.readings:
             predicted = [
                 list(tags)
                 for tags in np.split(linear_probe(train[reading], train_tags, test[reading], self.seed), bounds)
             ]
-            metrics[f"{self.measure}_{reading}"] = self.score(self.test_tags, predicted)
-        return metrics
+            metric = f"{self.measure}_{reading}"
+            counts[metric] = self.example_counts(self.test_tags, predicted)
+            metrics[metric] = self.of_counts(counts[metric].sum(axis=0))
+        main = counts[self.main_metric]
+        return TaskScore(metrics, len(main), lambda indices: self.of_counts(main[indices].sum(axis=0)))
 
-    def score(self, gold: list[list[str]], predicted: list[list[str]]) -> float:
+    def example_counts(self, gold: list[list[str]], predicted: list[list[str]]) -> np.ndarray:
+        """One row of counts per example a bootstrap draws; their column sums give the metric (`of_counts`)."""
+        raise NotImplementedError
+
+    def of_counts(self, totals: np.ndarray) -> float:
         raise NotImplementedError
 
 
@@ -202,9 +220,13 @@ class WordTaggingTask(WordTask):
     default_metric: ClassVar[str] = "accuracy_first"
     metrics: ClassVar[tuple[str, ...]] = ("accuracy_first", "accuracy_shifted", "accuracy_mean")
 
-    def score(self, gold: list[list[str]], predicted: list[list[str]]) -> float:
+    def example_counts(self, gold: list[list[str]], predicted: list[list[str]]) -> np.ndarray:
+        """Each word's (tag right, 1)."""
         gold_tags, predicted_tags = [t for tags in gold for t in tags], [t for tags in predicted for t in tags]
-        return sum(g == p for g, p in zip(gold_tags, predicted_tags, strict=True)) / len(gold_tags)
+        return np.asarray([(g == p, 1) for g, p in zip(gold_tags, predicted_tags, strict=True)], dtype=np.int64)
+
+    def of_counts(self, totals: np.ndarray) -> float:
+        return float(totals[0] / totals[1])
 
 
 @dataclass(kw_only=True)
@@ -216,8 +238,11 @@ class WordSpanTask(WordTask):
     default_metric: ClassVar[str] = "f1_first"
     metrics: ClassVar[tuple[str, ...]] = ("f1_first", "f1_shifted", "f1_mean")
 
-    def score(self, gold: list[list[str]], predicted: list[list[str]]) -> float:
-        return span_f1(gold, predicted)
+    def example_counts(self, gold: list[list[str]], predicted: list[list[str]]) -> np.ndarray:
+        return span_counts(gold, predicted)
+
+    def of_counts(self, totals: np.ndarray) -> float:
+        return f1_of_counts(totals)
 
 
 TASK_TYPES: dict[str, type[Task]] = {cls.type: cls for cls in (WordTaggingTask, WordSpanTask)}
