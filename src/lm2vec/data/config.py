@@ -8,11 +8,13 @@ from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
 from lm2vec.data.languages import validate_language
-from lm2vec.data.pairs import PAIR_KINDS
 from lm2vec.options import Options
 
 # Fields that change how a run goes, not what it writes: a resumed run may change them.
 RUN_ONLY_FIELDS = frozenset({"workers", "max_articles", "progress"})
+
+# The weak pair kinds of a dump (lm2vec.data.pairs): title -> lead, heading path -> section, sentence -> paragraph.
+PAIR_KINDS = ("title-lead", "heading-section", "sentence-paragraph")
 
 
 @dataclass(frozen=True)

@@ -10,16 +10,13 @@ built from the sections `lm2vec.data.wikitext.WikitextCleaner` parses, the same 
 from __future__ import annotations
 
 import random
-from typing import TYPE_CHECKING
 
+from lm2vec.data.config import PAIR_KINDS, WikiConfig
 from lm2vec.data.errors import require_file
 from lm2vec.data.sentences import count_words, cut_words
 from lm2vec.data.wikitext import Section, has_markup_residue
 
-if TYPE_CHECKING:
-    from lm2vec.data.config import WikiConfig
-
-TITLE_LEAD, HEADING_SECTION, SENTENCE_PARAGRAPH = PAIR_KINDS = ("title-lead", "heading-section", "sentence-paragraph")
+TITLE_LEAD, HEADING_SECTION, SENTENCE_PARAGRAPH = PAIR_KINDS
 DATASET_PREFIX = "wiki-"
 INSTRUCTIONS = {
     TITLE_LEAD: "Given the title of an encyclopedia article, retrieve its introduction",
