@@ -102,6 +102,8 @@ def test_run_help_lists_the_run_and_eval_options_and_names_the_stage_sections() 
     for stage in ("mntp", "simcse", "supervised"):
         assert f"[{stage}]:" in text and f"`lm2vec train {stage} --help`" in text
     assert "[data]:" in text and "`lm2vec data wiki --help`" in text
+    for section, option in (("merge", "weights (list[float]"), ("export", "stage (str")):  # no command of their own
+        assert f"[{section}]:" in text and f"set with --set {section}.KEY=VALUE" in text and option in text
 
 
 def test_options_are_described_from_metadata() -> None:

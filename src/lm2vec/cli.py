@@ -70,7 +70,8 @@ class _RunCommand(TyperCommand):
 
 
 def run_epilog() -> str:
-    """The [run] and [eval] options, then a line per stage section saying where its options are listed."""
+    """The [run] and [eval] options, then a line per stage section saying where its options are listed (the
+    options themselves for the sections no other command has: [merge], [export])."""
     from lm2vec.options import options_help
     from lm2vec.pipeline.plan import RunOptions
     from lm2vec.stages import TrainingStage, registered_stages
@@ -88,6 +89,8 @@ def run_epilog() -> str:
             where[stage.section] = f"`lm2vec train {stage.name} --help`"
         if stage.section and stage.section in where:
             sections.append(f"[{stage.section}]: {stage.help} Its options: {where[stage.section]}.")
+        elif stage.section and stage.section != "eval" and stage.options_class() is not None:
+            sections.append(f"[{stage.section}]: {stage.help}\n\n{options_help(stage.options_class(), stage.section)}")
     stages = "Stage sections, each also set with --set SECTION.KEY=VALUE:\n\n" + "\n\n".join(sections)
     return "\n\n".join([options_help(RunOptions, "run"), options_help(EvalOptions, "eval"), stages])
 
