@@ -27,3 +27,9 @@ lm2vec report -s english --out study/final-en \
  "merged: SimCSE 50/50 supervised=$M,adapters=$R/mntp/adapter+$R/simcse/adapter+$R/supervised/adapter,adapter_weights=1+1+0.5,pooling=mean" \
  "merged: STS-B + wiki pairs=$M,adapters=$R/mntp/adapter+$R/simcse/adapter+$R/supervised/adapter+$U,adapter_weights=1+1+0.5+0.5,pooling=mean" \
  "causal echo=$M,causal,pooling=mean,template=echo"
+
+# The pairs' curve: the same run's step-40 checkpoint (curve/).
+lm2vec report -s english --no-reference --out study/curve-en \
+ "after SimCSE=$M,adapters=$R/mntp/adapter+$R/simcse/adapter,pooling=mean" \
+ "wiki pairs 40 steps=$M,adapters=$R/mntp/adapter+$R/simcse/adapter+study/U/checkpoint-40,pooling=mean" \
+ "wiki pairs 80 steps=$M,adapters=$R/mntp/adapter+$R/simcse/adapter+$U,pooling=mean"
