@@ -307,11 +307,11 @@ def test_kill_9_during_build_then_resume_gives_the_same_index(tmp_path: Path, ti
 
 
 def test_search_puts_the_trained_query_instruction_on_queries(tmp_path: Path, tiny_llama: Path, bbc: Path) -> None:
-    from lm2vec.training.contrastive import SupervisedOptions, query_instruction, supervised_records
+    from lm2vec.training.contrastive import SupervisedOptions, query_instruction, supervised_data
 
     records = [{"query": "q", "positive": "p", "instruction": i} for i in ("retrieve similar text", "", "find x")]
     (tmp_path / "pairs.jsonl").write_text("\n".join(json.dumps(r) for r in records[:1] * 2 + records), "utf-8")
-    instruction = query_instruction(supervised_records(SupervisedOptions(data=str(tmp_path / "pairs.jsonl"))))
+    instruction = query_instruction(supervised_data(SupervisedOptions(data=str(tmp_path / "pairs.jsonl"))).records)
     assert instruction == "retrieve similar text"  # the one most training queries carried, saved on export
 
     encoder = LM2Vec.from_pretrained(tiny_llama, device="cpu")

@@ -16,7 +16,7 @@ from lm2vec.data.errors import DataError
 from lm2vec.data.formats import read_conll
 from lm2vec.evaluation import CachedEncoder, LM2VecEncoder, ModelSpec
 from lm2vec.evaluation.registry import Registry, build_task
-from lm2vec.evaluation.word import WordTaggingTask, align_words, iob2_spans, join_words, span_f1
+from lm2vec.evaluation.word import WordTaggingTask, align_words, f1_of_counts, iob2_spans, join_words, span_counts
 
 # Punctuation, digits, a date, an abbreviation, a contraction and non-ASCII letters, as CoNLL-2003 writes them.
 HARD_WORDS = "U.S. stocks rose 3.5 % on 1996-08-22 ( Müller , São Paulo ) , didn't naïve Zürich -- « ok » 1,200".split()
@@ -52,6 +52,10 @@ def test_iob2_spans_follow_seqeval_conventions() -> None:
     tags = ["B-PER", "I-PER", "O", "I-LOC", "B-LOC", "I-ORG", "I-ORG", "B-MISC"]
     assert iob2_spans(tags) == {("PER", 0, 2), ("LOC", 3, 4), ("LOC", 4, 5), ("ORG", 5, 7), ("MISC", 7, 8)}
     assert iob2_spans(["O", "O"]) == set()
+
+
+def span_f1(gold: list[list[str]], predicted: list[list[str]]) -> float:
+    return f1_of_counts(span_counts(gold, predicted).sum(axis=0))
 
 
 def test_span_f1_by_hand() -> None:

@@ -99,17 +99,12 @@ def span_counts(gold: list[list[str]], predicted: list[list[str]]) -> np.ndarray
 
 
 def f1_of_counts(totals: np.ndarray) -> float:
-    """F1 from summed `span_counts`."""
+    """Micro-averaged F1 from summed `span_counts` (all sentences' chunks pooled)."""
     true_positives, n_gold, n_predicted = totals
     if true_positives == 0:
         return 0.0
     precision, recall = true_positives / n_predicted, true_positives / n_gold
     return float(2 * precision * recall / (precision + recall))
-
-
-def span_f1(gold: list[list[str]], predicted: list[list[str]]) -> float:
-    """Micro-averaged F1 of the chunks over all sentences: a chunk counts when its type and both ends match."""
-    return f1_of_counts(span_counts(gold, predicted).sum(axis=0))
 
 
 def linear_probe(train_x: np.ndarray, train_y: list[str], test_x: np.ndarray, seed: int = 0) -> np.ndarray:

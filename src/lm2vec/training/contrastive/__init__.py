@@ -37,7 +37,7 @@ from lm2vec.training.contrastive.data import (
     crop_pairs,
     mined_records,
     query_instruction,
-    supervised_records,
+    supervised_data,
 )
 from lm2vec.training.contrastive.driver import ADAPTER_DIR, ENCODER_DIR, OPTIONS_NAME, train_simcse, train_supervised
 from lm2vec.training.contrastive.model import RandomState, batch_loss, embed, mini_batches, set_attention_dropout
@@ -66,7 +66,7 @@ __all__ = [
     "mini_batches",
     "query_instruction",
     "set_attention_dropout",
-    "supervised_records",
+    "supervised_data",
     "train_simcse",
     "train_supervised",
 ]

@@ -173,11 +173,6 @@ def supervised_data(options: SupervisedOptions) -> SupervisedData:
     return data
 
 
-def supervised_records(options: SupervisedOptions) -> list[SupervisedPair]:
-    """The records of `options.data` (`supervised_data`)."""
-    return supervised_data(options).records
-
-
 def _path_records(path: str, options: SupervisedOptions) -> list[SupervisedPair]:
     if is_corpus(path):
         files = corpus_files(path, PAIRS, "train")
