@@ -619,3 +619,34 @@ def test_evaluating_in_a_log_prints_no_progress_bars(tmp_path: Path, tiny_llama:
     encoder.embed([f"a text number {n}" for n in range(20)])  # more than 4 batches: a bar on a terminal
     console = "".join(capfd.readouterr())
     assert "\r" not in console and "Encoding" not in console
+
+
+class Lookup:
+    """Given vectors for given texts."""
+
+    name = "lookup"
+
+    def __init__(self, vectors: dict[str, np.ndarray]) -> None:
+        self.vectors = vectors
+
+    def embed(self, texts: list[str], instruction: str | None = None) -> np.ndarray:
+        return np.stack([self.vectors[text] for text in texts])
+
+
+def test_bitext_hubness_names_the_direction_a_hub_crowds() -> None:
+    # 40 translation pairs whose sources all lean towards one direction u; the extra target u is then among every
+    # source's nearest targets (forward), while no source is near every target (backward).
+    rng = np.random.default_rng(0)
+    unit = lambda v: v / np.linalg.norm(v, axis=-1, keepdims=True)  # noqa: E731
+    targets = unit(rng.normal(size=(40, 16)))
+    u = unit(rng.normal(size=16))
+    sources = unit(targets + 0.3 * unit(rng.normal(size=(40, 16))) + u)
+    vectors = {f"s{i}": v for i, v in enumerate(sources)} | {f"t{i}": v for i, v in enumerate(targets)}
+    vectors |= {"hub": u, "s-hub": unit(rng.normal(size=16))}
+    ids = range(40)
+    bitext = BitextTask(name="b", sources=[f"s{i}" for i in ids] + ["s-hub"], targets=[f"t{i}" for i in ids] + ["hub"])
+    results = bitext.evaluate(Lookup(vectors))
+    assert results["hubness_forward"] > results["hubness_backward"] + 0.5
+    assert results["accuracy_forward"] < results["accuracy_backward"] - 0.3  # the hub takes forward hits
+    without_hub = BitextTask(name="e", sources=[f"s{i}" for i in ids], targets=[f"t{i}" for i in ids])
+    assert without_hub.evaluate(Lookup(vectors))["hubness_forward"] < results["hubness_forward"] - 0.3

@@ -355,6 +355,9 @@ class ClusteringTask(Task):
         )
 
 
+HUBNESS_K = 10  # the neighbourhood size of the k-occurrence skewness (Radovanović et al., 2010)
+
+
 @dataclass(kw_only=True)
 class BitextTask(Task):
     """sources[i] translates to targets[i]; nearest neighbour by cosine, in both directions."""
@@ -394,7 +397,10 @@ class BitextTask(Task):
 
     def score(self, encoder: TextEncoder) -> TaskScore:
         """The bootstrap resamples pairs: each pair's hits (accuracy) or its own class's F1, both directions'
-        mean."""
+        mean. `hubness_<direction>` tells why one direction can be weaker than the other: the skewness of how often
+        each candidate is among the queries' HUBNESS_K nearest (0: even; large: a few hubs are everyone's
+        neighbours and crowd out the right translations)."""
+        from scipy.stats import skew
         from sklearn.metrics import f1_score
 
         a = encoder.embed(self.sources, self.instruction)
@@ -403,7 +409,10 @@ class BitextTask(Task):
         results: dict[str, float] = {}
         per_pair = {"accuracy": np.zeros(len(gold)), "f1": np.zeros(len(gold))}
         for direction, (x, y) in {"forward": (a, b), "backward": (b, a)}.items():
-            predicted = _nearest(x, y)
+            neighbours = search(x, y, HUBNESS_K)
+            predicted = neighbours[:, 0]
+            occurrences = np.bincount(neighbours.ravel(), minlength=len(y))
+            results[f"hubness_{direction}"] = float(skew(occurrences)) if occurrences.std() > 0 else 0.0
             # MTEB's bitext F1: every sentence is its own class (macro F1 = the mean of the classes' F1).
             values = {"accuracy": predicted == gold, "f1": f1_score(gold, predicted, average=None, labels=gold)}
             for metric, value in values.items():
@@ -555,10 +564,6 @@ def search(
         order = np.argsort(-np.take_along_axis(scores, part, axis=1), axis=1, kind="stable")
         result[start : start + chunk] = np.take_along_axis(part, order, axis=1)
     return result
-
-
-def _nearest(x: np.ndarray, y: np.ndarray) -> np.ndarray:
-    return search(x, y, 1)[:, 0]
 
 
 def _labelled_examples(entry: TaskEntry) -> dict[str, Any]:
