@@ -8,6 +8,12 @@ of STS-B dev. The model is first converted for llm2vec 0.2.3 and checked (llm2ve
 round encodes all sentences once with each implementation, each in a fresh process (its own peak RSS, nothing
 shared but the OS file cache), alternating which goes first; a run that shared the CPUs with another job is
 repeated. Figures are medians over rounds; the embeddings of both sides are compared by cosine in every round.
+
+    .venv/bin/python benchmarks/encode.py --backends torch,onnx,onnx-int8 --source pkg:gemma3-270m
+
+compares lm2vec's own backends instead, side by side in one run, each in a fresh process: the source is exported
+once with its ONNX files (`lm2vec convert --onnx`), then torch fp32, the fp32 ONNX graph and its int8 copy encode
+the same sentences; the table gives real tokens/s, the ratio to torch, the cosine to torch fp32 and peak RSS.
 """
 
 from __future__ import annotations
@@ -30,6 +36,10 @@ from llm2vec_baseline import measure
 from llm2vec_baseline.convert import BENCH_DIR, DEFAULT_DATA, HERE, LLM2VEC_PYTHON, check, convert, read_sts_sentences
 
 from lm2vec import LM2Vec
+from lm2vec.modeling.onnx import ONNX_FILE, QUANTIZED_FILE
+
+# --backends names: (LM2Vec.from_pretrained backend, ONNX file)
+BACKENDS = {"torch": ("torch", ""), "onnx": ("onnx", ONNX_FILE), "onnx-int8": ("onnx", QUANTIZED_FILE)}
 
 AGREEMENT = 0.9999  # mean cosine required when pooling and tokenization match
 TARGET_SPEEDUP = 1.5
@@ -50,11 +60,13 @@ ROWS = [
 ]
 
 
-def run_ours(source: str, sentences_path: Path, out_prefix: Path, batch_size: int) -> None:
-    """The lm2vec worker, run by `--worker` in a fresh process."""
+def run_ours(source: str, sentences_path: Path, out_prefix: Path, batch_size: int, backend: str = "torch") -> None:
+    """The lm2vec worker, run by `--worker` in a fresh process; `backend` is a key of BACKENDS."""
     sentences = measure.load_sentences(sentences_path)
     start = time.perf_counter()
-    encoder = LM2Vec.from_pretrained(source, pooling="mean", dtype=torch.float32, device="cpu")
+    kind, onnx_file = BACKENDS[backend]
+    options = {"onnx_file": onnx_file} if onnx_file else {}
+    encoder = LM2Vec.from_pretrained(source, pooling="mean", dtype=torch.float32, device="cpu", backend=kind, **options)
     load_seconds = time.perf_counter() - start
 
     def encode(batch: list[str]) -> np.ndarray:
@@ -62,7 +74,7 @@ def run_ours(source: str, sentences_path: Path, out_prefix: Path, batch_size: in
 
     embeddings, result = measure.benchmark(encode, encoder.model, sentences, batch_size)
     result.update(
-        implementation="lm2vec",
+        implementation="lm2vec" if backend == "torch" else f"lm2vec {backend}",
         load_seconds=load_seconds,
         backbone=type(encoder.model).__name__,
         attn_implementation=encoder.model.config._attn_implementation,
@@ -150,6 +162,49 @@ def report(ours: list[dict[str, Any]], theirs: list[dict[str, Any]], agreement: 
     return agree
 
 
+def compare_backends(args: argparse.Namespace, sentences_path: Path) -> int:
+    """Each backend of `args.backends` encodes the sentences in a fresh process, every round; the first is the
+    reference the others' cosines and speed ratios are taken against."""
+    from lm2vec.modeling.export import export_encoder
+
+    backends = args.backends.split(",")
+    if unknown := set(backends) - set(BACKENDS):
+        raise SystemExit(f"unknown backends {sorted(unknown)}; choose from {', '.join(BACKENDS)}")
+    exported = args.work_dir / ("model-onnx-" + args.source.replace(":", "-").replace("/", "-"))
+    if not (exported / QUANTIZED_FILE).is_file():
+        export_encoder(args.source, exported, onnx=True, pooling="mean", device="cpu")
+    results: dict[str, list[dict[str, Any]]] = {name: [] for name in backends}
+    agreement: dict[str, list[np.ndarray]] = {name: [] for name in backends}
+    for round_ in range(args.repeats):
+        embeddings = {}
+        for name in backends if round_ % 2 == 0 else backends[::-1]:
+            prefix = args.work_dir / f"backend-{name}-{round_}"
+            command = [sys.executable, __file__, "--source", str(exported), "--batch-size", str(args.batch_size)]
+            command += ["--backend", name, "--sentences", str(sentences_path), "--worker", str(prefix)]
+            wait_for_idle(args.wait_idle)
+            embeddings[name], result = run_worker(command, prefix)
+            results[name].append(result)
+            print(
+                f"round {round_ + 1}/{args.repeats} {name}: {result['tokens_per_s']:.1f} real tokens/s, peak RSS "
+                f"{result['peak_rss_mib']:.0f} MiB, others used {result['others_cores']:.2f} cores",
+                flush=True,
+            )
+        for name in backends:
+            agreement[name].append(cosines(embeddings[name], embeddings[backends[0]]))
+    reference = statistics.median(r["tokens_per_s"] for r in results[backends[0]])
+    print(f"\n{'backend':12}{'real tokens/s':>15}{'ratio':>8}{'cosine mean':>13}{'cosine min':>12}{'peak RSS MiB':>14}")
+    for name in backends:
+        speed = statistics.median(r["tokens_per_s"] for r in results[name])
+        mean_cos = min(float(c.mean()) for c in agreement[name])
+        min_cos = min(float(c.min()) for c in agreement[name])
+        rss = statistics.median(r["peak_rss_mib"] for r in results[name])
+        print(f"{name:12}{speed:>15.1f}{speed / reference:>7.2f}x{mean_cos:>13.5f}{min_cos:>12.5f}{rss:>14.0f}")
+    print(f"setup: {args.source}, {len(measure.load_sentences(sentences_path))} sentences, batch {args.batch_size}")
+    if args.json:
+        args.json.write_text(json.dumps(results, indent=2) + "\n")
+    return 0
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--repeats", type=int, default=3, help="rounds; each runs both implementations once")
@@ -173,19 +228,27 @@ def main() -> int:
     )
     parser.add_argument("--retries", type=int, default=3, help="repeats of a contended run before keeping it")
     parser.add_argument("--json", type=Path, help="also write every round's figures here")
+    parser.add_argument(
+        "--backends",
+        help=f"compare lm2vec's backends instead of llm2vec, comma-separated from {', '.join(BACKENDS)}; the first "
+        "is the reference",
+    )
+    parser.add_argument("--backend", default="torch", help=argparse.SUPPRESS)  # internal: the worker's backend
     parser.add_argument("--worker", type=Path, help=argparse.SUPPRESS)  # internal: run lm2vec, write here
     parser.add_argument("--sentences", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.worker:
-        run_ours(args.source, args.sentences, args.worker, args.batch_size)
+        run_ours(args.source, args.sentences, args.worker, args.batch_size, args.backend)
         return 0
-    if not args.python.is_file():
+    if not args.backends and not args.python.is_file():
         parser.error(f"{args.python} not found: run benchmarks/llm2vec_baseline/setup.sh first.")
 
     sentences = read_sts_sentences(args.data)[: args.limit]
     args.work_dir.mkdir(parents=True, exist_ok=True)
     sentences_path = args.work_dir / "sentences.json"
     sentences_path.write_text(json.dumps(sentences))
+    if args.backends:
+        return compare_backends(args, sentences_path)
     converted = convert(args.source, args.work_dir / "model-llm2vec")
     checked = check(args.source, converted, sentences, args.python)
     print("conversion check:", json.dumps(checked))

@@ -17,6 +17,7 @@ from lm2vec.artifacts import atomic_file, check_output_file
 from lm2vec.console import user_errors
 from lm2vec.data.cli import data_app
 from lm2vec.evaluation.cli import Overwrite, eval_app, report
+from lm2vec.modeling.pruning import PRUNE_HELP, check_prune_fraction
 from lm2vec.options import typer_options
 from lm2vec.pipeline.cli import train_app
 from lm2vec.serving.cli import register as register_serving
@@ -35,6 +36,11 @@ register_serving(app)
 SOURCE_HELP = "Model folder, hub id, .gguf file, or pkg:smollm2 / pkg:gemma3-270m."
 Causal = Annotated[bool, typer.Option("--causal", help="Keep causal attention (the baseline).")]
 Pooling = Annotated[str | None, typer.Option(help="mean, weighted_mean, last_token or first_token.")]
+GpuMemory = Annotated[
+    str | None, typer.Option(help="Memory of each GPU (80GB = 80e9 bytes, 80GiB); default: the CUDA device's own.")
+]
+Backend = Annotated[str, typer.Option(help="torch, or onnx: a folder's ONNX file from `convert --onnx` (CPU).")]
+OnnxFile = Annotated[str, typer.Option(help="The ONNX file the onnx backend runs, in the model folder.")]
 
 
 def _check_load_options(pooling: str | None, device: str | None) -> None:
@@ -47,12 +53,26 @@ def _check_load_options(pooling: str | None, device: str | None) -> None:
     check_device(device)
 
 
-def _load(model: str, pooling: str | None, causal: bool, max_length: int | None = None, device: str | None = None):
+def _load(
+    model: str,
+    pooling: str | None,
+    causal: bool,
+    max_length: int | None = None,
+    device: str | None = None,
+    prune_layers: float = 0.0,
+    **backend: str,
+):
     from lm2vec import LM2Vec
 
     with user_errors(FileNotFoundError):
         return LM2Vec.from_pretrained(
-            model, pooling=pooling, bidirectional=not causal, max_length=max_length, device=device
+            model,
+            pooling=pooling,
+            bidirectional=not causal,
+            max_length=max_length,
+            device=device,
+            prune_layers=prune_layers,
+            **backend,
         )
 
 
@@ -110,14 +130,60 @@ def run(
     verbose: Annotated[
         bool, typer.Option("--verbose", "-v", help="Also print third-party logs and warnings (kept in logs/).")
     ] = False,
+    gpu_memory: GpuMemory = None,
 ) -> None:
     """Run a whole recipe: data, mntp, simcse, supervised, export, eval, report; re-running resumes.
 
-    `lm2vec train STAGE --recipe RECIPE` is `lm2vec run RECIPE --only STAGE`."""
+    `lm2vec train STAGE --recipe RECIPE` is `lm2vec run RECIPE --only STAGE`. A training stage whose memory
+    estimate (`lm2vec plan`) exceeds the GPU's memory, or on a CPU the machine's RAM, is refused before it starts."""
     from lm2vec.pipeline.run import run_recipe
 
     with user_errors(OSError):
-        run_recipe(recipe, overrides or [], out, redo=redo, until=until, echo=typer.echo, verbose=verbose, only=only)
+        run_recipe(
+            recipe,
+            overrides or [],
+            out,
+            redo=redo,
+            until=until,
+            echo=typer.echo,
+            verbose=verbose,
+            only=only,
+            gpu_memory=gpu_memory,
+        )
+
+
+@app.command()
+def plan(
+    recipe: Annotated[Path, typer.Argument(help="TOML recipe (see recipes/).")],
+    overrides: Annotated[
+        list[str] | None, typer.Option("--set", "-s", metavar="SECTION.KEY=VALUE", help="Override; repeatable.")
+    ] = None,
+    gpus: Annotated[
+        int | None, typer.Option(help="GPUs to train on (0: this CPU); default: this machine's, 1 with --gpu-memory.")
+    ] = None,
+    gpu_memory: GpuMemory = None,
+    mfu: Annotated[float, typer.Option(help="Model FLOPs utilisation the hours assume.")] = 0.4,
+    device_flops: Annotated[
+        str | None,
+        typer.Option(help="Peak FLOP/s of one device (989e12, 312T); default: an H100's bf16, or this CPU's measured."),
+    ] = None,
+    config_from: Annotated[
+        str | None, typer.Option(help="The model's config.json (or a folder with it), for a model not available here.")
+    ] = None,
+) -> None:
+    """Memory per device and hours of each training stage of RECIPE, before any work (no weights are loaded).
+
+    The formulas are in lm2vec.pipeline.estimate's docstring."""
+    from lm2vec.pipeline.estimate import describe_source, estimate_plan, plan_table, target_for
+    from lm2vec.pipeline.plan import plan_run
+
+    with user_errors(OSError):
+        checked = plan_run(recipe, overrides or [], check_inputs=False)  # the inputs may be on another machine
+        target = target_for(gpus, gpu_memory, mfu, device_flops)
+        estimates = estimate_plan(checked, target, config_from=config_from)
+    source = describe_source(checked.run.model, config_from)
+    typer.echo(f"{recipe}: {checked.run.model}{f' ({source})' if source else ''}; {target.describe()}\n")
+    typer.echo(plan_table(estimates, target))
 
 
 @app.command()
@@ -127,14 +193,26 @@ def convert(
     pooling: Pooling = None,
     max_length: Annotated[int | None, typer.Option(help="Longest input in tokens.")] = None,
     causal: Causal = False,
+    prune_layers: Annotated[float, typer.Option(help=PRUNE_HELP)] = 0.0,
+    onnx: Annotated[
+        bool, typer.Option("--onnx", help="Also write onnx/model.onnx and its int8 onnx/model_qint8_avx2.onnx.")
+    ] = False,
 ) -> None:
     """Write SOURCE as an encoder folder that LM2Vec, transformers and sentence-transformers load."""
     from lm2vec.modeling.export import export_encoder
+    from lm2vec.modeling.onnx import ONNX_FILE, QUANTIZED_FILE, require_onnx
 
-    encoder = _load(source, pooling, causal, max_length)
     with user_errors():
-        export_encoder(encoder, out)
-    typer.echo(f"wrote {out} ({encoder.model.config.model_type}, pooling={encoder.config.pooling})")
+        check_prune_fraction(prune_layers)
+        if onnx:
+            require_onnx()
+    # ONNX graphs are for CPUs, exported in fp32: load there, not in a GPU's bf16.
+    device = "cpu" if onnx else None
+    encoder = _load(source, pooling, causal, max_length, device=device, prune_layers=prune_layers)
+    with user_errors():
+        export_encoder(encoder, out, onnx=onnx)
+    files = f", {ONNX_FILE}, {QUANTIZED_FILE}" if onnx else ""
+    typer.echo(f"wrote {out} ({encoder.model.config.model_type}, pooling={encoder.config.pooling}{files})")
 
 
 @app.command()
@@ -149,21 +227,25 @@ def encode(
     causal: Causal = False,
     device: Annotated[str | None, typer.Option(help="cpu, cuda, cuda:1 ... (default: cuda if available).")] = None,
     overwrite: Overwrite = False,
+    backend: Backend = "torch",
+    onnx_file: OnnxFile = "onnx/model_qint8_avx2.onnx",
 ) -> None:
     """Embed every text of INPUT and save an (n, dim) float32 array; row i is line (or record) i of INPUT."""
     import numpy as np
 
     from lm2vec.data.readers import load_texts
+    from lm2vec.modeling.onnx import check_backend
 
     with user_errors(OSError, ValueError):
         check_output_file(output, overwrite)
         if batch_size < 1:
             raise ValueError(f"--batch-size must be at least 1, got {batch_size}.")
         _check_load_options(pooling, device)
+        check_backend(model, backend, onnx_file)
         if not input.is_file():
             raise ValueError(f"--input {input} does not exist or is not a file.")
         texts = load_texts(input, "lines")
-    encoder = _load(model, pooling, causal, device=device)
+    encoder = _load(model, pooling, causal, device=device, backend=backend, onnx_file=onnx_file)
     with user_errors(ValueError):
         embeddings = encoder.encode(
             texts, batch_size=batch_size, normalize=normalize, prompt=instruction, show_progress_bar=True

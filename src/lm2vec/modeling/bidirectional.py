@@ -111,7 +111,7 @@ def probe_attention(model: nn.Module, vocab_size: int, length: int = 6) -> bool:
 
     Runs a batch without padding and a right-padded batch, because some attention paths take different
     branches for the two (SDPA skips the mask when nothing is padded)."""
-    device = next(model.parameters()).device
+    device = next(model.parameters(), torch.empty(0)).device  # none: an onnxruntime session, on the CPU
     generator = torch.Generator().manual_seed(0)
     ids = torch.randint(3, vocab_size, (1, length), generator=generator)
     changed = ids.clone()

@@ -28,7 +28,9 @@ from lm2vec.modeling.card import base_metadata, model_card, write_model_card
 from lm2vec.modeling.config import CONFIG_NAME, PLAIN_TEMPLATE, EncoderConfig
 from lm2vec.modeling.loading import check_adapter_merge, check_device, default_dtype, load_backbone
 from lm2vec.modeling.matryoshka import check_dimensions, truncate
+from lm2vec.modeling.onnx import QUANTIZED_FILE, OnnxBackendError, check_backend, load_onnx_backbone, write_onnx_files
 from lm2vec.modeling.pooling import pool
+from lm2vec.modeling.pruning import check_prune_fraction
 from lm2vec.modeling.sentence_transformers_files import tokenizer_for_export, write_sentence_transformers_files
 from lm2vec.modeling.sources import resolve_source
 
@@ -78,15 +80,25 @@ class LM2Vec(nn.Module):
         adapter_weights: Sequence[float] | None = None,
         merge_method: str = "linear",
         merge_density: float | None = None,
+        prune_layers: float = 0.0,
+        backend: str = "torch",
+        onnx_file: str = QUANTIZED_FILE,
     ) -> LM2Vec:
         """Load an encoder from a model folder, hub id, .gguf file or packaged alias (`pkg:smollm2`).
 
         Unset options come from the folder's lm2vec_config.json when it has one, else from the defaults.
         `adapters` are LoRA folders merged into the weights in order (MNTP, then SimCSE), each delta scaled by its
         `adapter_weights` entry (default 1) or combined by `merge_method` (`lm2vec.modeling.loading.merge_adapters`);
-        weights that do not fit the adapters raise AdapterMergeError before anything loads. With
-        `bidirectional=True`, a probe checks that the first token sees the last one, or raises."""
+        weights that do not fit the adapters raise AdapterMergeError before anything loads. `prune_layers` drops that
+        share of the top decoder layers (adapters trained on a pruned model prune it as they were trained, and a
+        share that does not fit them raises PruneError before anything loads: `lm2vec.modeling.pruning`). With
+        `bidirectional=True`, a probe checks that the first token sees the last one, or raises.
+
+        `backend="onnx"` runs `onnx_file` of an encoder folder exported with ONNX files (`lm2vec.modeling.onnx`) on
+        the CPU in place of the torch backbone; tokenizing and pooling stay these."""
+        check_backend(source, backend, onnx_file)
         check_adapter_merge(adapters, adapter_weights, merge_method, merge_density)
+        check_prune_fraction(prune_layers)
         folder = resolve_source(source)
         saved = EncoderConfig.from_folder(folder) if Path(folder).is_dir() else None
         base = asdict(saved or EncoderConfig())
@@ -97,6 +109,9 @@ class LM2Vec(nn.Module):
             "text_template": text_template,
         }
         config = EncoderConfig(**{**base, **{k: v for k, v in overrides.items() if v is not None}})
+        if backend == "onnx":
+            torch_options = {"adapters": adapters, "device": device, "dtype": dtype, "prune_layers": prune_layers}
+            return cls._from_onnx(folder, onnx_file, config, source, **torch_options)
 
         device = check_device(device)
         if isinstance(dtype, str):
@@ -111,13 +126,37 @@ class LM2Vec(nn.Module):
             adapter_weights=adapter_weights,
             merge_method=merge_method,
             merge_density=merge_density,
+            prune_layers=prune_layers,
         )
+        tokenizer.padding_side = "right"
+        return cls(model, tokenizer, config, source=str(source))
+
+    @classmethod
+    def _from_onnx(
+        cls, folder, onnx_file: str, config: EncoderConfig, source, adapters, device, dtype, prune_layers
+    ) -> LM2Vec:
+        """The ONNX backend's encoder: its graph fixes the weights, their dtype, the attention and the device."""
+        saved = EncoderConfig.from_folder(folder)
+        fixed = {
+            "adapters": bool(adapters),
+            "prune_layers": bool(prune_layers),
+            "device": device is not None and torch.device(device).type != "cpu",
+            "dtype": dtype not in (None, torch.float32, "float32"),
+            "bidirectional": saved is not None and saved.bidirectional != config.bidirectional,
+        }
+        if changed := [name for name, differs in fixed.items() if differs]:
+            raise OnnxBackendError(
+                f"the onnx backend runs {onnx_file} as exported (fp32 or int8 weights, on the CPU); it cannot "
+                f"change its {', '.join(changed)}"
+            )
+        model, tokenizer = load_onnx_backbone(folder, onnx_file, config.bidirectional)
         tokenizer.padding_side = "right"
         return cls(model, tokenizer, config, source=str(source))
 
     @property
     def device(self) -> torch.device:
-        return next(self.model.parameters()).device
+        # An ONNX backbone has no torch parameters: its session runs on the CPU.
+        return next(self.model.parameters(), torch.empty(0)).device
 
     def get_sentence_embedding_dimension(self) -> int:
         return self.model.config.hidden_size
@@ -276,9 +315,10 @@ class LM2Vec(nn.Module):
         return stacked[0] if single else stacked
 
     # --- export -------------------------------------------------------------------------------------------
-    def save_pretrained(self, folder: str | os.PathLike) -> None:
+    def save_pretrained(self, folder: str | os.PathLike, onnx: bool = False) -> None:
         """Write merged weights, tokenizer, lm2vec_config.json and the sentence-transformers module files, so
-        that LM2Vec, plain transformers and sentence-transformers all load the folder as the same encoder.
+        that LM2Vec, plain transformers and sentence-transformers all load the folder as the same encoder; with
+        `onnx`, also its ONNX graphs, fp32 and int8 (`lm2vec.modeling.onnx.write_onnx_files`, checked).
 
         The folder is written next to `folder` and renamed into place when complete; an existing `folder` is
         replaced only if it is empty or an lm2vec encoder (has lm2vec_config.json), else ForeignFolderError."""
@@ -298,6 +338,8 @@ class LM2Vec(nn.Module):
             write_sentence_transformers_files(folder, self.config, self.get_sentence_embedding_dimension())
             base = base_metadata(self.source or self.model.config.name_or_path)
             write_model_card(folder, model_card(self.config, self.get_sentence_embedding_dimension(), base))
+            if onnx:
+                write_onnx_files(self.model, folder, self.config.bidirectional)
         if self.config.query_instruction and self.config.pooling != "last_token":
             self._warn_if_prompt_length_differs()
 

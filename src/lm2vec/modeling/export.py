@@ -41,11 +41,13 @@ def export_encoder(
     adapters: Sequence[str | os.PathLike] = (),
     check: bool = False,
     check_device: str | None = None,
+    onnx: bool = False,
     **load_options,
 ) -> Export:
     """Write `encoder` (an LM2Vec, or a source loaded with `LM2Vec.from_pretrained(source, adapters=adapters,
     **load_options)`, the adapters merged) to `target` with `LM2Vec.save_pretrained`: weights, tokenizer,
-    lm2vec_config.json and the sentence-transformers files, renamed into place when complete.
+    lm2vec_config.json and the sentence-transformers files (with `onnx`, its ONNX graphs too: `LM2Vec.save_pretrained`),
+    renamed into place when complete.
 
     `config`, when given, is the exported encoder's config (a trained one's: pooling, max length, query
     instruction, Matryoshka sizes) in place of the one it was loaded with. With `check`, sentence-transformers
@@ -58,7 +60,7 @@ def export_encoder(
     if config is not None:
         encoder.config = config
     target = Path(target)
-    encoder.save_pretrained(target)
+    encoder.save_pretrained(target, onnx=onnx)
     if not check:
         return Export(target)
     probe = list(PROBE)

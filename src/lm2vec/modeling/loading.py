@@ -27,6 +27,7 @@ from lm2vec.modeling.bidirectional import (
     set_bidirectional,
     verify_bidirectional,
 )
+from lm2vec.modeling.pruning import check_prune_fraction, layers_to_keep, prune_model
 from lm2vec.modeling.sources import resolve_source
 
 
@@ -107,6 +108,7 @@ def load_backbone(
     adapter_weights: Sequence[float] | None = None,
     merge_method: str = "linear",
     merge_density: float | None = None,
+    prune_layers: float = 0.0,
 ) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
     """The model of `source` (folder, hub id, .gguf file or `pkg:` alias) and its tokenizer: the backbone
     (`AutoModel`), or with `lm_head` the causal LM around it (MNTP trains the backbone and reads the head).
@@ -114,16 +116,21 @@ def load_backbone(
     `adapters` (LoRA folders trained on the backbone) are merged in order (`merge_adapters`: weighted by
     `adapter_weights`, combined by `merge_method`); the attention is switched to
     `bidirectional` and, when bidirectional, a probe checks that the first token sees the last one, or raises.
+    The top decoder layers are dropped first (`lm2vec.modeling.pruning`): `prune_layers` of them, or as many as the
+    adapters were trained without; a share that cannot work raises PruneError before the weights load.
     With `device` the model is moved there and put in eval mode."""
     if adapters and lm_head:
         raise ValueError("Adapters are merged into the backbone; load them without the LM head.")
     check_adapter_merge(adapters, adapter_weights, merge_method, merge_density)
+    check_prune_fraction(prune_layers)
     folder = resolve_source(source)
     hf_config = AutoConfig.from_pretrained(folder)
+    keep = layers_to_keep(str(source), hf_config.num_hidden_layers, prune_layers, adapters)
     if bidirectional or hf_config.model_type in SUPPORTED_ARCHITECTURES:
         attn_implementation = default_attn_implementation(hf_config.model_type, attn_implementation)
     model_class = AutoModelForCausalLM if lm_head else AutoModel
     model = model_class.from_pretrained(folder, dtype=dtype, attn_implementation=attn_implementation)
+    prune_model(model, keep)
     model = merge_adapters(model, adapters, adapter_weights, merge_method, merge_density)
     set_bidirectional(model, bidirectional)
     if device is not None:

@@ -1,5 +1,11 @@
 """The files that make an encoder folder a sentence-transformers model: its modules, pooling and prompts, and a
-tokenizer that pools the token lm2vec pools."""
+tokenizer that pools the token lm2vec pools.
+
+They are written in the layout other engines read too. vLLM finds the pooling through the module type
+`sentence_transformers.models.Pooling` and the `pooling_mode_*` flag that is true (vllm/transformers_utils/config.py,
+`get_pooling_config`); text-embeddings-inference parses those flags from `1_Pooling/config.json` (router/src/lib.rs,
+`PoolConfig`). sentence-transformers 6 still loads that layout: it maps the old module paths to its new ones and
+prefers `pooling_mode` to the flags."""
 
 from __future__ import annotations
 
@@ -12,6 +18,16 @@ from transformers import PreTrainedTokenizerBase
 
 from lm2vec.modeling.config import EncoderConfig
 from lm2vec.modeling.pooling import SENTENCE_TRANSFORMERS_MODES
+
+# sentence-transformers' pooling modes and the flag each had before `pooling_mode`, which vLLM and TEI still read.
+POOLING_FLAGS = {
+    "cls": "pooling_mode_cls_token",
+    "max": "pooling_mode_max_tokens",
+    "mean": "pooling_mode_mean_tokens",
+    "mean_sqrt_len_tokens": "pooling_mode_mean_sqrt_len_tokens",
+    "weightedmean": "pooling_mode_weightedmean_tokens",
+    "lasttoken": "pooling_mode_lasttoken",
+}
 
 
 def tokenizer_for_export(tokenizer: PreTrainedTokenizerBase, config: EncoderConfig) -> PreTrainedTokenizerBase:
@@ -30,20 +46,17 @@ def tokenizer_for_export(tokenizer: PreTrainedTokenizerBase, config: EncoderConf
 def write_sentence_transformers_files(folder: Path, config: EncoderConfig, dimension: int) -> None:
     """The module files sentence-transformers reads: the transformer at the folder root, then pooling."""
     modules = [
-        {"idx": 0, "name": "0", "path": "", "type": "sentence_transformers.base.modules.transformer.Transformer"},
-        {
-            "idx": 1,
-            "name": "1",
-            "path": "1_Pooling",
-            "type": "sentence_transformers.sentence_transformer.modules.pooling.Pooling",
-        },
+        {"idx": 0, "name": "0", "path": "", "type": "sentence_transformers.models.Transformer"},
+        {"idx": 1, "name": "1", "path": "1_Pooling", "type": "sentence_transformers.models.Pooling"},
     ]
     (folder / "modules.json").write_text(json.dumps(modules, indent=2) + "\n")
     (folder / "1_Pooling").mkdir(exist_ok=True)
+    mode = SENTENCE_TRANSFORMERS_MODES[config.pooling]
     pooling = {
         "embedding_dimension": dimension,
-        "pooling_mode": SENTENCE_TRANSFORMERS_MODES[config.pooling],
+        "pooling_mode": mode,
         "include_prompt": False,
+        **{flag: flag_mode == mode for flag_mode, flag in POOLING_FLAGS.items()},
     }
     (folder / "1_Pooling" / "config.json").write_text(json.dumps(pooling, indent=2) + "\n")
     (folder / "sentence_bert_config.json").write_text(json.dumps({"max_seq_length": config.max_length}) + "\n")

@@ -147,12 +147,18 @@ def _check_hub_reachable(model_id: str) -> None:
         raise ModelSourceError(f"Cannot load {model_id!r} from the Hugging Face hub: {error}") from None
 
 
-def gguf_to_folder(gguf: Path) -> Path:
-    """Dequantize a GGUF file once into a cached safetensors folder and return that folder."""
+def converted_folder(gguf: Path) -> Path:
+    """Where `gguf_to_folder` keeps (or will keep) the dequantized copy of a GGUF file."""
     gguf = gguf.resolve()
     stat = gguf.stat()
     key = hashlib.sha256(f"{gguf}:{stat.st_size}:{stat.st_mtime_ns}".encode()).hexdigest()[:16]
-    target = cache_dir() / "gguf" / f"{gguf.stem}-{key}"
+    return cache_dir() / "gguf" / f"{gguf.stem}-{key}"
+
+
+def gguf_to_folder(gguf: Path) -> Path:
+    """Dequantize a GGUF file once into a cached safetensors folder and return that folder."""
+    gguf = gguf.resolve()
+    target = converted_folder(gguf)
     if (target / "config.json").is_file():
         return target
     target.parent.mkdir(parents=True, exist_ok=True)

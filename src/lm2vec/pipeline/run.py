@@ -90,10 +90,17 @@ class Pipeline:
             write_json_atomic(self.dir / RUN_RECORD, content)
 
     def run(
-        self, redo: str | None = None, until: str | None = None, only: str | None = None, with_inputs: bool = False
+        self,
+        redo: str | None = None,
+        until: str | None = None,
+        only: str | None = None,
+        with_inputs: bool = False,
+        gpu_memory: str | None = None,
     ) -> dict[str, StageRecord]:
         """Every stage not done yet, in order (up to `until`); with `only`, that one stage alone, and with
-        `with_inputs` also the stages it reads from (and theirs) that are not done yet."""
+        `with_inputs` also the stages it reads from (and theirs) that are not done yet. A training stage to run
+        whose memory estimate exceeds the device's (`gpu_memory` per GPU, else the GPU's own, on a CPU the RAM)
+        is refused first."""
         stages = self.plan.stages
         for name in (redo, until, only):
             if name is not None and name not in stages:
@@ -108,6 +115,8 @@ class Pipeline:
             selected |= self._inputs_of(only)
         elif only is not None:
             self._check_needs(only)
+        last = stages.index(until) + 1 if until is not None else len(stages)
+        self._check_memory([s for s in stages[:last] if selected is None or s in selected], gpu_memory)
         for number, stage in enumerate(stages, start=1):
             if selected is not None and stage not in selected:
                 continue
@@ -121,6 +130,16 @@ class Pipeline:
                 self.echo(f"stopped after {stage} (--until); run again without --until to go on")
                 break
         return self.records
+
+    def _check_memory(self, stages: Sequence[str], gpu_memory: str | None) -> None:
+        """Refuse, before any model loads, a training stage among `stages` (not done yet) that cannot fit."""
+        import torch
+
+        from lm2vec.pipeline.estimate import check_fits, estimate_plan, target_for
+
+        pending = [stage for stage in stages if self.records[stage].status != "done"]
+        target = target_for(1 if torch.cuda.is_available() else 0, gpu_memory)
+        check_fits(estimate_plan(self.plan, target, pending), target)
 
     def _check_finished_stages(self, stages: Sequence[str]) -> None:
         for stage in stages:
@@ -239,12 +258,14 @@ def run_recipe(
     verbose: bool = False,
     only: str | None = None,
     with_inputs: bool = False,
+    gpu_memory: str | None = None,
 ) -> Pipeline:
     """Plan and run a recipe; returns the finished pipeline (its `records` hold each stage's outcome). With
     `only`, just that stage runs (`lm2vec run R --only STAGE`), and with `with_inputs` also the stages it reads
-    from that are not done yet (`lm2vec train STAGE --recipe R`)."""
+    from that are not done yet (`lm2vec train STAGE --recipe R`); a stage that cannot fit in memory is refused
+    (`gpu_memory`: each GPU's, default the device's own)."""
     pipeline = Pipeline(plan_run(recipe, overrides, out), echo, verbose)
     if not pipeline.is_main:
         pipeline.echo = lambda message: None
-    pipeline.run(redo=redo, until=until, only=only, with_inputs=with_inputs)
+    pipeline.run(redo=redo, until=until, only=only, with_inputs=with_inputs, gpu_memory=gpu_memory)
     return pipeline

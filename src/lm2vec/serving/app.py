@@ -134,7 +134,7 @@ def load_service(
     saved = EncoderConfig.from_folder(located) if isinstance(located, Path) and located.is_dir() else None
     input_token_limit(options, (saved or EncoderConfig()).max_length)  # the max_length from_pretrained will use
     store = SearchIndex(index) if index is not None else None
-    encoder = LM2Vec.from_pretrained(model, device=device)
+    encoder = LM2Vec.from_pretrained(model, device=device, backend=options.backend, onnx_file=options.onnx_file)
     if store is not None:
         check_same_model(store.model, model, encoder)
     # encode() truncates here, tokenize() flags what is longer

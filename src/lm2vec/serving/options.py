@@ -36,6 +36,13 @@ class ServeOptions(Options):
         default=10.0,
         metadata={"help": "on SIGTERM, how long requests in flight may take to finish before they are cancelled"},
     )
+    backend: str = field(
+        default="torch",
+        metadata={"help": "torch, or onnx: run the model folder's ONNX file (`lm2vec convert --onnx`) on the CPU"},
+    )
+    onnx_file: str = field(
+        default="onnx/model_qint8_avx2.onnx", metadata={"help": "the ONNX file the onnx backend runs, in the folder"}
+    )
 
     def checks(self) -> list[tuple[bool, str]]:
         key = self.api_key
@@ -56,6 +63,7 @@ class ServeOptions(Options):
                 self.max_input_tokens is None or self.max_input_tokens >= 2,
                 f"max_input_tokens must be at least 2, got {self.max_input_tokens}.",
             ),
+            (self.backend in ("torch", "onnx"), f"backend must be torch or onnx, got {self.backend!r}."),
             (not blank_key, "api_key is empty: give a key, or none for a service without one."),
             # A client's header is read as ASCII and stripped: any other key could never match.
             (

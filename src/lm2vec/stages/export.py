@@ -6,6 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from lm2vec.modeling.pruning import PRUNE_HELP, prune_fraction_message, valid_prune_fraction
 from lm2vec.options import Options
 from lm2vec.stages import Stage, register_stage
 
@@ -20,13 +21,24 @@ class ExportOptions(Options):
             "help": "the stage whose model is exported: a training stage or merge (default: the last training stage)"
         },
     )
+    prune_layers: float = field(default=0.0, metadata={"help": PRUNE_HELP})
+    onnx: bool = field(
+        default=False,
+        metadata={"help": "also write onnx/model.onnx and its int8 onnx/model_qint8_avx2.onnx (the onnx extra)"},
+    )
 
     def checks(self) -> list[tuple[bool, str]]:
+        from lm2vec.modeling.onnx import onnx_available
         from lm2vec.stages import registered_stages
 
         models = [stage.name for stage in registered_stages() if stage.trains or stage.name == "merge"]
         known = not self.stage or self.stage in models
-        return [*super().checks(), (known, f"stage must be one of {', '.join(models)} (or empty), got {self.stage!r}.")]
+        return [
+            *super().checks(),
+            (known, f"stage must be one of {', '.join(models)} (or empty), got {self.stage!r}."),
+            (valid_prune_fraction(self.prune_layers), prune_fraction_message(self.prune_layers)),
+            (not self.onnx or onnx_available(), "onnx = true needs the onnx extra: pip install -e '.[onnx]'."),
+        ]
 
 
 class ExportStage(Stage):
@@ -63,7 +75,8 @@ class ExportStage(Stage):
 
         plan = context.plan
         run = plan.run
-        exported = plan.options[self.name].stage or (plan.trained[-1] if plan.trained else "")
+        options = plan.options[self.name]
+        exported = options.stage or (plan.trained[-1] if plan.trained else "")
         if exported == "merge":
             load = plan.stage("merge").merge(plan)
             last_trained = plan.options["merge"].stage
@@ -80,6 +93,8 @@ class ExportStage(Stage):
             **load,
             check=True,
             check_device=plan.options.get("eval", EvalOptions()).device,
+            prune_layers=options.prune_layers,
+            onnx=options.onnx,
             **settings,
         )
         return {

@@ -12,6 +12,7 @@ from peft import LoraConfig, PeftModel, get_peft_model
 from transformers import PreTrainedModel
 
 from lm2vec.artifacts import atomic_folder
+from lm2vec.modeling.pruning import write_adapter_record
 from lm2vec.training.lora import fuse_lora_layers, mark_norm_outputs
 from lm2vec.training.options import TrainingOptions
 
@@ -39,10 +40,11 @@ def add_lora(backbone: PreTrainedModel, options: TrainingOptions) -> PeftModel:
 
 
 def save_adapter(model: PeftModel, folder: Path, tokenizer=None) -> Path:
-    """Write a trained LoRA adapter (and the tokenizer, if given) to `folder` atomically; the training folder is
-    lm2vec's, so an earlier adapter there is replaced."""
+    """Write a trained LoRA adapter (and the tokenizer, if given) to `folder` atomically, with the layers of the
+    pruned model it was trained on; the training folder is lm2vec's, so an earlier adapter there is replaced."""
     with atomic_folder(folder, replaceable=True) as staging:
         model.save_pretrained(staging)
+        write_adapter_record(staging, model.config)
         if tokenizer is not None:
             tokenizer.save_pretrained(staging)
     return folder

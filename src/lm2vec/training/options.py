@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from lm2vec.modeling.pruning import PRUNE_HELP, prune_fraction_message, valid_prune_fraction
 from lm2vec.options import Options
 
 
@@ -52,6 +53,7 @@ class TrainingOptions(Options):
         default_factory=lambda: ["all-linear"],
         metadata={"help": 'modules that get LoRA adapters: their names, or "all-linear" for every linear projection'},
     )
+    prune_layers: float = field(default=0.0, metadata={"help": PRUNE_HELP})
     fused_lora: bool = field(
         default=True,
         metadata={
@@ -92,4 +94,5 @@ class TrainingOptions(Options):
             (self.lora_alpha > 0, f"lora_alpha must be positive, got {self.lora_alpha}."),
             (0 <= self.lora_dropout < 1, f"lora_dropout must be in [0, 1), got {self.lora_dropout}."),
             (bool(self.lora_target_modules), "lora_target_modules must name at least one module."),
+            (valid_prune_fraction(self.prune_layers), prune_fraction_message(self.prune_layers)),
         ]

@@ -81,6 +81,7 @@ def _train(
         pooling=options.pooling,
         max_length=options.max_length,
         device=args.device,
+        prune_layers=options.prune_layers,
     )
     if getattr(options, "mine_negatives", 0):
         items = mined_records(encoder, items, options, write=args.process_index == 0, sources=sources)

@@ -39,7 +39,7 @@ def train_mntp(
     output_dir = Path(options.output_dir)
     # bf16 weights on GPUs (the LoRA weights stay fp32), fp32 on CPUs without bf16 hardware.
     dtype = default_dtype(default_device())
-    causal_lm, tokenizer, _ = load_causal_lm(options.model, options.attn_implementation, dtype)
+    causal_lm, tokenizer, _ = load_causal_lm(options.model, options.attn_implementation, dtype, options.prune_layers)
     set_seed(options.seed)  # the LoRA initialisation
     model = build_mntp_model(causal_lm, options)
     collator = MNTPCollator.for_tokenizer(

@@ -98,11 +98,16 @@ class MNTPModel(nn.Module):
         )
 
 
-def load_causal_lm(source: str, attn_implementation: str | None = None, dtype: torch.dtype = torch.float32):
-    """The causal LM of `source` (pkg alias, GGUF, folder, hub id) with bidirectional attention, verified
-    (`lm2vec.modeling.loading.load_backbone` with the LM head), its tokenizer and its resolved folder."""
+def load_causal_lm(
+    source: str, attn_implementation: str | None = None, dtype: torch.dtype = torch.float32, prune_layers: float = 0.0
+):
+    """The causal LM of `source` (pkg alias, GGUF, folder, hub id) with bidirectional attention, verified, and its
+    top `prune_layers` decoder layers dropped (`lm2vec.modeling.loading.load_backbone` with the LM head), its
+    tokenizer and its resolved folder."""
     folder = resolve_source(source)
-    causal_lm, tokenizer = load_backbone(folder, lm_head=True, dtype=dtype, attn_implementation=attn_implementation)
+    causal_lm, tokenizer = load_backbone(
+        folder, lm_head=True, dtype=dtype, attn_implementation=attn_implementation, prune_layers=prune_layers
+    )
     return causal_lm, tokenizer, folder
 
 

@@ -1,0 +1,242 @@
+"""ONNX for CPUs: an encoder's backbone as an ONNX graph (fp32) and its dynamically quantized int8 copy, and an
+onnxruntime session standing in for the backbone's forward.
+
+The graph maps `input_ids`, `attention_mask` to `last_hidden_state`, the inputs and output sentence-transformers'
+ONNX backend (optimum's `ORTModelForFeatureExtraction`) feeds and reads; pooling stays outside it, in
+sentence-transformers' Pooling module there and in `lm2vec.modeling.pooling` here, so both pool as the torch
+encoder does. The exporter is torch.onnx's dynamo exporter (torch.export), torch's maintained one: optimum-onnx's
+cannot be installed beside transformers 5. int8 is onnxruntime's `quantize_dynamic` (int8 weights per channel,
+activations quantized at run time: no calibration data). The exported fp32 graph must agree with the torch model
+and, for a bidirectional encoder, pass the same attention probe as every torch load; a graph that does not is
+refused and no ONNX file is left behind.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import os
+from pathlib import Path
+
+import torch
+from torch import nn
+from transformers import AutoConfig, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
+from transformers.modeling_outputs import BaseModelOutput
+
+from lm2vec.errors import LM2VecError
+from lm2vec.modeling.bidirectional import StillCausalError, probe_attention
+
+ONNX_FOLDER = "onnx"
+ONNX_FILE = f"{ONNX_FOLDER}/model.onnx"
+# sentence-transformers' name for a dynamically quantized int8 file (`model_<weights>_<target>.onnx`).
+QUANTIZED_FILE = f"{ONNX_FOLDER}/model_qint8_avx2.onnx"
+BACKENDS = ("torch", "onnx")
+INPUT_NAMES = ("input_ids", "attention_mask")
+OUTPUT_NAME = "last_hidden_state"
+# protobuf's limit on one file; bigger graphs keep their weights in `model.onnx.data` beside it.
+SINGLE_FILE_BYTES = 2_000_000_000
+MAX_RELATIVE_ERROR = 1e-3  # fp32 graph against the torch model, on a batch of another shape than the trace's
+
+
+class OnnxUnavailableError(LM2VecError, ImportError):
+    """The onnx extra (onnx, onnxruntime, onnxscript) is not installed."""
+
+
+class OnnxExportError(LM2VecError, RuntimeError):
+    """torch.onnx could not export the architecture, or its graph does not compute what the model does."""
+
+
+class OnnxCausalGraphError(StillCausalError):
+    """The exported graph of a bidirectional encoder is causal: the export lost the bidirectional mask."""
+
+
+class OnnxBackendError(LM2VecError, ValueError):
+    """A backend or an ONNX file the source does not have, or a load option the ONNX backend cannot honour."""
+
+
+def require_onnx() -> None:
+    """Raise OnnxUnavailableError unless onnx, onnxruntime and onnxscript import."""
+    try:
+        import onnx  # noqa: F401
+        import onnxruntime  # noqa: F401
+        import onnxscript  # noqa: F401
+    except ImportError as error:
+        raise OnnxUnavailableError(
+            f"ONNX export and the onnx backend need the onnx extra ({error.name} is missing): pip install -e '.[onnx]'"
+        ) from None
+
+
+def onnx_available() -> bool:
+    try:
+        require_onnx()
+    except OnnxUnavailableError:
+        return False
+    return True
+
+
+def check_backend(source: str | os.PathLike, backend: str, onnx_file: str = QUANTIZED_FILE) -> None:
+    """Refuse, before anything loads, an unknown backend, or an onnx backend for a source that is not an encoder
+    folder holding `onnx_file` (a hub id, a .gguf file or a `pkg:` alias have none)."""
+    if backend not in BACKENDS:
+        raise OnnxBackendError(f"backend must be one of {', '.join(BACKENDS)}, got {backend!r}")
+    if backend != "onnx":
+        return
+    require_onnx()
+    if not (Path(source) / onnx_file).is_file():
+        raise OnnxBackendError(
+            f"{source} has no {onnx_file}: the onnx backend runs an exported encoder folder; write one with "
+            f"`lm2vec convert SOURCE OUT --onnx` (or `[export] onnx = true`)"
+        )
+
+
+class _TokenStates(nn.Module):
+    """The graph to export: token ids and mask in, the backbone's last hidden state out."""
+
+    def __init__(self, backbone: PreTrainedModel) -> None:
+        super().__init__()
+        self.backbone = backbone
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        return self.backbone(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
+
+
+def _sample_batch(vocab_size: int, rows: int, length: int, padding: int, seed: int) -> dict[str, torch.Tensor]:
+    """Random ids, the second row right-padded by `padding`: the trace and the checks see the mask's real path."""
+    generator = torch.Generator().manual_seed(seed)
+    input_ids = torch.randint(3, vocab_size, (rows, length), generator=generator)
+    attention_mask = torch.ones_like(input_ids)
+    attention_mask[1, length - padding :] = 0
+    return {"input_ids": input_ids, "attention_mask": attention_mask}
+
+
+def write_onnx_files(model: PreTrainedModel, folder: Path, bidirectional: bool) -> list[Path]:
+    """Write `folder/onnx/model.onnx` (the backbone `model`, fp32) and `folder/onnx/model_qint8_avx2.onnx`.
+
+    The fp32 graph must give the torch model's token states (else OnnxExportError) and, when `bidirectional`, pass
+    the attention probe (else OnnxCausalGraphError); on any error the onnx folder is removed. `folder` is meant to
+    be the temporary folder of an atomic write, so a refused graph never lands in an export."""
+    import shutil
+
+    require_onnx()
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    # ONNX for CPUs is fp32 (the quantizer's input); a model loaded in bf16 or on a GPU is exported from a copy.
+    reference = next(model.parameters())
+    if reference.dtype != torch.float32 or reference.device.type != "cpu":
+        model = copy.deepcopy(model).to("cpu", torch.float32)
+    target = folder / ONNX_FOLDER
+    target.mkdir()
+    try:
+        fp32, int8 = folder / ONNX_FILE, folder / QUANTIZED_FILE
+        _export(model, fp32)
+        backbone = OnnxBackbone(fp32, model.config)
+        if bidirectional and not probe_attention(backbone, model.config.vocab_size):
+            raise OnnxCausalGraphError(
+                f"the ONNX graph exported from {model.config.model_type} is causal (the first token does not see "
+                "the last one): the export lost the bidirectional attention mask; no ONNX file was written"
+            )
+        _check_agreement(backbone, model)
+        del backbone
+        external = fp32.with_name(fp32.name + ".data").exists()
+        # Symmetric int8 weights, one scale per output channel: the accuracy of per-tensor scales at the size.
+        quantize_dynamic(fp32, int8, weight_type=QuantType.QInt8, per_channel=True, use_external_data_format=external)
+    except BaseException:
+        shutil.rmtree(target)
+        raise
+    return sorted(target.iterdir())
+
+
+def _export(model: PreTrainedModel, path: Path) -> None:
+    """torch.onnx (dynamo) export of the backbone with dynamic batch and sequence axes, traced on a padded batch."""
+    sample = _sample_batch(model.config.vocab_size, rows=2, length=8, padding=3, seed=0)
+    axes = {name: {0: "batch", 1: "sequence"} for name in INPUT_NAMES}
+    size = sum(p.numel() * p.element_size() for p in model.parameters())
+    was_training = model.training
+    graph = _TokenStates(model).eval()
+    # The exporter logs each missing optional operator library (torchvision) as a warning: noise, not a problem.
+    exporter_log = logging.getLogger("torch.onnx")
+    level = exporter_log.level
+    exporter_log.setLevel(logging.ERROR)
+    try:
+        torch.onnx.export(
+            graph,
+            (sample["input_ids"], sample["attention_mask"]),
+            str(path),
+            input_names=list(INPUT_NAMES),
+            output_names=[OUTPUT_NAME],
+            dynamic_shapes=axes,
+            dynamo=True,
+            external_data=size > SINGLE_FILE_BYTES,
+            verbose=False,
+        )
+    except Exception as error:
+        raise OnnxExportError(
+            f"torch.onnx cannot export {model.config.model_type} ({type(model).__name__}): "
+            f"{type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}"
+        ) from error
+    finally:
+        exporter_log.setLevel(level)
+        model.train(was_training)
+
+
+@torch.no_grad()
+def _check_agreement(backbone: OnnxBackbone, model: PreTrainedModel) -> None:
+    batch = _sample_batch(model.config.vocab_size, rows=3, length=11, padding=4, seed=1)
+    expected = model(**batch).last_hidden_state
+    got = backbone(**batch).last_hidden_state
+    mask = batch["attention_mask"].bool()
+    error = float((expected - got)[mask].abs().max() / expected[mask].abs().max().clamp(min=1e-6))
+    if not error <= MAX_RELATIVE_ERROR:
+        raise OnnxExportError(
+            f"the ONNX graph exported from {model.config.model_type} does not compute the model's token states "
+            f"(relative error {error:.2g} > {MAX_RELATIVE_ERROR}); no ONNX file was written"
+        )
+
+
+class OnnxBackbone(nn.Module):
+    """An onnxruntime session (CPU) in place of the backbone: `(input_ids=, attention_mask=)` gives an output with
+    `last_hidden_state`, as a transformers model does; it has no torch parameters and runs on the CPU."""
+
+    def __init__(self, path: str | os.PathLike, config) -> None:
+        super().__init__()
+        import onnxruntime
+
+        self.path = Path(path)
+        self.config = config
+        self.session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> BaseModelOutput:
+        inputs = {"input_ids": input_ids.cpu().numpy(), "attention_mask": attention_mask.cpu().numpy()}
+        (hidden,) = self.session.run([OUTPUT_NAME], inputs)
+        return BaseModelOutput(last_hidden_state=torch.from_numpy(hidden))
+
+
+def load_onnx_backbone(
+    folder: str | os.PathLike, onnx_file: str, bidirectional: bool
+) -> tuple[OnnxBackbone, PreTrainedTokenizerBase]:
+    """The session of `folder/onnx_file` and the folder's tokenizer; a bidirectional encoder's graph is probed as a
+    torch load is (OnnxCausalGraphError if it is causal)."""
+    check_backend(folder, "onnx", onnx_file)
+    backbone = OnnxBackbone(Path(folder) / onnx_file, AutoConfig.from_pretrained(folder))
+    if bidirectional and not probe_attention(backbone, backbone.config.vocab_size):
+        raise OnnxCausalGraphError(
+            f"{Path(folder) / onnx_file} is causal (the first token does not see the last one) but the encoder is "
+            "bidirectional; export it again with `lm2vec convert FOLDER OUT --onnx`"
+        )
+    return backbone, AutoTokenizer.from_pretrained(folder)
+
+
+__all__ = [
+    "BACKENDS",
+    "ONNX_FILE",
+    "QUANTIZED_FILE",
+    "OnnxBackbone",
+    "OnnxBackendError",
+    "OnnxCausalGraphError",
+    "OnnxExportError",
+    "OnnxUnavailableError",
+    "check_backend",
+    "load_onnx_backbone",
+    "onnx_available",
+    "write_onnx_files",
+]
