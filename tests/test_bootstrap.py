@@ -15,7 +15,13 @@ import pytest
 
 from lm2vec.evaluation.embedding_cache import CachedEncoder
 from lm2vec.evaluation.registry import Registry
-from lm2vec.evaluation.report import differences_from_best, markdown_table, noise_comparison, write_report
+from lm2vec.evaluation.report import (
+    differences_from_best,
+    markdown_table,
+    noise_comparison,
+    paired_difference,
+    write_report,
+)
 from lm2vec.evaluation.runner import ModelResult, Results, TaskResult, evaluate
 from lm2vec.evaluation.specs import ModelSpec
 from lm2vec.evaluation.tasks import STSTask, TripletTask, bootstrap_draws, confidence_interval
@@ -152,6 +158,20 @@ def test_two_models_get_the_same_resamples_and_a_model_against_itself_differs_by
     assert best == "bag" and [d.model for d in differences] == ["the same bag"]
     assert (differences[0].difference, differences[0].interval) == (0.0, (0.0, 0.0))
     assert differences[0].within_noise
+
+
+def test_a_paired_difference_either_way_round_is_the_mirror_image() -> None:
+    task = triplets(60)
+    models = [encoder("bag", BagOfWords()), encoder("random", RandomVectors())]
+    results = evaluate(models, [task, sts(30)], progress=False)
+    forward = paired_difference(results, "bag", "random", ["triplets", "sts"])
+    backward = paired_difference(results, "random", "bag", ["triplets", "sts"])
+    assert forward.difference == pytest.approx(-backward.difference) and forward.difference > 0
+    assert forward.interval == pytest.approx((-backward.interval[1], -backward.interval[0]))
+    one_task = paired_difference(results, "bag", "random", ["triplets"])
+    scores = {m: results.models[m].results["triplets"].main_score for m in ("bag", "random")}
+    assert one_task.difference == pytest.approx(scores["bag"] - scores["random"])
+    assert one_task.interval[0] <= one_task.difference <= one_task.interval[1]
 
 
 def test_a_clearly_better_model_is_beyond_noise_and_a_near_identical_one_within() -> None:

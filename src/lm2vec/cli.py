@@ -39,6 +39,9 @@ Pooling = Annotated[str | None, typer.Option(help="mean, weighted_mean, last_tok
 GpuMemory = Annotated[
     str | None, typer.Option(help="Memory of each GPU (80GB = 80e9 bytes, 80GiB); default: the CUDA device's own.")
 ]
+ConfigFrom = Annotated[
+    str | None, typer.Option(help="The model's config.json (or a folder with it), for a model not available here.")
+]
 Backend = Annotated[str, typer.Option(help="torch, or onnx: a folder's ONNX file from `convert --onnx` (CPU).")]
 OnnxFile = Annotated[str, typer.Option(help="The ONNX file the onnx backend runs, in the model folder.")]
 
@@ -131,25 +134,33 @@ def run(
         bool, typer.Option("--verbose", "-v", help="Also print third-party logs and warnings (kept in logs/).")
     ] = False,
     gpu_memory: GpuMemory = None,
+    dry_run: Annotated[
+        bool,
+        typer.Option(
+            "--dry-run",
+            help="Run the recipe end to end in a minute, in RUN-dry-run: a shrunk random copy of its model's "
+            "architecture, a few articles of the packaged Wikipedia sample, 2 steps a stage, the rest (bf16 as on "
+            "a GPU, attention, checkpointing, LoRA, export) as the recipe says.",
+        ),
+    ] = False,
+    config_from: ConfigFrom = None,
 ) -> None:
     """Run a whole recipe: data, mntp, simcse, supervised, export, eval, report; re-running resumes.
 
     `lm2vec train STAGE --recipe RECIPE` is `lm2vec run RECIPE --only STAGE`. A training stage whose memory
-    estimate (`lm2vec plan`) exceeds the GPU's memory, or on a CPU the machine's RAM, is refused before it starts."""
+    estimate (`lm2vec plan`) exceeds the GPU's memory, or on a CPU the machine's RAM, is refused before it starts.
+    `--dry-run` checks a GPU recipe's code path on this machine first (lm2vec.pipeline.dry_run)."""
+    from lm2vec.pipeline.dry_run import DryRunError, dry_run_recipe
     from lm2vec.pipeline.run import run_recipe
 
+    options = {"redo": redo, "until": until, "only": only, "gpu_memory": gpu_memory}
     with user_errors(OSError):
-        run_recipe(
-            recipe,
-            overrides or [],
-            out,
-            redo=redo,
-            until=until,
-            echo=typer.echo,
-            verbose=verbose,
-            only=only,
-            gpu_memory=gpu_memory,
-        )
+        if dry_run:
+            dry_run_recipe(recipe, overrides or [], out, config_from, echo=typer.echo, verbose=verbose, **options)
+        elif config_from:
+            raise DryRunError("--config-from goes with --dry-run (and `lm2vec plan`): the model a dry run shrinks.")
+        else:
+            run_recipe(recipe, overrides or [], out, echo=typer.echo, verbose=verbose, **options)
 
 
 @app.command()
@@ -167,9 +178,7 @@ def plan(
         str | None,
         typer.Option(help="Peak FLOP/s of one device (989e12, 312T); default: an H100's bf16, or this CPU's measured."),
     ] = None,
-    config_from: Annotated[
-        str | None, typer.Option(help="The model's config.json (or a folder with it), for a model not available here.")
-    ] = None,
+    config_from: ConfigFrom = None,
 ) -> None:
     """Memory per device and hours of each training stage of RECIPE, before any work (no weights are loaded).
 

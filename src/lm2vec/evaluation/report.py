@@ -240,22 +240,23 @@ def differences_from_best(results: Results) -> tuple[str | None, list[Difference
     if len(averages) < 2:
         return None, []
     best = max(averages, key=averages.__getitem__)
-    best_replicates = _average_replicates(results, best, tasks)
-    differences = []
-    for model, average in averages.items():
-        if model == best:
-            continue
-        replicates = _average_replicates(results, model, tasks)
-        # Paired only on the same examples: the same tasks at the same sizes (not merged from runs at other limits).
-        paired = (
-            best_replicates is not None
-            and replicates is not None
-            and len(replicates) == len(best_replicates)
-            and all(results.models[model].results[t].size == results.models[best].results[t].size for t in tasks)
-        )
-        interval = confidence_interval(best_replicates - replicates) if paired else None
-        differences.append(Difference(model, averages[best] - average, interval))
-    return best, differences
+    return best, [paired_difference(results, best, model, tasks) for model in averages if model != best]
+
+
+def paired_difference(results: Results, model: str, other: str, tasks: list[str]) -> Difference:
+    """`model`'s average over `tasks` minus `other`'s (one task: its score), with the 95% interval of the difference
+    over the same resamples for both; no interval unless both kept replicates on the same examples."""
+    replicates = _average_replicates(results, model, tasks)
+    other_replicates = _average_replicates(results, other, tasks)
+    # Paired only on the same examples: the same tasks at the same sizes (not merged from runs at other limits).
+    paired = (
+        replicates is not None
+        and other_replicates is not None
+        and len(replicates) == len(other_replicates)
+        and all(results.models[model].results[t].size == results.models[other].results[t].size for t in tasks)
+    )
+    interval = confidence_interval(replicates - other_replicates) if paired else None
+    return Difference(other, _average(results, model, tasks) - _average(results, other, tasks), interval)
 
 
 def noise_comparison(results: Results) -> str:

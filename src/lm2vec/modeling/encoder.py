@@ -209,7 +209,10 @@ class LM2Vec(nn.Module):
             truncated = True
             text_offsets = self.tokenizer(text, return_offsets_mapping=True, add_special_tokens=False)["offset_mapping"]
             keep = max(0, len(text_offsets) - -(-excess // copies))
-            text = text[: text_offsets[keep - 1][1]] if keep else ""
+            cut = text_offsets[keep - 1][1] if keep else 0
+            # The byte tokens of one character (byte fallback) share its offsets: where the cut would keep the
+            # whole text, that last character goes too, or the loop would never end.
+            text = text[: cut if cut < len(text) else text_offsets[keep - 1][0]]
         ids = encoded["input_ids"][: self.config.max_length]
         lead_length = min(_instruction_length(encoded["offset_mapping"], len(lead)), len(ids) - 1)
         return TokenizedInput(ids, lead_length, truncated)

@@ -51,8 +51,8 @@ def export_encoder(
 
     `config`, when given, is the exported encoder's config (a trained one's: pooling, max length, query
     instruction, Matryoshka sizes) in place of the one it was loaded with. With `check`, sentence-transformers
-    loads the folder (on `check_device`) and must embed probe texts as LM2Vec does (cosine >= MIN_AGREEMENT), else
-    ExportCheckError; the loaded encoder is freed first."""
+    loads the folder (on `check_device`) and must embed probe texts as LM2Vec does (cosine >= MIN_AGREEMENT, both in
+    fp32), else ExportCheckError; the loaded encoder is freed first."""
     if not isinstance(encoder, LM2Vec):
         encoder = LM2Vec.from_pretrained(encoder, adapters=adapters, **load_options)
     elif adapters or load_options:
@@ -65,18 +65,25 @@ def export_encoder(
         return Export(target)
     probe = list(PROBE)
     instruction = encoder.config.query_instruction or None
+    # Compared in fp32, which holds the saved (bf16 on GPUs) weights exactly: bf16 embeddings, sentence-transformers'
+    # above all (it pools and normalises in bf16), stray by up to 0.003 in cosine, more than the check allows.
+    dtype = encoder.model.dtype
+    encoder.model.float()
     expected = encoder.encode(probe, normalize=True)
     expected_query = encoder.encode(probe, normalize=True, prompt=instruction)
+    encoder.model.to(dtype)
     del encoder
     return check_export(target, expected, expected_query, check_device)
 
 
 def check_export(target: Path, expected, expected_query, device: str | None = None) -> Export:
-    """sentence-transformers' embeddings of PROBE from `target` against LM2Vec's (`expected`, normalized)."""
+    """sentence-transformers' embeddings of PROBE from `target`, loaded in fp32, against LM2Vec's (`expected`,
+    normalized)."""
     import numpy as np
+    import torch
     from sentence_transformers import SentenceTransformer
 
-    loaded = SentenceTransformer(str(target), device=device)
+    loaded = SentenceTransformer(str(target), device=device, model_kwargs={"dtype": torch.float32})
     quiet = {"normalize_embeddings": True, "show_progress_bar": False}
     agreement = float(np.min(np.sum(loaded.encode_document(list(PROBE), **quiet) * expected, axis=1)))
     if agreement < MIN_AGREEMENT:

@@ -3,10 +3,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import math
 import numbers
 import os
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextvars import ContextVar
 from pathlib import Path
 
 import torch
@@ -91,9 +93,24 @@ def finite_number(value: object) -> bool:
     return isinstance(value, numbers.Real) and not isinstance(value, bool) and math.isfinite(value)
 
 
+# What `default_dtype` gives a CPU: fp32, or the GPUs' bf16 inside `gpu_dtype_on_cpu()`.
+_CPU_DTYPE: ContextVar[torch.dtype] = ContextVar("lm2vec_cpu_dtype", default=torch.float32)
+
+
 def default_dtype(device: torch.device) -> torch.dtype:
     # bf16 halves memory and is fast on GPUs; CPUs without bf16 hardware run fp32 several times faster.
-    return torch.bfloat16 if device.type == "cuda" else torch.float32
+    return torch.bfloat16 if device.type == "cuda" else _CPU_DTYPE.get()
+
+
+@contextlib.contextmanager
+def gpu_dtype_on_cpu() -> Iterator[None]:
+    """Inside it, CPUs load, train (bf16 weights and autocast) and encode in the GPUs' dtype, so that a run on a CPU
+    (`lm2vec run --dry-run`) goes the GPU's way and meets its dtype bugs."""
+    token = _CPU_DTYPE.set(torch.bfloat16)
+    try:
+        yield
+    finally:
+        _CPU_DTYPE.reset(token)
 
 
 def load_backbone(

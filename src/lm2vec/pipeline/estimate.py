@@ -173,7 +173,8 @@ def model_config(source: str, config_from: str | None = None):
         located = check_source(source)
     except ModelSourceError as error:
         raise EstimateError(
-            f"model {source!r}: {error} To plan without it, pass --config-from with its config.json."
+            f"model {source!r}: {error} Without it, `lm2vec plan` and `lm2vec run --dry-run` take its config.json "
+            "with --config-from."
         ) from None
     if isinstance(located, Path) and located.suffix == ".gguf":
         converted = converted_folder(located)

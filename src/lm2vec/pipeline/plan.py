@@ -79,15 +79,20 @@ class Plan:
 
 
 def plan_run(
-    recipe_path: str | Path, overrides: Sequence[str] = (), out: str | Path | None = None, check_inputs: bool = True
+    recipe_path: str | Path,
+    overrides: Sequence[str] = (),
+    out: str | Path | None = None,
+    check_inputs: bool = True,
+    recipe: dict[str, Any] | None = None,
 ) -> Plan:
     """Read a recipe, apply `section.key=value` overrides and resolve every stage's options for the run folder.
 
     Everything is checked before any work starts: sections, override syntax, every option's type and range and,
     with `check_inputs` (off to check a recipe meant for another machine), that input paths exist and that each
-    model source resolves. One RecipeError lists every problem found."""
+    model source resolves. One RecipeError lists every problem found. `recipe`, when given, is the recipe's content
+    in place of the file's (a dry run's shrunk copy); its relative paths are still the file's folder's."""
     recipe_path = Path(recipe_path)
-    recipe = load_recipe(recipe_path)
+    recipe = load_recipe(recipe_path) if recipe is None else recipe
     definitions = {stage.name: stage for stage in registered_stages()}
     sections = ("run", *(stage.section for stage in definitions.values() if stage.section))
     problems: list[str] = []
@@ -106,7 +111,7 @@ def plan_run(
     except RecipeError as error:
         problems.append(str(error))
         run = RunOptions()
-    run_dir = Path(out or run.out or Path("runs") / recipe_path.stem)
+    run_dir = run_folder(recipe_path, run, out)
     stages = [name for name, stage in definitions.items() if stage.always or stage.section in recipe]
     plan = Plan(recipe_path, run, run_dir, stages, {}, {}, definitions)
     for name in stages:
@@ -140,13 +145,21 @@ def plan_run(
     return plan
 
 
+def run_folder(recipe_path: Path, run: RunOptions, out: str | Path | None = None) -> Path:
+    """The run folder: `out`, else the recipe's run.out, else runs/<recipe name>."""
+    return Path(out or run.out or Path("runs") / recipe_path.stem)
+
+
 def _missing_inputs(plan: Plan) -> list[str]:
-    """Model sources that do not resolve and input paths that do not exist, over every planned stage."""
+    """Model sources that do not resolve and input paths that do not exist, over every planned stage (but those
+    inside the run folder, which the run makes: a dry run's shrunk model)."""
     from lm2vec.modeling.sources import ModelSourceError, check_source
 
     problems = []
     models = {plan.run.model} | {options.model for options in plan.options.values() if hasattr(options, "model")}
     for model in sorted(models):
+        if Path(model).is_relative_to(plan.run_dir):
+            continue
         try:
             check_source(model)
         except ModelSourceError as error:

@@ -56,6 +56,10 @@ class Pipeline:
         self.state = _distributed_state()
         self._records_lock = threading.Lock()
         self.records = self._read_records()
+        if not (self.dir / RUN_RECORD).is_file():
+            # Marked lm2vec's before anything is written into it (a dry run's shrunk model), so that a run killed
+            # before its first stage leaves a folder the next run may claim.
+            self._write_records()
 
     @property
     def is_main(self) -> bool:

@@ -6,6 +6,7 @@ import torch
 from transformers import TrainingArguments
 
 from lm2vec.console import hide_progress_bars_unless_terminal
+from lm2vec.modeling.loading import default_device, default_dtype
 from lm2vec.training.options import TrainingOptions
 
 
@@ -32,7 +33,8 @@ def training_arguments(options: TrainingOptions, **overrides) -> TrainingArgumen
         eval_steps=options.eval_steps,
         seed=options.seed,
         data_seed=options.seed,
-        bf16=on_cuda and torch.cuda.is_bf16_supported(),
+        # bf16 autocast where the weights load in bf16: on CUDA, and on a CPU inside `gpu_dtype_on_cpu()`.
+        bf16=default_dtype(default_device()) == torch.bfloat16 and (not on_cuda or torch.cuda.is_bf16_supported()),
         # Without CUDA, accelerate treats torchrun's processes as one-process runs unless told they are CPU ones.
         use_cpu=not on_cuda,
         dataloader_pin_memory=on_cuda,
