@@ -85,6 +85,7 @@ def files(tmp_path):
 # command line -> the function it calls that raises
 COMMANDS = {
     "run": (["run", "{t}/recipe.toml"], "lm2vec.pipeline.run.run_recipe"),
+    "plan": (["plan", "{t}/recipe.toml"], "lm2vec.pipeline.plan.plan_run"),
     "convert": (["convert", "some-model", "{t}/out"], "lm2vec.modeling.encoder.LM2Vec.from_pretrained"),
     "encode": (
         ["encode", "-m", "m", "-i", "{t}/texts.txt", "-o", "{t}/out.npy"],
