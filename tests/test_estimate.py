@@ -30,7 +30,7 @@ from tests.tiny_models import tiny_config
 ROOT = Path(__file__).resolve().parents[1]
 QUICK = ROOT / "recipes" / "smollm2-en-quick.toml"
 MISTRAL = "mistralai/Mistral-7B-Instruct-v0.2"
-GPU = Target(gpus=1, memory=80e9, flops=989e12, mfu=0.4)
+GPU = Target(gpus=1, memory=80e9, mfu=0.4, device_flops=989e12)
 CPU = dataclasses.replace(GPU, gpus=0)
 
 
@@ -147,7 +147,11 @@ def test_quantities() -> None:
         parse_quantity("80 gigs", "--gpu-memory")
 
 
-def test_run_refuses_a_stage_that_cannot_fit_before_any_model_loads(tiny_llama: Path, tmp_path: Path) -> None:
+def test_run_refuses_a_stage_that_cannot_fit_before_any_model_loads(
+    tiny_llama: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The memory check needs no FLOP rate: the CPU's is measured only for `lm2vec plan`'s hours.
+    monkeypatch.setattr("lm2vec.pipeline.estimate.cpu_flops", lambda: pytest.fail("measured the CPU's FLOP rate"))
     docs = tmp_path / "docs.txt"
     docs.write_text("the cat sat on the mat .\n\nthe dog ran fast .")
     overrides = [f"run.model={tiny_llama}", f"data.inputs={docs}", "mntp.per_device_batch_size=2000000"]

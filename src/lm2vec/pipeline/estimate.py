@@ -88,8 +88,15 @@ class Target:
 
     gpus: int
     memory: float | None
-    flops: float  # peak FLOP/s of one device
     mfu: float
+    device_flops: float | None = None  # peak FLOP/s of one device; None: an H100's bf16, or this CPU's measured
+
+    @property
+    def flops(self) -> float:
+        """Read only for hours: the CPU's rate is measured (a tenth of a second), which a memory check never needs."""
+        if self.device_flops is not None:
+            return self.device_flops
+        return DEFAULT_GPU_FLOPS if self.on_gpu else cpu_flops()
 
     @property
     def on_gpu(self) -> bool:
@@ -130,11 +137,8 @@ def target_for(
         memory = torch.cuda.get_device_properties(0).total_memory if torch.cuda.is_available() else None
     else:
         memory = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
-    if device_flops:
-        flops = parse_quantity(device_flops, "--device-flops")
-    else:
-        flops = DEFAULT_GPU_FLOPS if gpus else cpu_flops()
-    return Target(gpus, memory, flops, mfu)
+    flops = parse_quantity(device_flops, "--device-flops") if device_flops else None
+    return Target(gpus, memory, mfu, flops)
 
 
 @functools.cache
@@ -286,8 +290,12 @@ class StageEstimate:
     runtime: float
     tokens: int  # over the whole stage, all devices
     flops: float
-    hours: float
     scores_kept: bool  # the (heads, L, L) attention scores are materialised
+    target: Target
+
+    @property
+    def hours(self) -> float:
+        return self.flops / (self.target.devices * self.target.flops * self.target.mfu) / 3600
 
     @property
     def total(self) -> float:
@@ -358,8 +366,8 @@ def estimate_stage(name: str, options: Any, shape: ModelShape, target: Target) -
         runtime=0.0 if target.on_gpu else CPU_RUNTIME_BYTES,
         tokens=tokens,
         flops=flops,
-        hours=flops / (target.devices * target.flops * target.mfu) / 3600,
         scores_kept=scores_kept,
+        target=target,
     )
 
 
