@@ -45,6 +45,8 @@ class ServeOptions(Options):
     )
 
     def checks(self) -> list[tuple[bool, str]]:
+        from lm2vec.modeling.onnx import BACKENDS
+
         key = self.api_key
         blank_key = key is not None and not key.strip()
         return [
@@ -63,7 +65,7 @@ class ServeOptions(Options):
                 self.max_input_tokens is None or self.max_input_tokens >= 2,
                 f"max_input_tokens must be at least 2, got {self.max_input_tokens}.",
             ),
-            (self.backend in ("torch", "onnx"), f"backend must be torch or onnx, got {self.backend!r}."),
+            (self.backend in BACKENDS, f"backend must be one of {', '.join(BACKENDS)}, got {self.backend!r}."),
             (not blank_key, "api_key is empty: give a key, or none for a service without one."),
             # A client's header is read as ASCII and stripped: any other key could never match.
             (
