@@ -1,20 +1,28 @@
-"""Throughput of `lm2vec data wiki` against wikiextractor on the same dump, in one run.
+"""Throughput of `lm2vec data wiki` against wikiextractor on the same dump, side by side.
 
-    .venv/bin/python benchmarks/data.py [--dump PATH] [--workers N]
+    .venv/bin/python benchmarks/data.py [--dump PATH] [--workers N [N ...]] [--repeats R] [--lean] [--baseline SRC]
 
-Default dump: the English sample in the gensim 4.4.0 wheel (a dev dependency). Each tool runs in a
-fresh subprocess with N worker processes. Peak memory is the largest sum of PSS (RSS with the pages
-that forked workers share counted once) over the process tree, sampled every 50 ms. lm2vec's time is
-the pipeline's own (from its manifest), without the ~5 s it takes to import the `lm2vec` package
-(torch); the RSS of that import is reported separately.
+Default dump: the English sample in the gensim 4.4.0 wheel (a dev dependency). For each worker count, the
+tools run R times each in fresh subprocesses, alternating (and alternating which goes first), so that both see the
+same load on a shared machine; the table gives medians and the ratio of pages/s within each pair. Peak memory is
+the largest sum of PSS (RSS with the pages that forked workers share counted once) over the process tree, sampled
+every 50 ms. CPU is user + system time of the process tree, which load changes less than wall time. lm2vec's
+seconds and CPU are the pipeline's own, without the ~5 s it takes to import the `lm2vec` package (torch);
+wikiextractor's are the whole command's (its import takes about 0.1 s). `--lean` adds a run of lm2vec without
+the work that wikiextractor does not do either: no weak pairs, no near-duplicate MinHash. `--baseline SRC` adds a
+run of the `lm2vec` package in the folder SRC, for a before/after: `git archive HEAD src | tar -x -C /tmp/base`
+and SRC = /tmp/base/src.
 """
 
 from __future__ import annotations
 
 import argparse
+import functools
 import importlib.util
 import json
 import os
+import resource
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -26,20 +34,30 @@ import psutil
 ENGLISH_SAMPLE = "enwiki-latest-pages-articles1.xml-p000000010p000030302-shortened.bz2"
 
 _LM2VEC_CHILD = """
-import json, sys, psutil
+import json, resource, sys, psutil
 from lm2vec.data import WikiConfig, build_wiki_corpus
-import_rss = psutil.Process().memory_info().rss
-manifest = build_wiki_corpus(sys.argv[1], WikiConfig(lang="en", workers=int(sys.argv[3]), progress=False), sys.argv[2])
-print(json.dumps({"elapsed_s": manifest.timing["elapsed_s"], "import_rss": import_rss,
+def cpu():
+    return sum(getattr(resource.getrusage(who), field) for who in (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN)
+               for field in ("ru_utime", "ru_stime"))
+import_rss, before = psutil.Process().memory_info().rss, cpu()
+config = WikiConfig(lang="en", workers=int(sys.argv[3]), progress=False, **json.loads(sys.argv[4]))
+manifest = build_wiki_corpus(sys.argv[1], config, sys.argv[2])
+print(json.dumps({"seconds": manifest.timing["elapsed_s"], "cpu": cpu() - before, "import_rss": import_rss,
                   "pages": manifest.counts.pages_seen, "articles": manifest.counts.articles_kept,
                   "sentences": manifest.counts.sentences}))
 """
 
 
-def run_measured(command: list[str]) -> tuple[float, int, str]:
-    """Wall seconds, peak PSS of the process tree in bytes, and stdout of `command`."""
-    started = time.perf_counter()
-    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+def children_cpu() -> float:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
+def run_measured(command: list[str], environment: dict[str, str] | None = None) -> tuple[float, float, int, str]:
+    """Wall seconds, CPU seconds of the process tree, peak PSS of the tree in bytes, and stdout of `command`."""
+    started, cpu_before = time.perf_counter(), children_cpu()
+    env = os.environ | (environment or {})
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, env=env)
     root, peak = psutil.Process(process.pid), 0
     while process.poll() is None:
         try:
@@ -52,13 +70,32 @@ def run_measured(command: list[str]) -> tuple[float, int, str]:
     stdout = process.stdout.read() if process.stdout else ""
     if process.returncode:
         raise SystemExit(f"{command[:4]} failed with exit code {process.returncode}")
-    return wall, peak, stdout
+    return wall, children_cpu() - cpu_before, peak, stdout
+
+
+def run_lm2vec(dump: Path, workers: int, out: Path, source: Path | None = None, **options: object) -> dict:
+    command = [sys.executable, "-c", _LM2VEC_CHILD, str(dump), str(out), str(workers), json.dumps(options)]
+    _, _, peak, output = run_measured(command, {"PYTHONPATH": str(source)} if source else {})
+    return json.loads(output.strip().splitlines()[-1]) | {"peak": peak}
+
+
+def run_lm2vec_lean(dump: Path, workers: int, out: Path) -> dict:
+    return run_lm2vec(dump, workers, out, pair_kinds=[], near_duplicate_threshold=0)
+
+
+def run_wikiextractor(dump: Path, workers: int, out: Path) -> dict:
+    command = [sys.executable, "-m", "wikiextractor.WikiExtractor", str(dump), "-o", str(out)]
+    wall, cpu, peak, _ = run_measured([*command, "--processes", str(workers), "--json", "-q"])
+    return {"seconds": wall, "cpu": cpu, "peak": peak}
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--dump", type=Path, help="MediaWiki dump (default: gensim's English sample)")
-    parser.add_argument("--workers", type=int, default=os.cpu_count() or 1)
+    parser.add_argument("--workers", type=int, nargs="+", default=[os.cpu_count() or 1])
+    parser.add_argument("--repeats", type=int, default=3, help="runs of each tool per worker count")
+    parser.add_argument("--lean", action="store_true", help="also run lm2vec without pairs and near-duplicates")
+    parser.add_argument("--baseline", type=Path, help="also run the lm2vec package in this source folder")
     args = parser.parse_args()
     dump = args.dump
     if dump is None:
@@ -67,38 +104,36 @@ def main() -> None:
             raise SystemExit("install the dev extras (pip install -e .[dev]) or pass --dump")
         dump = Path(spec.submodule_search_locations[0]) / "test" / "test_data" / ENGLISH_SAMPLE
     size_mb = dump.stat().st_size / 1e6
-
-    with tempfile.TemporaryDirectory() as scratch:
-        _, lm2vec_peak, output = run_measured(
-            [sys.executable, "-c", _LM2VEC_CHILD, str(dump), f"{scratch}/lm2vec", str(args.workers)]
-        )
-        lm2vec = json.loads(output.strip().splitlines()[-1])
-        wikiextractor_wall, wikiextractor_peak, _ = run_measured(
-            [
-                sys.executable,
-                "-m",
-                "wikiextractor.WikiExtractor",
-                str(dump),
-                "-o",
-                f"{scratch}/wikiextractor",
-                "--processes",
-                str(args.workers),
-                "--json",
-                "-q",
-            ]
-        )
-
-    pages = lm2vec["pages"]
-    print(f"dump: {dump.name} ({size_mb:.2f} MB compressed, {pages} pages), {args.workers} worker processes")
-    print(f"{'tool':<16}{'seconds':>9}{'pages/s':>10}{'MB/s':>8}{'peak PSS MB':>13}")
-    for name, seconds, peak in (
-        ("lm2vec data", lm2vec["elapsed_s"], lm2vec_peak),
-        ("wikiextractor", wikiextractor_wall, wikiextractor_peak),
-    ):
-        print(f"{name:<16}{seconds:>9.2f}{pages / seconds:>10.1f}{size_mb / seconds:>8.2f}{peak / 1e6:>13.0f}")
+    print(f"dump: {dump.name} ({size_mb:.2f} MB compressed); load average at start {os.getloadavg()[0]:.1f}")
+    print(f"{'workers':>7}  {'tool':<15}{'seconds':>9}{'pages/s':>9}{'CPU s':>8}{'peak PSS MB':>13}{'ratio':>8}")
+    tools = {"lm2vec data": run_lm2vec, "wikiextractor": run_wikiextractor}
+    if args.lean:
+        tools["lm2vec lean"] = run_lm2vec_lean
+    if args.baseline:
+        tools["lm2vec baseline"] = functools.partial(run_lm2vec, source=args.baseline.resolve())
+    for workers in args.workers:
+        runs: dict[str, list[dict]] = {name: [] for name in tools}
+        for repeat in range(args.repeats):
+            with tempfile.TemporaryDirectory() as scratch:
+                order = list(tools.items())
+                for name, run in order if repeat % 2 == 0 else order[::-1]:
+                    runs[name].append(run(dump, workers, Path(scratch) / name.replace(" ", "-")))
+        pages = runs["lm2vec data"][0]["pages"]
+        for name, measured in runs.items():
+            seconds = statistics.median(run["seconds"] for run in measured)
+            cpu = statistics.median(run["cpu"] for run in measured)
+            peak = max(run["peak"] for run in measured)
+            pairs = zip(measured, runs["wikiextractor"], strict=True)
+            ratios = [theirs["seconds"] / ours["seconds"] for ours, theirs in pairs]
+            ratio = f"{statistics.median(ratios):.2f}x" if name != "wikiextractor" else ""
+            speed = f"{seconds:>9.2f}{pages / seconds:>9.1f}{cpu:>8.2f}"
+            print(f"{workers:>7}  {name:<15}{speed}{peak / 1e6:>13.0f}{ratio:>8}")
+    lm2vec = runs["lm2vec data"][-1]
     print(
-        f"lm2vec kept {lm2vec['articles']} articles and {lm2vec['sentences']} sentences; "
-        f"{lm2vec['import_rss'] / 1e6:.0f} MB of its RSS is the import of the lm2vec package (torch)"
+        f"{pages} pages; lm2vec kept {lm2vec['articles']} articles and {lm2vec['sentences']} sentences; "
+        f"{lm2vec['import_rss'] / 1e6:.0f} MB of its RSS is the import of the lm2vec package (torch); ratio: "
+        f"lm2vec's pages/s over wikiextractor's, median of the {args.repeats} side-by-side pairs; "
+        f"load average at the end {os.getloadavg()[0]:.1f}"
     )
 
 

@@ -10,11 +10,13 @@ import importlib.metadata
 import importlib.util
 import json
 import random
+import re
 import shutil
 from pathlib import Path
 
 import pyarrow.parquet as pq
 import pytest
+from datasketch import MinHash
 from typer.testing import CliRunner
 
 from lm2vec.artifacts import PARTIAL
@@ -29,9 +31,11 @@ from lm2vec.data import (
     load_texts,
 )
 from lm2vec.data.cli import data_app
-from lm2vec.data.dedup import normalise
+from lm2vec.data.dedup import NearDuplicateKeys, normalise
 from lm2vec.data.dump import DumpReader
+from lm2vec.data.languages import language_profile
 from lm2vec.data.shards import Manifest
+from lm2vec.data.wikitext import WikitextCleaner
 
 ENGLISH_SAMPLE = "enwiki-latest-pages-articles1.xml-p000000010p000030302-shortened.bz2"
 BULGARIAN_SAMPLE = "bgwiki-latest-pages-articles-shortened.xml.bz2"
@@ -356,3 +360,122 @@ def test_the_progress_bar_stays_out_of_logs_that_are_not_a_terminal(tmp_path: Pa
     build_text_corpus(str(tmp_path / "docs.txt"), config, tmp_path / "out")
     console = "".join(capfd.readouterr())
     assert "\r" not in console and "reading" not in console  # pytest's capture is not a terminal
+
+
+# --- multistream dumps read in parts ----------------------------------------------------------------------------
+def write_multistream(tmp_path: Path, articles: int, per_stream: int) -> tuple[Path, Path]:
+    """The first `articles` articles of the English sample and every other redirect between them, as Wikimedia writes
+    a multistream dump: one bz2 stream for the header (<siteinfo>), one per `per_stream` pages, one for the footer,
+    concatenated; and its bz2 index, `OFFSET:PAGE_ID:TITLE` for every page."""
+    xml = bz2.decompress(gensim_sample(ENGLISH_SAMPLE).read_bytes()).decode()
+    header, _, rest = xml.partition("  <page>")
+    every = ["  <page>" + block.split("</page>")[0] + "</page>\n" for block in rest.split("  <page>")]
+    last = [number for number, block in enumerate(every) if "<redirect" not in block][articles - 1]
+    blocks = [block for number, block in enumerate(every[: last + 1]) if "<redirect" not in block or number % 2]
+    dump, index = tmp_path / "enwiki-multistream.xml.bz2", tmp_path / "enwiki-multistream-index.txt.bz2"
+    lines, data = [], bz2.compress(header.encode())
+    for start in range(0, len(blocks), per_stream):
+        for block in blocks[start : start + per_stream]:
+            title = block.split("<title>")[1].split("</title>")[0]
+            page_id = block.split("<id>")[1].split("</id>")[0]
+            lines.append(f"{len(data)}:{page_id}:{title}\n")
+        data += bz2.compress("".join(blocks[start : start + per_stream]).encode())
+    dump.write_bytes(data + bz2.compress(b"</mediawiki>\n"))
+    index.write_bytes(bz2.compress("".join(lines).encode()))
+    return dump, index
+
+
+def test_multistream_parts_are_disjoint_and_together_the_whole_run(tmp_path: Path) -> None:
+    dump, index = write_multistream(tmp_path, articles=12, per_stream=4)
+    whole = build_wiki_corpus(dump, config("en"), tmp_path / "whole")  # read as one file: no --part
+    pages = whole.counts.pages_seen
+    assert whole.counts.articles_kept >= 8 and whole.counts.skipped["redirect"] >= 4
+    parts = [tmp_path / f"part{number}" for number in (1, 2, 3)]
+    for number, out in enumerate(parts, start=1):
+        manifest = build_wiki_corpus(dump, config("en", index=str(index), part=f"{number}/3"), out)
+        assert manifest.status == "complete" and manifest.source["part"] == f"{number}/3"
+        assert manifest.source["dbname"] == "enwiki"  # the header stream was read too
+        assert_consistent(out)
+    seen = [Manifest.read(out).counts.pages_seen for out in parts]
+    assert sum(seen) == pages and all(count > 0 for count in seen)
+    assert all(count % 4 == 0 for count in seen[:-1])  # whole streams: the last one may be short
+    for kind in ("paragraphs", "sentences"):
+        in_parts = [rows(out, kind) for out in parts]
+        articles = [{row["article_id"] for row in part_rows} for part_rows in in_parts]
+        assert sum(map(len, articles)) == len(set().union(*articles))  # no article in two parts
+        union = sorted((row for part_rows in in_parts for row in part_rows), key=json.dumps)
+        assert union == sorted(rows(tmp_path / "whole", kind), key=json.dumps)
+    # More parts than streams: a part whose share of the bytes holds no stream start is an empty corpus.
+    empty = build_wiki_corpus(dump, config("en", index=str(index), part="2/40"), tmp_path / "empty")
+    assert empty.status == "complete" and empty.counts.pages_seen == 0
+
+
+def test_bad_parts_are_clear_cli_errors_before_any_work(tmp_path: Path) -> None:
+    dump, index = write_multistream(tmp_path, articles=2, per_stream=2)
+    lines = bz2.decompress(index.read_bytes()).decode().splitlines()
+    shifted = [f"{int(offset) + 1}:{rest}" for offset, rest in (line.split(":", 1) for line in lines)]
+    (tmp_path / "shifted-index.txt").write_text("\n".join(shifted))  # one byte off: no bz2 stream starts there
+    (tmp_path / "plain.xml").write_bytes(bz2.decompress(dump.read_bytes()))
+    cases = [
+        (dump, ["--part", "2/3"], "part needs index"),
+        (dump, ["--index", str(index), "--part", "4/3"], "part must be K/N with 1 <= K <= N"),
+        (dump, ["--index", str(tmp_path / "shifted-index.txt"), "--part", "1/2"], "not the index of"),
+        (dump, ["--index", str(dump), "--part", "1/2"], "not a multistream index line"),
+        (tmp_path / "plain.xml", ["--index", str(index), "--part", "1/2"], "needs a bz2 multistream dump"),
+    ]
+    for number, (path, options, message) in enumerate(cases):
+        out = tmp_path / f"out{number}"
+        result = runner.invoke(data_app, ["wiki", str(path), "--lang", "en", "--out", str(out), *options])
+        assert result.exit_code == 2 and message in result.output, (options, result.output)
+        assert not out.exists()  # found before the output directory is made
+
+
+# --- the fast paths give what the slow ones gave ----------------------------------------------------------------
+@pytest.mark.parametrize(
+    ("wikitext", "sections"),
+    [
+        (
+            "Lead with a [[File:A.jpg|thumb|A caption with [[a link]] and {{t|x}}]] file.\n\nA [[link|label|second "
+            "label]] and [[:Category:Shown]] [[Category:Hidden]] [[de:Fremd]] [[de:Fremd|shown]].",
+            [((), ["Lead with a file.", "A label|second label and:Category:Shown shown."])],
+        ),
+        (
+            "Text &amp; &#x41;&#66; &nbsp;entities, [http://example.org an external label] and "
+            "[http://bare.example.org] <ref name=a>{{cite|[[x]]}}</ref><ref name=b/> end.",
+            [((), ["Text & AB entities, an external label and end."])],
+        ),
+        (
+            '== History {{anchor|h}} ==\nFirst <b>bold</b> <span class="x">span text</span>.<br>After break.\n'
+            "=== Sub ===\n* item one\n* item ''two''\n; term : definition\n== References ==\nDropped text.\n"
+            "=== Notes ===\nStill dropped.\n== Later ==\nKept again.",
+            [
+                (("History",), ["First bold span text. After break."]),
+                (("History", "Sub"), ["item one", "item two", "term", "definition"]),
+                (("Later",), ["Kept again."]),
+            ],
+        ),
+        (
+            "{| class=wikitable\n|-\n| cell || cell\n|}\nAfter table <div>div text</div> <!-- a comment --> "
+            "{{{1|argument}}} [[{{t}}|templated target]] [[a{{t}}b]].",
+            [((), ["After table templated target ab."])],
+        ),
+        ("<p>Para <i>one</i></p><p>Para two <ref>unclosed ref", [((), ["Para one<p>Para two <ref>unclosed ref"])]),
+    ],
+)
+def test_wikitext_rendered_from_tokens_as_from_the_tree(wikitext: str, sections: list) -> None:
+    """The cleaner walks the tokenizer's tokens, not mwparserfromhell's node tree; the expected sections are what
+    rendering the tree gave (lm2vec before 2026-12), for the constructs where the two could part: nested links and
+    templates, separators, entities, tags with and without closing tags, headings with markup."""
+    cleaner = WikitextCleaner(language_profile("en"), {6: "File", 14: "Category"}, drop_boilerplate_sections=True)
+    assert [(section.headings, section.paragraphs) for section in cleaner.sections(wikitext)] == sections
+
+
+def test_minhash_signature_is_datasketchs() -> None:
+    keys = NearDuplicateKeys(0.8)
+    for text in ("Anarchism is a political philosophy and movement that is sceptical of authority", "Две думи", ""):
+        words = re.findall(r"\w+", text.casefold())
+        grams = {" ".join(words[start : start + 3]).encode() for start in range(len(words) - 2)}
+        reference = MinHash(128, seed=1, scheme="affine32")
+        reference.update_batch(list(grams))
+        signature = keys.signature(text)
+        assert signature is None if not grams else (signature == reference.hashvalues).all()

@@ -14,8 +14,10 @@ from typer.testing import CliRunner
 from lm2vec.cli import app
 from lm2vec.modeling.bidirectional import set_bidirectional
 from lm2vec.pipeline.estimate import (
+    DoesNotFitError,
     EstimateError,
     Target,
+    check_fits,
     estimate_stage,
     layer_activation_elements,
     model_shape,
@@ -121,6 +123,26 @@ def test_hours_follow_tokens_devices_and_mfu() -> None:
     assert estimate_stage("mntp", _mntp(), shape, dataclasses.replace(GPU, mfu=0.2)).hours == pytest.approx(
         2 * one.hours
     )
+
+
+def test_fsdp_shards_the_weights_across_the_devices() -> None:
+    shape = source_shape(MISTRAL)
+    eight = dataclasses.replace(GPU, gpus=8)
+    whole = estimate_stage("mntp", _mntp(), shape, eight)
+    sharded = estimate_stage("mntp", _mntp(fsdp=True), shape, eight)
+    gathered = shape.parameters - shape.linear_parameters + shape.linear_parameters / shape.layers
+    assert not whole.sharded and sharded.sharded
+    assert sharded.weights == pytest.approx((shape.parameters / 8 + gathered) * 2)
+    assert whole.weights / 8 < sharded.weights < whole.weights / 4  # 1/8, plus embeddings, head and one layer
+    assert (sharded.activations, sharded.lora) == (whole.activations, whole.lora)  # the adapter stays whole
+    assert estimate_stage("mntp", _mntp(fsdp=True), shape, GPU).weights == whole.weights  # one device: no effect
+
+
+def test_a_stage_too_big_for_several_gpus_is_told_about_fsdp() -> None:
+    small = dataclasses.replace(GPU, gpus=8, memory=16e9)
+    estimate = estimate_stage("mntp", _mntp(gradient_checkpointing=True), source_shape(MISTRAL), small)
+    with pytest.raises(DoesNotFitError, match="set mntp.fsdp = true"):
+        check_fits([estimate], small)
 
 
 @pytest.mark.parametrize("recipe", sorted((ROOT / "recipes").glob("*.toml")), ids=lambda path: path.stem)

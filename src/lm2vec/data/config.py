@@ -4,6 +4,7 @@ key of a recipe's `[data]` TOML table, so `WikiConfig(**recipe["data"])` fills i
 from __future__ import annotations
 
 import os
+import re
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
@@ -15,6 +16,15 @@ RUN_ONLY_FIELDS = frozenset({"workers", "max_articles", "progress"})
 
 # The weak pair kinds of a dump (lm2vec.data.pairs): title -> lead, heading path -> section, sentence -> paragraph.
 PAIR_KINDS = ("title-lead", "heading-section", "sentence-paragraph")
+_PART = re.compile(r"(?P<number>[1-9]\d*)/(?P<count>[1-9]\d*)")
+
+
+def parse_part(part: str) -> tuple[int, int] | None:
+    """Part K of N of a multistream dump from "K/N" ("3/8" -> (3, 8)); None unless 1 <= K <= N."""
+    match = _PART.fullmatch(part.replace(" ", ""))
+    if match is None or int(match["number"]) > int(match["count"]):
+        return None
+    return int(match["number"]), int(match["count"])
 
 
 @dataclass(frozen=True)
@@ -142,6 +152,18 @@ class WikiConfig(CorpusConfig):
         metadata={"help": "a file of more such titles, one a line (blank lines are ignored)"},
     )
 
+    index: str = field(
+        default="",
+        metadata={"help": "the multistream dump's index (*-multistream-index.txt.bz2), to read only a --part of it"},
+    )
+    part: str = field(
+        default="",
+        metadata={
+            "help": "K/N: build part K of N of a multistream dump (with --index), about 1/N of its pages, each page "
+            "in exactly one part, so N machines or processes share the dump"
+        },
+    )
+
     @property
     def writes_pairs(self) -> bool:
         return bool(self.pair_kinds)
@@ -161,6 +183,11 @@ class WikiConfig(CorpusConfig):
                 self.pair_sentences_per_paragraph >= 1,
                 f"pair_sentences_per_paragraph must be positive, got {self.pair_sentences_per_paragraph}.",
             ),
+            (
+                not self.part or parse_part(self.part) is not None,
+                f"part must be K/N with 1 <= K <= N (e.g. 3/8), got {self.part!r}.",
+            ),
+            (not self.part or bool(self.index), "part needs index, the dump's *-multistream-index.txt.bz2."),
         ]
 
 

@@ -2,8 +2,8 @@
 
 Exact duplicates: the text is normalised (NFKC, case folded, only letters kept, so that copies that
 differ in case, punctuation, digits or spacing match) and hashed to 64 bits.
-Near duplicates (paragraphs only): a MinHash signature (datasketch) over word 3-grams is cut into
-LSH bands sized for the Jaccard threshold; two paragraphs sharing any band are near duplicates.
+Near duplicates (paragraphs only): a MinHash signature (datasketch's, computed with numpy) over word 3-grams
+is cut into LSH bands sized for the Jaccard threshold; two paragraphs sharing any band are near duplicates.
 Seen keys go into Bloom filters (rbloom) of a fixed size instead of growing sets, so memory does not
 depend on the dump size; the price is a small chance (about 1e-4 per lookup) of dropping a unique text.
 """
@@ -23,6 +23,10 @@ _NOT_A_LETTER = re.compile(r"[\W\d_]+")
 _WORD = re.compile(r"\w+")
 _FALSE_POSITIVE_RATE = 1e-4
 _SHINGLE_WORDS = 3
+_SCHEME = "affine32"  # datasketch's default permutation scheme since 2.0, named so an upgrade cannot change the keys
+# MurmurHash3's 32-bit finalizer (datasketch's _fmix): (shift, multiplier) twice, then a last shift.
+_FMIX32_STEPS = ((np.uint32(16), np.uint32(0x85EBCA6B)), (np.uint32(13), np.uint32(0xC2B2AE35)))
+_FMIX32_LAST_SHIFT = np.uint32(16)
 
 
 def normalise(text: str) -> str:
@@ -54,25 +58,39 @@ class NearDuplicateKeys:
         return lsh.b, lsh.r
 
     @cached_property
-    def _template(self) -> MinHash:
+    def _permutations(self) -> tuple[np.ndarray, np.ndarray]:
         # Drawing the random permutations costs more than hashing a paragraph: draw them once.
-        return MinHash(num_perm=self.num_perm, seed=1)
+        a, b = MinHash(num_perm=self.num_perm, seed=1, scheme=_SCHEME).permutations
+        return a, b
 
     @property
     def band_count(self) -> int:
         return self._bands[0]
 
+    def signature(self, text: str) -> np.ndarray | None:
+        """The MinHash signature of the text's word 3-grams, equal to datasketch's `MinHash(seed=1,
+        scheme="affine32").update_batch` but computed for all 3-grams at once; None if there is no 3-gram."""
+        words = _WORD.findall(unicodedata.normalize("NFKC", text).casefold())
+        shingles = {" ".join(gram) for gram in zip(*(words[start:] for start in range(_SHINGLE_WORDS)), strict=False)}
+        if not shingles:
+            return None
+        # datasketch's hash of a 3-gram (sha1_hash32) is the first 4 of the 20 bytes of its SHA-1: every 5th uint32.
+        digests = b"".join([hashlib.sha1(gram).digest() for gram in map(str.encode, shingles)])
+        hashed = np.frombuffer(digests, "<u4")[:: hashlib.sha1().digest_size // 4]
+        # Then datasketch's MurmurHash3 pre-mix and its permutations a * h + b (mod 2^32).
+        for shift, multiplier in _FMIX32_STEPS:
+            hashed = (hashed ^ (hashed >> shift)) * multiplier
+        hashed = hashed ^ (hashed >> _FMIX32_LAST_SHIFT)
+        a, b = self._permutations
+        return (hashed[:, np.newaxis] * a + b).min(axis=0)
+
     def keys(self, text: str) -> list[int]:
         """One key per band; [] for texts too short to have a shingle."""
-        words = _WORD.findall(unicodedata.normalize("NFKC", text).casefold())
-        shingles = {" ".join(words[i : i + _SHINGLE_WORDS]).encode() for i in range(len(words) - _SHINGLE_WORDS + 1)}
-        if not shingles:
+        signature = self.signature(text)
+        if signature is None:
             return []
-        template = self._template
-        signature = MinHash(self.num_perm, seed=1, permutations=template.permutations, scheme=template.scheme)
-        signature.update_batch(list(shingles))
         bands, rows = self._bands
-        values = np.asarray(signature.hashvalues[: bands * rows], dtype=np.uint64).reshape(bands, rows)
+        values = signature[: bands * rows].astype(np.uint64).reshape(bands, rows)
         return [_hash64(bytes([band]) + values[band].tobytes()) for band in range(bands)]
 
 

@@ -3,6 +3,11 @@
 Compression is recognised by magic bytes, not by the file name, and the text encoding by the byte
 order mark or the zero-byte pattern of "<" in UTF-16. The XML is fed to a pull parser in fixed-size
 chunks and each <page> element is dropped once read, so memory stays constant whatever the dump size.
+
+A multistream dump (`*-multistream.xml.bz2`, independent bz2 streams of 100 pages each) can be read in parts: its
+index (`*-multistream-index.txt.bz2`, lines `OFFSET:PAGE_ID:TITLE`) gives each stream's byte offset, and part K of N
+reads the header stream (<siteinfo>) and a contiguous run of about 1/N of the bytes of page streams, so that N
+machines together read every page exactly once.
 """
 
 from __future__ import annotations
@@ -11,6 +16,7 @@ import bz2
 import gzip
 import re
 import xml.etree.ElementTree as ET
+from collections import deque
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,6 +25,7 @@ from typing import BinaryIO
 from lm2vec.data.errors import DumpError, require_file
 
 _CHUNK_BYTES = 1 << 20
+_BZ2_MAGIC = b"BZh"
 _EXPORT_NAMESPACE = re.compile(r"^\{http://www\.mediawiki\.org/xml/export-[\d.]+/\}")
 # Localised "#REDIRECT [[...]]" (e.g. "#ПРЕНАСОЧВАНЕ"); pages of old dumps lack the <redirect> element.
 _REDIRECT_TEXT = re.compile(r"^\s*#[^\s\[\]]+\s*:?\s*\[\[")
@@ -74,30 +81,94 @@ def detect_encoding(head: bytes) -> str:
     return "utf-8"
 
 
-class DumpReader:
-    """Iterates over the pages of one dump file; `position` and `last_title` locate errors and progress."""
+@dataclass(frozen=True)
+class DumpPart:
+    """Part `number` of `count` of a multistream dump, found with the dump's `index`."""
 
-    def __init__(self, path: str | Path) -> None:
+    index: Path
+    number: int
+    count: int
+
+
+def stream_offsets(index: Path) -> list[int]:
+    """The byte offsets of the page streams that a multistream index (`OFFSET:PAGE_ID:TITLE` lines, .bz2 or plain
+    text) lists, in order, each once."""
+    require_file(index, DumpError)
+    with index.open("rb") as raw:
+        compressed = detect_compression(raw.read(4)) == "bz2"
+    offsets: list[int] = []
+    with bz2.open(index, "rt", encoding="utf-8") if compressed else index.open(encoding="utf-8") as lines:
+        try:
+            for number, line in enumerate(lines, start=1):
+                offset, _, rest = line.partition(":")
+                if not offset.strip().isdecimal() or ":" not in rest:
+                    raise DumpError("not a multistream index line (OFFSET:PAGE_ID:TITLE)", index, number)
+                if not offsets or int(offset) != offsets[-1]:
+                    if offsets and int(offset) < offsets[-1]:
+                        raise DumpError("the offsets of a multistream index must not decrease", index, number)
+                    offsets.append(int(offset))
+        except (OSError, EOFError, UnicodeDecodeError) as error:
+            raise DumpError(f"unreadable multistream index ({error})", index) from error
+    if not offsets:
+        raise DumpError("empty multistream index", index)
+    return offsets
+
+
+def part_range(offsets: list[int], end: int, number: int, count: int) -> tuple[int, int]:
+    """The bytes [start, stop) of part `number` of `count`: the page streams (they begin at `offsets`; the last one
+    ends at `end`) whose start falls in that part's share of the bytes, so parts are contiguous, disjoint, cover every
+    stream and hold about as many bytes each."""
+    first, total = offsets[0], end - offsets[0]
+    starts = [offset for offset in offsets if (offset - first) * count // total == number - 1]
+    if not starts:
+        return end, end
+    following = offsets[offsets.index(starts[-1]) + 1 :]
+    return starts[0], following[0] if following else end
+
+
+class DumpReader:
+    """Iterates over the pages of one dump file, or of one part of a multistream dump; `position` and `last_title`
+    locate errors and progress."""
+
+    def __init__(self, path: str | Path, part: DumpPart | None = None) -> None:
         self.path = Path(path)
         require_file(self.path, DumpError)
-        self.size = self.path.stat().st_size
+        self.file_size = self.size = self.path.stat().st_size
         with self.path.open("rb") as raw:
             self.compression = detect_compression(raw.read(4))
         self.encoding = "utf-8"
         self.siteinfo = SiteInfo()
         self.last_title = ""
         self.position = 0  # bytes of the file (compressed, as stored) consumed so far
+        self.part = part
+        # A part reads the header stream and its page streams; `size` and `position` count the bytes of those.
+        self._ranges = [] if part is None else self._part_ranges(part)
+        if self._ranges:
+            self.size = sum(stop - start for start, stop in self._ranges)
+
+    def _part_ranges(self, part: DumpPart) -> list[tuple[int, int]]:
+        if self.compression != "bz2":
+            raise DumpError(f"{self.path}: --part needs a bz2 multistream dump (*-multistream.xml.bz2)")
+        offsets = stream_offsets(part.index)
+        if offsets[-1] >= self.file_size:
+            raise DumpError(f"{part.index}: lists a stream at byte {offsets[-1]:,}, after the end of {self.path}")
+        start, stop = part_range(offsets, self.file_size, part.number, part.count)
+        with self.path.open("rb") as raw:
+            for offset in {offsets[0], start} - {self.file_size}:
+                raw.seek(offset)
+                if raw.read(len(_BZ2_MAGIC)) != _BZ2_MAGIC:
+                    raise DumpError(f"{part.index}: not the index of {self.path} (no bz2 stream at byte {offset:,})")
+        return [(0, offsets[0]), (start, stop)]
 
     def pages(self) -> Iterator[Page]:
         """All pages in file order; raises DumpError naming the file, byte offset and last good page."""
         with self.path.open("rb") as raw:
-            stream = decompressed_stream(raw, self.compression)
+            chunks = self._chunks(raw)
             parser = ET.XMLPullParser(events=("start", "end"))
             root: ET.Element | None = None
             first = True
             while True:
-                chunk = self._read(stream)
-                self.position = raw.tell()
+                chunk = next(chunks, b"")
                 if first:
                     if not chunk:
                         raise self._error("empty file, not a MediaWiki XML dump")
@@ -120,6 +191,16 @@ class DumpReader:
                     raise self._error(_describe_parse_error(error, root)) from error
                 if not chunk:
                     break
+
+    def _chunks(self, raw: BinaryIO) -> Iterator[bytes]:
+        source = _ByteRanges(raw, self._ranges) if self._ranges else raw
+        stream = decompressed_stream(source, self.compression)  # type: ignore[arg-type]
+        while chunk := self._read(stream):
+            self.position = source.tell()
+            yield chunk
+        self.position = source.tell()
+        if self._ranges and not self._ranges[-1][0] < self._ranges[-1][1] == self.file_size:
+            yield b"</mediawiki>"  # a part without the dump's last stream: close the root that its header opened
 
     def _read(self, stream: BinaryIO) -> bytes:
         try:
@@ -166,6 +247,33 @@ def decompressed_stream(raw: BinaryIO, compression: str) -> BinaryIO:
     if compression == "gzip":
         return gzip.GzipFile(fileobj=raw)  # type: ignore[return-value]
     return raw
+
+
+class _ByteRanges:
+    """Byte ranges of a file read one after the other as one stream (`read`, and `tell`: the bytes read so far)."""
+
+    def __init__(self, raw: BinaryIO, ranges: list[tuple[int, int]]) -> None:
+        self._raw = raw
+        self._ranges = deque((start, stop) for start, stop in ranges if stop > start)
+        self._consumed = 0
+
+    def read(self, size: int = -1) -> bytes:
+        if not self._ranges:
+            return b""
+        start, stop = self._ranges[0]
+        self._raw.seek(start)
+        data = self._raw.read(stop - start if size < 0 else min(size, stop - start))
+        if len(data) < stop - start:
+            self._ranges[0] = (start + len(data), stop)
+        else:
+            self._ranges.popleft()
+        if not data:  # the file is shorter than it was
+            self._ranges.clear()
+        self._consumed += len(data)
+        return data
+
+    def tell(self) -> int:
+        return self._consumed
 
 
 def _describe_parse_error(error: ET.ParseError, root: ET.Element | None) -> str:

@@ -30,9 +30,9 @@ from typing import Any
 
 from tqdm import tqdm
 
-from lm2vec.data.config import CorpusConfig, TextConfig, WikiConfig
+from lm2vec.data.config import CorpusConfig, TextConfig, WikiConfig, parse_part
 from lm2vec.data.dedup import NearDuplicateKeys, SeenFilter, exact_key
-from lm2vec.data.dump import Page
+from lm2vec.data.dump import DumpPart, Page
 from lm2vec.data.errors import DataError, OutputDirError
 from lm2vec.data.languages import language_profile
 from lm2vec.data.packaged import input_origin
@@ -195,10 +195,12 @@ class CorpusBuilder:
         self._source, self._config, self._out_dir = source, config, Path(out_dir)
         self._holdout = holdout_titles(config) if isinstance(config, WikiConfig) else frozenset()
         previous = prepare_output(self._out_dir, resume=resume, overwrite=overwrite)
-        self._manifest = previous or Manifest("running", describe_source(source), config.to_dict())
+        self._manifest = previous or Manifest("running", {}, config.to_dict())
         if previous is not None:
             self._check_resumable(previous)
             self._manifest.status, self._manifest.error, self._manifest.config = "running", None, config.to_dict()
+        self._manifest.source = describe_source(source)
+        self._origin = self._manifest.source.get("origin")  # slow to look up (installed packages): once a run
         self._manifest.write(self._out_dir)  # first, so the folder is marked lm2vec's before any shard exists
         self._counts = self._manifest.counts
         capacity = config.dedup_capacity
@@ -385,7 +387,8 @@ class CorpusBuilder:
 
     def _checkpoint(self) -> None:
         self._manifest.shards.extend(self._writer.close_shards())
-        self._manifest.source = describe_source(self._source)
+        # Described again for what reading found out (encoding, <siteinfo>), with the origin found at the start.
+        self._manifest.source = self._source.describe() | ({"origin": self._origin} if self._origin else {})
         self._manifest.write(self._out_dir)
 
 
@@ -402,8 +405,11 @@ def build_corpus(
 
 
 def build_wiki_corpus(dump: str | Path, config: WikiConfig, out_dir: str | Path, **mode: bool) -> Manifest:
-    """`lm2vec data wiki`: a MediaWiki XML dump (.xml, .xml.bz2, .xml.gz) to a corpus in `out_dir`."""
-    return build_corpus(WikiSource(Path(dump)), config, out_dir, **mode)
+    """`lm2vec data wiki`: a MediaWiki XML dump (.xml, .xml.bz2, .xml.gz), or with `config.index` a part of a
+    multistream dump (`config.part`, K/N), to a corpus in `out_dir`."""
+    numbers = parse_part(config.part or "1/1")
+    part = DumpPart(Path(config.index), *numbers) if config.index and numbers else None
+    return build_corpus(WikiSource(Path(dump), part), config, out_dir, **mode)
 
 
 def build_text_corpus(spec: str | Path, config: TextConfig, out_dir: str | Path, **mode: bool) -> Manifest:

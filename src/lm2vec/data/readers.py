@@ -1,7 +1,9 @@
 """What lm2vec reads from a source of texts, by the kind of text the reader wants: the one place that says what a
 file means. `load_texts(source, kind)` gives the texts; `load_text_dataset` gives the paragraphs as a `datasets`
 dataset (a corpus or Parquet file memory-mapped, so MNTP reads any size); `load_documents` the documents with their
-ids, titles and metadata; `DocumentFile` streams blank-line documents or JSONL records for `lm2vec data text`.
+ids, titles and metadata; `DocumentFile` streams blank-line documents or JSONL records for `lm2vec data text`;
+`parquet_row_groups` and `ShuffledWindows` stream a corpus's or Parquet files' texts to training (`streaming = true`)
+a window of row groups at a time, in a seeded order.
 
 | kind       | a .txt file                         | a .jsonl file (`text_field`) | a .parquet file  | a corpus folder |
 | ---------- | ----------------------------------- | ---------------------------- | ---------------- | --------------- |
@@ -29,15 +31,18 @@ read by `lm2vec.data.formats`. Every problem is a `DataError` naming the file an
 
 from __future__ import annotations
 
+import bisect
+import hashlib
 import io
 import itertools
 import json
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, BinaryIO
 
-from lm2vec.data.corpus import is_corpus, load_corpus
+from lm2vec.artifacts import write_json_atomic
+from lm2vec.data.corpus import corpus_files, is_corpus, load_corpus
 from lm2vec.data.dump import decompressed_stream, detect_compression
 from lm2vec.data.errors import DataError, require_file
 from lm2vec.data.shards import SPLITS
@@ -176,6 +181,158 @@ def _text_column(dataset: datasets.Dataset, text_field: str, source: str | Path)
     if text_field not in dataset.column_names:
         raise DataError(f"no {text_field!r} column (columns: {dataset.column_names})", source)
     return dataset.select_columns([text_field]).rename_column(text_field, "text") if text_field != "text" else dataset
+
+
+# --- Parquet texts, streamed ----------------------------------------------------------------------------------
+STREAM_COUNTS = "stream_counts.json"  # in a run folder: samples per window, so a resume reads no window before its own
+
+
+@dataclass(frozen=True)
+class RowGroup:
+    """One row group of a Parquet file: what a stream reads at a time (`lm2vec data` writes 10,000 rows a group)."""
+
+    path: Path
+    index: int
+    rows: int
+    column: str = "text"  # the text column
+
+
+def parquet_row_groups(
+    source: str | Path, kind: str = "paragraphs", text_field: str = "text", split: str = "train"
+) -> list[RowGroup] | None:
+    """The row groups of `source`'s texts, in file order, without reading them: a corpus folder's shards of `kind`
+    ("paragraphs" or "sentences"), or, for paragraphs, a .parquet file or a folder of them. None if `source` has
+    no such split; a DataError for any other source or a file without the text column."""
+    import pyarrow.parquet as pq
+
+    path = Path(str(source))
+    if is_corpus(path):
+        files, text_field = corpus_files(path, kind, split), "text"
+    elif str(source).startswith("hf:") or kind != "paragraphs" or not path.exists():
+        what = "a corpus folder" + (" or .parquet files" if kind == "paragraphs" else "")
+        raise DataError(f"streaming reads {what}; convert other text with `lm2vec data text`", source)
+    elif split != "train":
+        return None
+    else:
+        files = sorted(p for p in path.rglob("*") if p.suffix in PARAGRAPH_SUFFIXES) if path.is_dir() else [path]
+        if other := [file for file in files if file.suffix != ".parquet"]:
+            raise DataError("streaming reads .parquet files only; convert it with `lm2vec data text`", other[0])
+    if not files:
+        return None
+    groups = []
+    for file in files:
+        metadata = pq.ParquetFile(file).metadata
+        if text_field not in metadata.schema.names:
+            raise DataError(f"no {text_field!r} column (columns: {metadata.schema.names})", file)
+        groups += [
+            RowGroup(file, i, n, text_field)
+            for i in range(metadata.num_row_groups)
+            if (n := metadata.row_group(i).num_rows)
+        ]
+    return groups
+
+
+def row_group_texts(group: RowGroup) -> list[str]:
+    """The texts of one row group (a missing value reads as "")."""
+    import pyarrow.parquet as pq
+
+    column = pq.ParquetFile(group.path).read_row_group(group.index, columns=[group.column]).column(0)
+    return [text or "" for text in column.to_pylist()]
+
+
+class ShuffledWindows:
+    """`length` samples made from Parquet row groups in a fixed, seeded order that holds one window of rows in
+    memory, never the corpus. Pass after pass over `groups`, each pass in its own seeded order, consecutive row
+    groups of at least `window_rows` rows together form a window; `to_samples(texts, window)` turns a window's texts
+    into samples (token blocks, crop pairs), read in a seeded order of their own. Sample j depends on (seed, j)
+    alone, so a resumed run continues exactly. Read in order, each window is read once; a jump to sample j (a
+    resume) reads j's window alone once `counts_file` knows how many samples the windows before it hold, and
+    otherwise counts them window by window, holding none. With `record`, the counts learned go to `counts_file`
+    (one process of a distributed run writes it). Hand-written because `datasets`' streaming shuffle buffer is not
+    part of its state_dict: a resume would not continue exactly."""
+
+    def __init__(
+        self,
+        groups: Sequence[RowGroup],
+        to_samples: Callable[[list[str], int], Sequence[Any]],
+        length: int,
+        seed: int,
+        window_rows: int,
+        counts_file: Path | None = None,
+        record: bool = False,
+        fingerprint: str = "",
+    ) -> None:
+        if not groups:
+            raise ValueError("no row groups to stream")
+        self.groups, self.to_samples, self.length, self.seed = list(groups), to_samples, length, seed
+        self.window_rows, self.counts_file, self.record = window_rows, counts_file, record
+        key = [fingerprint, seed, window_rows, [[str(g.path), g.index, g.rows] for g in self.groups]]
+        self._key = hashlib.sha256(json.dumps(key).encode()).hexdigest()
+        self._ends: list[int] = []  # samples in windows 0..w together, for every window counted so far
+        self._pass: tuple[int, list[list[RowGroup]]] | None = None
+        self._windows_per_pass: dict[int, int] = {}
+        self._loaded: tuple[int, Sequence[Any], Any] | None = None  # (window, samples, their order)
+        if counts_file is not None and counts_file.is_file():
+            saved = json.loads(counts_file.read_text(encoding="utf-8"))
+            if saved.get("key") == self._key:
+                self._ends = list(itertools.accumulate(saved["counts"]))
+
+    def __len__(self) -> int:
+        return self.length
+
+    def __getitem__(self, sample: int) -> Any:
+        if not 0 <= sample < self.length:
+            raise IndexError(sample)
+        while not self._ends or sample >= self._ends[-1]:
+            self._count_next_window()
+        window = bisect.bisect_right(self._ends, sample)
+        samples, order = self._window(window)
+        return samples[int(order[sample - (self._ends[window - 1] if window else 0)])]
+
+    def _pass_windows(self, number: int) -> list[list[RowGroup]]:
+        import numpy as np
+
+        if self._pass is None or self._pass[0] != number:
+            windows: list[list[RowGroup]] = [[]]
+            for index in np.random.default_rng([self.seed, number]).permutation(len(self.groups)):
+                if sum(group.rows for group in windows[-1]) >= self.window_rows:
+                    windows.append([])
+                windows[-1].append(self.groups[index])
+            self._pass = (number, windows)
+            self._windows_per_pass[number] = len(windows)
+        return self._pass[1]
+
+    def _locate(self, window: int) -> tuple[int, int]:
+        """(pass, window within it) of the `window`-th window of the stream."""
+        number = 0
+        while True:
+            if number not in self._windows_per_pass:
+                self._pass_windows(number)
+            if window < self._windows_per_pass[number]:
+                return number, window
+            window -= self._windows_per_pass[number]
+            number += 1
+
+    def _window(self, window: int) -> tuple[Sequence[Any], Any]:
+        import numpy as np
+
+        if self._loaded is None or self._loaded[0] != window:
+            number, position = self._locate(window)
+            texts = [t for group in self._pass_windows(number)[position] for t in row_group_texts(group)]
+            samples = self.to_samples(texts, window)
+            order = np.random.default_rng([self.seed, number, position, 1]).permutation(len(samples))
+            self._loaded = (window, samples, order)
+        return self._loaded[1], self._loaded[2]
+
+    def _count_next_window(self) -> None:
+        window = len(self._ends)
+        if window and window == self._windows_per_pass.get(0) and not self._ends[-1]:
+            raise ValueError("No samples: no window of the data gives any (too few tokens or words).")
+        self._ends.append((self._ends[-1] if self._ends else 0) + len(self._window(window)[0]))
+        if self.record and self.counts_file is not None:
+            counts = [end - start for start, end in zip([0, *self._ends[:-1]], self._ends, strict=True)]
+            self.counts_file.parent.mkdir(parents=True, exist_ok=True)
+            write_json_atomic(self.counts_file, {"key": self._key, "counts": counts})
 
 
 # --- documents -------------------------------------------------------------------------------------------------

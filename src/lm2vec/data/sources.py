@@ -7,7 +7,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from lm2vec.data.dump import DumpReader, Page
+from lm2vec.data.dump import DumpPart, DumpReader, Page
 from lm2vec.data.errors import DataError
 from lm2vec.data.readers import Document, DocumentFile
 
@@ -37,8 +37,8 @@ class Source:
 
 
 class WikiSource(Source):
-    def __init__(self, path: Path) -> None:
-        self.reader = DumpReader(path)
+    def __init__(self, path: Path, part: DumpPart | None = None) -> None:
+        self.reader = DumpReader(path, part)
         self.size = self.reader.size
 
     @property
@@ -57,6 +57,7 @@ class WikiSource(Source):
             "encoding": self.reader.encoding,
             "dbname": self.reader.siteinfo.dbname,
             "fingerprint": file_fingerprint(self.reader.path),
+            **({"part": f"{part.number}/{part.count}", "index": str(part.index)} if (part := self.reader.part) else {}),
         }
 
 

@@ -7,7 +7,9 @@ config.json only, else lm2vec's copy of the architecture shape of the GPU recipe
 else `--config-from`. Every term is a simple formula, per device, in bytes:
 
 - weights: the parameters (the causal LM with its head for MNTP, the backbone for the contrastive stages) times the
-  training dtype's size: bf16 on GPUs, fp32 on CPUs (`lm2vec.modeling.loading.default_dtype`).
+  training dtype's size: bf16 on GPUs, fp32 on CPUs (`lm2vec.modeling.loading.default_dtype`). With a stage's
+  `fsdp` on several devices, 1/N of them, plus what FSDP2 gathers whole while it runs: the parameters outside the
+  decoder layers (embeddings, head, final norm) and one layer's.
 - LoRA: r x (in + out) parameters per adapted linear layer of the backbone, each with its fp32 weight, gradient
   and two AdamW states: 16 bytes a parameter.
 - activations, kept for the backward pass by the tokens that carry a graph (MNTP: batch x max_seq_length;
@@ -291,6 +293,7 @@ class StageEstimate:
     tokens: int  # over the whole stage, all devices
     flops: float
     scores_kept: bool  # the (heads, L, L) attention scores are materialised
+    sharded: bool  # the weights are sharded across the devices (`fsdp`)
     target: Target
 
     @property
@@ -346,6 +349,13 @@ def estimate_stage(name: str, options: Any, shape: ModelShape, target: Target) -
         head_rows = rows * (length - 1) * (options.mask_prob if options.sparse_lm_head else 1.0)
         logits = head_rows * shape.vocab * (size + 2 * FP32 + size * shape.final_softcapping)
 
+    weights = parameters * size
+    sharded = getattr(options, "fsdp", False) and target.devices > 1
+    if sharded:
+        layer = shape.linear_parameters / shape.layers
+        gathered = parameters - shape.linear_parameters + layer
+        weights = (parameters / target.devices + gathered) * size
+
     steps_tokens = options.max_steps * options.gradient_accumulation_steps * target.devices
     tokens = steps_tokens * rows * length
     forward_per_token = 2 * shape.linear_parameters + 4 * shape.layers * length * shape.heads * shape.head_dim
@@ -359,7 +369,7 @@ def estimate_stage(name: str, options: Any, shape: ModelShape, target: Target) -
         length=length,
         attention=attention,
         checkpointing=options.gradient_checkpointing,
-        weights=parameters * size,
+        weights=weights,
         lora=shape.lora_parameters(options.lora_r, options.lora_target_modules) * LORA_BYTES_PER_PARAMETER,
         activations=activations,
         logits=logits,
@@ -367,6 +377,7 @@ def estimate_stage(name: str, options: Any, shape: ModelShape, target: Target) -
         tokens=tokens,
         flops=flops,
         scores_kept=scores_kept,
+        sharded=sharded,
         target=target,
     )
 
@@ -405,6 +416,8 @@ def check_fits(estimates: list[StageEstimate], target: Target) -> None:
             changes.append(f'set {name}.attn_implementation = "sdpa" (where the architecture has it)')
         if name != "mntp":
             changes.append(f"set {name}.cached = true with a smaller {name}.mini_batch_size")
+        if target.devices > 1 and not estimate.sharded:
+            changes.append(f"set {name}.fsdp = true to shard the weights across the {target.devices} GPUs")
         where = f"the {gib(target.memory)} of each GPU" if target.on_gpu else f"this machine's {gib(target.memory)} RAM"
         raise DoesNotFitError(
             f"{name} needs about {gib(estimate.total)} per device ({breakdown(estimate)}), more than {where}. "
@@ -437,7 +450,10 @@ def plan_table(estimates: list[StageEstimate], target: Target) -> str:
         ("sequences x tokens a batch", [f"{e.rows} x {e.length}" for e in estimates]),
         ("attention", [e.attention + (", scores kept" if e.scores_kept else "") for e in estimates]),
         ("gradient checkpointing", ["yes" if e.checkpointing else "no" for e in estimates]),
-        (f"weights ({'bf16' if target.on_gpu else 'fp32'})", [gib(e.weights) for e in estimates]),
+        (
+            f"weights ({'bf16' if target.on_gpu else 'fp32'})",
+            [gib(e.weights) + (" (FSDP)" if e.sharded else "") for e in estimates],
+        ),
         ("LoRA + grads + AdamW (fp32)", [gib(e.lora) for e in estimates]),
         ("activations", [gib(e.activations) for e in estimates]),
         ("logits", [gib(e.logits) if e.logits else "-" for e in estimates]),

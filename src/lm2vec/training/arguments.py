@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
+
 import torch
 from transformers import TrainingArguments
 
@@ -10,7 +12,17 @@ from lm2vec.modeling.loading import default_device, default_dtype
 from lm2vec.training.options import TrainingOptions
 
 
-def training_arguments(options: TrainingOptions, **overrides) -> TrainingArguments:
+@dataclass
+class StageArguments(TrainingArguments):
+    """The Trainer's arguments and lm2vec's own, which `StageTrainer` reads."""
+
+    shard_frozen_weights: bool = field(
+        default=False,
+        metadata={"help": "shard the frozen weights across the processes (a stage's `fsdp` option)"},
+    )
+
+
+def training_arguments(options: TrainingOptions, **overrides) -> StageArguments:
     """Trainer arguments from a stage's options: bf16 on CUDA, fp32 on CPU, TensorBoard logs, checkpoints."""
     hide_progress_bars_unless_terminal()
     on_cuda = torch.cuda.is_available()
@@ -42,6 +54,7 @@ def training_arguments(options: TrainingOptions, **overrides) -> TrainingArgumen
         remove_unused_columns=False,
         dataloader_num_workers=0,
         ddp_find_unused_parameters=False,
+        shard_frozen_weights=options.fsdp,
         include_num_input_tokens_seen="non_padding",  # tokens/s in the progress bar, token counts in log.jsonl
     )
-    return TrainingArguments(**{**settings, **overrides})
+    return StageArguments(**{**settings, **overrides})

@@ -54,6 +54,16 @@ class TrainingOptions(Options):
         metadata={"help": 'modules that get LoRA adapters: their names, or "all-linear" for every linear projection'},
     )
     prune_layers: float = field(default=0.0, metadata={"help": PRUNE_HELP})
+    fsdp: bool = field(
+        default=False,
+        metadata={
+            "help": (
+                "under torchrun / accelerate launch, shard the frozen model's weights across the processes "
+                "(PyTorch FSDP2 `fully_shard`): each holds 1/N of them, so a model too large for one device trains; "
+                "the LoRA adapter stays whole on every process (DDP averages its gradients); one process: no effect"
+            )
+        },
+    )
     fused_lora: bool = field(
         default=True,
         metadata={

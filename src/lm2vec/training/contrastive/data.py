@@ -17,9 +17,10 @@ from lm2vec.artifacts import write_jsonl_atomic
 from lm2vec.data.corpus import corpus_files, is_corpus
 from lm2vec.data.errors import DataError
 from lm2vec.data.formats import SupervisedPair, read_supervised_pairs, sts_supervised_pairs
+from lm2vec.data.readers import STREAM_COUNTS, ShuffledWindows, parquet_row_groups
 from lm2vec.data.shards import PAIRS
 from lm2vec.modeling.encoder import LM2Vec
-from lm2vec.training.contrastive.options import SupervisedOptions
+from lm2vec.training.contrastive.options import SimCSEOptions, SupervisedOptions
 
 MINED_NAME = "mined.jsonl"  # the supervised records with their mined hard negatives
 MIN_CROP_WORDS = 8  # shorter paragraphs give crops of a word or two
@@ -116,6 +117,15 @@ def crop_pairs(
     """Two independent random word spans of each paragraph as a (query, positive) pair, the query `ratio` (low,
     high) of its words and the positive `positive_ratio` (default: `ratio`), drawn once with `seed` so a resumed
     run sees the same pairs."""
+    pairs = _crops(paragraphs, ratio, seed, positive_ratio)
+    if not pairs:
+        raise ValueError(f"No paragraph has the {MIN_CROP_WORDS} words two crops need.")
+    return pairs
+
+
+def _crops(
+    paragraphs: Sequence[str], ratio: Sequence[float], seed: int, positive_ratio: Sequence[float] | None
+) -> list[dict[str, str]]:
     rng = random.Random(seed)
     pairs = []
     for paragraph in paragraphs:
@@ -128,9 +138,33 @@ def crop_pairs(
             start = rng.randrange(len(words) - length + 1)
             spans.append(" ".join(words[start : start + length]))
         pairs.append({"query": spans[0], "positive": spans[1], "dataset": "crops"})
-    if not pairs:
-        raise ValueError(f"No paragraph has the {MIN_CROP_WORDS} words two crops need.")
     return pairs
+
+
+def simcse_stream(options: SimCSEOptions, length: int, record: bool = True) -> ShuffledWindows:
+    """`length` SimCSE records streamed from `options.data` (`ShuffledWindows`): a corpus's sentences, or with
+    crops the crop pairs of its (or .parquet files') paragraphs, each window's drawn with a seed of its own.
+    `record`: this process writes the run's window counts."""
+    kind = "paragraphs" if options.positives == "crops" else "sentences"
+    groups = parquet_row_groups(options.data, kind, options.text_field)
+    if not groups:
+        raise DataError(f"no training {kind}", options.data)
+
+    def records(texts: list[str], window: int) -> list[Any]:
+        if options.positives == "crops":
+            return _crops(texts, options.crop_ratio, options.seed * 1_000_003 + window, options.positive_crop_ratio)
+        return [text.strip() for text in texts if text.strip()]
+
+    return ShuffledWindows(
+        groups,
+        records,
+        length,
+        options.seed,
+        options.stream_window_rows,
+        Path(options.output_dir) / STREAM_COUNTS,
+        record,
+        f"simcse:{kind}:{options.crop_ratio}:{options.positive_crop_ratio}:{MIN_CROP_WORDS}",
+    )
 
 
 @dataclass

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import Sequence
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
+from torch.utils.data import BatchSampler, SequentialSampler
 from transformers import TrainerCallback
 
 from lm2vec.artifacts import write_json_atomic
@@ -25,6 +27,7 @@ from lm2vec.training.contrastive.data import (
     crop_pairs,
     mined_records,
     query_instruction,
+    simcse_stream,
     supervised_data,
 )
 from lm2vec.training.contrastive.model import set_attention_dropout
@@ -43,6 +46,12 @@ def train_simcse(
     options: SimCSEOptions, resume: bool = False, callbacks: list[TrainerCallback] | tuple = ()
 ) -> TrainingResult:
     """Unsupervised SimCSE on `options.data`: sentences and themselves, or crops of paragraphs."""
+    if options.streaming:
+        # The Trainer's arguments are made later; torchrun and accelerate launch set these.
+        world_size, is_main = int(os.environ.get("WORLD_SIZE", "1")), os.environ.get("RANK", "0") == "0"
+        steps = options.max_steps * options.gradient_accumulation_steps
+        stream = simcse_stream(options, steps * options.per_device_batch_size * world_size, is_main)
+        return _train(options, stream, None, resume, callbacks)
     if options.positives == "crops":
         paragraphs = load_texts(options.data, "paragraphs", options.text_field)
         items: Sequence[Any] = crop_pairs(paragraphs, options.crop_ratio, options.seed, options.positive_crop_ratio)
@@ -65,7 +74,7 @@ def train_supervised(
 def _train(
     options: ContrastiveOptions,
     items: Sequence[Any],
-    groups: Sequence[Sequence[int]],
+    groups: Sequence[Sequence[int]] | None,
     resume: bool,
     callbacks: list[TrainerCallback] | tuple = (),
     instruction: str = "",
@@ -93,7 +102,10 @@ def _train(
     encoder.model = add_lora(encoder.model, options)
     if args.process_index == 0:
         logger.info("trainable parameters: %s", encoder.model.get_nb_trainable_parameters())
-    sampler = GroupedBatchSampler(groups, options.per_device_batch_size, args.world_size, options.seed)
+    if groups is None:  # items already in training order (streamed)
+        sampler = BatchSampler(SequentialSampler(items), options.per_device_batch_size, drop_last=True)
+    else:
+        sampler = GroupedBatchSampler(groups, options.per_device_batch_size, args.world_size, options.seed)
     collator = ContrastiveCollator(
         encoder,
         num_hard_negatives=getattr(options, "num_hard_negatives", 0),
@@ -117,7 +129,10 @@ def _train(
         save_adapter(peft_model, output / ADAPTER_DIR)
         write_json_atomic(output / OPTIONS_NAME, asdict(options))
         record_in_training_folder(output, query_instruction=instruction)
-        if options.export:
+        if options.export and trainer.sharded:  # the frozen weights are sharded: merge the adapter as saved
+            adapters = [*options.adapters, output / ADAPTER_DIR]
+            export_encoder(options.model, output / ENCODER_DIR, config=encoder_config(options), adapters=adapters)
+        elif options.export:
             encoder.model = peft_model.merge_and_unload()
             set_attention_dropout(encoder.model, original_dropout)
             encoder.model.eval()

@@ -121,6 +121,21 @@ class SimCSEOptions(ContrastiveOptions):
             )
         },
     )
+    streaming: bool = field(
+        default=False,
+        metadata={
+            "help": (
+                "Read `data` (a corpus folder; with crops also .parquet files) a window of rows at a time "
+                "instead of loading it whole: memory stays flat in corpus size and a resume reads only the window "
+                "it continues in. The order differs from the default's (windows of row groups in a seeded order, "
+                "shuffled within each)."
+            )
+        },
+    )
+    stream_window_rows: int = field(
+        default=50_000,
+        metadata={"help": "with streaming: rows (whole Parquet row groups) read and shuffled together"},
+    )
     crop_ratio: list[float] = field(
         default_factory=lambda: [0.1, 0.5],
         metadata={"help": "a crop's share of the paragraph's words (the query's, when positive_crop_ratio is set)"},
@@ -138,6 +153,7 @@ class SimCSEOptions(ContrastiveOptions):
     def checks(self) -> list[tuple[bool, str]]:
         return [
             *super().checks(),
+            (self.stream_window_rows >= 1, f"stream_window_rows must be at least 1, got {self.stream_window_rows}."),
             (self.positives in POSITIVES, f"positives must be one of {', '.join(POSITIVES)}, got {self.positives!r}."),
             (
                 _is_ratio(self.crop_ratio),

@@ -18,7 +18,7 @@ from lm2vec.training.arguments import training_arguments
 from lm2vec.training.callbacks import read_log, shared_callbacks
 from lm2vec.training.checkpoints import resume_checkpoint
 from lm2vec.training.masking import MNTPCollator, mask_token_for
-from lm2vec.training.mntp.data import PackedBlocks, prepare_data
+from lm2vec.training.mntp.data import PackedBlocks, prepare_data, streamed_data
 from lm2vec.training.mntp.model import build_mntp_model, load_causal_lm
 from lm2vec.training.mntp.options import MNTPConfig
 from lm2vec.training.mntp.trainer import MNTPTrainer, masked_accuracy
@@ -47,10 +47,14 @@ def train_mntp(
     )
     has_eval = options.eval_steps is not None or options.eval_on_start
     args = training_arguments(options, label_names=["labels"])
-    with args.main_process_first(desc="packing the data"):
-        train_blocks, eval_blocks = prepare_data(options, tokenizer)
     samples = options.max_steps * options.per_device_batch_size * options.gradient_accumulation_steps
-    train_dataset = PackedBlocks(train_blocks, samples * args.world_size, options.seed)
+    if options.streaming:
+        train_blocks = None  # counted only as far as the training reads them
+        train_dataset, eval_blocks = streamed_data(options, tokenizer, samples * args.world_size, args.should_save)
+    else:
+        with args.main_process_first(desc="packing the data"):
+            train_blocks, eval_blocks = prepare_data(options, tokenizer)
+        train_dataset = PackedBlocks(train_blocks, samples * args.world_size, options.seed)
     eval_dataset = PackedBlocks(eval_blocks, None, f"eval-{options.seed}", shuffle=False) if eval_blocks else None
     # Step 0 evaluates the bidirectional model before MNTP (LoRA B is still zero).
     args.eval_on_start = bool(options.eval_on_start and eval_dataset is not None and checkpoint is None)
@@ -72,17 +76,16 @@ def train_mntp(
             **asdict(options),
             "mask_token_used": mask_token,
             "mask_token_id": mask_id,
-            "train_blocks": len(train_blocks),
+            "train_blocks": len(train_blocks) if train_blocks is not None else None,
             "eval_blocks": len(eval_blocks) if eval_blocks else 0,
             "world_size": args.world_size,
         }
         write_json_atomic(output_dir / CONFIG_FILE, summary)
-        n_passes = samples * args.world_size / len(train_blocks)
         logger.info(
-            "MNTP: %d training blocks of %d tokens (%.2f passes), %d eval blocks, mask token %r (id %d).",
-            len(train_blocks),
+            "MNTP: %s training blocks of %d tokens (%s), %d eval blocks, mask token %r (id %d).",
+            summary["train_blocks"] or "streamed",
             options.max_seq_length,
-            n_passes,
+            f"{samples * args.world_size / len(train_blocks):.2f} passes" if train_blocks else "read as needed",
             summary["eval_blocks"],
             mask_token,
             mask_id,

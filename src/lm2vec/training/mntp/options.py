@@ -67,6 +67,20 @@ class MNTPConfig(TrainingOptions):
         default=None,
         metadata={"help": "processes that tokenize and pack the text; none: one"},
     )
+    streaming: bool = field(
+        default=False,
+        metadata={
+            "help": (
+                "Read `data` (a corpus folder or .parquet files) a window of rows at a time instead of loading it "
+                "whole: memory stays flat in corpus size and a resume reads only the window it continues in. The "
+                "order differs from the default's (windows of row groups in a seeded order, shuffled within each)."
+            )
+        },
+    )
+    stream_window_rows: int = field(
+        default=50_000,
+        metadata={"help": "with streaming: rows (whole Parquet row groups) read and shuffled together"},
+    )
     merge: bool = field(
         default=False,
         metadata={"help": "also write `merged/`, the backbone with the adapter merged in"},
@@ -79,6 +93,7 @@ class MNTPConfig(TrainingOptions):
     def checks(self) -> list[tuple[bool, str]]:
         return [
             *super().checks(),
+            (self.stream_window_rows >= 1, f"stream_window_rows must be at least 1, got {self.stream_window_rows}."),
             (self.max_seq_length >= 2, f"max_seq_length must be at least 2, got {self.max_seq_length}."),
             (0 < self.mask_prob < 1, f"mask_prob must be between 0 and 1, got {self.mask_prob}."),
             (
