@@ -1,14 +1,18 @@
 """lm2vec serve under load, and lm2vec index on the whole BBC News corpus, on 127.0.0.1 with the packaged SmolLM2.
 
     .venv/bin/python benchmarks/serve.py load  --rounds 2   # 32 clients x 4 requests x 8 STS-B sentences
+    .venv/bin/python benchmarks/serve.py load --model ENCODER_FOLDER --backends torch onnx   # int8 ONNX beside torch
     .venv/bin/python benchmarks/serve.py index              # index all 2225 BBC articles (--every 10: a tenth)
 
-`load` starts `lm2vec serve pkg:smollm2` in its own process; each round encodes the very texts the clients will
-send with offline `encode()` (batch 32, in a fresh process, the server idle) and lets 32 client threads (the real
-`openai` client) send their fixed requests at once, alternating which side goes first. Throughput is sentences/s
-over the whole load; latency is per request; CPU seconds are each process's own (utime + stime), a measure that
-other jobs on the machine disturb less than wall time; peak RSS is VmHWM. The two sides run one after the other in
-each round, so their ratio is measured side by side, on whatever else the machine was doing at that moment.
+`load` starts `lm2vec serve MODEL --backend B` in its own process for each of `--backends` (onnx runs
+`--onnx-file` of an encoder folder written by `lm2vec convert SOURCE OUT --onnx`); each round, for each backend,
+encodes the very texts the clients will send with offline `encode()` of the same backend (batch 32, in a fresh
+process, the servers idle) and lets 32 client threads (the real `openai` client) send their fixed requests at
+once, alternating which side goes first. Throughput is sentences/s over the whole load; latency is per request;
+CPU seconds are each process's own (utime + stime), a measure that other jobs on the machine disturb less than
+wall time; padded tokens are what the forward passes ran (offline: `encode()`'s batches of 32 of the length-sorted
+texts; served: `/metrics`); peak RSS is VmHWM. The two sides run one after the other in each round, so their
+ratio is measured side by side, on whatever else the machine was doing at that moment.
 
 `index` times `build_index` over every BBC article (`lm2vec.data.packaged.bbc_dir`), then searches it with the
 unique STS-B dev sentences as queries: FAISS alone, and query encoding plus FAISS (what `lm2vec search` does after
@@ -59,8 +63,9 @@ def vm_hwm_mib(pid: int | str = "self") -> float:
 
 
 # --- load test -------------------------------------------------------------------------------------------------
-def start_server(port: int) -> subprocess.Popen:
-    command = [sys.executable, "-m", "lm2vec", "serve", MODEL, "--port", str(port), "--name", "smollm2"]
+def start_server(port: int, args: argparse.Namespace, backend: str) -> subprocess.Popen:
+    command = [sys.executable, "-m", "lm2vec", "serve", args.model, "--port", str(port), "--name", "smollm2"]
+    command += ["--backend", backend, "--onnx-file", args.onnx_file, *args.serve_args.split()]
     server = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
     server.stdout.readline()  # printed just before uvicorn starts
     deadline = time.monotonic() + 300
@@ -113,27 +118,76 @@ def offline_worker(args: argparse.Namespace) -> None:
     from lm2vec import LM2Vec
 
     texts = sts_sentences()[: args.count]
-    encoder = LM2Vec.from_pretrained(MODEL, device="cpu")
+    encoder = LM2Vec.from_pretrained(args.model, device="cpu", backend=args.backends[0], onnx_file=args.onnx_file)
     encoder.encode(texts[:32], batch_size=32)  # warm-up, as the server gets one
+    lengths = sorted((len(item.input_ids) for item in encoder.tokenize(texts)), reverse=True)
     started, cpu = time.perf_counter(), time.process_time()
     embeddings = encoder.encode(texts, batch_size=32, normalize=True)
     result = {
         "seconds": time.perf_counter() - started,
         "cpu_seconds": time.process_time() - cpu,
         "peak_rss_mib": vm_hwm_mib(),
+        "passes": -(-len(texts) // 32),
+        "padded_tokens": sum(len(lengths[start : start + 32]) * lengths[start] for start in range(0, len(texts), 32)),
     }
     np.save(OUT / "offline.npy", embeddings)
     (OUT / "offline.json").write_text(json.dumps(result))
 
 
-def run_offline(count: int) -> tuple[dict[str, Any], np.ndarray]:
+def run_offline(count: int, args: argparse.Namespace, backend: str) -> tuple[dict[str, Any], np.ndarray]:
     subprocess.run(
-        [sys.executable, __file__, "offline", "--count", str(count)],
+        [sys.executable, __file__, "offline", "--count", str(count), "--model", args.model, "--backends", backend]
+        + ["--onnx-file", args.onnx_file],
         check=True,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
     return json.loads((OUT / "offline.json").read_text()), np.load(OUT / "offline.npy")
+
+
+def server_metrics(port: int) -> dict[str, float]:
+    """The batcher's counters from /metrics: forward passes, their inputs and padded tokens so far."""
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics") as response:
+        text = response.read().decode()
+    names = ("lm2vec_batch_inputs_sum", "lm2vec_batch_inputs_count", "lm2vec_batch_padded_tokens_sum")
+    return {line.split()[0]: float(line.split()[1]) for line in text.splitlines() if line.startswith(names)}
+
+
+def load_round(
+    args: argparse.Namespace, backend: str, port: int, server: subprocess.Popen, requests: list, served_first: bool
+) -> dict[str, Any]:
+    """One backend's offline `encode()` and served load on the same texts, in the order asked."""
+    count = sum(len(texts) for client in requests for texts in client)
+    if not served_first:
+        offline, expected = run_offline(count, args, backend)
+    before, cpu, client_cpu = server_metrics(port), process_cpu_seconds(server.pid), time.process_time()
+    wall, latencies, served = run_clients(port, requests)
+    server_cpu = process_cpu_seconds(server.pid) - cpu
+    client_cpu = time.process_time() - client_cpu  # the 32 clients share the server's cores
+    after = server_metrics(port)
+    if served_first:
+        offline, expected = run_offline(count, args, backend)
+    agreement = (served * expected).sum(-1) / np.linalg.norm(served, axis=-1)
+    passes = after["lm2vec_batch_inputs_count"] - before["lm2vec_batch_inputs_count"]
+    result = {
+        "backend": backend,
+        "served_first": served_first,
+        "offline_sentences_per_s": count / offline["seconds"],
+        "served_sentences_per_s": count / wall,
+        **percentiles(latencies),
+        "offline_cpu_seconds": offline["cpu_seconds"],
+        "server_cpu_seconds": server_cpu,
+        "client_cpu_seconds": client_cpu,
+        "offline_passes": offline["passes"],
+        "served_passes": passes,
+        "offline_padded_tokens": offline["padded_tokens"],
+        "served_padded_tokens": after["lm2vec_batch_padded_tokens_sum"] - before["lm2vec_batch_padded_tokens_sum"],
+        "offline_peak_rss_mib": offline["peak_rss_mib"],
+        "min_cosine_served_vs_encode": float(agreement.min()),
+        "load_average_1min": os.getloadavg()[0],
+    }
+    result["ratio"] = result["served_sentences_per_s"] / result["offline_sentences_per_s"]
+    return result
 
 
 def load_test(args: argparse.Namespace) -> dict[str, Any]:
@@ -143,57 +197,45 @@ def load_test(args: argparse.Namespace) -> dict[str, Any]:
         [texts[c * per_client + r * args.batch :][: args.batch] for r in range(args.requests)]
         for c in range(args.clients)
     ]
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    server = start_server(port)
-    rounds = []
+    servers: dict[str, tuple[int, subprocess.Popen]] = {}
+    rounds: dict[str, list[dict[str, Any]]] = {backend: [] for backend in args.backends}
     try:
-        run_clients(port, [[texts[:32]]])  # warm-up: first-request costs are not part of the load
+        for backend in args.backends:  # all up before the first round: an idle server costs no CPU
+            with socket.socket() as probe:
+                probe.bind(("127.0.0.1", 0))
+                port = probe.getsockname()[1]
+            servers[backend] = port, start_server(port, args, backend)
+            run_clients(port, [[texts[:32]]])  # warm-up: first-request costs are not part of the load
         for number in range(args.rounds):
-            if number % 2 == 0:  # alternate which side goes first
-                offline, expected = run_offline(len(texts))
-            cpu, client_cpu = process_cpu_seconds(server.pid), time.process_time()
-            wall, latencies, served = run_clients(port, requests)
-            server_cpu = process_cpu_seconds(server.pid) - cpu
-            client_cpu = time.process_time() - client_cpu  # the 32 clients share the server's cores
-            if number % 2 == 1:
-                offline, expected = run_offline(len(texts))
-            agreement = (served * expected).sum(-1) / np.linalg.norm(served, axis=-1)
-            rounds.append(
-                {
-                    "offline_sentences_per_s": len(texts) / offline["seconds"],
-                    "served_sentences_per_s": len(texts) / wall,
-                    **percentiles(latencies),
-                    "offline_cpu_seconds": offline["cpu_seconds"],
-                    "server_cpu_seconds": server_cpu,
-                    "client_cpu_seconds": client_cpu,
-                    "offline_peak_rss_mib": offline["peak_rss_mib"],
-                    "min_cosine_served_vs_encode": float(agreement.min()),
-                }
-            )
-            rounds[-1]["ratio"] = rounds[-1]["served_sentences_per_s"] / rounds[-1]["offline_sentences_per_s"]
-            print(json.dumps(rounds[-1]), flush=True)
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics") as response:
-            metrics = response.read().decode()
-        server_rss = vm_hwm_mib(server.pid)
+            for backend, (port, server) in servers.items():
+                # alternate which side goes first
+                rounds[backend].append(load_round(args, backend, port, server, requests, number % 2 == 1))
+                print(json.dumps(rounds[backend][-1]), flush=True)
+        batches = {backend: server_metrics(port) for backend, (port, _) in servers.items()}
+        server_rss = {backend: vm_hwm_mib(server.pid) for backend, (_, server) in servers.items()}
     finally:
-        server.terminate()
-        server.wait(timeout=60)
-    batches = {
-        line.split()[0]: float(line.split()[1])
-        for line in metrics.splitlines()
-        if line.startswith(("lm2vec_batch_inputs_sum", "lm2vec_batch_inputs_count"))
-    }
+        for _, server in servers.values():
+            server.terminate()
+            server.wait(timeout=60)
     return {
+        "model": args.model,
+        "onnx_file": args.onnx_file if "onnx" in args.backends else None,
+        "serve_args": args.serve_args,
         "sentences": len(texts),
         "clients": args.clients,
         "requests_per_client": args.requests,
         "sentences_per_request": args.batch,
-        "rounds": rounds,
-        "median_ratio": statistics.median(r["ratio"] for r in rounds),
-        "server_peak_rss_mib": server_rss,
-        "mean_inputs_per_forward_pass": batches["lm2vec_batch_inputs_sum"] / batches["lm2vec_batch_inputs_count"],
+        "backends": {
+            backend: {
+                "rounds": rounds[backend],
+                "median_ratio": statistics.median(r["ratio"] for r in rounds[backend]),
+                "worst_ratio": min(r["ratio"] for r in rounds[backend]),
+                "server_peak_rss_mib": server_rss[backend],
+                "mean_inputs_per_forward_pass": batches[backend]["lm2vec_batch_inputs_sum"]
+                / batches[backend]["lm2vec_batch_inputs_count"],
+            }
+            for backend in args.backends
+        },
     }
 
 
@@ -249,6 +291,10 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("part", choices=["load", "index", "offline"])
     parser.add_argument("--count", type=int, default=0, help="offline: the worker of `load`, this many texts")
+    parser.add_argument("--model", default=MODEL, help="load: the encoder served (onnx: a folder with ONNX files)")
+    parser.add_argument("--backends", nargs="+", choices=["torch", "onnx"], default=["torch"])
+    parser.add_argument("--onnx-file", default="onnx/model_qint8_avx2.onnx", help="the onnx backend's file")
+    parser.add_argument("--serve-args", default="", help="load: more `lm2vec serve` options, e.g. '--workers 1'")
     parser.add_argument("--clients", type=int, default=32)
     parser.add_argument("--requests", type=int, default=4, help="requests per client")
     parser.add_argument("--batch", type=int, default=8, help="sentences per request")

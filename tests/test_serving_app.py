@@ -20,6 +20,7 @@ from pathlib import Path
 import numpy as np
 import openai
 import pytest
+import torch
 import uvicorn
 
 from lm2vec import LM2Vec
@@ -277,6 +278,48 @@ def test_requests_waiting_together_are_pooled_and_served_oldest_first(reference:
     assert _cost(passes[1:]) <= _cost_alone(lengths[1:])
 
 
+def test_workers_run_passes_at_once_on_their_share_of_the_threads(reference: LM2Vec) -> None:
+    """Two workers: the second pass starts while the first runs (each waits at a barrier for the other), each on
+    half of torch's threads; a pass that fails fails only its own request (one input a pass here), and every
+    answer is encode()'s."""
+    both_running = threading.Barrier(2, timeout=30)
+    threads_seen: list[int] = []
+    threads = torch.get_num_threads()
+
+    class TwoAtOnce:
+        config = reference.config
+
+        def encode(self, inputs, **options):
+            threads_seen.append(torch.get_num_threads())
+            if len(threads_seen) <= 2:
+                both_running.wait()  # broken (an error) unless two passes run at once
+            if "fails" in inputs:
+                raise RuntimeError("this pass fails")
+            return reference.encode(inputs, **options)
+
+    jobs = [texts_of(400, 4), texts_of(401, 4), ["fails"], texts_of(402, 3)]
+    lengths = [[len(item.input_ids) for item in reference.tokenize(texts)] for texts in jobs]
+    batcher = DynamicBatcher(TwoAtOnce(), batch_tokens=4096, max_wait_s=0.05, batch_size=1, workers=2)
+    try:
+        futures = [batcher.submit(texts, n) for texts, n in zip(jobs, lengths, strict=True)]
+        for number in (0, 1, 3):
+            got = futures[number].result(timeout=60)
+            assert cosine(got, reference.encode(jobs[number], normalize=True)).min() >= 0.9999
+        with pytest.raises(RuntimeError, match="this pass fails"):
+            futures[2].result(timeout=60)
+    finally:
+        batcher.close()
+        torch.set_num_threads(threads)
+    assert not both_running.broken and len(threads_seen) >= 3
+    assert set(threads_seen) == {max(1, threads // 2)}
+
+
+def test_onnx_passes_run_two_at_once_by_default_torch_passes_one() -> None:
+    assert ServeOptions(backend="onnx").encoding_workers() == 2  # one onnxruntime call a pass, outside the GIL
+    assert ServeOptions().encoding_workers() == 1  # torch takes the GIL at every operator
+    assert ServeOptions(workers=3).encoding_workers() == ServeOptions(backend="onnx", workers=3).encoding_workers() == 3
+
+
 def test_a_request_cancelled_before_its_batch_is_never_encoded(reference: LM2Vec) -> None:
     release, encoded = threading.Event(), []
 
@@ -465,6 +508,7 @@ def test_lm2vec_serve_command_binds_localhost(tmp_path: Path, tiny_llama: Path) 
     [
         (["--max-inputs", "0"], "max_inputs must be at least 1"),
         (["--batch-size", "0"], "batch_size must be at least 1"),
+        (["--workers", "0"], "workers must be at least 1"),
         (["--max-wait-ms", "-1"], "max_wait_ms must be in [0, 60000]"),
         (["--max-input-tokens", "1"], "max_input_tokens must be at least 2"),
     ],

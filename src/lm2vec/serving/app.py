@@ -189,6 +189,7 @@ def create_app(service: Service) -> FastAPI:
             options.max_wait_ms / 1000,
             options.batch_size,
             on_batch=metrics.observe_batch,
+            workers=options.encoding_workers(),
         )
         yield
         await asyncio.to_thread(state["batcher"].close)

@@ -1,14 +1,17 @@
-"""Dynamic batching: inputs of concurrent requests are coalesced and encoded together by one worker thread.
+"""Dynamic batching: inputs of concurrent requests are coalesced and encoded together by `workers` threads.
 
-The worker keeps every waiting input in one pool. A request that finds the pool empty waits up to `max_wait_s`
-for others to share its batch; otherwise nobody waits: before each forward pass the worker adds whatever has
-arrived. The pool, sorted by length, is cut into the batches that pad least (`cheapest_cut`, at most `batch_size`
-inputs and `batch_tokens` padded tokens each), and the batch holding the oldest request's longest input runs
-next: requests are served in arrival order while each pass pads little, the less the more is waiting. A request
-is answered as soon as its last input is encoded. Each batch goes through `LM2Vec.encode`, the one encode path,
-so a served embedding is what `encode()` gives for the same input whatever it was batched with. A request whose
-client has gone before any of its inputs is encoded is dropped; one that has started is finished, so no batch
-ever waits on a client."""
+One thread keeps every waiting input in one pool and gives the next batch to an encoding worker whenever one is
+free. A request that finds the pool empty waits up to `max_wait_s` for others to share its batch; otherwise nobody
+waits: before each forward pass the pool takes whatever has arrived. The pool, sorted by length, is cut into the
+batches that pad least (`cheapest_cut`, at most `batch_size` inputs and `batch_tokens` padded tokens each), and the
+batch holding the oldest request's longest input runs next: requests are served in arrival order while each pass
+pads little, the less the more is waiting. A request is answered as soon as its last input is encoded. Several
+workers run passes at once, torch's threads divided among them: that pays where a pass runs outside the GIL (the
+onnx backend: one onnxruntime call), not for torch passes, which take the GIL at every operator and stall each
+other (benchmarks/README.md, "Serving and search"). Each batch goes through `LM2Vec.encode`, the one encode path,
+so a served embedding is what `encode()` gives for the same input whatever it was batched with (int8 ONNX aside:
+its activations are quantized per batch, offline too). A request whose client has gone before any of its inputs is
+encoded is dropped; one that has started is finished, so no batch ever waits on a client."""
 
 from __future__ import annotations
 
@@ -19,10 +22,11 @@ import queue
 import threading
 import time
 from collections.abc import Callable, Sequence
-from concurrent.futures import Future
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 import numpy as np
+import torch
 
 from lm2vec.modeling.encoder import EncoderInput
 
@@ -60,6 +64,7 @@ class DynamicBatcher:
         max_wait_s: float = 0.005,
         batch_size: int = 32,
         on_batch: Callable[[int, int], None] | None = None,
+        workers: int = 1,
     ) -> None:
         if batch_tokens < encoder.config.max_length:
             raise ValueError(
@@ -67,12 +72,21 @@ class DynamicBatcher:
             )
         if batch_size < 1:
             raise ValueError(f"batch_size must be at least 1, got {batch_size}")
+        if workers < 1:
+            raise ValueError(f"workers must be at least 1, got {workers}")
         self.encoder, self.batch_tokens, self.max_wait_s = encoder, batch_tokens, max_wait_s
         # More inputs per pass do not run faster on CPUs but pad more: each pass pads to its longest input.
         self.batch_size = batch_size
         self.on_batch = on_batch  # called with (inputs, padded tokens) after each forward pass
         self._queue: queue.Queue[_Job | None] = queue.Queue()
         self._numbers = itertools.count()
+        self._free_workers = threading.Semaphore(workers)
+        self._results_lock = threading.Lock()  # two passes may finish inputs of the same request at once
+        # torch's threads divided among the workers: each worker thread sets its own OpenMP team size.
+        threads = max(1, torch.get_num_threads() // workers)
+        self._workers = ThreadPoolExecutor(
+            workers, thread_name_prefix="lm2vec-encode", initializer=torch.set_num_threads, initargs=(threads,)
+        )
         self._thread = threading.Thread(target=self._run, name="lm2vec-batcher", daemon=True)
         self._thread.start()
 
@@ -87,7 +101,7 @@ class DynamicBatcher:
         return await asyncio.wrap_future(self.submit(inputs, lengths))
 
     def close(self) -> None:
-        """Encode what is waiting, then stop the worker."""
+        """Encode what is waiting, then stop the workers."""
         self._queue.put(None)
         self._thread.join()
 
@@ -101,10 +115,14 @@ class DynamicBatcher:
                     break
                 self._add(pool, job)
                 stopping = self._gather(pool, time.monotonic() + self.max_wait_s)
+            self._free_workers.acquire()  # the next batch is chosen when it can run, from all that waits by then
             stopping = self._gather(pool, None) or stopping
             batch = self._next_batch(pool)
             if batch:
-                self._encode(pool, batch)
+                self._workers.submit(self._encode, batch)
+            else:
+                self._free_workers.release()
+        self._workers.shutdown()
 
     def _add(self, pool: list[_Input], job: _Job) -> None:
         job.results, job.remaining = [None] * len(job.inputs), len(job.inputs)
@@ -130,7 +148,7 @@ class DynamicBatcher:
     def _next_batch(self, pool: list[_Input]) -> list[_Input]:
         """The batch holding the oldest request's longest input, in the cheapest cut of the pool (`cheapest_cut`);
         requests cancelled before their first input was encoded leave the pool."""
-        pool[:] = [item for item in pool if item.job.started or not item.job.future.cancelled()]
+        pool[:] = [item for item in pool if not item.job.future.done()]  # cancelled, or failed in another pass
         if not pool:
             return []
         pool.sort(key=lambda item: (-item.length, item.job.number))
@@ -142,30 +160,32 @@ class DynamicBatcher:
             if not job.started:
                 job.started = job.future.set_running_or_notify_cancel()
         taken = {id(item) for item in batch}
-        pool[:] = [
-            item for item in pool if id(item) not in taken and (item.job.started or not item.job.future.cancelled())
-        ]
+        pool[:] = [item for item in pool if id(item) not in taken and not item.job.future.done()]
         return [item for item in batch if item.job.started]  # a request cancelled just now is dropped
 
-    def _encode(self, pool: list[_Input], batch: list[_Input]) -> None:
+    def _encode(self, batch: list[_Input]) -> None:
+        """One forward pass, in a worker thread; its requests get their vectors, or the pass's error."""
         try:
             vectors = self.encoder.encode(
                 [item.job.inputs[item.index] for item in batch], batch_size=len(batch), normalize=True
             )
-        except Exception as error:  # the requests get the error and leave the pool; the worker keeps serving
-            failed = {item.job.number for item in batch}
-            for job in {item.job.number: item.job for item in batch}.values():
-                job.future.set_exception(error)
-            pool[:] = [item for item in pool if item.job.number not in failed]
+        except Exception as error:  # the requests get the error and leave the pool; the workers keep serving
+            with self._results_lock:
+                for job in {item.job.number: item.job for item in batch}.values():
+                    if not job.future.done():
+                        job.future.set_exception(error)
             return
+        finally:
+            self._free_workers.release()
         if self.on_batch is not None:
             self.on_batch(len(batch), len(batch) * max(item.length for item in batch))
-        for item, vector in zip(batch, vectors, strict=True):
-            job = item.job
-            job.results[item.index] = vector
-            job.remaining -= 1
-            if job.remaining == 0:  # answered now: its client's next request joins the pool while others encode
-                job.future.set_result(np.stack(job.results))
+        with self._results_lock:
+            for item, vector in zip(batch, vectors, strict=True):
+                job = item.job
+                job.results[item.index] = vector
+                job.remaining -= 1
+                if job.remaining == 0 and not job.future.done():  # answered now: its client's next request joins
+                    job.future.set_result(np.stack(job.results))  # the pool while others encode
 
 
 def cheapest_cut(lengths: Sequence[int], batch_size: int, batch_tokens: int) -> list[int]:

@@ -27,6 +27,13 @@ class ServeOptions(Options):
     max_body_bytes: int = field(default=4 << 20, metadata={"help": "largest request body in bytes"})
     batch_tokens: int = field(default=16384, metadata={"help": "token budget of one coalesced batch (padded)"})
     batch_size: int = field(default=32, metadata={"help": "most inputs in one forward pass"})
+    workers: int | None = field(
+        default=None,
+        metadata={
+            "help": "forward passes run at once, torch's threads divided among them; none: 2 with the onnx backend "
+            "(a pass is one onnxruntime call, free of the GIL), 1 with torch (its passes take the GIL per operator)"
+        },
+    )
     max_wait_ms: float = field(
         default=5.0,
         metadata={"help": "how long a request that finds the server idle waits for others to share its batch, in ms"},
@@ -44,6 +51,11 @@ class ServeOptions(Options):
         default="onnx/model_qint8_avx2.onnx", metadata={"help": "the ONNX file the onnx backend runs, in the folder"}
     )
 
+    def encoding_workers(self) -> int:
+        """`workers`, or the backend's default: onnxruntime runs a whole pass without the GIL, so two passes at
+        once overlap; two torch passes contend for the GIL at every operator (slower, benchmarks/README.md)."""
+        return self.workers or (2 if self.backend == "onnx" else 1)
+
     def checks(self) -> list[tuple[bool, str]]:
         from lm2vec.modeling.onnx import BACKENDS
 
@@ -55,6 +67,7 @@ class ServeOptions(Options):
                 (getattr(self, name) >= 1, f"{name} must be at least 1, got {getattr(self, name)}.")
                 for name in ("max_inputs", "max_body_bytes", "batch_tokens", "batch_size", "max_k")
             ),
+            (self.workers is None or self.workers >= 1, f"workers must be at least 1, got {self.workers}."),
             # Written so that NaN fails too; a longer wait than these is no batching window but a stalled server.
             (0 <= self.max_wait_ms <= 60_000, f"max_wait_ms must be in [0, 60000], got {self.max_wait_ms}."),
             (
