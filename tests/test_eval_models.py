@@ -4,6 +4,7 @@ offline, the packaged reference encoder and SmolLM2 on small subsets of real dat
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import numpy as np
@@ -12,8 +13,9 @@ from typer.testing import CliRunner
 
 from lm2vec.cli import app
 from lm2vec.data.packaged import libreoffice_messages
-from lm2vec.evaluation.embedding_cache import CachedEncoder
+from lm2vec.evaluation.embedding_cache import CachedEncoder, spec_fingerprint
 from lm2vec.evaluation.encoders import LM2VecEncoder
+from lm2vec.evaluation.errors import EvalConfigError
 from lm2vec.evaluation.mteb_protocol import LM2VecMTEB, to_mteb
 from lm2vec.evaluation.registry import Registry
 from lm2vec.evaluation.runner import evaluate
@@ -210,3 +212,91 @@ def test_bulgarian_libreoffice_bitext(tmp_path: Path) -> None:
     assert bitext.size == 30 and any("\u0400" <= c <= "\u04ff" for c in bitext.targets[0])
     results = evaluate([reference_spec()], [bitext, triplets], cache_root=tmp_path, progress=False)
     assert 0 <= results.models["all-minilm-l6-v2"].results["en-bg-libreoffice-bitext"].main_score <= 1
+
+
+# --- the onnx backend ---------------------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def tiny_onnx(tiny_llama: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The tiny Llama exported with its ONNX files (fp32 and int8)."""
+    pytest.importorskip("onnxruntime")
+    from lm2vec import LM2Vec
+    from lm2vec.modeling.export import export_encoder
+
+    folder = tmp_path_factory.mktemp("tiny-onnx") / "model"
+    export_encoder(LM2Vec.from_pretrained(tiny_llama, device="cpu"), folder, onnx=True)
+    return folder
+
+
+def test_model_spec_backend_options(tmp_path: Path) -> None:
+    from lm2vec.modeling.onnx import ONNX_FILE, QUANTIZED_FILE
+
+    int8 = ModelSpec.parse(f"int8={tmp_path},backend=onnx,pooling=mean")
+    assert (int8.backend, int8.onnx_file, int8.pooling) == ("onnx", QUANTIZED_FILE, "mean")
+    assert (
+        ModelSpec.parse(int8.describe())
+        == int8
+        == ModelSpec.from_dict({"name": "int8", "source": str(tmp_path), "backend": "onnx", "pooling": "mean"})
+    )
+    fp32 = ModelSpec.parse(f"fp32={tmp_path},backend=onnx,onnx_file={ONNX_FILE}")
+    assert fp32.onnx_file == ONNX_FILE and ModelSpec.parse(fp32.describe()) == fp32
+    torch_spec = ModelSpec.parse(f"t={tmp_path}")
+    assert (torch_spec.backend, torch_spec.onnx_file, torch_spec.describe()) == ("torch", None, f"t={tmp_path}")
+    with pytest.raises(EvalConfigError, match=r"known: .*backend=torch\|onnx, onnx_file="):
+        ModelSpec.parse(f"x={tmp_path},onnx=yes")
+
+
+@pytest.mark.parametrize(
+    ("spec", "message"),
+    [
+        ("x=FOLDER,backend=tensorflow", "backend must be one of torch, onnx, got 'tensorflow'"),
+        ("x=FOLDER,onnx_file=onnx/model.onnx", "onnx_file=onnx/model.onnx needs backend=onnx"),
+        ("x=FOLDER,backend=onnx,adapters=a+b,merge_method=ties", "cannot take adapters, merge_method"),
+        ("x=FOLDER,backend=onnx,causal", "cannot take causal/bidirectional"),
+        ("x=ref:all-minilm-l6-v2,backend=onnx", "runs lm2vec encoder folders, not ref:all-minilm-l6-v2"),
+    ],
+)
+def test_model_spec_refuses_what_the_onnx_graph_cannot_honour(tmp_path: Path, spec: str, message: str) -> None:
+    with pytest.raises(EvalConfigError, match=re.escape(message)):
+        ModelSpec.parse(spec.replace("FOLDER", str(tmp_path)))
+
+
+def test_onnx_spec_without_its_file_is_refused_before_any_load(tiny_llama: Path, tiny_onnx: Path) -> None:
+    for spec, message in (
+        (f"x={tiny_llama},backend=onnx", f"model 'x': {tiny_llama} has no onnx/model_qint8_avx2.onnx"),
+        ("x=pkg:smollm2,backend=onnx", "model 'x': pkg:smollm2 has no onnx/model_qint8_avx2.onnx"),
+        (f"x={tiny_onnx},backend=onnx,onnx_file=onnx/nope.onnx", "has no onnx/nope.onnx"),
+    ):
+        result = CliRunner().invoke(app, ["eval", "run", "-m", f"t={tiny_llama}", "-m", spec, "--task", "stsb-dev"])
+        assert result.exit_code == 2 and result.output.startswith("error: ") and message in result.output
+        assert "Traceback" not in result.output and "loading" not in result.output.lower()
+
+
+def test_cache_keys_tell_backends_and_onnx_files_apart(tiny_onnx: Path) -> None:
+    from lm2vec.modeling.onnx import ONNX_FILE
+
+    specs = [f"x={tiny_onnx}", f"x={tiny_onnx},backend=onnx", f"x={tiny_onnx},backend=onnx,onnx_file={ONNX_FILE}"]
+    fingerprints = [spec_fingerprint(ModelSpec.parse(spec)) for spec in specs]
+    assert len(set(fingerprints)) == 3
+    (tiny_onnx / ONNX_FILE).touch()  # a re-exported graph is another model
+    assert spec_fingerprint(ModelSpec.parse(specs[2])) != fingerprints[2]
+    assert spec_fingerprint(ModelSpec.parse(specs[1])) == fingerprints[1]
+
+
+def test_eval_run_through_the_onnx_backend_scores_as_torch(task_dir: Path, tiny_onnx: Path, tmp_path: Path) -> None:
+    from lm2vec.modeling.onnx import ONNX_FILE
+
+    models = {
+        "torch": str(tiny_onnx),
+        "onnx-fp32": f"{tiny_onnx},backend=onnx,onnx_file={ONNX_FILE}",
+        "onnx-int8": f"{tiny_onnx},backend=onnx",
+    }
+    options = [item for name, spec in models.items() for item in ("-m", f"{name}={spec}")]
+    tasks = ["--tasks", str(task_dir / "tasks.toml"), "--suite", "small"]
+    result = CliRunner().invoke(app, ["eval", "run", *options, *tasks, "--out", str(tmp_path / "r.json")])
+    assert result.exit_code == 0, result.output
+    saved = json.loads((tmp_path / "r.json").read_text())["models"]
+    # Each backend encoded its texts itself: none was served another's cached vectors.
+    assert [saved[name]["encoded_texts"] for name in models] == [saved["torch"]["encoded_texts"]] * 3 != [0] * 3
+    for name in ("onnx-fp32", "onnx-int8"):
+        for task, scores in saved["torch"]["results"].items():
+            assert saved[name]["results"][task]["main_score"] == pytest.approx(scores["main_score"], abs=0.02), task

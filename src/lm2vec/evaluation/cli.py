@@ -25,7 +25,9 @@ Device = Annotated[str | None, typer.Option(help="cpu, cuda ... (default: cuda i
 NoCache = Annotated[bool, typer.Option("--no-cache", help="Do not read or write the on-disk embedding cache.")]
 Overwrite = Annotated[bool, typer.Option(help="Replace the output file if it exists (refused otherwise).")]
 MODEL_HELP = (
-    "name=source[,adapters=a+b][,pooling=..][,causal]; source: folder, .gguf, pkg:smollm2, ref:all-minilm-l6-v2"
+    "name=source[,adapters=a+b][,adapter_weights=1+0.5][,pooling=..][,causal][,max_length=N][,template=echo]"
+    "[,backend=onnx][,onnx_file=onnx/model.onnx]; source: folder, .gguf, pkg:smollm2, ref:all-minilm-l6-v2 "
+    "(all options: lm2vec.evaluation.specs)"
 )
 
 

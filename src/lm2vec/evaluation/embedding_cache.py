@@ -28,7 +28,7 @@ logger = logging.getLogger(__name__)
 
 def spec_fingerprint(spec: ModelSpec) -> str:
     """A hash of everything that changes the embeddings: weights (path, size, mtime), adapters and their merge,
-    pooling, attention."""
+    pooling, attention, and for the onnx backend its graph file (with its external data): int8 is another model."""
     from lm2vec.modeling.fingerprint import adapters_stamp, weights_stamp  # here: lm2vec.modeling imports torch
 
     source = spec.source
@@ -55,6 +55,10 @@ def spec_fingerprint(spec: ModelSpec) -> str:
         }
         if template != PLAIN_TEMPLATE:  # kept out of the plain models' stamp, so their cached embeddings stay valid
             effective["text_template"] = template
+        if spec.backend != "torch":  # likewise kept out of the torch models' stamp
+            graph = Path(folder) / spec.onnx_file
+            graph_files = sorted(graph.parent.glob(graph.name + "*"))  # model.onnx and model.onnx.data
+            effective["backend"] = [spec.backend, spec.onnx_file, [weights_stamp(file) for file in graph_files]]
     stamp += [adapters_stamp(spec.adapters, spec.adapter_weights, spec.merge_method, spec.merge_density), effective]
     return hashlib.sha256(json.dumps(stamp, sort_keys=True, default=str).encode()).hexdigest()[:24]
 

@@ -81,8 +81,13 @@ class LM2VecEncoder:
 
     @classmethod
     def from_spec(cls, spec: ModelSpec, batch_size: int = 32, device: str | None = None) -> LM2VecEncoder:
+        """The spec's encoder; an onnx one runs its graph on the CPU, whatever `device` the run's torch models use."""
         from lm2vec.modeling.encoder import LM2Vec
 
+        if spec.backend == "onnx":
+            backend_options = {"backend": spec.backend, "onnx_file": spec.onnx_file}
+        else:
+            backend_options = {"device": device}
         model = LM2Vec.from_pretrained(
             spec.source,
             pooling=spec.pooling,
@@ -93,7 +98,7 @@ class LM2VecEncoder:
             adapter_weights=spec.adapter_weights,
             merge_method=spec.merge_method,
             merge_density=spec.merge_density,
-            device=device,
+            **backend_options,
         )
         return cls(model, spec.name, batch_size)
 

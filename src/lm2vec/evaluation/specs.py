@@ -2,14 +2,19 @@
 
 A model spec is one string,
 `name=source[,adapters=a+b][,adapter_weights=1+0.5][,merge_method=ties][,merge_density=0.5][,pooling=mean][,causal]
-[,max_length=512][,template=echo|prompteol|...{text}...]`:
+[,max_length=512][,template=echo|prompteol|...{text}...][,backend=torch|onnx][,onnx_file=onnx/model.onnx]`:
 - `source` is anything `LM2Vec.from_pretrained` takes (folder, .gguf, `pkg:smollm2`, hub id), or
   `ref:all-minilm-l6-v2` (the packaged reference encoder) or `st:FOLDER` (any sentence-transformers folder);
 - `adapters` are LoRA folders merged in order (MNTP, then SimCSE), joined with `+`; `adapter_weights` scale their
   deltas, one per adapter (a merge: `1+1+0.5` is SimCSE 50/50 with supervised), `merge_method` is linear (exact, the
   default), ties, dare_ties or dare_linear, with `merge_density` (lm2vec.modeling.loading.merge_adapters);
 - `causal` keeps causal attention (the baselines); `template` places the text in a prompt
-  (`EncoderConfig.text_template`: echo embeddings, PromptEOL). Without `name=`, the source is the name.
+  (`EncoderConfig.text_template`: echo embeddings, PromptEOL);
+- `backend=onnx` runs the source folder's exported ONNX graph on the CPU (whatever the run's device),
+  `onnx_file` (default the int8 `onnx/model_qint8_avx2.onnx`; `onnx/model.onnx` is fp32) inside it
+  (lm2vec.modeling.onnx); the graph fixes the weights and the attention, so adapters, their merge and
+  causal/bidirectional are refused with it, while pooling, max_length and template (outside the graph) apply.
+Without `name=`, the source is the name.
 """
 
 from __future__ import annotations
@@ -37,8 +42,12 @@ class ModelSpec:
     adapter_weights: tuple[float, ...] | None = None
     merge_method: str = "linear"
     merge_density: float | None = None
+    backend: str = "torch"
+    onnx_file: str | None = None
 
     def __post_init__(self) -> None:
+        if self.backend != "torch" or self.onnx_file is not None:
+            self._check_onnx_options()
         if self.adapter_weights is not None or self.merge_method != "linear" or self.merge_density is not None:
             from lm2vec.modeling.loading import AdapterMergeError, check_adapter_merge
 
@@ -66,10 +75,38 @@ class ModelSpec:
                     "nor a template with {text}"
                 )
 
+    def _check_onnx_options(self) -> None:
+        """Refuse an unknown backend, an onnx_file without the onnx backend, and options an exported graph cannot
+        honour; the onnx backend's default file is made explicit, so that it shows in `describe` and the cache key."""
+        from lm2vec.modeling.onnx import BACKENDS, QUANTIZED_FILE  # here: lm2vec.modeling imports torch
+
+        if self.backend not in BACKENDS:
+            raise EvalConfigError(
+                f"model {self.name!r}: backend must be one of {', '.join(BACKENDS)}, got {self.backend!r}"
+            )
+        if self.backend != "onnx":
+            raise EvalConfigError(f"model {self.name!r}: onnx_file={self.onnx_file} needs backend=onnx")
+        fixed = {
+            "adapters": bool(self.adapters),
+            "adapter_weights": self.adapter_weights is not None,
+            "merge_method": self.merge_method != "linear",
+            "merge_density": self.merge_density is not None,
+            "causal/bidirectional": self.bidirectional is not None,
+        }
+        if refused := [option for option, given in fixed.items() if given]:
+            raise EvalConfigError(
+                f"model {self.name!r}: the onnx backend runs the exported graph's weights and attention as they are; "
+                f"it cannot take {', '.join(refused)} (export the merged model with `lm2vec convert SOURCE OUT --onnx`)"
+            )
+        if self.source.startswith(("ref:", "st:")):
+            raise EvalConfigError(f"model {self.name!r}: backend=onnx runs lm2vec encoder folders, not {self.source}")
+        if self.onnx_file is None:
+            object.__setattr__(self, "onnx_file", QUANTIZED_FILE)  # frozen: set once, while being built
+
     @classmethod
     def parse(cls, text: str, base_dir: str | Path | None = None) -> ModelSpec:
         """Parse `name=source[,adapters=a+b][,adapter_weights=1+0.5][,merge_method=..][,merge_density=..][,pooling=..]
-        [,causal][,bidirectional][,max_length=N][,template=..]`."""
+        [,causal][,bidirectional][,max_length=N][,template=..][,backend=torch|onnx][,onnx_file=..]`."""
         text = text.strip()
         if not text:
             raise EvalConfigError("empty model spec")
@@ -99,11 +136,14 @@ class ModelSpec:
                 values["max_length"] = int(value)
             elif key == "template" and value:
                 values["template"] = value
+            elif key in ("backend", "onnx_file") and value:
+                values[key] = value
             else:
                 raise EvalConfigError(
                     f"model spec {text!r}: unknown option {option!r} (known: adapters=a+b, adapter_weights=1+0.5, "
                     "merge_method=linear|ties|dare_ties|dare_linear, merge_density=0.5, pooling=..., causal, "
-                    "bidirectional, max_length=N, template=echo|prompteol)"
+                    "bidirectional, max_length=N, template=echo|prompteol, backend=torch|onnx, "
+                    "onnx_file=onnx/model.onnx)"
                 )
         spec = cls(name=name, source=source, **values)
         return spec.relative_to(base_dir) if base_dir is not None else spec
@@ -111,7 +151,7 @@ class ModelSpec:
     @classmethod
     def from_dict(cls, data: dict, base_dir: str | Path | None = None) -> ModelSpec:
         known = {"name", "source", "adapters", "pooling", "bidirectional", "causal", "max_length", "template"}
-        known |= {"adapter_weights", "merge_method", "merge_density"}
+        known |= {"adapter_weights", "merge_method", "merge_density", "backend", "onnx_file"}
         if unknown := set(data) - known:
             raise EvalConfigError(f"model {data.get('name', '?')!r}: unknown key(s) {', '.join(sorted(unknown))}")
         if "name" not in data or "source" not in data:
@@ -132,6 +172,8 @@ class ModelSpec:
             bidirectional=bidirectional,
             max_length=data.get("max_length"),
             template=data.get("template"),
+            backend=str(data.get("backend", "torch")),
+            onnx_file=None if data.get("onnx_file") is None else str(data["onnx_file"]),
         )
         return spec.relative_to(base_dir) if base_dir is not None else spec
 
@@ -156,6 +198,14 @@ class ModelSpec:
         elif self.source.startswith("st:"):
             if not Path(self.source[3:]).is_dir():
                 raise EvalConfigError(f"model {self.name!r}: {self.source[3:]} is not a sentence-transformers folder")
+        elif self.backend == "onnx":
+            from lm2vec.errors import LM2VecError
+            from lm2vec.modeling.onnx import check_backend
+
+            try:
+                check_backend(self.source, self.backend, self.onnx_file)
+            except LM2VecError as error:  # the folder lacks the file, or the onnx extra is not installed
+                raise EvalConfigError(f"model {self.name!r}: {error}") from None
         else:
             from lm2vec.modeling.sources import check_source
 
@@ -184,6 +234,8 @@ class ModelSpec:
             parts.append(f"max_length={self.max_length}")
         if self.template:
             parts.append(f"template={self.template}")
+        if self.backend != "torch":
+            parts.append(f"backend={self.backend},onnx_file={self.onnx_file}")
         return ",".join(parts)
 
 
