@@ -206,22 +206,57 @@ def convert(
     onnx: Annotated[
         bool, typer.Option("--onnx", help="Also write onnx/model.onnx and its int8 onnx/model_qint8_avx2.onnx.")
     ] = False,
+    gguf: Annotated[
+        bool, typer.Option("--gguf", help="Also write gguf/model-TYPE.gguf for llama.cpp and Ollama (bidirectional).")
+    ] = False,
+    gguf_types: Annotated[
+        list[str] | None, typer.Option("--gguf-type", help="The GGUF's weights: f16 (default) or q8_0; repeatable.")
+    ] = None,
+    llama_cpp: Annotated[
+        Path | None,
+        typer.Option(envvar="LLAMA_CPP_DIR", help="A llama.cpp checkout: its convert_hf_to_gguf.py makes the GGUF."),
+    ] = None,
 ) -> None:
     """Write SOURCE as an encoder folder that LM2Vec, transformers and sentence-transformers load."""
     from lm2vec.modeling.export import export_encoder
+    from lm2vec.modeling.gguf import gguf_file_name, write_gguf
     from lm2vec.modeling.onnx import ONNX_FILE, QUANTIZED_FILE, require_onnx
 
     with user_errors():
         check_prune_fraction(prune_layers)
         if onnx:
             require_onnx()
+        gguf_types = gguf_types or (["f16"] if gguf else [])  # a --gguf-type implies --gguf
+        converter = _check_gguf_options(source, pooling, gguf_types, llama_cpp) if gguf_types else None
     # ONNX graphs are for CPUs, exported in fp32: load there, not in a GPU's bf16.
     device = "cpu" if onnx else None
     encoder = _load(source, pooling, causal, max_length, device=device, prune_layers=prune_layers)
+    described = f"{encoder.model.config.model_type}, pooling={encoder.config.pooling}"
     with user_errors():
         export_encoder(encoder, out, onnx=onnx)
+        del encoder  # llama.cpp's converter loads the weights again
+        for gguf_type in gguf_types:
+            write_gguf(out, converter, gguf_type)
     files = f", {ONNX_FILE}, {QUANTIZED_FILE}" if onnx else ""
-    typer.echo(f"wrote {out} ({encoder.model.config.model_type}, pooling={encoder.config.pooling}{files})")
+    files += "".join(f", {gguf_file_name(gguf_type)}" for gguf_type in gguf_types)
+    typer.echo(f"wrote {out} ({described}{files})")
+
+
+def _check_gguf_options(source: str, pooling: str | None, gguf_types: list[str], llama_cpp: Path | None) -> Path:
+    """llama.cpp's converter, once `convert --gguf`'s options and SOURCE's architecture are known to work; checked
+    before the model loads (raises GGUFExportError)."""
+    from lm2vec.modeling.gguf import check_gguf_architecture, check_gguf_pooling, check_gguf_type, find_converter
+    from lm2vec.modeling.sources import check_source
+    from lm2vec.pipeline.estimate import model_config
+
+    for gguf_type in gguf_types:
+        check_gguf_type(gguf_type)
+    converter = find_converter(llama_cpp)
+    if pooling is not None:
+        check_gguf_pooling(pooling)
+    check_source(source)  # a missing source is reported as such, not as a config problem
+    check_gguf_architecture(model_config(source).model_type)
+    return converter
 
 
 @app.command()
