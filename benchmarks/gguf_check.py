@@ -17,6 +17,7 @@ of `"{instruction}:"`), which is lm2vec's mean pooling. Prints a markdown table 
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
 import platform
@@ -56,19 +57,25 @@ def spearman(vectors: dict[str, np.ndarray], pairs: list[tuple[str, str, float]]
     return 100 * float(spearmanr(cosines, [score for _, _, score in pairs]).statistic)
 
 
-def llama_cpp_embed(path: Path, texts: list[str], threads: int, per_token: bool = False) -> list:
-    """llama-cpp-python's embeddings of `texts` from the GGUF `path`, pooled as the file says, or with `per_token`
-    every token's vector (pooling none)."""
+@functools.cache
+def llama_cpp_model(path: Path, threads: int, per_token: bool):
+    """One llama-cpp-python model per file and pooling, kept for the whole run: closing one and making the next
+    crashed 0.3.36 here (its `__del__` frees again what `close()` freed)."""
     import llama_cpp
 
     pooling = {"pooling_type": llama_cpp.LLAMA_POOLING_TYPE_NONE} if per_token else {}
-    model = llama_cpp.Llama(
+    return llama_cpp.Llama(
         str(path), embedding=True, n_ctx=2048, n_batch=2048, n_ubatch=2048, n_threads=threads, verbose=False, **pooling
     )
-    try:  # 32 texts a call: one llama_decode each; a second decode within one embed() call crashed 0.3.36 here
-        return [vector for start in range(0, len(texts), 32) for vector in model.embed(texts[start : start + 32])]
-    finally:
-        model.close()
+
+
+def llama_cpp_embed(path: Path, texts: list[str], threads: int, per_token: bool = False) -> list:
+    """llama-cpp-python's embeddings of `texts` from the GGUF `path`, pooled as the file says, or with `per_token`
+    every token's vector (pooling none), 32 texts a call; one a call per token: 0.3.36's `embed` reads the token
+    vectors of a batch's later texts from the wrong offset (it advances by tokens, not tokens x n_embd)."""
+    model = llama_cpp_model(path, threads, per_token)
+    step = 1 if per_token else 32
+    return [vector for start in range(0, len(texts), step) for vector in model.embed(texts[start : start + step])]
 
 
 def without_instruction(path: Path, texts: list[str], instruction: str, threads: int) -> np.ndarray:
@@ -80,10 +87,12 @@ def without_instruction(path: Path, texts: list[str], instruction: str, threads:
     return normalized([np.mean(np.asarray(vectors)[skip:], axis=0) for vectors in per_token])
 
 
-def llama_cpp_rows(folder: Path, sentences: list[str], instruction: str, threads: int) -> list[dict]:
+def llama_cpp_rows(
+    folder: Path, sentences: list[str], instruction: str, threads: int, gguf_types: list[str]
+) -> list[dict]:
     """Per GGUF type, llama.cpp's vectors without an instruction and with one, pooled or left out."""
     rows = []
-    for gguf_type in GGUF_TYPES:
+    for gguf_type in gguf_types:
         path, engine = folder / gguf_file_name(gguf_type), f"llama.cpp {gguf_type}"
         prefixed = [f"{instruction}: {text}" for text in sentences]
         variants = {
@@ -107,6 +116,7 @@ def main() -> int:
     parser.add_argument("--pairs", type=int, default=None, help="STS-B dev pairs for Spearman (default: all 1500)")
     parser.add_argument("--instruction", default=None, help="default: the model's query instruction, else LLM2Vec's")
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--gguf-types", nargs="+", default=list(GGUF_TYPES), choices=GGUF_TYPES, help="files to run")
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results/gguf_check.json"))
     args = parser.parse_args()
 
@@ -126,7 +136,7 @@ def main() -> int:
     checked = sentences[: args.sentences]
     # llama.cpp runs before torch does: once torch's OpenMP threads have run in this process, llama_decode crashed
     # (llama-cpp-python 0.3.36, torch 2.13 CPU), so the export above is a child process too.
-    llama_rows = llama_cpp_rows(folder, sentences, instruction, args.threads)
+    llama_rows = llama_cpp_rows(folder, sentences, instruction, args.threads, args.gguf_types)
     encoder = LM2Vec.from_pretrained(folder, device="cpu")
     ours = {
         "plain": normalized(encoder.encode(sentences, batch_size=32)),
