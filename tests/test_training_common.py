@@ -158,7 +158,7 @@ def test_both_trainers_are_one_stage_trainer() -> None:
     from lm2vec.training.checkpoints import AtomicCheckpoints
     from lm2vec.training.contrastive import ContrastiveTrainer
     from lm2vec.training.mntp import MNTPTrainer
-    from lm2vec.training.trainer import OneProgressBar, StageTrainer
+    from lm2vec.training.trainer import OneProgressBar, ShardedFrozenWeights, StageTrainer
 
     assert MNTPTrainer.__bases__ == ContrastiveTrainer.__bases__ == (StageTrainer,)
-    assert StageTrainer.__mro__[1:4] == (AtomicCheckpoints, OneProgressBar, Trainer)
+    assert StageTrainer.__mro__[1:5] == (AtomicCheckpoints, OneProgressBar, ShardedFrozenWeights, Trainer)
