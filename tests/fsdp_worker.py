@@ -17,27 +17,14 @@ from transformers import TrainerCallback
 
 from lm2vec.training.contrastive import SupervisedOptions, train_supervised
 from lm2vec.training.mntp import MNTPConfig, train_mntp
+from tests.test_mntp import lora_weights, tiny_options
 
 RANK = int(os.environ.get("RANK", "0"))
 
 
 def mntp_options(model: str, data: str, output_dir: str, **overrides) -> MNTPConfig:
     """The MNTP run of the tests: 4 steps of 4 blocks in all (2 per process under 2 processes), no dropout."""
-    settings = dict(
-        model=model,
-        data=data,
-        output_dir=output_dir,
-        max_seq_length=16,
-        per_device_batch_size=2,
-        max_steps=4,
-        learning_rate=5e-3,
-        logging_steps=1,
-        save_steps=2,
-        mask_token="<unk>",
-        eval_on_start=False,
-        lora_dropout=0.0,
-    )
-    return MNTPConfig(**{**settings, **overrides})
+    return tiny_options(model, data, output_dir, **{"max_steps": 4, "save_steps": 2, "lora_dropout": 0.0, **overrides})
 
 
 def supervised_options(model: str, data: str, output_dir: str, **overrides) -> SupervisedOptions:
@@ -55,10 +42,6 @@ def supervised_options(model: str, data: str, output_dir: str, **overrides) -> S
         lora_dropout=0.0,
     )
     return SupervisedOptions(**{**settings, **overrides})
-
-
-def lora_weights(model: torch.nn.Module) -> dict[str, torch.Tensor]:
-    return {k: v.detach().clone() for k, v in model.named_parameters() if "lora_" in k}
 
 
 class SeeSharding(TrainerCallback):

@@ -9,7 +9,8 @@ import sys
 
 import torch
 
-from lm2vec.training.mntp import MNTPConfig, train_mntp
+from lm2vec.training.mntp import train_mntp
+from tests.test_mntp import lora_weights, tiny_options
 
 
 def main(model: str, data: str, out: str) -> None:
@@ -19,19 +20,7 @@ def main(model: str, data: str, out: str) -> None:
         if module.training:
             batches.append(hashlib.sha1(kwargs["input_ids"].numpy().tobytes()).hexdigest())
 
-    options = MNTPConfig(
-        model=model,
-        data=data,
-        output_dir=os.path.join(out, "run"),
-        max_seq_length=16,
-        per_device_batch_size=2,
-        max_steps=4,
-        learning_rate=5e-3,
-        logging_steps=1,
-        save_steps=2,
-        mask_token="<unk>",
-        eval_on_start=False,
-    )
+    options = tiny_options(model, data, os.path.join(out, "run"), max_steps=4, save_steps=2)
     from transformers import TrainerCallback
 
     class Hook(TrainerCallback):
@@ -40,7 +29,7 @@ def main(model: str, data: str, out: str) -> None:
 
     result = train_mntp(options, callbacks=[Hook()])
     trainer = result.trainer
-    weights = {k: v.detach().clone() for k, v in trainer.model.named_parameters() if "lora_" in k}
+    weights = lora_weights(trainer.model)
     rank = int(os.environ["RANK"])
     torch.save(
         {"weights": weights, "batches": batches, "world_size": trainer.args.world_size, "step": result.global_step},

@@ -22,8 +22,9 @@ from safetensors.torch import load_file
 from lm2vec.training.callbacks import read_log
 from lm2vec.training.contrastive import train_supervised
 from lm2vec.training.mntp import train_mntp
-from tests.fsdp_worker import lora_weights, mntp_options, supervised_options
+from tests.fsdp_worker import mntp_options, supervised_options
 from tests.test_contrastive_distributed import RECORDS
+from tests.test_mntp import lora_weights
 from tests.tiny_models import WORDS
 
 ROOT = Path(__file__).resolve().parents[1]

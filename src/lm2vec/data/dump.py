@@ -199,8 +199,10 @@ class DumpReader:
             self.position = source.tell()
             yield chunk
         self.position = source.tell()
-        if self._ranges and not self._ranges[-1][0] < self._ranges[-1][1] == self.file_size:
-            yield b"</mediawiki>"  # a part without the dump's last stream: close the root that its header opened
+        if self._ranges:  # a part: its header stream, then its page streams
+            pages_start, pages_stop = self._ranges[-1]
+            if pages_start == pages_stop or pages_stop != self.file_size:
+                yield b"</mediawiki>"  # a part without the dump's last stream: close the root that its header opened
 
     def _read(self, stream: BinaryIO) -> bytes:
         try:

@@ -7,6 +7,14 @@ from dataclasses import dataclass, field
 from lm2vec.modeling.pruning import PRUNE_HELP, prune_fraction_message, valid_prune_fraction
 from lm2vec.options import Options
 
+# MNTP's and SimCSE's `streaming` options (lm2vec.data.readers.ShuffledWindows).
+STREAMING_HELP = (
+    "Read `data` (a corpus folder, or .parquet files of paragraphs) a window of rows at a time instead of loading it "
+    "whole: memory stays flat in corpus size and a resume reads only the window it continues in. The order differs "
+    "from the default's (windows of row groups in a seeded order, shuffled within each)."
+)
+STREAM_WINDOW_HELP = "with streaming: rows (whole Parquet row groups) read and shuffled together"
+
 
 @dataclass
 class TrainingOptions(Options):

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from lm2vec.modeling.pooling import POOLING_MODES
-from lm2vec.training.options import TrainingOptions
+from lm2vec.training.options import STREAM_WINDOW_HELP, STREAMING_HELP, TrainingOptions
 
 POSITIVES = ("dropout", "crops")
 
@@ -121,21 +121,8 @@ class SimCSEOptions(ContrastiveOptions):
             )
         },
     )
-    streaming: bool = field(
-        default=False,
-        metadata={
-            "help": (
-                "Read `data` (a corpus folder; with crops also .parquet files) a window of rows at a time "
-                "instead of loading it whole: memory stays flat in corpus size and a resume reads only the window "
-                "it continues in. The order differs from the default's (windows of row groups in a seeded order, "
-                "shuffled within each)."
-            )
-        },
-    )
-    stream_window_rows: int = field(
-        default=50_000,
-        metadata={"help": "with streaming: rows (whole Parquet row groups) read and shuffled together"},
-    )
+    streaming: bool = field(default=False, metadata={"help": STREAMING_HELP})
+    stream_window_rows: int = field(default=50_000, metadata={"help": STREAM_WINDOW_HELP})
     crop_ratio: list[float] = field(
         default_factory=lambda: [0.1, 0.5],
         metadata={"help": "a crop's share of the paragraph's words (the query's, when positive_crop_ratio is set)"},

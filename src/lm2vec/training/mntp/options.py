@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from lm2vec.training.masking import STRATEGIES
-from lm2vec.training.options import TrainingOptions
+from lm2vec.training.options import STREAM_WINDOW_HELP, STREAMING_HELP, TrainingOptions
 
 
 @dataclass
@@ -67,20 +67,8 @@ class MNTPConfig(TrainingOptions):
         default=None,
         metadata={"help": "processes that tokenize and pack the text; none: one"},
     )
-    streaming: bool = field(
-        default=False,
-        metadata={
-            "help": (
-                "Read `data` (a corpus folder or .parquet files) a window of rows at a time instead of loading it "
-                "whole: memory stays flat in corpus size and a resume reads only the window it continues in. The "
-                "order differs from the default's (windows of row groups in a seeded order, shuffled within each)."
-            )
-        },
-    )
-    stream_window_rows: int = field(
-        default=50_000,
-        metadata={"help": "with streaming: rows (whole Parquet row groups) read and shuffled together"},
-    )
+    streaming: bool = field(default=False, metadata={"help": STREAMING_HELP})
+    stream_window_rows: int = field(default=50_000, metadata={"help": STREAM_WINDOW_HELP})
     merge: bool = field(
         default=False,
         metadata={"help": "also write `merged/`, the backbone with the adapter merged in"},
