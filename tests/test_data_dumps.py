@@ -363,13 +363,16 @@ def test_the_progress_bar_stays_out_of_logs_that_are_not_a_terminal(tmp_path: Pa
 
 
 # --- multistream dumps read in parts ----------------------------------------------------------------------------
-def write_multistream(tmp_path: Path, articles: int, per_stream: int) -> tuple[Path, Path]:
-    """The first `articles` articles of the English sample and every other redirect between them, as Wikimedia writes
-    a multistream dump: one bz2 stream for the header (<siteinfo>), one per `per_stream` pages, one for the footer,
-    concatenated; and its bz2 index, `OFFSET:PAGE_ID:TITLE` for every page."""
+def write_multistream(
+    tmp_path: Path, articles: int, per_stream: int, pages: list[str] | None = None
+) -> tuple[Path, Path]:
+    """The first `articles` articles of the English sample (or of `pages`, <page> elements a test wrote) and every
+    other redirect between them, as Wikimedia writes a multistream dump: one bz2 stream for the header (<siteinfo>),
+    one per `per_stream` pages, one for the footer, concatenated; and its bz2 index, `OFFSET:PAGE_ID:TITLE` for every
+    page."""
     xml = bz2.decompress(gensim_sample(ENGLISH_SAMPLE).read_bytes()).decode()
     header, _, rest = xml.partition("  <page>")
-    every = ["  <page>" + block.split("</page>")[0] + "</page>\n" for block in rest.split("  <page>")]
+    every = pages or ["  <page>" + block.split("</page>")[0] + "</page>\n" for block in rest.split("  <page>")]
     last = [number for number, block in enumerate(every) if "<redirect" not in block][articles - 1]
     blocks = [block for number, block in enumerate(every[: last + 1]) if "<redirect" not in block or number % 2]
     dump, index = tmp_path / "enwiki-multistream.xml.bz2", tmp_path / "enwiki-multistream-index.txt.bz2"

@@ -107,6 +107,7 @@ COMMANDS = {
         ["data", "text", "{t}/texts.txt", "--lang", "en", "--out", "{t}/c"],
         "lm2vec.data.cli.build_text_corpus",
     ),
+    "data merge": (["data", "merge", "{t}/part1", "{t}/part2", "--out", "{t}/c"], "lm2vec.data.cli.merge_parts"),
     "eval run": (["eval", "run", "-m", "a=pkg:smollm2"], "lm2vec.evaluation.cli._run"),
     "eval list": (["eval", "list"], "lm2vec.evaluation.registry.Registry.from_files"),
     "eval fetch-data": (["eval", "fetch-data"], "lm2vec.data.packaged.libreoffice_messages"),

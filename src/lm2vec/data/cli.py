@@ -12,6 +12,7 @@ import typer
 
 from lm2vec.console import user_errors
 from lm2vec.data.config import TextConfig, WikiConfig
+from lm2vec.data.merge import merge_parts
 from lm2vec.data.pipeline import build_text_corpus, build_wiki_corpus
 from lm2vec.data.shards import Manifest
 from lm2vec.options import typer_options
@@ -52,14 +53,27 @@ def text(
     _run(lambda: build_text_corpus(source, config, out, resume=resume, overwrite=overwrite))
 
 
-def _run(build: Callable[[], Manifest]) -> None:
+@data_app.command()
+def merge(
+    parts: Annotated[
+        list[Path], typer.Argument(help="The folders of the parts of one multistream dump (data wiki --part K/N).")
+    ],
+    out: Annotated[Path, typer.Option("--out", help="Output directory (new, empty, or a corpus to --overwrite).")],
+    overwrite: Annotated[bool, typer.Option(help="Delete the corpus in --out and merge again.")] = False,
+) -> None:
+    """Merge the parts of a multistream dump into one corpus, as one run over the whole dump would build it: what an
+    earlier part already has (exactly or nearly) is dropped."""
+    _run(lambda: merge_parts(parts, out, overwrite=overwrite), rerun="rerun with --overwrite")
+
+
+def _run(build: Callable[[], Manifest], rerun: str = "rerun with --resume") -> None:
     if not logging.getLogger().handlers:
         logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     try:
         with user_errors(ValueError):
             manifest = build()
     except KeyboardInterrupt:
-        typer.echo("interrupted: the shards written so far are listed in manifest.json; rerun with --resume", err=True)
+        typer.echo(f"interrupted: the shards written so far are listed in manifest.json; {rerun}", err=True)
         raise typer.Exit(130) from None
     typer.echo(_summary(manifest))
 

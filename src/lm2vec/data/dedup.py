@@ -109,3 +109,34 @@ class SeenFilter:
     @property
     def size_in_bytes(self) -> int:
         return self._bloom.size_in_bits // 8
+
+
+EXACT_DUPLICATE, NEAR_DUPLICATE = "paragraphs_exact", "paragraphs_near"  # as the manifest counts them
+
+
+class Deduplicator:
+    """What one run has seen: paragraphs by exact key and by near-duplicate band keys, sentences by exact key. A
+    build and `lm2vec data merge` decide alike by asking it in the same order."""
+
+    def __init__(self, capacity: int, near_duplicate_threshold: float) -> None:
+        self._near = NearDuplicateKeys(near_duplicate_threshold) if near_duplicate_threshold else None
+        self._paragraphs = SeenFilter(capacity)
+        self._bands = SeenFilter(capacity * (self._near.band_count if self._near else 1))
+        self._sentences = SeenFilter(capacity * 4)  # Wikipedia has 3-4 sentences per paragraph
+
+    def keys(self, paragraph: str) -> tuple[int, list[int]]:
+        """The paragraph's exact key and its band keys ([] with near-duplicate removal off)."""
+        return exact_key(paragraph), self._near.keys(paragraph) if self._near else []
+
+    def paragraph(self, exact: int, near: list[int]) -> str | None:
+        """None for a new paragraph, else EXACT_DUPLICATE or NEAR_DUPLICATE. Its keys are remembered either way
+        (the band keys once it is not an exact duplicate): a dropped paragraph's bands block the next near copy."""
+        if self._paragraphs.check_and_add([exact]):
+            return EXACT_DUPLICATE
+        if near and self._bands.check_and_add(near):
+            return NEAR_DUPLICATE
+        return None
+
+    def sentence(self, key: int) -> bool:
+        """Whether the sentence was seen before; it is remembered either way."""
+        return self._sentences.check_and_add([key])

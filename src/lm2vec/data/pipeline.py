@@ -31,14 +31,14 @@ from typing import Any
 from tqdm import tqdm
 
 from lm2vec.data.config import CorpusConfig, TextConfig, WikiConfig, parse_part
-from lm2vec.data.dedup import NearDuplicateKeys, SeenFilter, exact_key
+from lm2vec.data.dedup import NEAR_DUPLICATE, Deduplicator, NearDuplicateKeys, exact_key
 from lm2vec.data.dump import DumpPart, Page
 from lm2vec.data.errors import DataError, OutputDirError
 from lm2vec.data.languages import language_profile
 from lm2vec.data.packaged import input_origin
 from lm2vec.data.pairs import PairMaker, holdout_titles, normalised_title
 from lm2vec.data.sentences import SentenceSplitter, count_chars, count_words
-from lm2vec.data.shards import PAIRS, TEXT_KINDS, CorpusWriter, Manifest, prepare_output
+from lm2vec.data.shards import MERGE_LOG, PAIRS, TEXT_KINDS, CorpusWriter, Counts, Manifest, prepare_output
 from lm2vec.data.sources import Document, Source, WikiSource, text_source
 from lm2vec.data.wikitext import WikitextCleaner, has_markup_residue, is_disambiguation
 
@@ -123,18 +123,27 @@ class ArticleProcessor:
         return reason is None
 
     def _paragraph(self, text: str, filtered: dict[str, int], rng: random.Random | None) -> ProcessedParagraph:
-        sentences = []
-        for sentence in self._splitter.split(text):
-            words = count_words(sentence)
-            if words < self._config.min_sentence_words:
-                filtered["sentences_short"] = filtered.get("sentences_short", 0) + 1
-            elif words > self._config.max_sentence_words:
-                filtered["sentences_long"] = filtered.get("sentences_long", 0) + 1
-            else:
-                sentences.append((sentence, exact_key(sentence)))
+        sentences = sentences_in_limits(self._splitter, self._config, text, filtered)
         near_keys = self._near.keys(text) if self._near else []
         pairs = self._pairs.sentence_pairs(rng, text, [sentence for sentence, _ in sentences]) if rng else []
         return ProcessedParagraph(text, exact_key(text), near_keys, sentences, pairs)
+
+
+def sentences_in_limits(
+    splitter: SentenceSplitter, config: CorpusConfig, paragraph: str, filtered: dict[str, int]
+) -> list[tuple[str, int]]:
+    """The paragraph's sentences within the word limits, with their exact keys; the others are counted in
+    `filtered`."""
+    sentences = []
+    for sentence in splitter.split(paragraph):
+        words = count_words(sentence)
+        if words < config.min_sentence_words:
+            filtered["sentences_short"] = filtered.get("sentences_short", 0) + 1
+        elif words > config.max_sentence_words:
+            filtered["sentences_long"] = filtered.get("sentences_long", 0) + 1
+        else:
+            sentences.append((sentence, exact_key(sentence)))
+    return sentences
 
 
 _WORKER: ArticleProcessor | None = None
@@ -188,6 +197,51 @@ def in_validation(key: str, fraction: float) -> bool:
     return int.from_bytes(digest, "big") < fraction * 2**64
 
 
+class ArticleWriter:
+    """Writes an article's new paragraphs (numbered in the article), their new sentences and the article's pairs
+    into the shards, and counts them: a build and `lm2vec data merge` keep an article alike."""
+
+    def __init__(self, writer: CorpusWriter, counts: Counts, seen: Deduplicator) -> None:
+        self._writer, self._counts, self._seen = writer, counts, seen
+
+    def write(
+        self,
+        article: ProcessedArticle,
+        split: str,
+        paragraphs: list[ProcessedParagraph],
+        with_pairs: bool,
+    ) -> None:
+        """`paragraphs`: those of `article` that are not duplicates; none makes the article a skipped duplicate."""
+        counts = self._counts
+        if not paragraphs:
+            counts.add(counts.skipped, "duplicate")
+            return
+        for number, paragraph in enumerate(paragraphs):
+            self._writer.add("paragraphs", split, (paragraph.text, article.title, article.article_id, number))
+            counts.characters["paragraphs"] += len(paragraph.text)
+            if with_pairs:
+                self._add_pairs(split, paragraph.pairs)
+            for sentence, key in paragraph.sentences:
+                if self._seen.sentence(key):
+                    counts.add(counts.duplicates_removed, "sentences")
+                    continue
+                self._writer.add("sentences", split, (sentence, article.title, article.article_id))
+                counts.sentences += 1
+                counts.splits[split]["sentences"] += 1
+                counts.characters["sentences"] += len(sentence)
+        if with_pairs:
+            self._add_pairs(split, article.pairs)
+        counts.articles_kept += 1
+        counts.paragraphs += len(paragraphs)
+        counts.splits[split]["articles"] += 1
+        counts.splits[split]["paragraphs"] += len(paragraphs)
+
+    def _add_pairs(self, split: str, pairs: list[dict[str, str]]) -> None:
+        for pair in pairs:
+            self._writer.add(PAIRS, split, pair)
+            self._counts.add(self._counts.pairs, pair["dataset"])
+
+
 class CorpusBuilder:
     """One run over one source into one output directory; see `build_corpus`."""
 
@@ -195,7 +249,9 @@ class CorpusBuilder:
         self._source, self._config, self._out_dir = source, config, Path(out_dir)
         self._holdout = holdout_titles(config) if isinstance(config, WikiConfig) else frozenset()
         previous = prepare_output(self._out_dir, resume=resume, overwrite=overwrite)
-        self._manifest = previous or Manifest("running", {}, config.to_dict())
+        # A part of a multistream dump also logs what `lm2vec data merge` needs; a resumed run goes on as it began.
+        part = isinstance(config, WikiConfig) and bool(config.part)
+        self._manifest = previous or Manifest("running", {}, config.to_dict(), merge_log=part)
         if previous is not None:
             self._check_resumable(previous)
             self._manifest.status, self._manifest.error, self._manifest.config = "running", None, config.to_dict()
@@ -203,13 +259,11 @@ class CorpusBuilder:
         self._origin = self._manifest.source.get("origin")  # slow to look up (installed packages): once a run
         self._manifest.write(self._out_dir)  # first, so the folder is marked lm2vec's before any shard exists
         self._counts = self._manifest.counts
-        capacity = config.dedup_capacity
-        self._near = NearDuplicateKeys(config.near_duplicate_threshold) if config.near_duplicate_threshold else None
-        self._paragraph_seen = SeenFilter(capacity)
-        self._near_seen = SeenFilter(capacity * (self._near.band_count if self._near else 1))
-        self._sentence_seen = SeenFilter(capacity * 4)  # Wikipedia has 3-4 sentences per paragraph
+        self._seen = Deduplicator(config.dedup_capacity, config.near_duplicate_threshold)
         kinds = (*TEXT_KINDS, PAIRS) if config.writes_pairs else TEXT_KINDS
+        kinds += (MERGE_LOG,) if self._manifest.merge_log else ()
         self._writer = CorpusWriter(self._out_dir, self._manifest.shards, config.shard_size, kinds)
+        self._articles = ArticleWriter(self._writer, self._counts, self._seen)
         if previous is not None:
             self._reload_seen_keys()
 
@@ -232,11 +286,14 @@ class CorpusBuilder:
         for shard in (shard for shard in self._manifest.shards if shard["kind"] in TEXT_KINDS):
             for text in pq.read_table(self._out_dir / shard["path"], columns=["text"])["text"].to_pylist():
                 if shard["kind"] == "sentences":
-                    self._sentence_seen.check_and_add([exact_key(text)])
+                    self._seen.sentence(exact_key(text))
                 else:
-                    self._paragraph_seen.check_and_add([exact_key(text)])
-                    if self._near:
-                        self._near_seen.check_and_add(self._near.keys(text))
+                    self._seen.paragraph(*self._seen.keys(text))
+        for shard in (shard for shard in self._manifest.shards if shard["kind"] == MERGE_LOG):
+            # The paragraphs dropped as near duplicates, which the text shards lack: their bands still block copies.
+            for dropped in pq.read_table(self._out_dir / shard["path"], columns=["near_duplicates"])[0].to_pylist():
+                for paragraph in dropped:
+                    self._seen.paragraph(paragraph["exact_key"], paragraph["near_keys"])
 
     def run(self) -> Manifest:
         """Build the corpus; on any failure the shards written so far are closed and listed first."""
@@ -347,43 +404,26 @@ class CorpusBuilder:
         in_val = in_validation(article.title or article.article_id, self._config.validation_fraction)
         split = "validation" if in_val else "train"
         gives_pairs = normalised_title(article.title) not in self._holdout
-        written = 0
+        kept: list[ProcessedParagraph] = []
+        near_duplicates = []
         for paragraph in article.paragraphs:
-            if self._paragraph_seen.check_and_add([paragraph.exact_key]):
-                counts.add(counts.duplicates_removed, "paragraphs_exact")
+            duplicate = self._seen.paragraph(paragraph.exact_key, paragraph.near_keys)
+            if duplicate is None:
+                kept.append(paragraph)
                 continue
-            if paragraph.near_keys and self._near_seen.check_and_add(paragraph.near_keys):
-                counts.add(counts.duplicates_removed, "paragraphs_near")
-                continue
-            self._writer.add("paragraphs", split, (paragraph.text, article.title, article.article_id, written))
-            written += 1
-            counts.characters["paragraphs"] += len(paragraph.text)
-            if gives_pairs:
-                self._add_pairs(split, paragraph.pairs)
-            for sentence, key in paragraph.sentences:
-                if self._sentence_seen.check_and_add([key]):
-                    counts.add(counts.duplicates_removed, "sentences")
-                    continue
-                self._writer.add("sentences", split, (sentence, article.title, article.article_id))
-                counts.sentences += 1
-                counts.splits[split]["sentences"] += 1
-                counts.characters["sentences"] += len(sentence)
-        if not written:
-            counts.add(counts.skipped, "duplicate")
-            return
-        if gives_pairs:
-            self._add_pairs(split, article.pairs)
-        counts.articles_kept += 1
-        counts.paragraphs += written
-        counts.splits[split]["articles"] += 1
-        counts.splits[split]["paragraphs"] += written
+            counts.add(counts.duplicates_removed, duplicate)
+            if duplicate == NEAR_DUPLICATE:
+                near_duplicates.append(
+                    {"after": len(kept), "exact_key": paragraph.exact_key, "near_keys": paragraph.near_keys}
+                )
+        self._articles.write(article, split, kept, gives_pairs)
+        if self._manifest.merge_log and (kept or near_duplicates):
+            paragraph_pairs = [len(paragraph.pairs) if gives_pairs else 0 for paragraph in kept]
+            article_pairs = len(article.pairs) if gives_pairs and kept else 0
+            row = (counts.pages_seen - 1, article.article_id, paragraph_pairs, article_pairs, near_duplicates)
+            self._writer.add(MERGE_LOG, split, row)
         if self._writer.checkpoint_due:
             self._checkpoint()
-
-    def _add_pairs(self, split: str, pairs: list[dict[str, str]]) -> None:
-        for pair in pairs:
-            self._writer.add(PAIRS, split, pair)
-            self._counts.add(self._counts.pairs, pair["dataset"])
 
     def _checkpoint(self) -> None:
         self._manifest.shards.extend(self._writer.close_shards())

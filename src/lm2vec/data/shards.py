@@ -5,6 +5,7 @@ Layout of an output directory:
     paragraphs/{train,validation}-00000.parquet ...
     sentences/{train,validation}-00000.parquet ...
     pairs/{train,validation}-00000.jsonl ...   (weak supervised pairs of a dump, `lm2vec.data.pairs`)
+    merge_log/{train,validation}-00000.parquet ...   (a `--part` run's: what `lm2vec data merge` needs besides)
 A shard is written under a hidden temporary name (`lm2vec.artifacts.atomic_file`) and renamed when closed, so a
 listed shard is always a whole Parquet (JSONL) file. All open shards are closed together at a checkpoint, and only then
 is the manifest rewritten (atomically): the manifest's counts always match the shards it lists.
@@ -36,6 +37,8 @@ UNFINISHED_SHARD = re.compile(rf"\.{SHARD_NAME.pattern}{re.escape(PARTIAL)}\d+")
 TEXT_KINDS = ("paragraphs", "sentences")  # Parquet shards of texts
 PAIRS = "pairs"  # JSONL shards of supervised records (`lm2vec.data.formats.read_supervised_pairs`)
 KINDS = (*TEXT_KINDS, PAIRS)
+# A part's articles in order, for `lm2vec.data.merge`: not a corpus kind that readers list, but shards like them.
+MERGE_LOG = "merge_log"
 SPLITS = ("train", "validation")
 FORMAT_VERSION = 1
 
@@ -44,6 +47,20 @@ SCHEMAS = {
         [("text", pa.string()), ("title", pa.string()), ("article_id", pa.string()), ("paragraph", pa.int32())]
     ),
     "sentences": pa.schema([("text", pa.string()), ("title", pa.string()), ("article_id", pa.string())]),
+    MERGE_LOG: pa.schema(
+        [
+            ("page", pa.int64()),  # the article's number among the pages the part read: orders the two splits' rows
+            ("article_id", pa.string()),
+            ("paragraph_pairs", pa.list_(pa.int32())),  # for each paragraph written: the sentence pairs after it
+            ("article_pairs", pa.int32()),  # the article's own pairs, after its paragraphs'
+            (
+                "near_duplicates",  # the article's paragraphs dropped as near duplicates, with their keys
+                pa.list_(
+                    pa.struct([("after", pa.int32()), ("exact_key", pa.int64()), ("near_keys", pa.list_(pa.int64()))])
+                ),
+            ),
+        ]
+    ),
 }
 _ROW_GROUP_ROWS = 10_000
 
@@ -84,6 +101,7 @@ class Manifest:
     shards: list[dict[str, Any]] = field(default_factory=list)  # {"path", "kind", "split", "rows"}
     error: str | None = None
     timing: dict[str, float] = field(default_factory=dict)
+    merge_log: bool = False  # whether the shards include MERGE_LOG ones (a `--part` run's, for `lm2vec data merge`)
     format_version: int = FORMAT_VERSION
     format: str = CORPUS_FORMAT
 
@@ -156,16 +174,18 @@ class _ParquetShardWriter(_ShardWriter):
         super().__init__(directory, kind, split, next_index)
         self._schema = SCHEMAS[kind]
         self._buffer: dict[str, list[Any]] = {name: [] for name in self._schema.names}
+        self._buffered = 0
 
     def add(self, row: tuple[Any, ...]) -> None:
         for column, value in zip(self._buffer.values(), row, strict=True):
             column.append(value)
         self.rows += 1
-        if len(self._buffer["text"]) >= _ROW_GROUP_ROWS:
+        self._buffered += 1
+        if self._buffered >= _ROW_GROUP_ROWS:
             self._flush()
 
     def _flush(self) -> None:
-        if not self._buffer["text"]:
+        if not self._buffered:
             return
         if not self._is_open:
             self._writer = self._open_shard.enter_context(
@@ -173,6 +193,7 @@ class _ParquetShardWriter(_ShardWriter):
             )
         self._writer.write_table(pa.table(self._buffer, schema=self._schema), row_group_size=_ROW_GROUP_ROWS)
         self._buffer = {name: [] for name in self._schema.names}
+        self._buffered = 0
 
 
 class _JsonlShardWriter(_ShardWriter):
@@ -248,7 +269,7 @@ def prepare_output(directory: Path, *, resume: bool, overwrite: bool) -> Manifes
 def _remove_shards(directory: Path, keep: set[str]) -> None:
     """Delete lm2vec's shard files (listed or written after the last checkpoint) except `keep`; other files
     stay, and a shard folder is removed only once it is empty."""
-    for kind in KINDS:
+    for kind in (*KINDS, MERGE_LOG):
         folder = directory / kind
         if not folder.is_dir():
             continue

@@ -1,0 +1,258 @@
+"""`lm2vec data merge`: the parts of a multistream dump (`lm2vec data wiki --part K/N`, each deduplicated within
+itself) into one corpus holding the rows that one run over the whole dump holds.
+
+The merge replays one run's deduplication (`Deduplicator`: the same keys, thresholds and filter sizes) over the parts
+in part order, each part's articles in the order it read them (its merge log numbers them, so the two splits
+interleave as they did). It asks about every paragraph a part wrote (keys recomputed from the text) and, in its place
+among them, every paragraph the part dropped as a near duplicate: the log keeps their keys, the only keys the shards
+lack, because in one run a dropped paragraph's bands still block later copies. The paragraphs that one run keeps go
+through the build's own `ArticleWriter`: numbered again within their article, their sentences split again (a sentence
+a part wrote with a paragraph now dropped belongs to the next paragraph that has it), with their pairs, and the
+article's own pairs while it keeps a paragraph. It reads Parquet and JSONL, no wikitext.
+
+What a part dropped, one run drops too, but for a paragraph a part dropped as a near copy of one that one run drops
+as an exact copy (of an earlier part's paragraph with other digits, spacing or punctuation, so with other bands): one
+run may keep it, and its text is in no part. Those are counted and reported. (And as in any run, a Bloom filter's rare
+false positive, in a part or in the merge, drops a paragraph that one run may keep.)
+"""
+
+from __future__ import annotations
+
+import heapq
+import itertools
+import json
+import logging
+import time
+from collections import defaultdict
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pyarrow.parquet as pq
+
+from lm2vec.artifacts import check_folder
+from lm2vec.data.config import RUN_ONLY_FIELDS, WikiConfig, parse_part
+from lm2vec.data.dedup import EXACT_DUPLICATE, NEAR_DUPLICATE, Deduplicator
+from lm2vec.data.errors import DataError, OutputDirError
+from lm2vec.data.pipeline import ArticleWriter, ProcessedArticle, ProcessedParagraph, sentences_in_limits
+from lm2vec.data.sentences import SentenceSplitter
+from lm2vec.data.shards import (
+    CORPUS_FORMAT,
+    MANIFEST_NAME,
+    MERGE_LOG,
+    PAIRS,
+    SPLITS,
+    TEXT_KINDS,
+    CorpusWriter,
+    Manifest,
+    prepare_output,
+)
+
+logger = logging.getLogger(__name__)
+
+# Options the parts may differ in: which part, where the index lay, and how a run went (not what it wrote).
+_PART_OPTIONS = RUN_ONLY_FIELDS | {"part", "index"}
+_DUMP_IDENTITY = ("dbname", "fingerprint")  # the same dump wherever each machine keeps it (size_bytes: the part's)
+
+
+@dataclass(frozen=True)
+class Part:
+    folder: Path
+    manifest: Manifest
+    number: int
+    count: int
+
+    def __str__(self) -> str:
+        return f"part {self.number}/{self.count} ({self.folder})"
+
+
+def read_part(folder: Path) -> Part:
+    """The part in `folder`; DataError unless it is a complete corpus of a `--part` run with a merge log."""
+    manifest = Manifest.read(folder)  # a folder without lm2vec's manifest.json is refused here
+    if manifest.status != "complete":
+        raise DataError(f"the corpus is {manifest.status}, not complete; finish it first (--resume)", folder)
+    numbers = parse_part(manifest.config.get("part") or "")
+    if numbers is None:
+        raise DataError("not a part of a multistream dump (built without --part)", folder)
+    if not manifest.merge_log:
+        raise DataError("the part has no merge log (built by an lm2vec before `data merge`); build it again", folder)
+    missing = [shard["path"] for shard in manifest.shards if not (folder / shard["path"]).is_file()]
+    if missing:
+        raise DataError(f"{missing[0]} is listed in {MANIFEST_NAME} but missing", folder)
+    return Part(folder, manifest, *numbers)
+
+
+def check_parts(folders: Sequence[Path], out: Path) -> list[Part]:
+    """The parts in part order (one run's reading order, whatever order a shell glob gives them in), if they are
+    parts of one dump built with the same options, each once, and `out` is none of them; DataError otherwise."""
+    parts = [read_part(Path(folder)) for folder in folders]
+    first, numbers = parts[0], {}
+    for part in parts:
+        if part.folder.resolve() == out.resolve():
+            raise DataError(f"--out is {part}; choose a new folder for the merged corpus")
+        if part.count != first.count:
+            raise DataError(f"{part} and {first} split the dump in different numbers of parts")
+        if part.number in numbers:
+            raise DataError(f"part {part.number}/{part.count} is given twice: {numbers[part.number]} and {part.folder}")
+        numbers[part.number] = part.folder
+        theirs, ours = part.manifest.source, first.manifest.source
+        if any(theirs.get(key) != ours.get(key) for key in _DUMP_IDENTITY):
+            raise DataError(
+                f"{part} is a part of another dump ({theirs.get('path')}) than {first} ({ours.get('path')})"
+            )
+        theirs, ours = part.manifest.config, first.manifest.config
+        changed = sorted(
+            key for key in (theirs.keys() | ours.keys()) - _PART_OPTIONS if theirs.get(key) != ours.get(key)
+        )
+        if changed:
+            options = ", ".join(f"{key} {theirs.get(key)!r} (not {ours.get(key)!r})" for key in changed)
+            raise DataError(f"{part} was built with other options than {first}: {options}")
+    if missing := sorted(set(range(1, first.count + 1)) - numbers.keys()):
+        logger.warning(
+            "parts %s of %d are not given: the corpus holds the given parts' pages only", missing, first.count
+        )
+    return sorted(parts, key=lambda part: part.number)
+
+
+def merge_parts(folders: Sequence[str | Path], out: str | Path, *, overwrite: bool = False) -> Manifest:
+    """`lm2vec data merge PART_DIR... --out OUT`: the parts into one corpus in `out`; its manifest.
+
+    Raises DataError before any work for folders that are not parts of one dump built alike, and for an `out` that
+    lm2vec may not write (not new or empty, and not a corpus to replace with `overwrite`)."""
+    out = Path(out)
+    parts = check_parts([Path(folder) for folder in folders], out)
+    if not overwrite and check_folder(out, MANIFEST_NAME, CORPUS_FORMAT) is not None:
+        raise OutputDirError(f"{out} already holds a corpus; pass --overwrite to replace it")
+    return _Merger(parts, out, overwrite).run()
+
+
+def _rows(part: Part, kind: str, split: str) -> Iterator[dict[str, Any]]:
+    for path in part.manifest.shard_paths(kind, split):
+        if kind == PAIRS:
+            with (part.folder / path).open(encoding="utf-8") as lines:
+                yield from map(json.loads, lines)
+        else:
+            for batch in pq.ParquetFile(part.folder / path).iter_batches():
+                yield from batch.to_pylist()
+
+
+def _damaged(part: Part) -> DataError:
+    return DataError(f"{part}: its merge log does not match its shards; build the part again")
+
+
+class _Merger:
+    def __init__(self, parts: list[Part], out: Path, overwrite: bool) -> None:
+        self._parts, self._out = parts, out
+        first = parts[0].manifest
+        self._config = WikiConfig(**(first.config | {"part": "", "index": ""}))  # what one run over the dump had
+        prepare_output(out, resume=False, overwrite=overwrite)
+        source = {key: value for key, value in first.source.items() if key not in ("part", "index")}
+        source["parts"] = [{"folder": str(part.folder), "part": f"{part.number}/{part.count}"} for part in parts]
+        self._manifest = Manifest("running", source, self._config.to_dict())
+        self._manifest.write(out)  # first, so the folder is marked lm2vec's before any shard exists
+        self._counts = self._manifest.counts
+        self._seen = Deduplicator(self._config.dedup_capacity, self._config.near_duplicate_threshold)
+        kinds = (*TEXT_KINDS, PAIRS) if self._config.writes_pairs else TEXT_KINDS
+        self._writer = CorpusWriter(out, [], self._config.shard_size, kinds)
+        self._articles = ArticleWriter(self._writer, self._counts, self._seen)
+        self._splitter = SentenceSplitter(self._config.lang)
+        self._kept_by_one_run = 0  # near copies a part dropped that one run would keep (see the module's docstring)
+
+    def run(self) -> Manifest:
+        read = sum(
+            (part.folder / shard["path"]).stat().st_size for part in self._parts for shard in part.manifest.shards
+        )
+        started = time.perf_counter()
+        try:
+            for part in self._parts:
+                self._add(part)
+            self._manifest.status = "complete"
+        except BaseException as error:
+            self._manifest.status = "incomplete"
+            self._manifest.error = str(error) or type(error).__name__
+            raise
+        finally:
+            elapsed = time.perf_counter() - started
+            self._manifest.timing = {
+                "elapsed_s": round(elapsed, 3),
+                "pages_per_s": round(self._counts.pages_seen / elapsed, 1),
+                "mb_per_s": round(read / elapsed / 1e6, 3),
+            }
+            self._checkpoint()
+        if self._kept_by_one_run:
+            logger.warning(
+                "paragraphs that one run over the whole dump keeps but the merge cannot: %d; their part dropped them as"
+                " near copies of a paragraph that an earlier part has with other digits, spacing or punctuation",
+                self._kept_by_one_run,
+            )
+        return self._manifest
+
+    def _add(self, part: Part) -> None:
+        counts, theirs = self._counts, part.manifest.counts
+        counts.pages_seen += theirs.pages_seen
+        for table, amounts in ((counts.skipped, theirs.skipped), (counts.filtered, theirs.filtered)):
+            for reason, amount in amounts.items():
+                counts.add(table, reason, amount)
+        # A part's exact duplicates repeat its earlier paragraphs, which the replay asks about: one run drops them too.
+        counts.add(counts.duplicates_removed, EXACT_DUPLICATE, theirs.duplicates_removed[EXACT_DUPLICATE])
+        paragraphs_before = counts.paragraphs
+        paragraphs = {split: _rows(part, "paragraphs", split) for split in SPLITS}
+        pairs = {split: _rows(part, PAIRS, split) for split in SPLITS}
+        logs = [zip(itertools.repeat(split), _rows(part, MERGE_LOG, split)) for split in SPLITS]
+        for split, entry in heapq.merge(*logs, key=lambda logged: logged[1]["page"]):
+            self._add_article(part, split, entry, paragraphs[split], pairs[split])
+            if self._writer.checkpoint_due:
+                self._checkpoint()
+        if any(next(rows, None) is not None for rows in (*paragraphs.values(), *pairs.values())):
+            raise _damaged(part)
+        logger.info(
+            "%s: %d pages, %d of its %d paragraphs kept",
+            part,
+            theirs.pages_seen,
+            counts.paragraphs - paragraphs_before,
+            theirs.paragraphs,
+        )
+
+    def _add_article(
+        self,
+        part: Part,
+        split: str,
+        entry: dict[str, Any],
+        paragraph_rows: Iterator[dict[str, Any]],
+        pair_rows: Iterator[dict[str, Any]],
+    ) -> None:
+        """One article of a part: its paragraphs and near duplicates asked about in the order the part asked."""
+        written = list(itertools.islice(paragraph_rows, len(entry["paragraph_pairs"])))
+        pairs = [list(itertools.islice(pair_rows, count)) for count in entry["paragraph_pairs"]]
+        article_pairs = list(itertools.islice(pair_rows, entry["article_pairs"]))
+        found = [*map(len, pairs), len(article_pairs)] == [*entry["paragraph_pairs"], entry["article_pairs"]]
+        if not found or [row["article_id"] for row in written] != [entry["article_id"]] * len(pairs):
+            raise _damaged(part)
+        near_duplicates = defaultdict(list)  # by the number of paragraphs written before them
+        for dropped in entry["near_duplicates"]:
+            near_duplicates[dropped["after"]].append(dropped)
+        kept = []
+        for number, row in enumerate(written):
+            self._add_near_duplicates(near_duplicates[number])
+            exact, near = self._seen.keys(row["text"])
+            if duplicate := self._seen.paragraph(exact, near):
+                self._counts.add(self._counts.duplicates_removed, duplicate)
+                continue
+            # Sentences split again: the part wrote only those new to it, one run those new to the dump so far.
+            sentences = sentences_in_limits(self._splitter, self._config, row["text"], {})  # filtered: the part's
+            kept.append(ProcessedParagraph(row["text"], exact, near, sentences, pairs[number]))
+        self._add_near_duplicates(near_duplicates[len(written)])
+        if written:  # else the part counted the article as a skipped duplicate already
+            article = ProcessedArticle(entry["article_id"], written[0]["title"], pairs=article_pairs)
+            self._articles.write(article, split, kept, with_pairs=True)  # the part left out held-out articles' pairs
+
+    def _add_near_duplicates(self, dropped: list[dict[str, Any]]) -> None:
+        for paragraph in dropped:
+            duplicate = self._seen.paragraph(paragraph["exact_key"], paragraph["near_keys"])
+            self._kept_by_one_run += duplicate is None
+            self._counts.add(self._counts.duplicates_removed, duplicate or NEAR_DUPLICATE)
+
+    def _checkpoint(self) -> None:
+        self._manifest.shards.extend(self._writer.close_shards())
+        self._manifest.write(self._out)
