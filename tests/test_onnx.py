@@ -23,6 +23,7 @@ from lm2vec.modeling.onnx import (
     OnnxBackbone,
     OnnxBackendError,
     OnnxCausalGraphError,
+    quantize_per_token,
     relative_error,
     smooth_activations,
 )
@@ -63,6 +64,76 @@ def test_onnx_vectors_match_torch(exported, architecture: str) -> None:
     assert cosines(fp32.encode(inputs), expected).min() > 0.9999
     # Seen here: >= 0.9998 on both tiny random models (real models lose more: benchmarks/encode.py --backends).
     assert cosines(int8.encode(inputs), expected).min() > 0.95
+
+
+@pytest.mark.parametrize("architecture", ARCHITECTURES)
+def test_int8_vector_does_not_depend_on_its_batch(exported, architecture: str) -> None:
+    """int8 activations are quantized per token, so a text's vector is the same alone as beside a longer text
+    (with one scale per batch tensor, quantize_dynamic's, it took the neighbour's range: seen 0.013-0.016 apart)."""
+    _, folder = exported[architecture]
+    int8 = LM2Vec.from_pretrained(folder, backend="onnx")
+    text, neighbour = DOCUMENTS[1], " ".join(reversed(DOCUMENTS * 6))
+    np.testing.assert_allclose(int8.encode([text, neighbour])[0], int8.encode(text), rtol=1e-4, atol=1e-5)
+
+
+def test_per_token_quantization_arithmetic(tmp_path: Path) -> None:
+    """On a graph of one MatMul and one Gather: int8 weights per output channel and each token quantized on its
+    own range, 0 included, with its own zero point (an all-zero token gives zeros), so a token's output is the same
+    whatever the other rows hold; the table is read as int8 rows, one scale each."""
+    import onnx
+    import onnxruntime
+    from onnx import TensorProto, helper, numpy_helper
+
+    rng = np.random.default_rng(0)
+    weight, table = rng.normal(size=(8, 5)).astype(np.float32), rng.normal(size=(6, 4)).astype(np.float32)
+    table[2] *= 1000  # a large row does not take the others' resolution
+    graph = helper.make_graph(
+        [helper.make_node("MatMul", ["x", "weight"], ["y"]), helper.make_node("Gather", ["table", "ids"], ["rows"])],
+        "one_of_each",
+        [
+            helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", "sequence", 8]),
+            helper.make_tensor_value_info("ids", TensorProto.INT64, ["batch", "sequence"]),
+        ],
+        [
+            helper.make_tensor_value_info("y", TensorProto.FLOAT, ["batch", "sequence", 5]),
+            helper.make_tensor_value_info("rows", TensorProto.FLOAT, ["batch", "sequence", 4]),
+        ],
+        [numpy_helper.from_array(weight, "weight"), numpy_helper.from_array(table, "table")],
+    )
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 20)]), tmp_path / "fp32.onnx")
+    assert quantize_per_token(tmp_path / "fp32.onnx", tmp_path / "int8.onnx") == 1
+    session = onnxruntime.InferenceSession(tmp_path / "int8.onnx", providers=["CPUExecutionProvider"])
+    x, ids = rng.normal(size=(2, 3, 8)).astype(np.float32), np.array([[0, 1, 2], [3, 4, 5]])
+    x[0, 1], x[1, 0], x[1, 2] = 0, np.abs(x[1, 0]), x[1, 2] * 1000  # a zero token, a positive one, a wide one
+    y, rows = session.run(None, {"x": x, "ids": ids})
+
+    weight_scale = np.abs(weight).max(0) / np.float32(127)
+    low, high = np.minimum(x.min(-1, keepdims=True), 0), np.maximum(x.max(-1, keepdims=True), 0)
+    token_scale = np.maximum((high - low) * np.float32(1 / 255), np.float32(1e-30))
+    zero_point = np.round(-low / token_scale)
+    token_uint8 = np.clip(np.round(x / token_scale) + zero_point, 0, 255)
+    expected = ((token_uint8 - zero_point) @ np.round(weight / weight_scale)) * weight_scale * token_scale
+    np.testing.assert_allclose(y, expected, rtol=1e-5, atol=1e-6)
+    assert not y[0, 1].any()
+    x[1] *= 100
+    np.testing.assert_array_equal(session.run(None, {"x": x, "ids": ids})[0][0], y[0])
+    row_scale = np.abs(table).max(1, keepdims=True) / np.float32(127)
+    np.testing.assert_allclose(rows, (np.round(table / row_scale) * row_scale)[ids], rtol=1e-6)
+
+
+@pytest.mark.parametrize("architecture", ARCHITECTURES)
+def test_int8_graph_keeps_no_fp32_weights(exported, architecture: str) -> None:
+    """Every linear of every layer and the embedding table are int8 in the int8 graph: no fp32 matrix is left (the
+    embedding's row scales are one column)."""
+    import onnx
+    from onnx import TensorProto
+
+    encoder, folder = exported[architecture]
+    graph = onnx.load(folder / QUANTIZED_FILE).graph
+    matmuls = [node for node in graph.node if node.op_type == "MatMulIntegerToFloat"]
+    assert len(matmuls) == 7 * encoder.model.config.num_hidden_layers  # q, k, v, o, gate, up, down
+    matrices = [t for t in graph.initializer if len(t.dims) == 2 and t.dims[1] > 1]
+    assert {t.data_type for t in matrices} == {TensorProto.INT8} and len(matrices) == len(matmuls) + 1
 
 
 @pytest.mark.parametrize("architecture", ARCHITECTURES)

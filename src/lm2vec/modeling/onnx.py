@@ -1,20 +1,23 @@
-"""ONNX for CPUs: an encoder's backbone as an ONNX graph (fp32) and its dynamically quantized int8 copy, and an
-onnxruntime session standing in for the backbone's forward.
+"""ONNX for CPUs: an encoder's backbone as an ONNX graph (fp32) and its int8 copy, and an onnxruntime session
+standing in for the backbone's forward.
 
-The graph maps `input_ids`, `attention_mask` to `last_hidden_state`, the inputs and output sentence-transformers'
-ONNX backend (optimum's `ORTModelForFeatureExtraction`) feeds and reads; pooling stays outside it, in
-sentence-transformers' Pooling module there and in `lm2vec.modeling.pooling` here, so both pool as the torch
-encoder does. The exporter is torch.onnx's dynamo exporter (torch.export), torch's maintained one: optimum-onnx's
-cannot be installed beside transformers 5. int8 is onnxruntime's `quantize_dynamic` (int8 weights per channel,
-activations quantized per tensor at run time) of a graph exported from a SmoothQuant-smoothed copy of the backbone:
-activation outliers (down_proj inputs up to 230x their RMS in SmolLM2) would otherwise take int8's whole range.
-Mean cosine to fp32 on 128 STS-B dev sentences, Gemma-3-270m / untrained SmolLM2: plain 0.967 / 0.897, smoothed
-(alpha 0.5) 0.988 / 0.948, alpha 0.8 0.986 / 0.963; SmolLM2 is beyond int8's reach (int8 weights alone: 0.990, min
-0.73; per-token activation scales, simulated: 0.968; its 1-8 worst linears kept in fp32: <= 0.964), and
-MatMulNBits (int8 weights, int8 compute per block: 0.989) runs no faster than fp32 on AVX2 without VNNI, where
-dynamic int8 runs 2.5x faster. The exported fp32 graph must agree with the torch model
-and, for a bidirectional encoder, pass the same attention probe as every torch load; a graph that does not is
-refused and no ONNX file is left behind.
+The graph maps `input_ids`, `attention_mask` to `last_hidden_state`, the inputs and output sentence-transformers' ONNX
+backend (optimum's `ORTModelForFeatureExtraction`) feeds and reads; pooling stays outside it, in sentence-transformers'
+Pooling module there and in `lm2vec.modeling.pooling` here, so both pool as the torch encoder does. The exporter is
+torch.onnx's dynamo exporter (torch.export), torch's maintained one: optimum-onnx's cannot be installed beside
+transformers 5. int8 (`quantize_per_token`) has int8 weights per output channel, an int8 embedding table with one scale
+per row and activations quantized to uint8 per token at run time, in a graph exported from a SmoothQuant-smoothed copy
+of the backbone: activation outlier channels (down_proj inputs up to 230x their RMS in SmolLM2) would otherwise take
+int8's whole range. Per token, because one scale per batch tensor (onnxruntime's quantize_dynamic) gives every token the
+range of the batch's widest one, so a vector depends on its batch neighbours (main job's encoder, mean cosine to fp32 on
+BBC article bodies: per batch tensor 0.981, each text in its own pass 0.991, per token 0.998 symmetric, 0.999
+asymmetric; its zero points ride as extra input channels, so the output needs no correction). Per batch tensor, on 128
+STS-B dev sentences, Gemma-3-270m / untrained SmolLM2: plain 0.967 / 0.897, smoothed (alpha 0.5) 0.988 / 0.948, alpha
+0.8 0.986 / 0.963; SmolLM2 stays int8's hardest case (int8 weights alone: 0.990, min 0.73; its 1-8 worst linears kept in
+fp32: <= 0.964; per token: 0.978, and least 0.50 on 1,000 sentences), and MatMulNBits (int8 weights, int8 compute per
+block: 0.989) runs no faster than fp32 on AVX2 without VNNI, where dynamic int8 runs 2.5x faster. The exported fp32
+graph must agree with the torch model and, for a bidirectional encoder, pass the same attention probe as every torch
+load; a graph that does not is refused and no ONNX file is left behind.
 """
 
 from __future__ import annotations
@@ -118,7 +121,8 @@ def _sample_batch(vocab_size: int, rows: int, length: int, padding: int, seed: i
 
 
 def write_onnx_files(model: PreTrainedModel, folder: Path, bidirectional: bool) -> list[Path]:
-    """Write `folder/onnx/model.onnx` (the backbone `model`, fp32, smoothed) and `folder/onnx/model_qint8_avx2.onnx`.
+    """Write `folder/onnx/model.onnx` (the backbone `model`, fp32, smoothed) and `folder/onnx/model_qint8_avx2.onnx`
+    (its int8 copy, `quantize_per_token`).
 
     `folder` must hold the model's tokenizer: the smoothing's calibration texts are tokenized with it. The graph is
     exported from a smoothed copy of `model` (`smooth_activations`: the same function in fp32, outliers moved into
@@ -129,8 +133,6 @@ def write_onnx_files(model: PreTrainedModel, folder: Path, bidirectional: bool) 
     import shutil
 
     require_onnx()
-    from onnxruntime.quantization import QuantType, quantize_dynamic
-
     # ONNX for CPUs is fp32 (the quantizer's input); a model loaded in bf16 or on a GPU is exported from a copy.
     reference = next(model.parameters())
     if reference.dtype != torch.float32 or reference.device.type != "cpu":
@@ -149,9 +151,7 @@ def write_onnx_files(model: PreTrainedModel, folder: Path, bidirectional: bool) 
             )
         _check_agreement(backbone, model)
         del backbone, smoothed
-        external = fp32.with_name(fp32.name + ".data").exists()
-        # Symmetric int8 weights, one scale per output channel: the accuracy of per-tensor scales at the size.
-        quantize_dynamic(fp32, int8, weight_type=QuantType.QInt8, per_channel=True, use_external_data_format=external)
+        quantize_per_token(fp32, int8, external=fp32.with_name(fp32.name + ".data").exists())
     except BaseException:
         shutil.rmtree(target)
         raise
@@ -258,7 +258,7 @@ def smooth_activations(model: PreTrainedModel, batch: dict[str, torch.Tensor], a
     """SmoothQuant (arXiv 2211.10438) in place: each linear's per-input-channel activation range on `batch` is
     divided by s = max|x|^alpha / max|w|^(1 - alpha), folded into what produces its input (a norm's weight and bias,
     or up_proj's output rows for down_proj) and multiplied into the linear's input columns. In fp32 the model
-    computes the same function; int8's per-tensor activation scale then no longer goes to a few outlier channels.
+    computes the same function; int8's activation scale (per token) then no longer goes to a few outlier channels.
     Returns the number of linears smoothed."""
     linears = [module for module in model.modules() if isinstance(module, nn.Linear)]
     norms = [
@@ -326,6 +326,171 @@ def relative_error(reference: nn.Module, candidate: nn.Module, batch: dict[str, 
     got = candidate(**batch).last_hidden_state.float()
     mask = batch["attention_mask"].bool()
     return float((expected - got)[mask].abs().max() / expected[mask].abs().max().clamp(min=1e-6))
+
+
+# --- int8: weights per output channel, activations per token -------------------------------------------------------
+INT8_LEVELS = 127  # symmetric int8 weights, [-127, 127]
+UINT8_LEVELS = 255  # activations, [0, 255] with each token's zero point
+
+
+def _int8(values, axis: int):
+    """Symmetric int8 `values` with one scale per slice along `axis` (each slice's max |value| maps to 127)."""
+    import numpy as np
+
+    scale = np.maximum(np.abs(values).max(axis, keepdims=True), 1e-12) / INT8_LEVELS
+    return np.clip(np.round(values / scale), -INT8_LEVELS, INT8_LEVELS).astype(np.int8), scale.astype(np.float32)
+
+
+def _zero_point_rows(weights, count: int):
+    """`count` int8 rows whose column sums are minus `weights`' (each row takes up to 127 of what is left)."""
+    import numpy as np
+
+    total = -weights.astype(np.int64).sum(0)
+    filled = np.clip(np.abs(total) - INT8_LEVELS * np.arange(count)[:, None], 0, INT8_LEVELS)
+    return (np.sign(total) * filled).astype(np.int8)
+
+
+def _token_quantizer(activation: str, prefix: str) -> list:
+    """The nodes that quantize `activation` (..., K) per token, asymmetrically: `{prefix}_quantized` (the tokens as
+    uint8 rows, each followed by its zero point in the zero-point channels), `{prefix}_scale_column` (one scale a row)
+    and `{prefix}_leading_shape` (the activation's shape without K); they read the constants `{prefix}_rows_shape`
+    ([-1, K]) and `{prefix}_channels_shape` ([1, channels]) and those named `int8_*` in `quantize_per_token`."""
+    from onnx import TensorProto, helper
+
+    return [
+        # the token's range, 0 included: its scale and zero point (..., 1)
+        helper.make_node("ReduceMax", [activation, "int8_last_axis"], [f"{prefix}_max"], keepdims=1),
+        helper.make_node("ReduceMin", [activation, "int8_last_axis"], [f"{prefix}_min"], keepdims=1),
+        helper.make_node("Max", [f"{prefix}_max", "int8_zero"], [f"{prefix}_high"]),
+        helper.make_node("Min", [f"{prefix}_min", "int8_zero"], [f"{prefix}_low"]),
+        helper.make_node("Sub", [f"{prefix}_high", f"{prefix}_low"], [f"{prefix}_range"]),
+        helper.make_node("Mul", [f"{prefix}_range", "int8_levels"], [f"{prefix}_raw_scale"]),
+        helper.make_node("Max", [f"{prefix}_raw_scale", "int8_smallest_scale"], [f"{prefix}_scale"]),
+        helper.make_node("Div", [f"{prefix}_low", f"{prefix}_scale"], [f"{prefix}_negated_zero_point"]),
+        helper.make_node("Neg", [f"{prefix}_negated_zero_point"], [f"{prefix}_unrounded_zero_point"]),
+        helper.make_node("Round", [f"{prefix}_unrounded_zero_point"], [f"{prefix}_float_zero_point"]),
+        helper.make_node("Cast", [f"{prefix}_float_zero_point"], [f"{prefix}_zero_point"], to=TensorProto.UINT8),
+        # tokens as rows (tokens, K), one scale and zero point each, then the zero-point channels
+        helper.make_node("Reshape", [activation, f"{prefix}_rows_shape"], [f"{prefix}_rows"]),
+        helper.make_node("Reshape", [f"{prefix}_scale", "int8_flat"], [f"{prefix}_row_scales"]),
+        helper.make_node("Reshape", [f"{prefix}_zero_point", "int8_flat"], [f"{prefix}_row_zero_points"]),
+        helper.make_node(
+            "QuantizeLinear",
+            [f"{prefix}_rows", f"{prefix}_row_scales", f"{prefix}_row_zero_points"],
+            [f"{prefix}_quantized_rows"],
+            axis=0,
+        ),
+        helper.make_node("Reshape", [f"{prefix}_zero_point", "int8_column"], [f"{prefix}_zero_point_column"]),
+        helper.make_node("Expand", [f"{prefix}_zero_point_column", f"{prefix}_channels_shape"], [f"{prefix}_channels"]),
+        helper.make_node("Concat", [f"{prefix}_quantized_rows", f"{prefix}_channels"], [f"{prefix}_quantized"], axis=1),
+        helper.make_node("Reshape", [f"{prefix}_scale", "int8_column"], [f"{prefix}_scale_column"]),
+        helper.make_node("Shape", [activation], [f"{prefix}_leading_shape"], end=-1),
+    ]
+
+
+def quantize_per_token(source: Path, target: Path, external: bool = False) -> int:
+    """Write the int8 copy of the fp32 graph `source` to `target` (its weights in `target.data` when `external`);
+    return the number of MatMuls quantized.
+
+    Each MatMul by a constant 2-D weight becomes com.microsoft's MatMulIntegerToFloat: int8 weights with one scale per
+    output channel, and activations quantized to uint8 at run time per token (its [min, max], 0 included, onto
+    [0, 255] with its own zero point; an input that several MatMuls read is quantized once), the output multiplied
+    back by the token's scale. The operator takes one zero point for all rows, 0 here: each token's own goes in as
+    data, its row extended by channels holding its zero point and the weight by int8 rows summing to minus the
+    weight's column sums, which subtracts exactly zero point x column sum. A Gather from a constant 2-D table (the
+    embedding) reads int8 rows with one scale each. A token's quantization depends on its own values only, so a
+    text's vector does not depend on the other texts of its batch, nor on their padding. `source` has opset 18 or
+    later (torch.onnx's dynamo exporter writes 18 and up): ReduceMax takes its axes as an input."""
+    import numpy as np
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    model = onnx.load(str(source))
+    graph = model.graph
+    constants = {tensor.name: tensor for tensor in graph.initializer if tensor.data_type == TensorProto.FLOAT}
+    readers: dict[str, int] = {}
+    for node in graph.node:
+        for name in node.input:
+            readers[name] = readers.get(name, 0) + 1
+    replaced: set[str] = set()
+
+    def table(name: str) -> np.ndarray | None:
+        """The constant 2-D fp32 table `name`, taken out of the graph when nothing else reads it."""
+        if name not in constants or len(constants[name].dims) != 2:
+            return None
+        if readers[name] == 1:
+            replaced.add(name)
+        return numpy_helper.to_array(constants[name])
+
+    # The weights first: an input's zero-point channels are as many as its widest reader needs.
+    quantized: dict[str, tuple[np.ndarray, np.ndarray]] = {}  # MatMul output -> int8 weight, scales per column
+    channels: dict[str, int] = {}  # input -> zero-point channels
+    for node in graph.node:
+        if node.op_type == "MatMul" and (weight := table(node.input[1])) is not None:
+            weights, scales = _int8(weight, axis=0)
+            quantized[node.output[0]] = weights, scales.reshape(-1)
+            needed = int(np.abs(weights.astype(np.int64).sum(0)).max()) // INT8_LEVELS + 1
+            channels[node.input[0]] = max(channels.get(node.input[0], 0), needed)
+    new_constants = {
+        "int8_one": np.array(1.0, np.float32),
+        "int8_zero": np.array(0.0, np.float32),
+        "int8_uint8_zero": np.array(0, np.uint8),
+        "int8_levels": np.array(1 / UINT8_LEVELS, np.float32),
+        "int8_smallest_scale": np.array(1e-30, np.float32),  # an all-zero token: zeros, not 0 / 0
+        "int8_last_axis": np.array([-1], np.int64),
+        "int8_flat": np.array([-1], np.int64),
+        "int8_column": np.array([-1, 1], np.int64),
+    }
+    quantized_inputs: set[str] = set()
+    nodes = []
+    for node in graph.node:
+        if node.output[0] in quantized:
+            activation, out = node.input[0], node.output[0]
+            prefix = f"{activation}_int8"  # of the names computed from the activation
+            if activation not in quantized_inputs:
+                quantized_inputs.add(activation)
+                new_constants[f"{prefix}_rows_shape"] = np.array([-1, quantized[out][0].shape[0]], np.int64)
+                new_constants[f"{prefix}_channels_shape"] = np.array([1, channels[activation]], np.int64)
+                nodes += _token_quantizer(activation, prefix)
+            weights, scales = quantized[out]
+            new_constants[f"{out}_weight_int8"] = np.concatenate(
+                [weights, _zero_point_rows(weights, channels[activation])]
+            )
+            new_constants[f"{out}_weight_scale"] = scales
+            new_constants[f"{out}_columns"] = np.array([weights.shape[1]], np.int64)
+            inputs = [f"{prefix}_quantized", f"{out}_weight_int8", "int8_one", f"{out}_weight_scale", "int8_uint8_zero"]
+            nodes += [
+                helper.make_node("MatMulIntegerToFloat", inputs, [f"{out}_unscaled"], domain="com.microsoft"),
+                helper.make_node("Mul", [f"{out}_unscaled", f"{prefix}_scale_column"], [f"{out}_rows"]),
+                helper.make_node("Concat", [f"{prefix}_leading_shape", f"{out}_columns"], [f"{out}_shape"], axis=0),
+                helper.make_node("Reshape", [f"{out}_rows", f"{out}_shape"], [out]),
+            ]
+        elif (
+            node.op_type == "Gather"
+            and not any(attribute.name == "axis" and attribute.i != 0 for attribute in node.attribute)
+            and (rows := table(node.input[0])) is not None
+        ):
+            out = node.output[0]
+            new_constants[f"{out}_table_int8"], new_constants[f"{out}_table_scale"] = _int8(rows, axis=1)
+            nodes += [
+                helper.make_node("Gather", [f"{out}_table_int8", node.input[1]], [f"{out}_int8"]),
+                helper.make_node("Cast", [f"{out}_int8"], [f"{out}_unscaled"], to=TensorProto.FLOAT),
+                helper.make_node("Gather", [f"{out}_table_scale", node.input[1]], [f"{out}_scale"]),
+                helper.make_node("Mul", [f"{out}_unscaled", f"{out}_scale"], [out]),
+            ]
+        else:
+            nodes.append(node)
+    kept = [tensor for tensor in graph.initializer if tensor.name not in replaced]
+    graph.ClearField("initializer")
+    graph.initializer.extend([*kept, *(numpy_helper.from_array(value, name) for name, value in new_constants.items())])
+    graph.ClearField("node")
+    graph.node.extend(nodes)
+    if not any(opset.domain == "com.microsoft" for opset in model.opset_import):
+        model.opset_import.append(helper.make_opsetid("com.microsoft", 1))
+    onnx.save_model(
+        model, str(target), save_as_external_data=external, all_tensors_to_one_file=True, location=f"{target.name}.data"
+    )
+    return len(quantized)
 
 
 class OnnxBackbone(nn.Module):

@@ -9,8 +9,8 @@ pads little, the less the more is waiting. A request is answered as soon as its 
 workers run passes at once, torch's threads divided among them: that pays where a pass runs outside the GIL (the
 onnx backend: one onnxruntime call), not for torch passes, which take the GIL at every operator and stall each
 other (benchmarks/README.md, "Serving and search"). Each batch goes through `LM2Vec.encode`, the one encode path,
-so a served embedding is what `encode()` gives for the same input whatever it was batched with (int8 ONNX aside:
-its activations are quantized per batch, offline too). A request whose client has gone before any of its inputs is
+so a served embedding is what `encode()` gives for the same input whatever it was batched with (int8 ONNX too: its
+activations are quantized per token). A request whose client has gone before any of its inputs is
 encoded is dropped; one that has started is finished, so no batch ever waits on a client."""
 
 from __future__ import annotations
