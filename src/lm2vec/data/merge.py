@@ -169,16 +169,10 @@ class _Merger:
                 self._add(part)
             self._manifest.status = "complete"
         except BaseException as error:
-            self._manifest.status = "incomplete"
-            self._manifest.error = str(error) or type(error).__name__
+            self._manifest.record_failure(error)
             raise
         finally:
-            elapsed = time.perf_counter() - started
-            self._manifest.timing = {
-                "elapsed_s": round(elapsed, 3),
-                "pages_per_s": round(self._counts.pages_seen / elapsed, 1),
-                "mb_per_s": round(read / elapsed / 1e6, 3),
-            }
+            self._manifest.record_timing(time.perf_counter() - started, self._counts.pages_seen, read)
             self._checkpoint()
         if self._kept_by_one_run:
             logger.warning(

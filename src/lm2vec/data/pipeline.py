@@ -325,18 +325,12 @@ class CorpusBuilder:
                 bar.update(self._source.position - bar.n)
             self._manifest.status = "complete"
         except BaseException as error:
-            self._manifest.status = "incomplete"
-            self._manifest.error = str(error) or type(error).__name__
+            self._manifest.record_failure(error)
             raise
         finally:
             gc.set_threshold(*thresholds)
-            elapsed = time.perf_counter() - started
             pages = self._counts.pages_seen - pages_before
-            self._manifest.timing = {
-                "elapsed_s": round(elapsed, 3),
-                "pages_per_s": round(pages / elapsed, 1),
-                "mb_per_s": round(self._source.position / elapsed / 1e6, 3),
-            }
+            self._manifest.record_timing(time.perf_counter() - started, pages, self._source.position)
             self._checkpoint()
         return self._manifest
 

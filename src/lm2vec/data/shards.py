@@ -120,6 +120,16 @@ class Manifest:
     def shard_paths(self, kind: str, split: str) -> list[str]:
         return [shard["path"] for shard in self.shards if shard["kind"] == kind and shard["split"] == split]
 
+    def record_failure(self, error: BaseException) -> None:
+        self.status, self.error = "incomplete", str(error) or type(error).__name__
+
+    def record_timing(self, elapsed_s: float, pages: int, bytes_read: int) -> None:
+        self.timing = {
+            "elapsed_s": round(elapsed_s, 3),
+            "pages_per_s": round(pages / elapsed_s, 1),
+            "mb_per_s": round(bytes_read / elapsed_s / 1e6, 3),
+        }
+
 
 class _ShardWriter:
     """Rows of one kind and split, written into the current shard under a temporary name until `close`."""
