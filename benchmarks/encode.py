@@ -14,6 +14,8 @@ repeated. Figures are medians over rounds; the embeddings of both sides are comp
 compares lm2vec's own backends instead, side by side in one run, each in a fresh process: the source is exported
 once with its ONNX files (`lm2vec convert --onnx`), then torch fp32, the fp32 ONNX graph and its int8 copy encode
 the same sentences; the table gives real tokens/s, the ratio to torch, the cosine to torch fp32 and peak RSS.
+`torch-pruned-20` (30, 40) is torch fp32 with that share of the top decoder layers dropped at load (`prune_layers`):
+its speed is that of a model trained pruned; its cosine to the whole model only says how far the pruning moves it.
 """
 
 from __future__ import annotations
@@ -38,8 +40,13 @@ from llm2vec_baseline.convert import BENCH_DIR, DEFAULT_DATA, HERE, LLM2VEC_PYTH
 from lm2vec import LM2Vec
 from lm2vec.modeling.onnx import ONNX_FILE, QUANTIZED_FILE
 
-# --backends names: (LM2Vec.from_pretrained backend, ONNX file)
-BACKENDS = {"torch": ("torch", ""), "onnx": ("onnx", ONNX_FILE), "onnx-int8": ("onnx", QUANTIZED_FILE)}
+# --backends names: (LM2Vec.from_pretrained backend, ONNX file, share of the top layers pruned)
+BACKENDS = {
+    "torch": ("torch", "", 0.0),
+    "onnx": ("onnx", ONNX_FILE, 0.0),
+    "onnx-int8": ("onnx", QUANTIZED_FILE, 0.0),
+    **{f"torch-pruned-{percent}": ("torch", "", percent / 100) for percent in (20, 30, 40)},
+}
 
 AGREEMENT = 0.9999  # mean cosine required when pooling and tokenization match
 TARGET_SPEEDUP = 1.5
@@ -64,9 +71,11 @@ def run_ours(source: str, sentences_path: Path, out_prefix: Path, batch_size: in
     """The lm2vec worker, run by `--worker` in a fresh process; `backend` is a key of BACKENDS."""
     sentences = measure.load_sentences(sentences_path)
     start = time.perf_counter()
-    kind, onnx_file = BACKENDS[backend]
+    kind, onnx_file, prune_layers = BACKENDS[backend]
     options = {"onnx_file": onnx_file} if onnx_file else {}
-    encoder = LM2Vec.from_pretrained(source, pooling="mean", dtype=torch.float32, device="cpu", backend=kind, **options)
+    encoder = LM2Vec.from_pretrained(
+        source, pooling="mean", dtype=torch.float32, device="cpu", backend=kind, prune_layers=prune_layers, **options
+    )
     load_seconds = time.perf_counter() - start
 
     def encode(batch: list[str]) -> np.ndarray:

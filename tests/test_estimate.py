@@ -183,3 +183,20 @@ def test_run_refuses_a_stage_that_cannot_fit_before_any_model_loads(
     assert result.output.startswith("error: mntp needs about") and "RAM" in result.output
     assert "mntp.per_device_batch_size" in result.output and "mntp.gradient_checkpointing" in result.output
     assert not (tmp_path / "run" / "data").exists() and not (tmp_path / "run" / "mntp").exists()
+
+
+def test_a_pruned_mntp_shrinks_its_stage_and_every_later_one() -> None:
+    from lm2vec.pipeline.estimate import estimate_plan
+    from lm2vec.pipeline.plan import plan_run
+
+    mistral = [f"run.model={MISTRAL}"]
+    whole = estimate_plan(plan_run(QUICK, mistral, check_inputs=False), GPU)
+    pruned = estimate_plan(plan_run(QUICK, [*mistral, "mntp.prune_layers=0.25"], check_inputs=False), GPU)
+    shape, kept = source_shape(MISTRAL), source_shape(MISTRAL, None, 0.25)
+    assert (shape.layers, kept.layers) == (32, 24)
+    assert shape.parameters - kept.parameters == 8 * shape.linear_parameters / 32 + 8 * 2 * shape.hidden  # + norms
+    assert [e.stage for e in pruned] == [e.stage for e in whole] and len(whole) >= 2
+    for before, after in zip(whole, pruned, strict=True):  # SimCSE and supervised load the pruned MNTP adapter
+        assert before.parameters - after.parameters == shape.parameters - kept.parameters  # MNTP's counts the head
+        assert after.trainable == pytest.approx(0.75 * before.trainable)
+        assert after.activations < before.activations

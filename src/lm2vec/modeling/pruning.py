@@ -107,10 +107,11 @@ def prune_model(model: PreTrainedModel, keep: int) -> None:
     if not hasattr(layers, "__delitem__") or len(layers) != total:
         raise PruneError(f"{type(model).__name__} does not keep its {total} decoder layers in `layers`.")
     del layers[keep:]
-    _prune_config(config, keep)
+    prune_config(config, keep)
 
 
-def _prune_config(config: PretrainedConfig, keep: int) -> None:
+def prune_config(config: PretrainedConfig, keep: int) -> None:
+    """Make `config` describe its first `keep` decoder layers only, recording how many it had."""
     setattr(config, PRUNED_FROM, getattr(config, PRUNED_FROM, None) or config.num_hidden_layers)
     config.num_hidden_layers = keep
     for name in PER_LAYER_LISTS:

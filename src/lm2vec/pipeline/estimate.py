@@ -55,6 +55,7 @@ from pathlib import Path
 from typing import Any
 
 from lm2vec.errors import LM2VecError
+from lm2vec.modeling.pruning import kept_layers, prune_config
 from lm2vec.pipeline.plan import Plan
 
 SHAPES_FILE = Path(__file__).with_name("model_shapes.json")
@@ -225,9 +226,14 @@ def _targeted(name: str, targets: list[str]) -> bool:
 
 
 @functools.cache
-def source_shape(source: str, config_from: str | None = None) -> ModelShape:
-    """`model_shape` of a model source's config, once per process."""
-    return model_shape(model_config(source, config_from))
+def source_shape(source: str, config_from: str | None = None, prune_layers: float = 0.0) -> ModelShape:
+    """`model_shape` of a model source's config, with `prune_layers` of its top decoder layers dropped, once per
+    process."""
+    config = model_config(source, config_from)
+    if prune_layers:
+        text = getattr(config, "text_config", None) or config
+        prune_config(text, kept_layers(text.num_hidden_layers, prune_layers))
+    return model_shape(config)
 
 
 def model_shape(config) -> ModelShape:
@@ -392,7 +398,9 @@ def estimate_plan(
         if name not in ESTIMATED or (stages is not None and name not in stages):
             continue
         options = plan.options[name]
-        shape = source_shape(getattr(options, "model", plan.run.model), config_from)
+        # An adapter trained pruned prunes every stage after it (lm2vec.modeling.pruning): the most pruned one rules.
+        prune = max(getattr(plan.options[stage], "prune_layers", 0.0) for stage in plan.chain(name))
+        shape = source_shape(getattr(options, "model", plan.run.model), config_from, prune)
         estimates.append(estimate_stage(name, options, shape, target))
     return estimates
 
