@@ -201,13 +201,13 @@ def compare_backends(args: argparse.Namespace, sentences_path: Path) -> int:
         for name in backends:
             agreement[name].append(cosines(embeddings[name], embeddings[backends[0]]))
     reference = statistics.median(r["tokens_per_s"] for r in results[backends[0]])
-    print(f"\n{'backend':12}{'real tokens/s':>15}{'ratio':>8}{'cosine mean':>13}{'cosine min':>12}{'peak RSS MiB':>14}")
+    print(f"\n{'backend':16}{'real tokens/s':>15}{'ratio':>8}{'cosine mean':>13}{'cosine min':>12}{'peak RSS MiB':>14}")
     for name in backends:
         speed = statistics.median(r["tokens_per_s"] for r in results[name])
         mean_cos = min(float(c.mean()) for c in agreement[name])
         min_cos = min(float(c.min()) for c in agreement[name])
         rss = statistics.median(r["peak_rss_mib"] for r in results[name])
-        print(f"{name:12}{speed:>15.1f}{speed / reference:>7.2f}x{mean_cos:>13.5f}{min_cos:>12.5f}{rss:>14.0f}")
+        print(f"{name:16}{speed:>15.1f}{speed / reference:>7.2f}x{mean_cos:>13.5f}{min_cos:>12.5f}{rss:>14.0f}")
     print(f"setup: {args.source}, {len(measure.load_sentences(sentences_path))} sentences, batch {args.batch_size}")
     if args.json:
         args.json.write_text(json.dumps(results, indent=2) + "\n")

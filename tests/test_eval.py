@@ -510,6 +510,8 @@ def test_model_specs() -> None:
         ModelSpec.parse("x=pkg:smollm2,colour=red")
     with pytest.raises(EvalConfigError, match="template 'echoes'"):
         ModelSpec.parse("x=pkg:smollm2,template=echoes")
+    with pytest.raises(EvalConfigError, match="name cannot contain a comma.*'after SimCSE 20% pruned=pkg:smollm2'"):
+        ModelSpec.parse("after SimCSE, 20% pruned=pkg:smollm2,pooling=mean")
 
 
 def test_cache_encodes_each_text_set_once(tmp_path: Path, tiny_llama: Path) -> None:

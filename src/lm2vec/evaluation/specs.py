@@ -138,6 +138,11 @@ class ModelSpec:
                 values["template"] = value
             elif key in ("backend", "onnx_file") and value:
                 values[key] = value
+            elif "=" not in head and "=" in option:  # "a, b=source": the comma cut the name
+                raise EvalConfigError(
+                    f"model spec {text!r}: a model's name cannot contain a comma (options follow the source after "
+                    f"commas); name it without one, e.g. {(head + ' ' + option).replace(',', '')!r}"
+                )
             else:
                 raise EvalConfigError(
                     f"model spec {text!r}: unknown option {option!r} (known: adapters=a+b, adapter_weights=1+0.5, "
