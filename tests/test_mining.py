@@ -79,3 +79,34 @@ def test_lm2vec_mine_adds_negatives_that_are_not_the_positive(tiny_llama, tmp_pa
         app, ["mine", "-m", "no-such-model", "-p", str(tmp_path / "none.jsonl"), "-o", str(tmp_path / "x.jsonl")]
     )
     assert missing.exit_code == 2 and "none.jsonl is not a file" in missing.output
+
+
+def test_positives_in_the_corpus_are_encoded_once_and_score_as_if_encoded_alone(tiny_llama) -> None:
+    from lm2vec.training.mining import mine_hard_negatives
+
+    encoder = LM2Vec.from_pretrained(tiny_llama, device="cpu")
+    records = [
+        {"query": "who plays guitar", "positive": CORPUS[0], "negatives": [], "instruction": "find it"},
+        {"query": "a dog", "positive": CORPUS[3], "negatives": [], "instruction": ""},
+        {"query": "blue", "positive": "a blue house by the river", "negatives": [], "instruction": ""},  # not in it
+    ]
+    encoded: list[str] = []
+    original = encoder.encode
+
+    def counting(texts, **kwargs):
+        encoded.extend(texts)
+        return original(texts, **kwargs)
+
+    encoder.encode = counting
+    options = MiningOptions(num_negatives=2, relative_margin=0.0)
+    mined = mine_hard_negatives(encoder, records, CORPUS, options)
+    assert len(encoded) == len(records) + len(CORPUS) + 1  # queries, the corpus, the one positive not in it
+    # The same negatives as scoring each positive from a pass of its own: the limit is the positive's own score.
+    for record, result in zip(records, mined, strict=True):
+        query = (record["instruction"], record["query"]) if record["instruction"] else record["query"]
+        q = original([query], normalize=True)[0]
+        limit = q @ original(record["positive"], normalize=True)
+        scores = {text: q @ original(text, normalize=True) for text in CORPUS}
+        allowed = [t for t in sorted(CORPUS, key=scores.get, reverse=True) if fold(t) != fold(record["positive"])]
+        allowed = [t for t in allowed if scores[t] <= limit + 1e-6 and fold(t) != fold(record["query"])]
+        assert result["negatives"] == allowed[:2]

@@ -71,11 +71,19 @@ def mine_hard_negatives(
     encoder: LM2Vec, records: list[dict[str, Any]], corpus: Sequence[str], options: MiningOptions
 ) -> list[dict[str, Any]]:
     """The records with mined negatives appended to any they already had (queries carry their instruction)."""
+    import torch
+
     queries = [(r["instruction"], r["query"]) if r["instruction"] else r["query"] for r in records]
     encode = dict(batch_size=options.batch_size, normalize=True, convert_to="torch")
     query_vectors = encoder.encode(queries, **encode)
-    positive_vectors = encoder.encode([r["positive"] for r in records], **encode)
     corpus_vectors = encoder.encode(list(corpus), **encode)
+    # Positives found in the corpus (the supervised stage mines among the pairs' own positives) are not encoded twice.
+    rows = {text: row for row, text in enumerate(corpus)}
+    vectors = corpus_vectors
+    if missing := list(dict.fromkeys(r["positive"] for r in records if r["positive"] not in rows)):
+        rows |= {text: len(corpus) + row for row, text in enumerate(missing)}
+        vectors = torch.cat([corpus_vectors, encoder.encode(missing, **encode)])
+    positive_vectors = vectors[[rows[r["positive"]] for r in records]]
     positions: dict[str, set[int]] = {}
     for index, text in enumerate(corpus):
         positions.setdefault(fold(text), set()).add(index)
