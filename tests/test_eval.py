@@ -512,6 +512,8 @@ def test_model_specs() -> None:
         ModelSpec.parse("x=pkg:smollm2,template=echoes")
     with pytest.raises(EvalConfigError, match="name cannot contain a comma.*'after SimCSE 20% pruned=pkg:smollm2'"):
         ModelSpec.parse("after SimCSE, 20% pruned=pkg:smollm2,pooling=mean")
+    with pytest.raises(EvalConfigError, match="unknown option 'colour=red'"):  # a spec without a name
+        ModelSpec.parse("pkg:smollm2,colour=red")
 
 
 def test_cache_encodes_each_text_set_once(tmp_path: Path, tiny_llama: Path) -> None:

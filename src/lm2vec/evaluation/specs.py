@@ -138,7 +138,7 @@ class ModelSpec:
                 values["template"] = value
             elif key in ("backend", "onnx_file") and value:
                 values[key] = value
-            elif "=" not in head and "=" in option:  # "a, b=source": the comma cut the name
+            elif "=" not in head and value and not key.isidentifier():  # "after SimCSE, 20% pruned=source"
                 raise EvalConfigError(
                     f"model spec {text!r}: a model's name cannot contain a comma (options follow the source after "
                     f"commas); name it without one, e.g. {(head + ' ' + option).replace(',', '')!r}"
