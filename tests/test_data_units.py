@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from lm2vec.data import SentenceSplitter, UnknownLanguageError, WikiConfig, count_words, validate_language
-from lm2vec.data.dedup import NearDuplicateKeys, SeenFilter, exact_key
+from lm2vec.data.dedup import NearDuplicateKeys, SeenFilter, exact_key, lsh_bands
 from lm2vec.data.dump import detect_compression, detect_encoding
 from lm2vec.data.languages import language_profile
 from lm2vec.data.pipeline import in_validation
@@ -189,6 +189,28 @@ def test_seen_filter() -> None:
     assert not seen.check_and_add([1, 2])
     assert seen.check_and_add([2, 3])
     assert not seen.check_and_add([4])
+
+
+def test_seen_filter_grows_past_its_capacity_and_keeps_its_false_positive_rate() -> None:
+    """A filter sized for 1,000 keys given 30 times as many: one Bloom filter of that size would call most new keys
+    seen; the growing one stays near its 1e-4 rate and takes memory in proportion to the keys."""
+    seen = SeenFilter(capacity=1000)
+    keys = [(number * 0x9E3779B97F4A7C15) % 2**63 for number in range(30_000)]
+    called_seen = sum(seen.check_and_add([key]) for key in keys)
+    assert called_seen <= 10  # 3 expected at 1e-4
+    assert all(seen.check_and_add([key]) for key in keys)  # nothing forgotten
+    empty = SeenFilter(capacity=1000)
+    empty.check_and_add([1])
+    assert 0 < empty.size_in_bytes < seen.size_in_bytes <= 30 * 8 * empty.size_in_bytes
+
+
+def test_lsh_bands_are_datasketchs() -> None:
+    from datasketch import MinHashLSH
+
+    for num_perm in (64, 128, 256):
+        for threshold in (0.3, 0.5, 0.7, 0.8, 0.9):
+            lsh = MinHashLSH(threshold=threshold, num_perm=num_perm)
+            assert lsh_bands(threshold, num_perm) == (lsh.b, lsh.r)
 
 
 def test_split_is_deterministic_and_close_to_the_fraction() -> None:

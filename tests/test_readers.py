@@ -235,3 +235,13 @@ def test_training_imports_no_evaluation_code() -> None:
     environment = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}  # this checkout's lm2vec
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, env=environment)
     assert result.stdout.strip() == "[]", result.stdout
+
+
+def test_the_command_line_imports_no_model_or_scipy_code_until_a_command_needs_it() -> None:
+    """`lm2vec data ...` (and every command's --help) starts in under a second instead of the ~5 s of importing
+    torch and transformers, and its worker processes stay small; datasketch and scipy are not needed either."""
+    heavy = "{'torch', 'transformers', 'scipy'}"
+    code = f"import sys, lm2vec.cli\nprint(sorted({{name.split('.')[0] for name in sys.modules}} & {heavy}))"
+    environment = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}  # this checkout's lm2vec
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, env=environment)
+    assert result.stdout.strip() == "[]", result.stdout

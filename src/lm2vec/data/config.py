@@ -55,8 +55,8 @@ class CorpusConfig(Options):
         metadata={"help": "MinHash Jaccard similarity; 0 turns near-duplicate removal off"},
     )
     dedup_capacity: int = field(
-        default=10_000_000,
-        metadata={"help": "expected distinct paragraphs; sizes the Bloom filters (~34 bytes each)"},
+        default=100_000,
+        metadata={"help": "distinct paragraphs the first Bloom filters hold (~34 bytes each); they grow past it"},
     )
     shard_size: int = field(
         default=200_000,

@@ -1,11 +1,12 @@
-"""Duplicate detection in constant memory.
+"""Duplicate detection in memory proportional to what was kept.
 
 Exact duplicates: the text is normalised (NFKC, case folded, only letters kept, so that copies that
 differ in case, punctuation, digits or spacing match) and hashed to 64 bits.
-Near duplicates (paragraphs only): a MinHash signature (datasketch's, computed with numpy) over word 3-grams
+Near duplicates (paragraphs only): a MinHash signature (datasketch's values, computed with numpy) over word 3-grams
 is cut into LSH bands sized for the Jaccard threshold; two paragraphs sharing any band are near duplicates.
-Seen keys go into Bloom filters (rbloom) of a fixed size instead of growing sets, so memory does not
-depend on the dump size; the price is a small chance (about 1e-4 per lookup) of dropping a unique text.
+Seen keys go into Bloom filters (rbloom) instead of sets, about 34 bytes per paragraph; the price is a small chance
+(about 1e-4 per lookup) of dropping a unique text. The filters grow with the keys they hold (a scalable Bloom
+filter), so a small wiki does not pay for a large one's and a large one does not overflow a guessed size.
 """
 
 from __future__ import annotations
@@ -16,14 +17,14 @@ import unicodedata
 from functools import cached_property
 
 import numpy as np
-from datasketch import MinHash, MinHashLSH
 from rbloom import Bloom
 
 _NOT_A_LETTER = re.compile(r"[\W\d_]+")
 _WORD = re.compile(r"\w+")
 _FALSE_POSITIVE_RATE = 1e-4
+_GROWTH = 2  # each new filter holds twice the last: memory at most twice the keys' share, few filters to ask
+_TIGHTENING = 0.5  # ...and its false-positive rate is half the last's, so the rates sum to at most _FALSE_POSITIVE_RATE
 _SHINGLE_WORDS = 3
-_SCHEME = "affine32"  # datasketch's default permutation scheme since 2.0, named so an upgrade cannot change the keys
 # MurmurHash3's 32-bit finalizer (datasketch's _fmix): (shift, multiplier) twice, then a last shift.
 _FMIX32_STEPS = ((np.uint32(16), np.uint32(0x85EBCA6B)), (np.uint32(13), np.uint32(0xC2B2AE35)))
 _FMIX32_LAST_SHIFT = np.uint32(16)
@@ -53,14 +54,15 @@ class NearDuplicateKeys:
 
     @cached_property
     def _bands(self) -> tuple[int, int]:
-        # datasketch's optimiser picks bands x rows minimising false positives and negatives at the threshold.
-        lsh = MinHashLSH(threshold=self.threshold, num_perm=self.num_perm)
-        return lsh.b, lsh.r
+        return lsh_bands(self.threshold, self.num_perm)
 
     @cached_property
     def _permutations(self) -> tuple[np.ndarray, np.ndarray]:
-        # Drawing the random permutations costs more than hashing a paragraph: draw them once.
-        a, b = MinHash(num_perm=self.num_perm, seed=1, scheme=_SCHEME).permutations
+        # datasketch's affine32 permutations for seed 1 (a odd): drawn here because importing datasketch imports
+        # scipy, 0.8 s of every run. RandomState's stream is frozen by numpy, so the values cannot change.
+        draw = np.random.RandomState(1)
+        a = draw.randint(0, 1 << 31, self.num_perm, dtype=np.uint32) * np.uint32(2) + np.uint32(1)
+        b = draw.randint(0, 1 << 32, self.num_perm, dtype=np.uint32)
         return a, b
 
     @property
@@ -94,21 +96,57 @@ class NearDuplicateKeys:
         return [_hash64(bytes([band]) + values[band].tobytes()) for band in range(bands)]
 
 
+def lsh_bands(threshold: float, num_perm: int) -> tuple[int, int]:
+    """Bands x rows minimising the false positive plus false negative probability at the threshold: datasketch's
+    `MinHashLSH` optimiser (equal weights, the first minimum), without its scipy import. The probabilities are
+    integrals of polynomials of degree bands * rows <= num_perm, which Gauss-Legendre quadrature with
+    num_perm // 2 + 1 nodes integrates exactly."""
+    nodes, weights = np.polynomial.legendre.leggauss(num_perm // 2 + 1)
+
+    def integral(bands: int, rows: int, low: float, high: float) -> float:
+        """The integral of P(two texts of similarity s share a band) over [low, high]."""
+        half = (high - low) / 2
+        similarity = half * nodes + (low + high) / 2
+        return float(half * (weights * (1 - (1 - similarity**rows) ** bands)).sum())
+
+    best, best_error = (0, 0), float("inf")
+    for bands in range(1, num_perm + 1):
+        for rows in range(1, num_perm // bands + 1):
+            false_positive = integral(bands, rows, 0.0, threshold)
+            false_negative = (1.0 - threshold) - integral(bands, rows, threshold, 1.0)
+            if (error := (false_positive + false_negative) / 2) < best_error:
+                best, best_error = (bands, rows), error
+    return best
+
+
 class SeenFilter:
-    """A fixed-size set of 64-bit keys that answers "seen before?" and remembers the key in one step."""
+    """A set of 64-bit keys that answers "seen before?" and remembers the key in one step: Bloom filters of growing
+    size, a new one (twice the last's capacity, half its false-positive rate) each time the newest is full.
+    Keys are counted once however often they are added, so re-adding the same keys rebuilds the same filters."""
 
     def __init__(self, capacity: int) -> None:
-        self._bloom = Bloom(max(capacity, 1000), _FALSE_POSITIVE_RATE)
+        self._filters: list[Bloom] = []
+        self._next_capacity, self._next_rate = max(capacity, 1000), _FALSE_POSITIVE_RATE * (1 - _TIGHTENING)
+        self._room = 0  # keys the newest filter can still take at its rate
+
+    def __contains__(self, key: int) -> bool:
+        return any(key in bloom for bloom in self._filters)
 
     def check_and_add(self, keys: list[int]) -> bool:
         """True if any of `keys` was seen before; all of them are remembered either way."""
-        seen = any(key in self._bloom for key in keys)
-        self._bloom.update(keys)
-        return seen
+        new = [key for key in keys if key not in self]
+        for key in new:
+            if not self._room:
+                self._filters.append(Bloom(self._next_capacity, self._next_rate))
+                self._room = self._next_capacity
+                self._next_capacity, self._next_rate = self._next_capacity * _GROWTH, self._next_rate * _TIGHTENING
+            self._filters[-1].add(key)
+            self._room -= 1
+        return len(new) < len(keys)
 
     @property
     def size_in_bytes(self) -> int:
-        return self._bloom.size_in_bits // 8
+        return sum(bloom.size_in_bits for bloom in self._filters) // 8
 
 
 EXACT_DUPLICATE, NEAR_DUPLICATE = "paragraphs_exact", "paragraphs_near"  # as the manifest counts them
@@ -121,7 +159,7 @@ class Deduplicator:
     def __init__(self, capacity: int, near_duplicate_threshold: float) -> None:
         self._near = NearDuplicateKeys(near_duplicate_threshold) if near_duplicate_threshold else None
         self._paragraphs = SeenFilter(capacity)
-        self._bands = SeenFilter(capacity * (self._near.band_count if self._near else 1))
+        self._bands = SeenFilter(capacity * self._near.band_count) if self._near else None
         self._sentences = SeenFilter(capacity * 4)  # Wikipedia has 3-4 sentences per paragraph
 
     def keys(self, paragraph: str) -> tuple[int, list[int]]:
