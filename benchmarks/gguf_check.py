@@ -26,6 +26,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from unittest import mock
 
 import numpy as np
 from scipy.stats import spearmanr
@@ -60,13 +61,31 @@ def spearman(vectors: dict[str, np.ndarray], pairs: list[tuple[str, str, float]]
 @functools.cache
 def llama_cpp_model(path: Path, threads: int, per_token: bool):
     """One llama-cpp-python model per file and pooling, kept for the whole run: closing one and making the next
-    crashed 0.3.36 here (its `__del__` frees again what `close()` freed)."""
+    crashed 0.3.36 here (its `__del__` frees again what `close()` freed). The weights stay in plain CPU buffers,
+    as llama.cpp's `--no-repack` keeps them: on a CPU that reports AMX, llama.cpp repacks q8_0 weights for its AMX
+    backend, whose `llama_decode` crashed (SIGSEGV) on this machine's Xeon."""
     import llama_cpp
 
+    default_params = llama_cpp.llama_cpp.llama_model_default_params
+
+    def model_params():
+        params = default_params()
+        params.use_extra_bufts = False
+        return params
+
     pooling = {"pooling_type": llama_cpp.LLAMA_POOLING_TYPE_NONE} if per_token else {}
-    return llama_cpp.Llama(
-        str(path), embedding=True, n_ctx=2048, n_batch=2048, n_ubatch=2048, n_threads=threads, verbose=False, **pooling
-    )
+    # `Llama` takes no option for it: its model parameters start from llama_model_default_params.
+    with mock.patch.object(llama_cpp.llama_cpp, "llama_model_default_params", model_params):
+        return llama_cpp.Llama(
+            str(path),
+            embedding=True,
+            n_ctx=2048,
+            n_batch=2048,
+            n_ubatch=2048,
+            n_threads=threads,
+            verbose=False,
+            **pooling,
+        )
 
 
 def llama_cpp_embed(path: Path, texts: list[str], threads: int, per_token: bool = False) -> list:

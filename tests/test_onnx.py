@@ -294,3 +294,27 @@ def test_smoothing_brings_int8_close_to_fp32(tmp_path: Path, monkeypatch: pytest
     export_encoder(encoder, tmp_path / "plain", onnx=True)
     # Seen here: 1 - cosine 0.00006 smoothed, 0.094 plain.
     assert int8_loss(tmp_path / "smoothed") < int8_loss(tmp_path / "plain") / 4
+
+
+def test_serving_workers_share_the_onnx_sessions_threads(exported) -> None:
+    """An ONNX session sizes its thread pool when it opens: two serving workers open it again on half the threads
+    each (two passes at once on a pool sized for one oversubscribe the cores), and the vectors stay the same."""
+    from lm2vec.serving.batching import DynamicBatcher
+
+    _, folder = exported["llama"]
+    threads = torch.get_num_threads()
+    try:
+        torch.set_num_threads(4)
+        int8 = LM2Vec.from_pretrained(folder, backend="onnx")
+        assert int8.model.session.get_session_options().intra_op_num_threads == 4
+        expected = int8.encode(DOCUMENTS, normalize=True)  # as the server answers
+        batcher = DynamicBatcher(int8, batch_tokens=4096, workers=2)
+        try:
+            assert int8.model.session.get_session_options().intra_op_num_threads == 2
+            lengths = [len(item.input_ids) for item in int8.tokenize(DOCUMENTS)]
+            served = batcher.submit(DOCUMENTS, lengths).result(timeout=60)
+        finally:
+            batcher.close()
+    finally:
+        torch.set_num_threads(threads)
+    np.testing.assert_allclose(served, expected, rtol=1e-4, atol=1e-5)

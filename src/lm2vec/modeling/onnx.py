@@ -495,15 +495,28 @@ def quantize_per_token(source: Path, target: Path, external: bool = False) -> in
 
 class OnnxBackbone(nn.Module):
     """An onnxruntime session (CPU) in place of the backbone: `(input_ids=, attention_mask=)` gives an output with
-    `last_hidden_state`, as a transformers model does; it has no torch parameters and runs on the CPU."""
+    `last_hidden_state`, as a transformers model does; it has no torch parameters and runs on the CPU. A pass runs
+    on as many threads as torch's (`torch.get_num_threads()` at load), unless `set_num_threads` says otherwise."""
 
     def __init__(self, path: str | os.PathLike, config) -> None:
         super().__init__()
-        import onnxruntime
-
         self.path = Path(path)
         self.config = config
-        self.session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+        self.threads = 0
+        self.set_num_threads(torch.get_num_threads())
+
+    def set_num_threads(self, threads: int) -> None:
+        """Run each pass on `threads` threads, the caller's included. onnxruntime fixes a session's thread pool
+        when it opens, so a change opens the session again. Passes on one session may run at once (`lm2vec serve
+        --workers`); with `threads` = 1 each runs on its caller's thread alone, so none waits for a pool."""
+        import onnxruntime
+
+        if threads == self.threads:
+            return
+        options = onnxruntime.SessionOptions()
+        options.intra_op_num_threads = threads
+        self.session = onnxruntime.InferenceSession(str(self.path), options, providers=["CPUExecutionProvider"])
+        self.threads = threads
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> BaseModelOutput:
         inputs = {"input_ids": input_ids.cpu().numpy(), "attention_mask": attention_mask.cpu().numpy()}

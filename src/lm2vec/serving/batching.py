@@ -6,12 +6,12 @@ waits: before each forward pass the pool takes whatever has arrived. The pool, s
 batches that pad least (`cheapest_cut`, at most `batch_size` inputs and `batch_tokens` padded tokens each), and the
 batch holding the oldest request's longest input runs next: requests are served in arrival order while each pass
 pads little, the less the more is waiting. A request is answered as soon as its last input is encoded. Several
-workers run passes at once, torch's threads divided among them: that pays where a pass runs outside the GIL (the
-onnx backend: one onnxruntime call), not for torch passes, which take the GIL at every operator and stall each
-other (benchmarks/README.md, "Serving and search"). Each batch goes through `LM2Vec.encode`, the one encode path,
-so a served embedding is what `encode()` gives for the same input whatever it was batched with (int8 ONNX too: its
-activations are quantized per token). A request whose client has gone before any of its inputs is
-encoded is dropped; one that has started is finished, so no batch ever waits on a client."""
+workers run passes at once, torch's threads divided among them (an ONNX session's too): that pays where a pass
+runs outside the GIL (the onnx backend: one onnxruntime call), not for torch passes, which take the GIL at every
+operator and stall each other (benchmarks/README.md, "Serving and search"). Each batch goes through
+`LM2Vec.encode`, the one encode path, so a served embedding is what `encode()` gives for the same input whatever it
+was batched with (int8 ONNX too: its activations are quantized per token). A request whose client has gone before
+any of its inputs is encoded is dropped; one that has started is finished, so no batch ever waits on a client."""
 
 from __future__ import annotations
 
@@ -29,6 +29,7 @@ import numpy as np
 import torch
 
 from lm2vec.modeling.encoder import EncoderInput
+from lm2vec.modeling.onnx import OnnxBackbone
 
 # What a forward pass costs beyond its padded tokens, in tokens: SmolLM2-135M on 2 CPU cores takes about 1 ms a
 # token plus 20-50 ms a pass (1 x 8 tokens: 52 ms; 32 x 16: 500 ms), so many tiny passes cost more than some padding.
@@ -82,8 +83,11 @@ class DynamicBatcher:
         self._numbers = itertools.count()
         self._free_workers = threading.Semaphore(workers)
         self._results_lock = threading.Lock()  # two passes may finish inputs of the same request at once
-        # torch's threads divided among the workers: each worker thread sets its own OpenMP team size.
+        # torch's threads divided among the workers: each worker thread sets its own OpenMP team size; an ONNX
+        # session's pool is the session's, so it is sized once for all its concurrent passes.
         threads = max(1, torch.get_num_threads() // workers)
+        if isinstance(getattr(encoder, "model", None), OnnxBackbone):
+            encoder.model.set_num_threads(threads)
         self._workers = ThreadPoolExecutor(
             workers, thread_name_prefix="lm2vec-encode", initializer=torch.set_num_threads, initargs=(threads,)
         )
