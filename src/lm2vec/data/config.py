@@ -11,8 +11,9 @@ from typing import Any
 from lm2vec.data.languages import validate_language
 from lm2vec.options import Options
 
-# Fields that change how a run goes, not what it writes: a resumed run may change them.
-RUN_ONLY_FIELDS = frozenset({"workers", "max_articles", "progress"})
+# Fields that change how a run goes, not what it writes: a resumed run may change them. dedup_capacity only sizes the
+# first Bloom filters, which grow past it at the same false-positive bound (lm2vec.data.dedup).
+RUN_ONLY_FIELDS = frozenset({"workers", "max_articles", "progress", "dedup_capacity"})
 
 # The weak pair kinds of a dump (lm2vec.data.pairs): title -> lead, heading path -> section, sentence -> paragraph.
 PAIR_KINDS = ("title-lead", "heading-section", "sentence-paragraph")
