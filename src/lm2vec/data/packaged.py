@@ -160,10 +160,10 @@ def _distribution_shipping(root: Path, top: str) -> importlib.metadata.Distribut
     lines of its RECORD: `packages_distributions()` parses every installed file's path (0.3 s a call)."""
     for distribution in importlib.metadata.distributions(path=[str(root)]):
         declared = (distribution.read_text("top_level.txt") or "").split()
-        if top in declared:
-            return distribution
-        shipped = (distribution.read_text("RECORD") or "").splitlines()
-        if not declared and any(line.startswith(f"{top}/") for line in shipped):
+        if declared:
+            if top in declared:
+                return distribution
+        elif any(line.startswith(f"{top}/") for line in (distribution.read_text("RECORD") or "").splitlines()):
             return distribution
     return None
 
