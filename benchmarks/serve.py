@@ -9,10 +9,12 @@
 encodes the very texts the clients will send with offline `encode()` of the same backend (batch 32, in a fresh
 process, the servers idle) and lets 32 client threads (the real `openai` client) send their fixed requests at
 once, alternating which side goes first. Throughput is sentences/s over the whole load; latency is per request;
-CPU seconds are each process's own (utime + stime), a measure that other jobs on the machine disturb less than
-wall time; padded tokens are what the forward passes ran (offline: `encode()`'s batches of 32 of the length-sorted
-texts; served: `/metrics`); peak RSS is VmHWM. The two sides run one after the other in each round, so their
-ratio is measured side by side, on whatever else the machine was doing at that moment.
+CPU seconds are each process's own (utime + stime; the server's with its worker processes), a measure that other
+jobs on the machine disturb less than wall time; padded tokens are what the forward passes ran (offline:
+`encode()`'s batches of 32 of the length-sorted texts; served: `/metrics`); peak RSS is VmHWM; the server's memory
+with its worker processes is their summed PSS after the load (shared memory counted once). The two sides run one
+after the other in each round, so their ratio is measured side by side, on whatever else the machine was doing at
+that moment.
 
 `index` times `build_index` over every BBC article (`lm2vec.data.packaged.bbc_dir`), then searches it with the
 unique STS-B dev sentences as queries: FAISS alone, and query encoding plus FAISS (what `lm2vec search` does after
@@ -108,9 +110,33 @@ def run_clients(port: int, requests: list[list[list[str]]]) -> tuple[float, list
     return wall, latencies, np.concatenate(ordered)
 
 
+def process_tree(pid: int) -> list[int]:
+    """`pid` and the processes it started, theirs too (the server's encoding worker processes)."""
+    tree = [pid]
+    for task in Path(f"/proc/{pid}/task").glob("*"):
+        for child in (task / "children").read_text().split():
+            tree += process_tree(int(child))
+    return tree
+
+
 def process_cpu_seconds(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime + stime
+    """utime + stime of `pid` and its running descendants."""
+    total = 0
+    for member in process_tree(pid):
+        fields = Path(f"/proc/{member}/stat").read_text().rsplit(")", 1)[1].split()
+        total += int(fields[11]) + int(fields[12])
+    return total / os.sysconf("SC_CLK_TCK")
+
+
+def pss_mib(pid: int) -> float:
+    """Proportional set size of `pid` and its descendants: memory they share (the model in shared memory) counts
+    once, split among them."""
+    total = 0
+    for member in process_tree(pid):
+        for line in Path(f"/proc/{member}/smaps_rollup").read_text().splitlines():
+            if line.startswith("Pss:"):
+                total += int(line.split()[1])
+    return total / 1024
 
 
 def offline_worker(args: argparse.Namespace) -> None:
@@ -213,6 +239,8 @@ def load_test(args: argparse.Namespace) -> dict[str, Any]:
                 print(json.dumps(rounds[backend][-1]), flush=True)
         batches = {backend: server_metrics(port) for backend, (port, _) in servers.items()}
         server_rss = {backend: vm_hwm_mib(server.pid) for backend, (_, server) in servers.items()}
+        server_pss = {backend: pss_mib(server.pid) for backend, (_, server) in servers.items()}
+        server_processes = {backend: len(process_tree(server.pid)) for backend, (_, server) in servers.items()}
     finally:
         for _, server in servers.values():
             server.terminate()
@@ -230,7 +258,9 @@ def load_test(args: argparse.Namespace) -> dict[str, Any]:
                 "rounds": rounds[backend],
                 "median_ratio": statistics.median(r["ratio"] for r in rounds[backend]),
                 "worst_ratio": min(r["ratio"] for r in rounds[backend]),
-                "server_peak_rss_mib": server_rss[backend],
+                "server_peak_rss_mib": server_rss[backend],  # the serving process alone
+                "server_pss_mib_after_load": server_pss[backend],  # its worker processes included
+                "server_processes": server_processes[backend],
                 "mean_inputs_per_forward_pass": batches[backend]["lm2vec_batch_inputs_sum"]
                 / batches[backend]["lm2vec_batch_inputs_count"],
             }

@@ -22,6 +22,7 @@ import pytest
 
 from lm2vec.serving.documents import ChunkingOptions
 from lm2vec.serving.index import SearchIndex, WriteOptions, build_index
+from tests.test_faults import is_gone
 
 REPO = Path(__file__).resolve().parents[1]
 WORDS = "the a cat dog sat on mat ran fast slow red blue green house tree car road city river big small".split()
@@ -54,7 +55,9 @@ def start(model: Path, port: int, log: Path, *options: str) -> subprocess.Popen:
             "32",
             *options,
         ]
-        process = subprocess.Popen(command, env=environment, stdout=subprocess.PIPE, stderr=stderr, text=True)
+        process = subprocess.Popen(
+            command, env=environment, stdout=subprocess.PIPE, stderr=stderr, text=True, start_new_session=True
+        )
     line = process.stdout.readline()
     assert line.startswith("serving ") and f"127.0.0.1:{port}" in line, (line, log.read_text())
     deadline = time.monotonic() + 30
@@ -146,6 +149,21 @@ class Load:
         return results
 
 
+def children(pid: int) -> set[int]:
+    """The processes `pid` started that are still running: its encoding workers and multiprocessing's helper."""
+    found = set()
+    for task in Path(f"/proc/{pid}/task").glob("*"):
+        found.update(int(child) for child in (task / "children").read_text().split())
+    return found
+
+
+def wait_until_gone(pids: set[int], timeout: float = 30) -> bool:
+    deadline = time.monotonic() + timeout
+    while not all(is_gone(pid) for pid in pids) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    return all(is_gone(pid) for pid in pids)
+
+
 def cosine(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return (a * b).sum(-1) / (np.linalg.norm(a, axis=-1) * np.linalg.norm(b, axis=-1))
 
@@ -172,10 +190,13 @@ def test_sigterm_under_load_answers_or_refuses_cleanly_and_exits_0(tiny_llama: P
     port, log = free_port(), tmp_path / "serve.log"
     process = start(tiny_llama, port, log)
     try:
+        workers = children(process.pid)
+        assert workers, "no encoding worker processes"
         load = Load(port)
         load.wait_for_answers(8)
-        process.send_signal(signal.SIGTERM)
+        os.killpg(process.pid, signal.SIGTERM)  # to the whole group, as systemd stops a service: workers too
         assert process.wait(timeout=30) == 0, log.read_text()
+        assert wait_until_gone(workers), "the encoding workers outlived their server"
     finally:
         process.kill()
         process.wait()
@@ -196,10 +217,12 @@ def test_kill_9_under_load_then_a_restart_serves_the_same_vectors_and_index(
     try:
         first_vectors = embed(port, TEXTS)
         first_hits = call(port, "POST", "/v1/search", query)[1]["data"]
+        workers = children(process.pid)
         load = Load(port)
         load.wait_for_answers(8)
         process.kill()
         process.wait(timeout=30)
+        assert wait_until_gone(workers), "the encoding workers outlived their killed server"
     finally:
         process.kill()
         process.wait()
@@ -222,7 +245,7 @@ def test_sigterm_stops_a_server_whose_stdout_reader_has_gone(tiny_llama: Path, t
     """With nobody reading its stdout any more, an idle keep-alive connection and a client stalled mid-body, a
     SIGTERM still stops the server: at once for what is idle, after --shutdown-timeout-s for the stalled body."""
     port, log = free_port(), tmp_path / "serve.log"
-    process = start(tiny_llama, port, log, "--shutdown-timeout-s", "2")
+    process = start(tiny_llama, port, log, "--shutdown-timeout-s", "2", "--no-worker-processes")
     try:
         process.stdout.close()  # the reader goes: from now on a write to stdout is a broken pipe
         idle = http.client.HTTPConnection("127.0.0.1", port, timeout=30)

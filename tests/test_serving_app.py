@@ -6,14 +6,16 @@ import base64
 import http.client
 import json
 import logging
+import multiprocessing
 import os
+import signal
 import socket
 import subprocess
 import sys
 import threading
 import time
 from collections.abc import Iterator
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import BrokenExecutor, ThreadPoolExecutor
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -24,7 +26,7 @@ import torch
 import uvicorn
 
 from lm2vec import LM2Vec
-from lm2vec.serving.app import create_app, load_service
+from lm2vec.serving.app import ServeError, create_app, load_service
 from lm2vec.serving.batching import PASS_COST_TOKENS, DynamicBatcher, cheapest_cut
 from lm2vec.serving.documents import ChunkingOptions
 from lm2vec.serving.index import SearchIndex, WriteOptions, build_index
@@ -44,8 +46,10 @@ def texts_of(seed: int, count: int) -> list[str]:
 
 @contextmanager
 def serving(model: Path, index: Path | None = None, **options) -> Iterator[str]:
-    """A server on 127.0.0.1 (a free port) in a thread; yields its base URL."""
-    service = load_service(str(model), index, ServeOptions(**{"max_input_tokens": 32, **options}), device="cpu")
+    """A server on 127.0.0.1 (a free port) in a thread; yields its base URL. Its passes run in a worker thread
+    unless asked otherwise (worker processes cost a start-up; the module's `server` runs the default)."""
+    options = {"max_input_tokens": 32, "worker_processes": False, **options}
+    service = load_service(str(model), index, ServeOptions(**options), device="cpu")
     server = uvicorn.Server(uvicorn.Config(create_app(service), host="127.0.0.1", port=0, log_level="warning"))
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
@@ -89,7 +93,7 @@ def reference(tiny_llama: Path) -> LM2Vec:
 
 @pytest.fixture(scope="module")
 def server(tiny_llama: Path) -> Iterator[str]:
-    with serving(tiny_llama, max_wait_ms=20) as url:
+    with serving(tiny_llama, max_wait_ms=20, worker_processes=None) as url:
         yield url
 
 
@@ -314,10 +318,84 @@ def test_workers_run_passes_at_once_on_their_share_of_the_threads(reference: LM2
     assert set(threads_seen) == {max(1, threads // 2)}
 
 
-def test_onnx_passes_run_two_at_once_by_default_torch_passes_one() -> None:
-    assert ServeOptions(backend="onnx").encoding_workers() == 2  # one onnxruntime call a pass, outside the GIL
-    assert ServeOptions().encoding_workers() == 1  # torch takes the GIL at every operator
-    assert ServeOptions(workers=3).encoding_workers() == ServeOptions(backend="onnx", workers=3).encoding_workers() == 3
+def worker_processes() -> set[int]:
+    return {child.pid for child in multiprocessing.active_children()}
+
+
+def test_worker_processes_share_the_weights_and_give_encodes_vectors(tiny_llama: Path, reference: LM2Vec) -> None:
+    """Worker processes (the default for torch on the CPU): all start before the batcher is made, hold the
+    encoder's weights in shared memory (one copy, not one a worker), each on its share of torch's threads, give
+    encode()'s vectors, and stop with the batcher."""
+    encoder = LM2Vec.from_pretrained(tiny_llama, device="cpu", max_length=32)
+    assert not any(parameter.is_shared() for parameter in encoder.parameters())
+    before = worker_processes()
+    batcher = DynamicBatcher(encoder, batch_tokens=4096, max_wait_s=0.05, batch_size=3, workers=2, processes=True)
+    try:
+        started = worker_processes() - before
+        assert len(started) == 2
+        assert all(parameter.is_shared() for parameter in encoder.parameters())
+        jobs = [texts_of(500 + seed, 1 + seed % 4) for seed in range(8)]
+        lengths = [[len(item.input_ids) for item in reference.tokenize(texts)] for texts in jobs]
+        futures = [batcher.submit(texts, n) for texts, n in zip(jobs, lengths, strict=True)]
+        for future, texts in zip(futures, jobs, strict=True):
+            assert cosine(future.result(timeout=60), reference.encode(texts, normalize=True)).min() >= 0.9999
+    finally:
+        batcher.close()
+    assert not started & worker_processes()
+
+
+def test_a_killed_worker_process_is_replaced(tiny_llama: Path, reference: LM2Vec) -> None:
+    """A worker process that dies (the OOM killer) fails at most the pass it was running; the batcher starts new
+    workers and serves on."""
+    before = worker_processes()
+    batcher = DynamicBatcher(reference, batch_tokens=4096, max_wait_s=0.0, workers=1, processes=True)
+    texts = texts_of(600, 3)
+    lengths = [len(item.input_ids) for item in reference.tokenize(texts)]
+    try:
+        (first,) = worker_processes() - before
+        os.kill(first, signal.SIGKILL)
+        outcomes = []
+        for _ in range(3):
+            try:
+                outcomes.append(batcher.submit(texts, lengths).result(timeout=120))
+            except BrokenExecutor:
+                outcomes.append(None)
+        assert outcomes[1] is not None and outcomes[2] is not None  # only a pass sent before the death was noticed
+        assert cosine(outcomes[-1], reference.encode(texts, normalize=True)).min() >= 0.9999
+        replaced = worker_processes() - before
+        assert len(replaced) == 1 and first not in replaced
+    finally:
+        batcher.close()
+
+
+def test_worker_processes_need_room_for_the_weights_in_shared_memory(
+    tiny_llama: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The weights go to worker processes through /dev/shm (64 MB in a default Docker container): where they do not
+    fit, the default serves from a thread and says so, an explicit --worker-processes is refused before serving."""
+    import lm2vec.serving.app as app_module
+
+    monkeypatch.setattr(app_module, "shared_memory_free_bytes", lambda: 1000)
+    with caplog.at_level(logging.WARNING, logger="lm2vec.serving.app"):
+        assert load_service(str(tiny_llama), None, ServeOptions(), device="cpu").options.worker_processes is False
+    assert "do not fit /dev/shm (0 MiB free)" in caplog.text
+    with pytest.raises(ServeError, match=r"do not fit /dev/shm .*--shm-size.*--no-worker-processes"):
+        load_service(str(tiny_llama), None, ServeOptions(worker_processes=True), device="cpu")
+    monkeypatch.setattr(app_module, "shared_memory_free_bytes", lambda: 10**12)
+    assert load_service(str(tiny_llama), None, ServeOptions(), device="cpu").options.worker_processes is True
+
+
+def test_torch_passes_run_in_two_worker_processes_on_the_cpu_by_default(reference: LM2Vec) -> None:
+    on_gpu = type("OnGpu", (), {"device": torch.device("cuda")})()  # no GPU needed: only the device is read
+    assert ServeOptions().encoding_in_processes(reference)  # reference runs on the CPU
+    assert not ServeOptions().encoding_in_processes(on_gpu)
+    assert not ServeOptions(backend="onnx").encoding_in_processes(reference)  # onnxruntime leaves the GIL
+    assert not ServeOptions(worker_processes=False).encoding_in_processes(reference)
+    assert ServeOptions(worker_processes=True).encoding_in_processes(on_gpu)
+    assert ServeOptions().encoding_workers(in_processes=True) == 2
+    assert ServeOptions(backend="onnx").encoding_workers(in_processes=False) == 2  # one onnxruntime call a pass
+    assert ServeOptions().encoding_workers(in_processes=False) == 1  # threads: torch takes the GIL per operator
+    assert ServeOptions(workers=3).encoding_workers(in_processes=False) == 3
 
 
 def test_a_request_cancelled_before_its_batch_is_never_encoded(reference: LM2Vec) -> None:
@@ -478,7 +556,9 @@ def test_lm2vec_serve_command_binds_localhost(tmp_path: Path, tiny_llama: Path) 
         "LM2VEC_API_KEY": "from-the-environment",
     }
     process = subprocess.Popen(
-        [sys.executable, "-m", "lm2vec", "serve", str(tiny_llama), "--port", str(port), "--name", "tiny"],
+        # worker threads: the worker processes' start-up is paid by tests/test_serve_faults.py
+        [sys.executable, "-m", "lm2vec", "serve", str(tiny_llama), "--port", str(port), "--name", "tiny"]
+        + ["--no-worker-processes"],
         env=environment,
         stdout=subprocess.PIPE,
         stderr=subprocess.DEVNULL,
@@ -658,6 +738,7 @@ def test_a_request_the_encoder_fails_on_gets_an_openai_shaped_500(
         (["--max-wait-ms", "nan"], "max_wait_ms must be in [0, 60000]"),
         (["--shutdown-timeout-s", "0"], "shutdown_timeout_s must be in (0, 3600]"),
         (["--api-key", " key"], "api_key must be printable ASCII"),
+        (["--backend", "onnx", "--worker-processes"], "worker_processes runs torch's passes"),
     ],
 )
 def test_serve_refuses_impossible_values_for_the_model_before_loading_it(

@@ -14,11 +14,12 @@ import base64
 import errno
 import hmac
 import json
+import logging
 import socket
 import time
 from collections.abc import Callable
 from contextlib import asynccontextmanager
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any, Literal, TypeVar
 
@@ -33,8 +34,10 @@ from starlette.requests import ClientDisconnect
 from lm2vec.errors import LM2VecError
 from lm2vec.modeling.encoder import EncoderInput, TokenizedInput
 from lm2vec.modeling.matryoshka import check_dimensions, truncate
-from lm2vec.serving.batching import DynamicBatcher
+from lm2vec.serving.batching import DynamicBatcher, shared_memory_free_bytes
 from lm2vec.serving.options import ServeOptions
+
+logger = logging.getLogger(__name__)
 
 ENDPOINTS = ("/v1/embeddings", "/v1/search", "/v1/models", "/health", "/metrics")
 # Work on bodies above this size (a tokenizer takes tens of ms on 64 KiB) takes turns in one worker thread.
@@ -139,7 +142,25 @@ def load_service(
         check_same_model(store.model, model, encoder)
     # encode() truncates here, tokenize() flags what is longer
     encoder.config.max_length = input_token_limit(options, encoder.config.max_length)
+    options = replace(options, worker_processes=worker_processes(options, encoder))
     return Service(name or Path(str(model)).name.removeprefix("pkg:"), encoder, options, store)
+
+
+def worker_processes(options: ServeOptions, encoder) -> bool:
+    """Whether the passes run in worker processes: as asked, else where torch runs them on the CPU; they share
+    the weights through /dev/shm, so where the weights do not fit there the default falls back to threads and an
+    explicit --worker-processes is a ServeError."""
+    if not options.encoding_in_processes(encoder):
+        return False
+    weights = sum(tensor.nbytes for tensor in (*encoder.parameters(), *encoder.buffers()))
+    free = shared_memory_free_bytes()
+    if free is None or weights <= free:
+        return True
+    problem = f"the encoder's weights ({weights / 2**20:,.0f} MiB) do not fit /dev/shm ({free / 2**20:,.0f} MiB free)"
+    if options.worker_processes:
+        raise ServeError(f"{problem}: give it more (docker run --shm-size) or pass --no-worker-processes")
+    logger.warning("%s: the forward passes run in a thread of the server instead (slower on the CPU)", problem)
+    return False
 
 
 def input_token_limit(options: ServeOptions, max_length: int) -> int:
@@ -183,13 +204,15 @@ def create_app(service: Service) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI):
+        in_processes = options.encoding_in_processes(encoder)
         state["batcher"] = DynamicBatcher(
             encoder,
             options.batch_tokens,
             options.max_wait_ms / 1000,
             options.batch_size,
             on_batch=metrics.observe_batch,
-            workers=options.encoding_workers(),
+            workers=options.encoding_workers(in_processes),
+            processes=in_processes,
         )
         yield
         await asyncio.to_thread(state["batcher"].close)

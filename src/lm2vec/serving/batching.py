@@ -6,9 +6,10 @@ waits: before each forward pass the pool takes whatever has arrived. The pool, s
 batches that pad least (`cheapest_cut`, at most `batch_size` inputs and `batch_tokens` padded tokens each), and the
 batch holding the oldest request's longest input runs next: requests are served in arrival order while each pass
 pads little, the less the more is waiting. A request is answered as soon as its last input is encoded. Several
-workers run passes at once, torch's threads divided among them (an ONNX session's too): that pays where a pass
-runs outside the GIL (the onnx backend: one onnxruntime call), not for torch passes, which take the GIL at every
-operator and stall each other (benchmarks/README.md, "Serving and search"). Each batch goes through
+workers run passes at once, torch's threads divided among them (an ONNX session's too). Worker threads pay where
+a pass runs outside the GIL (the onnx backend: one onnxruntime call); torch passes take the GIL at every operator,
+so on the CPU they run in worker processes, which share the encoder's weights (torch's shared memory: one copy)
+and no GIL with the server (benchmarks/README.md, "Serving and search"). Each batch goes through
 `LM2Vec.encode`, the one encode path, so a served embedding is what `encode()` gives for the same input whatever it
 was batched with (int8 ONNX too: its activations are quantized per token). A request whose client has gone before
 any of its inputs is encoded is dropped; one that has started is finished, so no batch ever waits on a client."""
@@ -18,15 +19,20 @@ from __future__ import annotations
 import asyncio
 import itertools
 import math
+import multiprocessing
+import multiprocessing.connection
+import os
 import queue
+import signal
 import threading
 import time
 from collections.abc import Callable, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import BrokenExecutor, Executor, Future, ProcessPoolExecutor, ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 import numpy as np
 import torch
+import torch.multiprocessing  # registers the reductions that send tensors to worker processes as shared memory
 
 from lm2vec.modeling.encoder import EncoderInput
 from lm2vec.modeling.onnx import OnnxBackbone
@@ -66,6 +72,7 @@ class DynamicBatcher:
         batch_size: int = 32,
         on_batch: Callable[[int, int], None] | None = None,
         workers: int = 1,
+        processes: bool = False,
     ) -> None:
         if batch_tokens < encoder.config.max_length:
             raise ValueError(
@@ -83,16 +90,37 @@ class DynamicBatcher:
         self._numbers = itertools.count()
         self._free_workers = threading.Semaphore(workers)
         self._results_lock = threading.Lock()  # two passes may finish inputs of the same request at once
-        # torch's threads divided among the workers: each worker thread sets its own OpenMP team size; an ONNX
-        # session's pool is the session's, so it is sized once for all its concurrent passes.
-        threads = max(1, torch.get_num_threads() // workers)
+        # torch's threads divided among the workers: each worker thread or process sets its own OpenMP team size;
+        # an ONNX session's pool is the session's, so it is sized once for all its concurrent passes.
+        self._threads = max(1, torch.get_num_threads() // workers)
         if isinstance(getattr(encoder, "model", None), OnnxBackbone):
-            encoder.model.set_num_threads(threads)
-        self._workers = ThreadPoolExecutor(
-            workers, thread_name_prefix="lm2vec-encode", initializer=torch.set_num_threads, initargs=(threads,)
-        )
+            encoder.model.set_num_threads(self._threads)
+        self.workers, self.processes = workers, processes
+        self._workers = self._start_workers()
         self._thread = threading.Thread(target=self._run, name="lm2vec-batcher", daemon=True)
         self._thread.start()
+
+    def _start_workers(self) -> Executor:
+        if not self.processes:
+            return ThreadPoolExecutor(
+                self.workers,
+                thread_name_prefix="lm2vec-encode",
+                initializer=_start_worker,
+                initargs=(self.encoder, self._threads, None),
+            )
+        # spawn, not fork: a forked child would inherit the server's threads and locks mid-use.
+        context = torch.multiprocessing.get_context("spawn")
+        executor = ProcessPoolExecutor(
+            self.workers,
+            mp_context=context,
+            initializer=_start_worker,
+            initargs=(self.encoder, self._threads, context.Barrier(self.workers)),
+        )
+        # One task each: a pool starts its processes on demand; the barrier holds every start-up until all
+        # workers are up, so the server answers its first request at full speed.
+        for warm_up in [executor.submit(_encode_batch, ["warm-up"]) for _ in range(self.workers)]:
+            warm_up.result()
+        return executor
 
     def submit(self, inputs: Sequence[EncoderInput], lengths: Sequence[int]) -> Future:
         """A future of the (len(inputs), dim) normalised embeddings."""
@@ -123,10 +151,24 @@ class DynamicBatcher:
             stopping = self._gather(pool, None) or stopping
             batch = self._next_batch(pool)
             if batch:
-                self._workers.submit(self._encode, batch)
+                self._submit(batch)
             else:
                 self._free_workers.release()
         self._workers.shutdown()
+
+    def _submit(self, batch: list[_Input]) -> None:
+        inputs = [item.job.inputs[item.index] for item in batch]
+        try:
+            try:
+                future = self._workers.submit(_encode_batch, inputs)
+            except BrokenExecutor:  # a worker process died (its pass's requests got the error): start new workers
+                self._workers.shutdown(wait=False)
+                self._workers = self._start_workers()
+                future = self._workers.submit(_encode_batch, inputs)
+        except Exception as error:  # no workers could start: this batch's requests get the error
+            future = Future()
+            future.set_exception(error)
+        future.add_done_callback(lambda done: self._deliver(batch, done))
 
     def _add(self, pool: list[_Input], job: _Job) -> None:
         job.results, job.remaining = [None] * len(job.inputs), len(job.inputs)
@@ -167,29 +209,62 @@ class DynamicBatcher:
         pool[:] = [item for item in pool if id(item) not in taken and not item.job.future.done()]
         return [item for item in batch if item.job.started]  # a request cancelled just now is dropped
 
-    def _encode(self, batch: list[_Input]) -> None:
-        """One forward pass, in a worker thread; its requests get their vectors, or the pass's error."""
-        try:
-            vectors = self.encoder.encode(
-                [item.job.inputs[item.index] for item in batch], batch_size=len(batch), normalize=True
-            )
-        except Exception as error:  # the requests get the error and leave the pool; the workers keep serving
+    def _deliver(self, batch: list[_Input], done: Future) -> None:
+        """A pass has ended: its requests get their vectors, or the pass's error."""
+        self._free_workers.release()
+        error = done.exception()
+        if error is not None:  # the requests get the error and leave the pool; the workers keep serving
             with self._results_lock:
                 for job in {item.job.number: item.job for item in batch}.values():
                     if not job.future.done():
                         job.future.set_exception(error)
             return
-        finally:
-            self._free_workers.release()
         if self.on_batch is not None:
             self.on_batch(len(batch), len(batch) * max(item.length for item in batch))
         with self._results_lock:
-            for item, vector in zip(batch, vectors, strict=True):
+            for item, vector in zip(batch, done.result(), strict=True):
                 job = item.job
                 job.results[item.index] = vector
                 job.remaining -= 1
                 if job.remaining == 0 and not job.future.done():  # answered now: its client's next request joins
                     job.future.set_result(np.stack(job.results))  # the pool while others encode
+
+
+# The encoder of this worker thread or process: a pool calls its initializer and its tasks in the same thread.
+_worker = threading.local()
+
+
+def _start_worker(encoder, threads: int, all_started) -> None:
+    torch.set_num_threads(threads)
+    _worker.encoder = encoder
+    if all_started is None:  # a thread of the server
+        return
+    # A worker process stops with its pool, not on the signals a terminal or a service manager sends the whole
+    # process group (the server finishes the passes in flight first), and at once if the server is killed.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    threading.Thread(target=_exit_with, args=(multiprocessing.parent_process(),), daemon=True).start()
+    all_started.wait()
+
+
+def _exit_with(server: multiprocessing.process.BaseProcess) -> None:
+    multiprocessing.connection.wait([server.sentinel])
+    os._exit(1)
+
+
+def _encode_batch(inputs: list[EncoderInput]) -> np.ndarray:
+    """One forward pass, in a worker."""
+    return _worker.encoder.encode(inputs, batch_size=len(inputs), normalize=True)
+
+
+def shared_memory_free_bytes() -> int | None:
+    """Free bytes in /dev/shm, where torch puts the tensors it shares with worker processes (64 MB in a default
+    Docker container); None where there is no /dev/shm."""
+    try:
+        stats = os.statvfs("/dev/shm")
+    except OSError:
+        return None
+    return stats.f_bavail * stats.f_frsize
 
 
 def cheapest_cut(lengths: Sequence[int], batch_size: int, batch_tokens: int) -> list[int]:

@@ -30,8 +30,16 @@ class ServeOptions(Options):
     workers: int | None = field(
         default=None,
         metadata={
-            "help": "forward passes run at once, torch's threads divided among them; none: 2 with the onnx backend "
-            "(a pass is one onnxruntime call, free of the GIL), 1 with torch (its passes take the GIL per operator)"
+            "help": "forward passes run at once, torch's threads divided among them; none: 2 with worker processes "
+            "or the onnx backend (a pass is one onnxruntime call, free of the GIL), else 1 (torch passes in threads "
+            "of the server take the GIL at every operator)"
+        },
+    )
+    worker_processes: bool | None = field(
+        default=None,
+        metadata={
+            "help": "run the forward passes in worker processes, which share the encoder's weights (one copy) but not "
+            "the server's GIL; none: with the torch backend on the CPU"
         },
     )
     max_wait_ms: float = field(
@@ -51,10 +59,18 @@ class ServeOptions(Options):
         default="onnx/model_qint8_avx2.onnx", metadata={"help": "the ONNX file the onnx backend runs, in the folder"}
     )
 
-    def encoding_workers(self) -> int:
-        """`workers`, or the backend's default: onnxruntime runs a whole pass without the GIL, so two passes at
-        once overlap; two torch passes contend for the GIL at every operator (slower, benchmarks/README.md)."""
-        return self.workers or (2 if self.backend == "onnx" else 1)
+    def encoding_in_processes(self, encoder) -> bool:
+        """`worker_processes`, or whether torch runs the passes on the CPU: its passes take the GIL at every
+        operator, so in the server's threads they wait for the event loop and for each other (benchmarks/README.md);
+        an onnxruntime pass leaves the GIL, and on a GPU it is held only while kernels are queued."""
+        if self.worker_processes is not None:
+            return self.worker_processes
+        return self.backend == "torch" and encoder.device.type == "cpu"
+
+    def encoding_workers(self, in_processes: bool) -> int:
+        """`workers`, or 2 where passes run free of the GIL (two one-thread passes at once beat one two-thread pass
+        on 2 cores: no OpenMP hand-offs), else 1."""
+        return self.workers or (2 if in_processes or self.backend == "onnx" else 1)
 
     def checks(self) -> list[tuple[bool, str]]:
         from lm2vec.modeling.onnx import BACKENDS
@@ -68,6 +84,10 @@ class ServeOptions(Options):
                 for name in ("max_inputs", "max_body_bytes", "batch_tokens", "batch_size", "max_k")
             ),
             (self.workers is None or self.workers >= 1, f"workers must be at least 1, got {self.workers}."),
+            (
+                not (self.worker_processes and self.backend == "onnx"),
+                "worker_processes runs torch's passes; the onnx backend's already run free of the GIL in threads.",
+            ),
             # Written so that NaN fails too; a longer wait than these is no batching window but a stalled server.
             (0 <= self.max_wait_ms <= 60_000, f"max_wait_ms must be in [0, 60000], got {self.max_wait_ms}."),
             (
