@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import copy
 import json
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -18,8 +19,10 @@ from lm2vec.modeling import onnx as onnx_module
 from lm2vec.modeling.bidirectional import probe_attention, set_bidirectional
 from lm2vec.modeling.export import export_encoder
 from lm2vec.modeling.onnx import (
+    MATMUL_WEIGHT_LEVELS,
     ONNX_FILE,
     QUANTIZED_FILE,
+    WEIGHT_LEVELS_KEY,
     OnnxBackbone,
     OnnxBackendError,
     OnnxCausalGraphError,
@@ -76,6 +79,28 @@ def test_int8_vector_does_not_depend_on_its_batch(exported, architecture: str) -
     np.testing.assert_allclose(int8.encode([text, neighbour])[0], int8.encode(text), rtol=1e-4, atol=1e-5)
 
 
+def test_an_int8_file_with_8_bit_weights_is_refused_where_its_products_would_overflow(
+    exported, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An int8 file from before 7-bit weights gives wrong vectors on AVX2 without VNNI (SmolLM2 on an AMD EPYC:
+    mean cosine to fp32 0.03); it is refused there with what to do, and loads where the CPU adds exactly."""
+    import onnx
+
+    _, folder = exported["llama"]
+    old = tmp_path / "old"
+    shutil.copytree(folder, old)
+    model = onnx.load(str(old / QUANTIZED_FILE))
+    assert {entry.key: entry.value for entry in model.metadata_props} == {WEIGHT_LEVELS_KEY: "63"}
+    model.ClearField("metadata_props")
+    onnx.save(model, str(old / QUANTIZED_FILE))
+    monkeypatch.setattr(onnx_module, "cpu_adds_int8_pairs_exactly", lambda: False)
+    with pytest.raises(OnnxBackendError, match=r"8-bit weights .* Export it again with `lm2vec convert"):
+        LM2Vec.from_pretrained(old, backend="onnx", onnx_file=QUANTIZED_FILE)
+    assert LM2Vec.from_pretrained(folder, backend="onnx", onnx_file=QUANTIZED_FILE)  # the new file loads
+    monkeypatch.setattr(onnx_module, "cpu_adds_int8_pairs_exactly", lambda: True)
+    assert LM2Vec.from_pretrained(old, backend="onnx", onnx_file=QUANTIZED_FILE)
+
+
 def test_per_token_quantization_arithmetic(tmp_path: Path) -> None:
     """On a graph of one MatMul and one Gather: int8 weights per output channel and each token quantized on its
     own range, 0 included, with its own zero point (an all-zero token gives zeros), so a token's output is the same
@@ -87,6 +112,7 @@ def test_per_token_quantization_arithmetic(tmp_path: Path) -> None:
     rng = np.random.default_rng(0)
     weight, table = rng.normal(size=(8, 5)).astype(np.float32), rng.normal(size=(6, 4)).astype(np.float32)
     table[2] *= 1000  # a large row does not take the others' resolution
+    weight[:, 0] = 1.0  # with a token at its maximum everywhere: the largest products, which must not saturate
     graph = helper.make_graph(
         [helper.make_node("MatMul", ["x", "weight"], ["y"]), helper.make_node("Gather", ["table", "ids"], ["rows"])],
         "one_of_each",
@@ -105,9 +131,10 @@ def test_per_token_quantization_arithmetic(tmp_path: Path) -> None:
     session = onnxruntime.InferenceSession(tmp_path / "int8.onnx", providers=["CPUExecutionProvider"])
     x, ids = rng.normal(size=(2, 3, 8)).astype(np.float32), np.array([[0, 1, 2], [3, 4, 5]])
     x[0, 1], x[1, 0], x[1, 2] = 0, np.abs(x[1, 0]), x[1, 2] * 1000  # a zero token, a positive one, a wide one
+    x[0, 2] = 3.0  # every value at the token's maximum: 255 each
     y, rows = session.run(None, {"x": x, "ids": ids})
 
-    weight_scale = np.abs(weight).max(0) / np.float32(127)
+    weight_scale = np.abs(weight).max(0) / np.float32(MATMUL_WEIGHT_LEVELS)
     low, high = np.minimum(x.min(-1, keepdims=True), 0), np.maximum(x.max(-1, keepdims=True), 0)
     token_scale = np.maximum((high - low) * np.float32(1 / 255), np.float32(1e-30))
     zero_point = np.round(-low / token_scale)

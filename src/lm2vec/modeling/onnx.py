@@ -5,7 +5,8 @@ The graph maps `input_ids`, `attention_mask` to `last_hidden_state`, the inputs 
 backend (optimum's `ORTModelForFeatureExtraction`) feeds and reads; pooling stays outside it, in sentence-transformers'
 Pooling module there and in `lm2vec.modeling.pooling` here, so both pool as the torch encoder does. The exporter is
 torch.onnx's dynamo exporter (torch.export), torch's maintained one: optimum-onnx's cannot be installed beside
-transformers 5. int8 (`quantize_per_token`) has int8 weights per output channel, an int8 embedding table with one scale
+transformers 5. int8 (`quantize_per_token`) has 7-bit weights per output channel (8 bits overflow onnxruntime's
+AVX2 kernel where the CPU lacks VNNI), an int8 embedding table with one scale
 per row and activations quantized to uint8 per token at run time, in a graph exported from a SmoothQuant-smoothed copy
 of the backbone: activation outlier channels (down_proj inputs up to 230x their RMS in SmolLM2) would otherwise take
 int8's whole range. Per token, because one scale per batch tensor (onnxruntime's quantize_dynamic) gives every token the
@@ -329,24 +330,29 @@ def relative_error(reference: nn.Module, candidate: nn.Module, batch: dict[str, 
 
 
 # --- int8: weights per output channel, activations per token -------------------------------------------------------
-INT8_LEVELS = 127  # symmetric int8 weights, [-127, 127]
+INT8_LEVELS = 127  # symmetric int8 embedding rows, [-127, 127]
+# MatMul weights take 7 bits, [-63, 63] (onnxruntime's reduce_range): on AVX2 without VNNI its uint8 x int8 kernel
+# adds pairs of products in int16 (vpmaddubsw), which saturates above 32,767: 255 x 127 x 2 does, 255 x 63 x 2 not.
+MATMUL_WEIGHT_LEVELS = 63
 UINT8_LEVELS = 255  # activations, [0, 255] with each token's zero point
+WEIGHT_LEVELS_KEY = "lm2vec.matmul_weight_levels"  # in the int8 file's metadata: its weights are safe on AVX2
 
 
-def _int8(values, axis: int):
-    """Symmetric int8 `values` with one scale per slice along `axis` (each slice's max |value| maps to 127)."""
+def _int8(values, axis: int, levels: int = INT8_LEVELS):
+    """Symmetric int8 `values` with one scale per slice along `axis` (each slice's max |value| maps to `levels`)."""
     import numpy as np
 
-    scale = np.maximum(np.abs(values).max(axis, keepdims=True), 1e-12) / INT8_LEVELS
-    return np.clip(np.round(values / scale), -INT8_LEVELS, INT8_LEVELS).astype(np.int8), scale.astype(np.float32)
+    scale = np.maximum(np.abs(values).max(axis, keepdims=True), 1e-12) / levels
+    return np.clip(np.round(values / scale), -levels, levels).astype(np.int8), scale.astype(np.float32)
 
 
 def _zero_point_rows(weights, count: int):
-    """`count` int8 rows whose column sums are minus `weights`' (each row takes up to 127 of what is left)."""
+    """`count` int8 rows whose column sums are minus `weights`' (each row takes up to MATMUL_WEIGHT_LEVELS of what
+    is left)."""
     import numpy as np
 
     total = -weights.astype(np.int64).sum(0)
-    filled = np.clip(np.abs(total) - INT8_LEVELS * np.arange(count)[:, None], 0, INT8_LEVELS)
+    filled = np.clip(np.abs(total) - MATMUL_WEIGHT_LEVELS * np.arange(count)[:, None], 0, MATMUL_WEIGHT_LEVELS)
     return (np.sign(total) * filled).astype(np.int8)
 
 
@@ -427,9 +433,9 @@ def quantize_per_token(source: Path, target: Path, external: bool = False) -> in
     channels: dict[str, int] = {}  # input -> zero-point channels
     for node in graph.node:
         if node.op_type == "MatMul" and (weight := table(node.input[1])) is not None:
-            weights, scales = _int8(weight, axis=0)
+            weights, scales = _int8(weight, axis=0, levels=MATMUL_WEIGHT_LEVELS)
             quantized[node.output[0]] = weights, scales.reshape(-1)
-            needed = int(np.abs(weights.astype(np.int64).sum(0)).max()) // INT8_LEVELS + 1
+            needed = int(np.abs(weights.astype(np.int64).sum(0)).max()) // MATMUL_WEIGHT_LEVELS + 1
             channels[node.input[0]] = max(channels.get(node.input[0], 0), needed)
     new_constants = {
         "int8_one": np.array(1.0, np.float32),
@@ -487,6 +493,7 @@ def quantize_per_token(source: Path, target: Path, external: bool = False) -> in
     graph.node.extend(nodes)
     if not any(opset.domain == "com.microsoft" for opset in model.opset_import):
         model.opset_import.append(helper.make_opsetid("com.microsoft", 1))
+    helper.set_model_props(model, {WEIGHT_LEVELS_KEY: str(MATMUL_WEIGHT_LEVELS)})
     onnx.save_model(
         model, str(target), save_as_external_data=external, all_tensors_to_one_file=True, location=f"{target.name}.data"
     )
@@ -524,6 +531,16 @@ class OnnxBackbone(nn.Module):
         return BaseModelOutput(last_hidden_state=torch.from_numpy(hidden))
 
 
+def cpu_adds_int8_pairs_exactly() -> bool:
+    """Whether this CPU has VNNI or AMX, with which onnxruntime's uint8 x int8 kernel cannot saturate; False where
+    the flags cannot be read (not Linux)."""
+    try:
+        flags = set(Path("/proc/cpuinfo").read_text().split())
+    except OSError:
+        return False
+    return bool(flags & {"avx512_vnni", "avx_vnni", "amx_int8"})
+
+
 def load_onnx_backbone(
     folder: str | os.PathLike, onnx_file: str, bidirectional: bool
 ) -> tuple[OnnxBackbone, PreTrainedTokenizerBase]:
@@ -531,6 +548,13 @@ def load_onnx_backbone(
     torch load is (OnnxCausalGraphError if it is causal)."""
     check_backend(folder, "onnx", onnx_file)
     backbone = OnnxBackbone(Path(folder) / onnx_file, AutoConfig.from_pretrained(folder))
+    metadata = backbone.session.get_modelmeta().custom_metadata_map
+    if onnx_file == QUANTIZED_FILE and WEIGHT_LEVELS_KEY not in metadata and not cpu_adds_int8_pairs_exactly():
+        raise OnnxBackendError(
+            f"{Path(folder) / onnx_file} has 8-bit weights (an lm2vec before 2026-12-07 wrote it), whose products "
+            "overflow on this CPU (AVX2 without VNNI): its vectors would be wrong. Export it again with `lm2vec "
+            "convert FOLDER OUT --onnx`"
+        )
     if bidirectional and not probe_attention(backbone, backbone.config.vocab_size):
         raise OnnxCausalGraphError(
             f"{Path(folder) / onnx_file} is causal (the first token does not see the last one) but the encoder is "
