@@ -548,8 +548,8 @@ def load_onnx_backbone(
     torch load is (OnnxCausalGraphError if it is causal)."""
     check_backend(folder, "onnx", onnx_file)
     backbone = OnnxBackbone(Path(folder) / onnx_file, AutoConfig.from_pretrained(folder))
-    metadata = backbone.session.get_modelmeta().custom_metadata_map
-    if onnx_file == QUANTIZED_FILE and WEIGHT_LEVELS_KEY not in metadata and not cpu_adds_int8_pairs_exactly():
+    eight_bit = WEIGHT_LEVELS_KEY not in backbone.session.get_modelmeta().custom_metadata_map
+    if Path(onnx_file) == Path(QUANTIZED_FILE) and eight_bit and not cpu_adds_int8_pairs_exactly():
         raise OnnxBackendError(
             f"{Path(folder) / onnx_file} has 8-bit weights (an lm2vec before 2026-12-07 wrote it), whose products "
             "overflow on this CPU (AVX2 without VNNI): its vectors would be wrong. Export it again with `lm2vec "
