@@ -5,7 +5,9 @@ from __future__ import annotations
 import importlib.util
 import json
 import time
+from pathlib import Path
 
+import numpy as np
 import pytest
 
 import lm2vec.modeling.sources as sources
@@ -59,18 +61,51 @@ def test_packaged_gguf_is_converted_once_and_cached(lm2vec_cache, monkeypatch) -
     assert time.perf_counter() - start < 1.0
 
 
+def tiny_gguf(path: Path) -> Path:
+    """A Llama-shaped GGUF with one tensor: enough for transformers to start converting it."""
+    import gguf
+
+    writer = gguf.GGUFWriter(str(path), "llama")
+    writer.add_context_length(64)
+    writer.add_embedding_length(16)
+    writer.add_block_count(1)
+    writer.add_feed_forward_length(32)
+    writer.add_head_count(2)
+    writer.add_head_count_kv(2)
+    writer.add_layer_norm_rms_eps(1e-5)
+    writer.add_vocab_size(32)
+    writer.add_tensor("token_embd.weight", np.zeros((32, 16), np.float32))
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_tensors_to_file()
+    writer.close()
+    return path
+
+
 def test_gguf_conversion_bar_follows_the_library_bar_switch(tmp_path, monkeypatch, capfd) -> None:
     """transformers' "de-quantizing GGUF tensors" bar is off when lm2vec turns third-party bars off (stage logs,
     output that is not a terminal), and shown when they are on."""
     import transformers.utils.logging as transformers_logging
 
-    gguf = sources.PACKAGED_MODELS["smollm2"].gguf_path()
+    class Stopped(Exception):
+        pass
+
+    library_bar = transformers_logging.tqdm
+
+    def first_tensor_only(*args, **kwargs):  # the bar is drawn (or not) as it starts: the rest adds nothing here
+        for _ in library_bar(*args, **kwargs):
+            raise Stopped
+
+    monkeypatch.setattr(transformers_logging, "tqdm", first_tensor_only)
+    gguf = tiny_gguf(tmp_path / "tiny.gguf")
     shown = {}
     for enabled in (False, True):
         monkeypatch.setenv("LM2VEC_CACHE", str(tmp_path / f"cache-{enabled}"))
         (transformers_logging.enable_progress_bar if enabled else transformers_logging.disable_progress_bar)()
         capfd.readouterr()
-        sources.gguf_to_folder(gguf)
+        with pytest.raises(Stopped):
+            sources.gguf_to_folder(gguf)
         shown[enabled] = "de-quantizing GGUF tensors" in capfd.readouterr().err
     transformers_logging.enable_progress_bar()
     assert shown == {False: False, True: True}
+    assert not list(tmp_path.glob("cache-*/**/config.json"))  # an interrupted conversion leaves no cache
