@@ -24,7 +24,9 @@ import torch
 from llm2vec_baseline import measure
 from llm2vec_baseline.convert import BENCH_DIR, HERE, LLM2VEC_PYTHON, convert, read_sts_sentences
 
-TRAIN_DATA = HERE.parents[2] / "shared" / "data" / "stsb" / "sts-train.csv"
+from lm2vec.data.packaged import stsb_dir
+
+TRAIN_DATA = stsb_dir() / "sts-train.csv"
 
 
 def run_ours(model: str, sentences_path: str, out: str, steps: int, max_length: int, mini_batch_size: int) -> None:

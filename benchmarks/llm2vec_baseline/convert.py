@@ -34,12 +34,13 @@ import torch
 from transformers import AutoModelForCausalLM
 
 from lm2vec import LM2Vec
+from lm2vec.data.packaged import stsb_dir
 from lm2vec.modeling.sources import resolve_source
 
 HERE = Path(__file__).resolve().parent
 BENCH_DIR = Path(os.environ.get("LM2VEC_BENCH_DIR") or Path.home() / ".cache" / "lm2vec-bench")
 LLM2VEC_PYTHON = Path(os.environ.get("LLM2VEC_VENV") or BENCH_DIR / "venv-llm2vec") / "bin" / "python"
-DEFAULT_DATA = HERE.parents[2] / "shared" / "data" / "stsb" / "sts-dev.csv"
+DEFAULT_DATA = stsb_dir() / "sts-dev.csv"  # lm2vec's own copy (or $LM2VEC_STSB): a clone needs nothing beside it
 # fp32 on both sides, same kernels (torch 2.13.0 in both venvs); differences are summation order only.
 HIDDEN_TOLERANCE = 1e-4
 LOGITS_TOLERANCE = 1e-3
