@@ -13,7 +13,10 @@ repeated. Figures are medians over rounds; the embeddings of both sides are comp
 
 compares lm2vec's own backends instead, side by side in one run, each in a fresh process: the source is exported
 once with its ONNX files (`lm2vec convert --onnx`), then torch fp32, the fp32 ONNX graph and its int8 copy encode
-the same sentences; the table gives real tokens/s, the ratio to torch, the cosine to torch fp32 and peak RSS.
+the same sentences; the table gives real tokens/s, the ratio to torch, the cosine to torch fp32, STS-B dev (Spearman
+of the cosines over the pairs whose sentences were encoded: all 1,500 without --limit) and peak RSS.
+`gguf-f16` and `gguf-q8_0` run the source's GGUF (`lm2vec convert --gguf`, with `--llama-cpp DIR` or
+`$LLAMA_CPP_DIR`) in llama.cpp through llama-cpp-python (`pip install -e .[gguf]`), with the file's mean pooling.
 `torch-pruned-20` (30, 40) is torch fp32 with that share of the top decoder layers dropped at load (`prune_layers`):
 its speed is that of a model trained pruned; its cosine to the whole model only says how far the pruning moves it.
 """
@@ -21,6 +24,7 @@ its speed is that of a model trained pruned; its cosine to the whole model only 
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import os
 import resource
@@ -38,6 +42,7 @@ from llm2vec_baseline import measure
 from llm2vec_baseline.convert import BENCH_DIR, DEFAULT_DATA, HERE, LLM2VEC_PYTHON, check, convert, read_sts_sentences
 
 from lm2vec import LM2Vec
+from lm2vec.modeling.gguf import find_converter, gguf_file_name
 from lm2vec.modeling.onnx import ONNX_FILE, QUANTIZED_FILE
 
 # --backends names: (LM2Vec.from_pretrained backend, ONNX file, share of the top layers pruned)
@@ -47,6 +52,9 @@ BACKENDS = {
     "onnx-int8": ("onnx", QUANTIZED_FILE, 0.0),
     **{f"torch-pruned-{percent}": ("torch", "", percent / 100) for percent in (20, 30, 40)},
 }
+
+# --backends names run by llama.cpp (llama-cpp-python, the `gguf` extra) on the source's GGUF of that type
+GGUF_BACKENDS = {"gguf-f16": "f16", "gguf-q8_0": "q8_0"}
 
 AGREEMENT = 0.9999  # mean cosine required when pooling and tokenization match
 TARGET_SPEEDUP = 1.5
@@ -89,6 +97,43 @@ def run_ours(source: str, sentences_path: Path, out_prefix: Path, batch_size: in
         attn_implementation=encoder.model.config._attn_implementation,
         transformers=transformers.__version__,
     )
+    measure.save(out_prefix, embeddings, result)
+
+
+class GgufTokens:
+    """What llama.cpp computes, counted as BatchStats counts a torch backbone: its batches hold no padding, so
+    positions are the real tokens (llama.cpp's own tokenizer, BOS included)."""
+
+    def __init__(self, model, sentences: list[str], batch_size: int) -> None:
+        self.real_tokens = self.positions = sum(len(model.tokenize(text.encode())) for text in sentences)
+        self.batches = -(-len(sentences) // batch_size)
+
+    def reset(self) -> None:  # the counts above are the timed encode's; the warm-up is not counted
+        pass
+
+    def remove(self) -> None:
+        pass
+
+
+def run_gguf(folder: Path, sentences_path: Path, out_prefix: Path, batch_size: int, backend: str) -> None:
+    """The llama.cpp worker: the GGUF of `folder` embedded by llama-cpp-python with the file's pooling, `batch_size`
+    texts a call, on torch's thread count. No torch operation runs in this process (llama_decode crashed after
+    torch's OpenMP threads had run, gguf_check.py)."""
+    from gguf_check import llama_cpp_model
+
+    sentences = measure.load_sentences(sentences_path)
+    start = time.perf_counter()
+    model = llama_cpp_model(folder / gguf_file_name(GGUF_BACKENDS[backend]), torch.get_num_threads(), False)
+    load_seconds = time.perf_counter() - start
+
+    def encode(batch: list[str]) -> np.ndarray:
+        return np.asarray(
+            [v for at in range(0, len(batch), batch_size) for v in model.embed(batch[at : at + batch_size])]
+        )
+
+    counted = GgufTokens(model, sentences, batch_size)
+    embeddings, result = measure.benchmark(encode, counted, sentences, batch_size)
+    result.update(implementation=f"llama.cpp {GGUF_BACKENDS[backend]}", load_seconds=load_seconds)
     measure.save(out_prefix, embeddings, result)
 
 
@@ -171,24 +216,50 @@ def report(ours: list[dict[str, Any]], theirs: list[dict[str, Any]], agreement: 
     return agree
 
 
+def sts_spearman(embeddings: np.ndarray, sentences_path: Path, data: Path) -> tuple[float, int]:
+    """Spearman correlation of the cosines with the gold scores over the STS-B pairs of `data` whose two sentences
+    are among those encoded (all with no --limit), and the number of such pairs."""
+    from scipy.stats import spearmanr
+
+    row = {sentence: number for number, sentence in enumerate(measure.load_sentences(sentences_path))}
+    pairs = [line.split("\t") for line in data.read_text(encoding="utf-8").splitlines()]
+    kept = [(row[c[5]], row[c[6]], float(c[4])) for c in pairs if c[5] in row and c[6] in row]
+    if len(kept) < 2:
+        return float("nan"), len(kept)
+    first, second, gold = (np.array(column) for column in zip(*kept, strict=True))
+    predicted = cosines(embeddings[first], embeddings[second])
+    return float(spearmanr(predicted, gold).statistic), len(kept)
+
+
 def compare_backends(args: argparse.Namespace, sentences_path: Path) -> int:
     """Each backend of `args.backends` encodes the sentences in a fresh process, every round; the first is the
     reference the others' cosines and speed ratios are taken against."""
     from lm2vec.modeling.export import export_encoder
 
     backends = args.backends.split(",")
-    if unknown := set(backends) - set(BACKENDS):
-        raise SystemExit(f"unknown backends {sorted(unknown)}; choose from {', '.join(BACKENDS)}")
+    if unknown := set(backends) - {*BACKENDS, *GGUF_BACKENDS}:
+        raise SystemExit(f"unknown backends {sorted(unknown)}; choose from {', '.join([*BACKENDS, *GGUF_BACKENDS])}")
+    gguf_types = [GGUF_BACKENDS[name] for name in backends if name in GGUF_BACKENDS]
+    if gguf_types:  # before any work: the GGUF needs llama.cpp's converter, and llama-cpp-python runs it
+        find_converter(args.llama_cpp)
+        if importlib.util.find_spec("llama_cpp") is None:
+            raise SystemExit("the gguf backends need llama-cpp-python: pip install -e .[gguf] (compiles llama.cpp)")
     exported = args.work_dir / ("model-onnx-" + args.source.replace(":", "-").replace("/", "-"))
     if not (exported / QUANTIZED_FILE).is_file():
         export_encoder(args.source, exported, onnx=True, pooling="mean", device="cpu")
+    gguf_folder = exported.with_name(exported.name + "-gguf")
+    if not all((gguf_folder / gguf_file_name(gguf_type)).is_file() for gguf_type in gguf_types):
+        types = [option for gguf_type in gguf_types for option in ("--gguf-type", gguf_type)]
+        convert = [sys.executable, "-m", "lm2vec", "convert", str(exported), str(gguf_folder), *types]
+        subprocess.run([*convert, "--llama-cpp", str(args.llama_cpp)], check=True)
     results: dict[str, list[dict[str, Any]]] = {name: [] for name in backends}
     agreement: dict[str, list[np.ndarray]] = {name: [] for name in backends}
     for round_ in range(args.repeats):
         embeddings = {}
         for name in backends if round_ % 2 == 0 else backends[::-1]:
             prefix = args.work_dir / f"backend-{name}-{round_}"
-            command = [sys.executable, __file__, "--source", str(exported), "--batch-size", str(args.batch_size)]
+            folder = gguf_folder if name in GGUF_BACKENDS else exported
+            command = [sys.executable, __file__, "--source", str(folder), "--batch-size", str(args.batch_size)]
             command += ["--backend", name, "--sentences", str(sentences_path), "--worker", str(prefix)]
             wait_for_idle(args.wait_idle)
             embeddings[name], result = run_worker(command, prefix)
@@ -200,15 +271,23 @@ def compare_backends(args: argparse.Namespace, sentences_path: Path) -> int:
             )
         for name in backends:
             agreement[name].append(cosines(embeddings[name], embeddings[backends[0]]))
+        for name in backends:  # embeddings do not change between rounds: the last round's score
+            results[name][-1]["stsb_spearman"], pairs = sts_spearman(embeddings[name], sentences_path, args.data)
     reference = statistics.median(r["tokens_per_s"] for r in results[backends[0]])
-    print(f"\n{'backend':16}{'real tokens/s':>15}{'ratio':>8}{'cosine mean':>13}{'cosine min':>12}{'peak RSS MiB':>14}")
+    header = f"{'backend':16}{'real tokens/s':>15}{'ratio':>8}{'cosine mean':>13}{'cosine min':>12}{'STS-B dev':>11}"
+    print(f"\n{header}{'peak RSS MiB':>14}")
     for name in backends:
         speed = statistics.median(r["tokens_per_s"] for r in results[name])
         mean_cos = min(float(c.mean()) for c in agreement[name])
         min_cos = min(float(c.min()) for c in agreement[name])
         rss = statistics.median(r["peak_rss_mib"] for r in results[name])
-        print(f"{name:16}{speed:>15.1f}{speed / reference:>7.2f}x{mean_cos:>13.5f}{min_cos:>12.5f}{rss:>14.0f}")
-    print(f"setup: {args.source}, {len(measure.load_sentences(sentences_path))} sentences, batch {args.batch_size}")
+        sts = 100 * results[name][-1]["stsb_spearman"]
+        row = f"{name:16}{speed:>15.1f}{speed / reference:>7.2f}x{mean_cos:>13.5f}{min_cos:>12.5f}{sts:>11.2f}"
+        print(f"{row}{rss:>14.0f}")
+    print(
+        f"setup: {args.source}, {len(measure.load_sentences(sentences_path))} sentences, batch {args.batch_size}; "
+        f"STS-B dev: Spearman x 100 of cosine over the {pairs} pairs whose two sentences were encoded"
+    )
     if args.json:
         args.json.write_text(json.dumps(results, indent=2) + "\n")
     return 0
@@ -242,10 +321,19 @@ def main() -> int:
         help=f"compare lm2vec's backends instead of llm2vec, comma-separated from {', '.join(BACKENDS)}; the first "
         "is the reference",
     )
+    parser.add_argument(
+        "--llama-cpp",
+        type=Path,
+        default=os.environ.get("LLAMA_CPP_DIR"),
+        help="a llama.cpp checkout (or the llama-cpp-python sdist's vendor/llama.cpp), for the gguf backends",
+    )
     parser.add_argument("--backend", default="torch", help=argparse.SUPPRESS)  # internal: the worker's backend
     parser.add_argument("--worker", type=Path, help=argparse.SUPPRESS)  # internal: run lm2vec, write here
     parser.add_argument("--sentences", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.worker and args.backend in GGUF_BACKENDS:
+        run_gguf(Path(args.source), args.sentences, args.worker, args.batch_size, args.backend)
+        return 0
     if args.worker:
         run_ours(args.source, args.sentences, args.worker, args.batch_size, args.backend)
         return 0
