@@ -39,7 +39,16 @@ import numpy as np
 import torch
 import transformers
 from llm2vec_baseline import measure
-from llm2vec_baseline.convert import BENCH_DIR, DEFAULT_DATA, HERE, LLM2VEC_PYTHON, check, convert, read_sts_sentences
+from llm2vec_baseline.convert import (
+    BENCH_DIR,
+    DEFAULT_DATA,
+    HERE,
+    LLM2VEC_PYTHON,
+    check,
+    convert,
+    read_sts_pairs,
+    read_sts_sentences,
+)
 
 from lm2vec import LM2Vec
 from lm2vec.modeling.gguf import find_converter, gguf_file_name
@@ -222,8 +231,7 @@ def sts_spearman(embeddings: np.ndarray, sentences_path: Path, data: Path) -> tu
     from scipy.stats import spearmanr
 
     row = {sentence: number for number, sentence in enumerate(measure.load_sentences(sentences_path))}
-    pairs = [line.split("\t") for line in data.read_text(encoding="utf-8").splitlines()]
-    kept = [(row[c[5]], row[c[6]], float(c[4])) for c in pairs if c[5] in row and c[6] in row]
+    kept = [(row[a], row[b], score) for a, b, score in read_sts_pairs(data) if a in row and b in row]
     if len(kept) < 2:
         return float("nan"), len(kept)
     first, second, gold = (np.array(column) for column in zip(*kept, strict=True))

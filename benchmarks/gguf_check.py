@@ -29,6 +29,7 @@ from pathlib import Path
 from unittest import mock
 
 import numpy as np
+from llm2vec_baseline.convert import read_sts_pairs
 from scipy.stats import spearmanr
 
 from lm2vec import LM2Vec
@@ -37,15 +38,6 @@ from lm2vec.modeling.gguf import GGUF_TYPES, find_converter, gguf_file_name
 
 DEFAULT_INSTRUCTION = "Retrieve semantically similar text"  # LLM2Vec's STS instruction
 TARGETS = {"f16": 0.99, "q8_0": 0.98}  # least mean cosine to LM2Vec.encode the issue asks for
-
-
-def read_pairs(limit: int | None) -> list[tuple[str, str, float]]:
-    """STS-B dev's (sentence1, sentence2, score), tab-separated, no quoting."""
-    pairs = []
-    for line in (stsb_dir() / "sts-dev.csv").read_text(encoding="utf-8").splitlines():
-        columns = line.split("\t")
-        pairs.append((columns[5], columns[6], float(columns[4])))
-    return pairs[:limit]
 
 
 def normalized(vectors) -> np.ndarray:
@@ -150,7 +142,7 @@ def main() -> int:
     config = json.loads((folder / "lm2vec_config.json").read_text(encoding="utf-8"))
     instruction = args.instruction or config.get("query_instruction") or DEFAULT_INSTRUCTION
 
-    pairs = read_pairs(args.pairs)
+    pairs = read_sts_pairs(stsb_dir() / "sts-dev.csv")[: args.pairs]
     sentences = list(dict.fromkeys(text for a, b, _ in pairs for text in (a, b)))
     checked = sentences[: args.sentences]
     # llama.cpp runs before torch does: once torch's OpenMP threads have run in this process, llama_decode crashed

@@ -46,17 +46,23 @@ HIDDEN_TOLERANCE = 1e-4
 LOGITS_TOLERANCE = 1e-3
 
 
-def read_sts_sentences(path: str | Path) -> list[str]:
-    """The unique sentences of an STS-B file, in first-seen order.
+def read_sts_pairs(path: str | Path) -> list[tuple[str, str, float]]:
+    """The (sentence1, sentence2, score) rows of an STS-B file.
 
-    Tab-separated, no quoting; sentence1 and sentence2 are columns 6 and 7 (a few rows carry two more, sources)."""
-    sentences: dict[str, None] = {}
+    Tab-separated, no quoting; score, sentence1 and sentence2 are columns 5, 6 and 7 (a few rows carry two more,
+    sources)."""
+    pairs = []
     for line in Path(path).read_text(encoding="utf-8").splitlines():
         columns = line.split("\t")
         if len(columns) < 7:
             raise ValueError(f"{path}: expected at least 7 tab-separated columns, got {len(columns)}: {line!r}")
-        sentences.update(dict.fromkeys(columns[5:7]))
-    return list(sentences)
+        pairs.append((columns[5], columns[6], float(columns[4])))
+    return pairs
+
+
+def read_sts_sentences(path: str | Path) -> list[str]:
+    """The unique sentences of an STS-B file, in first-seen order."""
+    return list(dict.fromkeys(sentence for first, second, _ in read_sts_pairs(path) for sentence in (first, second)))
 
 
 def convert_config(config: dict[str, Any]) -> dict[str, Any]:
