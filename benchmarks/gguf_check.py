@@ -26,7 +26,6 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from unittest import mock
 
 import numpy as np
 from llm2vec_baseline.convert import read_sts_pairs
@@ -34,7 +33,7 @@ from scipy.stats import spearmanr
 
 from lm2vec import LM2Vec
 from lm2vec.data.packaged import stsb_dir
-from lm2vec.modeling.gguf import GGUF_TYPES, find_converter, gguf_file_name
+from lm2vec.modeling.gguf import GGUF_TYPES, find_converter, gguf_file_name, llama_cpp_embedder
 
 DEFAULT_INSTRUCTION = "Retrieve semantically similar text"  # LLM2Vec's STS instruction
 TARGETS = {"f16": 0.99, "q8_0": 0.98}  # least mean cosine to LM2Vec.encode the issue asks for
@@ -53,31 +52,13 @@ def spearman(vectors: dict[str, np.ndarray], pairs: list[tuple[str, str, float]]
 @functools.cache
 def llama_cpp_model(path: Path, threads: int, per_token: bool):
     """One llama-cpp-python model per file and pooling, kept for the whole run: closing one and making the next
-    crashed 0.3.36 here (its `__del__` frees again what `close()` freed). The weights stay in plain CPU buffers,
-    as llama.cpp's `--no-repack` keeps them: on a CPU that reports AMX, llama.cpp repacks q8_0 weights for its AMX
-    backend, whose `llama_decode` crashed (SIGSEGV) on this machine's Xeon."""
+    crashed 0.3.36 here (its `__del__` frees again what `close()` freed)."""
     import llama_cpp
 
-    default_params = llama_cpp.llama_cpp.llama_model_default_params
-
-    def model_params():
-        params = default_params()
-        params.use_extra_bufts = False
-        return params
-
     pooling = {"pooling_type": llama_cpp.LLAMA_POOLING_TYPE_NONE} if per_token else {}
-    # `Llama` takes no option for it: its model parameters start from llama_model_default_params.
-    with mock.patch.object(llama_cpp.llama_cpp, "llama_model_default_params", model_params):
-        return llama_cpp.Llama(
-            str(path),
-            embedding=True,
-            n_ctx=2048,
-            n_batch=2048,
-            n_ubatch=2048,
-            n_threads=threads,
-            verbose=False,
-            **pooling,
-        )
+    return llama_cpp_embedder(
+        path, n_ctx=2048, n_batch=2048, n_ubatch=2048, n_threads=threads, verbose=False, **pooling
+    )
 
 
 def llama_cpp_embed(path: Path, texts: list[str], threads: int, per_token: bool = False) -> list:

@@ -211,19 +211,13 @@ def test_real_converter(real_export) -> None:
 
 
 SENTENCES = ["A man is playing a guitar.", "The weather is cold today.", "Bread is baked in an oven.", "Dogs run."]
-# llama.cpp runs in a child process: its OpenMP threads and torch's in one process crash llama_decode. The weights
-# stay in plain CPU buffers (llama.cpp's --no-repack): its AMX repacking of q8_0 crashed llama_decode on an AMX Xeon.
+# llama.cpp runs in a child process: its OpenMP threads and torch's in one process crash llama_decode.
 EMBED = """
 import json, sys
 import llama_cpp
-default_params = llama_cpp.llama_cpp.llama_model_default_params
-def no_repack():
-    params = default_params()
-    params.use_extra_bufts = False
-    return params
-llama_cpp.llama_cpp.llama_model_default_params = no_repack
+from lm2vec.modeling.gguf import llama_cpp_embedder
 path, causal, texts = sys.argv[1], sys.argv[2] == "causal", json.loads(sys.argv[3])
-model = llama_cpp.Llama(path, embedding=True, n_ctx=512, n_batch=512, n_ubatch=512, verbose=False)
+model = llama_cpp_embedder(path, n_ctx=512, n_batch=512, n_ubatch=512, verbose=False)
 if causal:
     llama_cpp.llama_set_causal_attn(model._ctx.ctx, True)
 print(json.dumps(model.embed(texts, normalize=True)))

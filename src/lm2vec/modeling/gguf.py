@@ -202,6 +202,26 @@ def set_encoder_metadata(source: Path, target: Path, *, causal: bool, pooling_ty
     copy_with_new_metadata(reader, writer, metadata, remove_metadata=[])
 
 
+def llama_cpp_embedder(path: str | os.PathLike, **options):
+    """llama-cpp-python's `Llama(path, embedding=True, **options)` with the weights in plain CPU buffers, as
+    llama.cpp's `--no-repack` keeps them: on a CPU that reports AMX, llama.cpp repacks q8_0 weights for its AMX
+    backend, whose `llama_decode` crashed (SIGSEGV) on an AMX Xeon. `Llama` takes no option for it: its model
+    parameters start from `llama_model_default_params`, replaced here while it loads."""
+    from unittest import mock
+
+    import llama_cpp
+
+    default_params = llama_cpp.llama_cpp.llama_model_default_params
+
+    def plain_buffers():
+        params = default_params()
+        params.use_extra_bufts = False
+        return params
+
+    with mock.patch.object(llama_cpp.llama_cpp, "llama_model_default_params", plain_buffers):
+        return llama_cpp.Llama(str(path), embedding=True, **options)
+
+
 __all__ = [
     "GGUF_TYPES",
     "GGUFExportError",
@@ -210,6 +230,7 @@ __all__ = [
     "check_gguf_type",
     "find_converter",
     "gguf_file_name",
+    "llama_cpp_embedder",
     "set_encoder_metadata",
     "write_gguf",
 ]
