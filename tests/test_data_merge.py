@@ -177,16 +177,14 @@ def test_a_resumed_part_remembers_the_bands_of_the_paragraphs_it_dropped(
 ) -> None:
     """A resumed run reloads the keys of what it wrote; a part's merge log adds those of what it dropped as near
     duplicates, so that d2, dropped before the interruption, still drops p2 after it."""
-    dump, options = (
-        built["dump"],
-        {"index": str(built["index"]), "part": "2/3", "validation_fraction": 0.3, "shard_size": 7},
-    )
+    dump, options = built["dump"], {"part": "2/3", "validation_fraction": 0.3, "shard_size": 7}
     out = tmp_path / "resumed"
-    build_wiki_corpus(dump, config("en", max_articles=4, **options), out)  # stops after Juliet
+    build_wiki_corpus(dump, config("en", max_articles=4, index=str(built["index"]), **options), out)  # up to Juliet
     manifest = Manifest.read(out)
     manifest.status = "incomplete"  # as if killed after Juliet's checkpoint
     manifest.write(out)
-    build_wiki_corpus(dump, config("en", **options), out, resume=True)
+    index = shutil.copy(built["index"], tmp_path / "index-elsewhere.txt.bz2")  # the same index, kept elsewhere
+    build_wiki_corpus(dump, config("en", index=str(index), **options), out, resume=True)
     for kind in ("paragraphs", "sentences"):
         assert rows(out, kind) == rows(built["part2"], kind)
     assert Manifest.read(out).counts == Manifest.read(built["part2"]).counts
@@ -220,6 +218,21 @@ def test_parts_that_cannot_be_merged_are_cli_errors_before_any_work(built: dict[
             "built with other options than part 1/3 (" + part1 + "): min_paragraph_words 3 (not 10)",
         ),
         ([part1, str(copy_part(built, tmp_path, "quarter", {"config.part": "2/4"}))], "different numbers of parts"),
+        (
+            [
+                str(
+                    copy_part(
+                        built, tmp_path, "held1", {"config.holdout_file": "/a/t.txt", "files": {"holdout_file": "1"}}, 1
+                    )
+                ),
+                str(
+                    copy_part(
+                        built, tmp_path, "held2", {"config.holdout_file": "/a/t.txt", "files": {"holdout_file": "2"}}
+                    )
+                ),
+            ],
+            "built with other options than part 1/3",
+        ),
         ([part1, part2, "--out", part1], "--out is part 1/3"),
         ([part1, part2, "--out", str(tmp_path / "users")], "is not empty and was not made by lm2vec"),
         ([part1, part2, "--out", str(built["whole"])], "already holds a corpus; pass --overwrite to replace it"),
@@ -233,6 +246,13 @@ def test_parts_that_cannot_be_merged_are_cli_errors_before_any_work(built: dict[
     assert (tmp_path / "users" / "notes.txt").read_text() == "mine"
     assert Manifest.read(built["whole"]).status == "complete"
 
+    # The same held-out titles, kept at other paths on the machines that built the parts: merged.
+    part1 = str(
+        copy_part(built, tmp_path, "here", {"config.holdout_file": "/a/t.txt", "files": {"holdout_file": "1"}}, 1)
+    )
+    part2 = str(
+        copy_part(built, tmp_path, "there", {"config.holdout_file": "/b/t.txt", "files": {"holdout_file": "1"}})
+    )
     out = tmp_path / "again"
     for mode in ([], ["--overwrite"]):  # a merged corpus is replaced only when asked
         result = runner.invoke(data_app, ["merge", part1, part2, "--out", str(out), *mode])

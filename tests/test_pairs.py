@@ -15,7 +15,7 @@ from typer.testing import CliRunner
 from lm2vec.cli import app
 from lm2vec.data import WikiConfig, build_wiki_corpus
 from lm2vec.data.corpus import corpus_files
-from lm2vec.data.errors import DataError
+from lm2vec.data.errors import DataError, OutputDirError
 from lm2vec.data.formats import read_supervised_pairs
 from lm2vec.data.packaged import expand_path
 from lm2vec.data.pairs import INSTRUCTIONS
@@ -188,6 +188,23 @@ def test_a_resumed_build_writes_the_pairs_of_an_uninterrupted_one(tiny_dump: Pat
         "pairs/train-00000.jsonl",
         "pairs/train-00001.jsonl",
     ]
+
+
+def test_a_resume_compares_the_held_out_titles_not_where_their_file_is(tiny_dump: Path, tmp_path: Path) -> None:
+    titles = tmp_path / "titles.txt"
+    titles.write_text("Harbour Lights\n")
+    build_wiki_corpus(tiny_dump, config(holdout_file=str(titles)), tmp_path / "whole")
+    build_wiki_corpus(tiny_dump, config(holdout_file=str(titles), max_articles=1), tmp_path / "resumed")
+    manifest = Manifest.read(tmp_path / "resumed")
+    manifest.status = "incomplete"  # as if killed after the first article's checkpoint
+    manifest.write(tmp_path / "resumed")
+    other = tmp_path / "other.txt"
+    other.write_text("Zanzibar ferns\n")
+    with pytest.raises(OutputDirError, match="cannot resume with different options: holdout_file"):
+        build_wiki_corpus(tiny_dump, config(holdout_file=str(other)), tmp_path / "resumed", resume=True)
+    moved = titles.rename(tmp_path / "moved.txt")
+    build_wiki_corpus(tiny_dump, config(holdout_file=str(moved)), tmp_path / "resumed", resume=True)
+    assert pairs_of(tmp_path / "resumed") == pairs_of(tmp_path / "whole")
 
 
 def test_the_bulgarian_sample_gives_pairs_in_cyrillic(tmp_path: Path) -> None:

@@ -3,6 +3,7 @@ key of a recipe's `[data]` TOML table, so `WikiConfig(**recipe["data"])` fills i
 
 from __future__ import annotations
 
+import hashlib
 import os
 import re
 from dataclasses import asdict, dataclass, field, fields
@@ -15,9 +16,42 @@ from lm2vec.options import Options
 # first Bloom filters, which grow past it at the same false-positive bound (lm2vec.data.dedup).
 RUN_ONLY_FIELDS = frozenset({"workers", "max_articles", "progress", "dedup_capacity"})
 
+# Options naming a file are compared by what the file holds (a manifest's "files"), not by its path: a resumed run may
+# find the file moved, and the parts of one dump are built on machines that keep it in different places.
+FILE_FIELDS = ("holdout_file", "index")
+
 # The weak pair kinds of a dump (lm2vec.data.pairs): title -> lead, heading path -> section, sentence -> paragraph.
 PAIR_KINDS = ("title-lead", "heading-section", "sentence-paragraph")
 _PART = re.compile(r"(?P<number>[1-9]\d*)/(?P<count>[1-9]\d*)")
+
+
+def file_identity(path: str | os.PathLike) -> str:
+    """The SHA-256 of the file's bytes."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as file:
+        while chunk := file.read(1 << 20):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def changed_options(
+    old: dict[str, Any],
+    new: dict[str, Any],
+    old_files: dict[str, str],
+    new_files: dict[str, str],
+    ignored: frozenset[str] = frozenset(),
+) -> list[str]:
+    """The options that differ between two runs' option records (and their manifests' "files"), sorted; an option
+    naming a file by the file's content where both runs recorded it (manifests before 2026-12-07 did not: by path)."""
+    changed = []
+    for key in sorted((old.keys() | new.keys()) - ignored):
+        if key in old_files and key in new_files:
+            differs = old_files[key] != new_files[key]
+        else:
+            differs = old.get(key) != new.get(key)
+        if differs:
+            changed.append(key)
+    return changed
 
 
 def parse_part(part: str) -> tuple[int, int] | None:
@@ -109,6 +143,11 @@ class CorpusConfig(Options):
     def output_fields(self) -> dict[str, Any]:
         """The options that shape the output; a resumed run must match them."""
         return {name: value for name, value in asdict(self).items() if name not in RUN_ONLY_FIELDS}
+
+    def file_identities(self) -> dict[str, str]:
+        """`file_identity` of each file an option names, by option."""
+        named = {name: getattr(self, name, "") for name in FILE_FIELDS}
+        return {name: file_identity(path) for name, path in named.items() if path}
 
     @classmethod
     def field_names(cls) -> list[str]:

@@ -32,7 +32,7 @@ from typing import Any
 import pyarrow.parquet as pq
 
 from lm2vec.artifacts import check_folder
-from lm2vec.data.config import RUN_ONLY_FIELDS, WikiConfig, parse_part
+from lm2vec.data.config import RUN_ONLY_FIELDS, WikiConfig, changed_options, parse_part
 from lm2vec.data.dedup import EXACT_DUPLICATE, NEAR_DUPLICATE, Deduplicator
 from lm2vec.data.errors import DataError, OutputDirError
 from lm2vec.data.pipeline import ArticleWriter, ProcessedArticle, ProcessedParagraph, sentences_in_limits
@@ -102,10 +102,7 @@ def check_parts(folders: Sequence[Path], out: Path) -> list[Part]:
                 f"{part} is a part of another dump ({theirs.get('path')}) than {first} ({ours.get('path')})"
             )
         theirs, ours = part.manifest.config, first.manifest.config
-        changed = sorted(
-            key for key in (theirs.keys() | ours.keys()) - _PART_OPTIONS if theirs.get(key) != ours.get(key)
-        )
-        if changed:
+        if changed := changed_options(theirs, ours, part.manifest.files, first.manifest.files, _PART_OPTIONS):
             options = ", ".join(f"{key} {theirs.get(key)!r} (not {ours.get(key)!r})" for key in changed)
             raise DataError(f"{part} was built with other options than {first}: {options}")
     if missing := sorted(set(range(1, first.count + 1)) - numbers.keys()):
@@ -149,7 +146,8 @@ class _Merger:
         prepare_output(out, resume=False, overwrite=overwrite)
         source = {key: value for key, value in first.source.items() if key not in ("part", "index")}
         source["parts"] = [{"folder": str(part.folder), "part": f"{part.number}/{part.count}"} for part in parts]
-        self._manifest = Manifest("running", source, self._config.to_dict())
+        files = {key: value for key, value in first.files.items() if key != "index"}
+        self._manifest = Manifest("running", source, self._config.to_dict(), files=files)
         self._manifest.write(out)  # first, so the folder is marked lm2vec's before any shard exists
         self._counts = self._manifest.counts
         self._seen = Deduplicator(self._config.dedup_capacity, self._config.near_duplicate_threshold)

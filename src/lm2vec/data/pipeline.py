@@ -30,7 +30,7 @@ from typing import Any
 
 from tqdm import tqdm
 
-from lm2vec.data.config import CorpusConfig, TextConfig, WikiConfig, parse_part
+from lm2vec.data.config import CorpusConfig, TextConfig, WikiConfig, changed_options, parse_part
 from lm2vec.data.dedup import NEAR_DUPLICATE, Deduplicator, NearDuplicateKeys, exact_key
 from lm2vec.data.dump import DumpPart, Page
 from lm2vec.data.errors import DataError, OutputDirError
@@ -251,10 +251,12 @@ class CorpusBuilder:
         previous = prepare_output(self._out_dir, resume=resume, overwrite=overwrite)
         # A part of a multistream dump also logs what `lm2vec data merge` needs; a resumed run goes on as it began.
         part = isinstance(config, WikiConfig) and bool(config.part)
-        self._manifest = previous or Manifest("running", {}, config.to_dict(), merge_log=part)
+        files = config.file_identities()
+        self._manifest = previous or Manifest("running", {}, config.to_dict(), merge_log=part, files=files)
         if previous is not None:
-            self._check_resumable(previous)
+            self._check_resumable(previous, files)
             self._manifest.status, self._manifest.error, self._manifest.config = "running", None, config.to_dict()
+            self._manifest.files = files
         self._manifest.source = describe_source(source)
         self._origin = self._manifest.source.get("origin")  # slow to look up (installed packages): once a run
         self._manifest.write(self._out_dir)  # first, so the folder is marked lm2vec's before any shard exists
@@ -267,10 +269,10 @@ class CorpusBuilder:
         if previous is not None:
             self._reload_seen_keys()
 
-    def _check_resumable(self, previous: Manifest) -> None:
-        expected = {key: value for key, value in previous.config.items() if key in self._config.output_fields()}
-        changed = sorted(key for key, value in self._config.output_fields().items() if expected.get(key) != value)
-        if changed:
+    def _check_resumable(self, previous: Manifest, files: dict[str, str]) -> None:
+        current = self._config.output_fields()
+        expected = {key: value for key, value in previous.config.items() if key in current}
+        if changed := changed_options(expected, current, previous.files, files):
             raise OutputDirError(f"{self._out_dir}: cannot resume with different options: {', '.join(changed)}")
         if previous.source.get("fingerprint") != self._source.describe().get("fingerprint"):
             raise OutputDirError(f"{self._out_dir}: cannot resume, the run there read a different input")

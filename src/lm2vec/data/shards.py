@@ -102,6 +102,7 @@ class Manifest:
     error: str | None = None
     timing: dict[str, float] = field(default_factory=dict)
     merge_log: bool = False  # whether the shards include MERGE_LOG ones (a `--part` run's, for `lm2vec data merge`)
+    files: dict[str, str] = field(default_factory=dict)  # option -> what the file it names holds (config.FILE_FIELDS)
     format_version: int = FORMAT_VERSION
     format: str = CORPUS_FORMAT
 
