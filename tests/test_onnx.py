@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import copy
 import json
+import logging
 import shutil
 from pathlib import Path
 
@@ -19,6 +20,7 @@ from lm2vec.modeling import onnx as onnx_module
 from lm2vec.modeling.bidirectional import probe_attention, set_bidirectional
 from lm2vec.modeling.export import export_encoder
 from lm2vec.modeling.onnx import (
+    FP32_MATMULS_KEY,
     MATMUL_WEIGHT_LEVELS,
     ONNX_FILE,
     QUANTIZED_FILE,
@@ -90,7 +92,10 @@ def test_an_int8_file_with_8_bit_weights_is_refused_where_its_products_would_ove
     old = tmp_path / "old"
     shutil.copytree(folder, old)
     model = onnx.load(str(old / QUANTIZED_FILE))
-    assert {entry.key: entry.value for entry in model.metadata_props} == {WEIGHT_LEVELS_KEY: "63"}
+    assert {entry.key: entry.value for entry in model.metadata_props} == {
+        WEIGHT_LEVELS_KEY: "63",
+        FP32_MATMULS_KEY: "0",
+    }
     model.ClearField("metadata_props")
     onnx.save(model, str(old / QUANTIZED_FILE))
     monkeypatch.setattr(onnx_module, "cpu_adds_int8_pairs_exactly", lambda: False)
@@ -266,11 +271,11 @@ def test_serve_loads_the_onnx_backend(exported) -> None:
     assert cosines(service.encoder.encode(DOCUMENTS), encoder.encode(DOCUMENTS)).min() > 0.9999
 
 
-def planted_outliers(architecture: str, folder: Path, factor: float = 100.0) -> LM2Vec:
+def planted_outliers(architecture: str, folder: Path, factor: float = 100.0, layers: int = 2) -> LM2Vec:
     """A tiny encoder whose linears see the outliers real LLMs have, planted without changing its function: channel
     0 of every norm's output (Gemma's norms scale by 1 + weight) and of every MLP's hidden activations (down_proj's
     input) `factor` times larger, the linears that read it `factor` times smaller there."""
-    encoder = LM2Vec.from_pretrained(save_tiny_model(architecture, folder), device="cpu")
+    encoder = LM2Vec.from_pretrained(save_tiny_model(architecture, folder, num_hidden_layers=layers), device="cpu")
     offset = 1.0 if architecture.startswith("gemma") else 0.0
     with torch.no_grad():
         for layer in encoder.model.layers:
@@ -319,9 +324,40 @@ def test_smoothing_brings_int8_close_to_fp32(tmp_path: Path, monkeypatch: pytest
         return float((1 - cosines(LM2Vec.from_pretrained(folder, backend="onnx").encode(DOCUMENTS), expected)).mean())
 
     monkeypatch.setattr(onnx_module, "smooth_activations", lambda model, batch: 0)
+    monkeypatch.setattr(onnx_module, "INT8_MIN_COSINE", -1.0)  # smoothing alone: no layer kept in fp32 to make up
     export_encoder(encoder, tmp_path / "plain", onnx=True)
     # Seen here: 1 - cosine 0.00006 smoothed, 0.094 plain.
     assert int8_loss(tmp_path / "smoothed") < int8_loss(tmp_path / "plain") / 4
+
+
+def test_the_lowest_layers_stay_fp32_where_int8_text_vectors_stray(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog
+) -> None:
+    """Outliers left unsmoothed put int8 far from fp32: the lowest layers' MatMuls stay fp32, as many as the search
+    reaches (here the bar cannot be met: half of the 4 layers, with a warning), recorded in the file, and the vectors
+    come closer to fp32 than with every layer in int8."""
+    import onnx
+
+    encoder = planted_outliers("llama", tmp_path / "source", layers=4)
+    expected = encoder.encode(DOCUMENTS)
+    monkeypatch.setattr(onnx_module, "smooth_activations", lambda model, batch: 0)
+    monkeypatch.setattr(onnx_module, "INT8_MIN_COSINE", 1.01)
+    with caplog.at_level(logging.WARNING, logger="lm2vec.modeling.onnx"):
+        export_encoder(encoder, tmp_path / "model", onnx=True)
+    assert "with the lowest 2 of 4 layers in fp32" in caplog.text
+    model = onnx.load(tmp_path / "model" / QUANTIZED_FILE)
+    kinds = [node.op_type for node in model.graph.node if node.op_type in ("MatMul", "MatMulIntegerToFloat")]
+    assert kinds.count("MatMulIntegerToFloat") == 7 * 2
+    assert {prop.key: prop.value for prop in model.metadata_props}[FP32_MATMULS_KEY] == "14"
+    assert kinds[: kinds.index("MatMulIntegerToFloat")].count("MatMul") >= 14  # the lowest layers' come first
+    quantize_per_token(tmp_path / "model" / ONNX_FILE, tmp_path / "all-int8.onnx")
+    shutil.copy(tmp_path / "all-int8.onnx", tmp_path / "model" / "onnx" / "all-int8.onnx")
+
+    def loss(onnx_file: str) -> float:
+        vectors = LM2Vec.from_pretrained(tmp_path / "model", backend="onnx", onnx_file=onnx_file).encode(DOCUMENTS)
+        return float((1 - cosines(vectors, expected)).mean())
+
+    assert loss(QUANTIZED_FILE) < loss("onnx/all-int8.onnx")
 
 
 def test_serving_workers_share_the_onnx_sessions_threads(exported) -> None:

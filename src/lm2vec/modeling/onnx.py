@@ -16,7 +16,12 @@ asymmetric; its zero points ride as extra input channels, so the output needs no
 STS-B dev sentences, Gemma-3-270m / untrained SmolLM2: plain 0.967 / 0.897, smoothed (alpha 0.5) 0.988 / 0.948, alpha
 0.8 0.986 / 0.963; SmolLM2 stays int8's hardest case (int8 weights alone: 0.990, min 0.73; its 1-8 worst linears kept in
 fp32: <= 0.964; per token: 0.978, and least 0.50 on 1,000 sentences), and MatMulNBits (int8 weights, int8 compute per
-block: 0.989) runs no faster than fp32 on AVX2 without VNNI, where dynamic int8 runs 2.5x faster. The exported fp32
+block: 0.989) runs no faster than fp32 on AVX2 without VNNI, where dynamic int8 runs 2.5x faster. SmolLM2's trouble
+is depth, not outliers: made bidirectional, its token states reach norms of 1,000-11,000 from the 10th layer on and
+its output is a small difference of them, so rounding in the lowest layers changes it (weights alone, 8 bits: per
+output channel 0.990, per group of 64 0.990; only layers 0-2 rounded: least 0.84; only layers 12-26: 1.000). The
+export therefore checks the int8 graph on the calibration texts and keeps the lowest layers in fp32 until the text
+vectors' mean cosine to fp32 is 0.99 (`quantize_within_tolerance`: none for Gemma-3-270m). The exported fp32
 graph must agree with the torch model and, for a bidirectional encoder, pass the same attention probe as every torch
 load; a graph that does not is refused and no ONNX file is left behind.
 """
@@ -138,7 +143,8 @@ def write_onnx_files(model: PreTrainedModel, folder: Path, bidirectional: bool) 
     reference = next(model.parameters())
     if reference.dtype != torch.float32 or reference.device.type != "cpu":
         model = copy.deepcopy(model).to("cpu", torch.float32)
-    smoothed = _smoothed_copy(model, _calibration_batch(AutoTokenizer.from_pretrained(folder)))
+    calibration = _calibration_batch(AutoTokenizer.from_pretrained(folder))
+    smoothed = _smoothed_copy(model, calibration)
     target = folder / ONNX_FOLDER
     target.mkdir()
     try:
@@ -151,12 +157,57 @@ def write_onnx_files(model: PreTrainedModel, folder: Path, bidirectional: bool) 
                 "the last one): the export lost the bidirectional attention mask; no ONNX file was written"
             )
         _check_agreement(backbone, model)
-        del backbone, smoothed
-        quantize_per_token(fp32, int8, external=fp32.with_name(fp32.name + ".data").exists())
+        del smoothed
+        external = fp32.with_name(fp32.name + ".data").exists()
+        quantize_within_tolerance(backbone, int8, calibration, model.config.num_hidden_layers, external)
     except BaseException:
         shutil.rmtree(target)
         raise
     return sorted(target.iterdir())
+
+
+def quantize_within_tolerance(
+    fp32: OnnxBackbone, target: Path, batch: dict[str, torch.Tensor], layers: int, external: bool = False
+) -> int:
+    """Write `fp32`'s int8 copy to `target` with its lowest 0, 1, 2, 3, 4, 6, 8 ... (at most half of its `layers`)
+    layers left in fp32: the fewest whose text vectors on `batch` keep a mean cosine of INT8_MIN_COSINE to fp32's;
+    returns that number of layers. A model whose lowest layers feed massive activations (untrained or trained
+    bidirectional SmolLM2: token states of norm 1,000-11,000 from its 10th layer on, of which the output is a small
+    difference) turns int8's rounding there into a different output; higher layers' rounding costs little."""
+    reference = _text_vectors(fp32, batch)
+
+    def cosine_to_fp32() -> float:
+        return float((reference * _text_vectors(OnnxBackbone(target, fp32.config), batch)).sum(-1).mean())
+
+    per_layer = max(quantize_per_token(fp32.path, target, external) // max(layers, 1), 1)
+    kept, cosine = 0, cosine_to_fp32()
+    for count in (count for count in (1, 2, 3, 4, 6, 8, 12, 16, 24, 32) if count <= layers // 2):
+        if cosine >= INT8_MIN_COSINE:
+            break
+        kept = count
+        quantize_per_token(fp32.path, target, external, fp32_matmuls=kept * per_layer)
+        cosine = cosine_to_fp32()
+    if cosine < INT8_MIN_COSINE:
+        logger.warning(
+            "%s: the int8 text vectors keep a mean cosine of %.4f to fp32's on the calibration texts (below %s) "
+            "with the lowest %d of %d layers in fp32",
+            target,
+            cosine,
+            INT8_MIN_COSINE,
+            kept,
+            layers,
+        )
+    elif kept:
+        logger.info("%s: the lowest %d of %d layers stay fp32 (mean cosine %.4f)", target, kept, layers, cosine)
+    return kept
+
+
+@torch.no_grad()
+def _text_vectors(backbone: OnnxBackbone, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+    """The mean of each text's token states, unit length."""
+    states = backbone(**batch).last_hidden_state
+    mask = batch["attention_mask"].unsqueeze(-1).to(states.dtype)
+    return nn.functional.normalize((states * mask).sum(1) / mask.sum(1), dim=-1)
 
 
 def _export(model: PreTrainedModel, path: Path) -> None:
@@ -336,6 +387,10 @@ INT8_LEVELS = 127  # symmetric int8 embedding rows, [-127, 127]
 MATMUL_WEIGHT_LEVELS = 63
 UINT8_LEVELS = 255  # activations, [0, 255] with each token's zero point
 WEIGHT_LEVELS_KEY = "lm2vec.matmul_weight_levels"  # in the int8 file's metadata: its weights are safe on AVX2
+FP32_MATMULS_KEY = "lm2vec.fp32_matmuls"  # in the int8 file's metadata: the lowest MatMuls left in fp32
+# The int8 graph's text vectors (means of the token states) on the calibration texts must keep this mean cosine to the
+# fp32 graph's; where they do not, the lowest layers stay fp32 (`quantize_within_tolerance`).
+INT8_MIN_COSINE = 0.99
 
 
 def _int8(values, axis: int, levels: int = INT8_LEVELS):
@@ -394,9 +449,10 @@ def _token_quantizer(activation: str, prefix: str) -> list:
     ]
 
 
-def quantize_per_token(source: Path, target: Path, external: bool = False) -> int:
+def quantize_per_token(source: Path, target: Path, external: bool = False, fp32_matmuls: int = 0) -> int:
     """Write the int8 copy of the fp32 graph `source` to `target` (its weights in `target.data` when `external`);
-    return the number of MatMuls quantized.
+    return the number of MatMuls quantized. The first `fp32_matmuls` MatMuls by a constant weight, in the graph's
+    order (the lowest layers'), stay fp32.
 
     Each MatMul by a constant 2-D weight becomes com.microsoft's MatMulIntegerToFloat: int8 weights with one scale per
     output channel, and activations quantized to uint8 at run time per token (its [min, max], 0 included, onto
@@ -431,8 +487,13 @@ def quantize_per_token(source: Path, target: Path, external: bool = False) -> in
     # The weights first: an input's zero-point channels are as many as its widest reader needs.
     quantized: dict[str, tuple[np.ndarray, np.ndarray]] = {}  # MatMul output -> int8 weight, scales per column
     channels: dict[str, int] = {}  # input -> zero-point channels
-    for node in graph.node:
-        if node.op_type == "MatMul" and (weight := table(node.input[1])) is not None:
+    weight_matmuls = [
+        node
+        for node in graph.node
+        if node.op_type == "MatMul" and node.input[1] in constants and len(constants[node.input[1]].dims) == 2
+    ]
+    for node in weight_matmuls[fp32_matmuls:]:
+        if (weight := table(node.input[1])) is not None:
             weights, scales = _int8(weight, axis=0, levels=MATMUL_WEIGHT_LEVELS)
             quantized[node.output[0]] = weights, scales.reshape(-1)
             needed = int(np.abs(weights.astype(np.int64).sum(0)).max()) // MATMUL_WEIGHT_LEVELS + 1
@@ -493,7 +554,7 @@ def quantize_per_token(source: Path, target: Path, external: bool = False) -> in
     graph.node.extend(nodes)
     if not any(opset.domain == "com.microsoft" for opset in model.opset_import):
         model.opset_import.append(helper.make_opsetid("com.microsoft", 1))
-    helper.set_model_props(model, {WEIGHT_LEVELS_KEY: str(MATMUL_WEIGHT_LEVELS)})
+    helper.set_model_props(model, {WEIGHT_LEVELS_KEY: str(MATMUL_WEIGHT_LEVELS), FP32_MATMULS_KEY: str(fp32_matmuls)})
     onnx.save_model(
         model, str(target), save_as_external_data=external, all_tensors_to_one_file=True, location=f"{target.name}.data"
     )
