@@ -253,6 +253,21 @@ def test_onnx_backend_errors_before_any_load(tiny_llama: Path, exported, tmp_pat
         assert "Traceback" not in result.output and not (tmp_path / "out.npy").exists()
 
 
+def test_convert_takes_the_int8_tolerance(tiny_llama: Path, tmp_path: Path) -> None:
+    """`--int8-min-cosine 0` makes every layer int8 without the check; a value outside [0, 1] is refused first."""
+    import onnx
+
+    result = runner.invoke(app, ["convert", str(tiny_llama), str(tmp_path / "out"), "--onnx", "--int8-min-cosine", "0"])
+    assert result.exit_code == 0, result.output
+    metadata = {prop.key: prop.value for prop in onnx.load(tmp_path / "out" / QUANTIZED_FILE).metadata_props}
+    assert metadata[FP32_MATMULS_KEY] == "0"
+    result = runner.invoke(
+        app, ["convert", str(tiny_llama), str(tmp_path / "refused"), "--onnx", "--int8-min-cosine", "1.5"]
+    )
+    assert result.exit_code == 2 and "int8_min_cosine must be in [0, 1], got 1.5" in result.output
+    assert not (tmp_path / "refused").exists()
+
+
 def test_onnx_backend_refuses_what_the_graph_fixes(exported) -> None:
     folder = exported["llama"][1]
     with pytest.raises(OnnxBackendError, match="cannot change its adapters, device"):
@@ -324,8 +339,7 @@ def test_smoothing_brings_int8_close_to_fp32(tmp_path: Path, monkeypatch: pytest
         return float((1 - cosines(LM2Vec.from_pretrained(folder, backend="onnx").encode(DOCUMENTS), expected)).mean())
 
     monkeypatch.setattr(onnx_module, "smooth_activations", lambda model, batch: 0)
-    monkeypatch.setattr(onnx_module, "INT8_MIN_COSINE", -1.0)  # smoothing alone: no layer kept in fp32 to make up
-    export_encoder(encoder, tmp_path / "plain", onnx=True)
+    export_encoder(encoder, tmp_path / "plain", onnx=True, int8_min_cosine=0)  # smoothing alone: every layer int8
     # Seen here: 1 - cosine 0.00006 smoothed, 0.094 plain.
     assert int8_loss(tmp_path / "smoothed") < int8_loss(tmp_path / "plain") / 4
 
@@ -341,9 +355,8 @@ def test_the_lowest_layers_stay_fp32_where_int8_text_vectors_stray(
     encoder = planted_outliers("llama", tmp_path / "source", layers=4)
     expected = encoder.encode(DOCUMENTS)
     monkeypatch.setattr(onnx_module, "smooth_activations", lambda model, batch: 0)
-    monkeypatch.setattr(onnx_module, "INT8_MIN_COSINE", 1.01)
     with caplog.at_level(logging.WARNING, logger="lm2vec.modeling.onnx"):
-        export_encoder(encoder, tmp_path / "model", onnx=True)
+        export_encoder(encoder, tmp_path / "model", onnx=True, int8_min_cosine=1.0)
     assert "with the lowest 2 of 4 layers in fp32" in caplog.text
     model = onnx.load(tmp_path / "model" / QUANTIZED_FILE)
     kinds = [node.op_type for node in model.graph.node if node.op_type in ("MatMul", "MatMulIntegerToFloat")]

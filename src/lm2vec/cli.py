@@ -17,6 +17,7 @@ from lm2vec.artifacts import atomic_file, check_output_file
 from lm2vec.console import user_errors
 from lm2vec.data.cli import data_app
 from lm2vec.evaluation.cli import Overwrite, eval_app, report
+from lm2vec.modeling.int8_tolerance import INT8_MIN_COSINE, INT8_MIN_COSINE_HELP, check_int8_min_cosine
 from lm2vec.modeling.pruning import PRUNE_HELP, check_prune_fraction
 from lm2vec.options import typer_options
 from lm2vec.pipeline.cli import train_app
@@ -206,6 +207,7 @@ def convert(
     onnx: Annotated[
         bool, typer.Option("--onnx", help="Also write onnx/model.onnx and its int8 onnx/model_qint8_avx2.onnx.")
     ] = False,
+    int8_min_cosine: Annotated[float, typer.Option(help=f"With --onnx: {INT8_MIN_COSINE_HELP}.")] = INT8_MIN_COSINE,
     gguf: Annotated[
         bool, typer.Option("--gguf", help="Also write gguf/model-TYPE.gguf for llama.cpp and Ollama (bidirectional).")
     ] = False,
@@ -224,6 +226,7 @@ def convert(
 
     with user_errors():
         check_prune_fraction(prune_layers)
+        check_int8_min_cosine(int8_min_cosine)
         if onnx:
             require_onnx()
         gguf_types = gguf_types or (["f16"] if gguf else [])  # a --gguf-type implies --gguf
@@ -233,7 +236,7 @@ def convert(
     encoder = _load(source, pooling, causal, max_length, device=device, prune_layers=prune_layers)
     described = f"{encoder.model.config.model_type}, pooling={encoder.config.pooling}"
     with user_errors():
-        export_encoder(encoder, out, onnx=onnx)
+        export_encoder(encoder, out, onnx=onnx, int8_min_cosine=int8_min_cosine)
         del encoder  # llama.cpp's converter loads the weights again
         for gguf_type in gguf_types:
             write_gguf(out, converter, gguf_type)

@@ -26,9 +26,16 @@ from lm2vec.artifacts import atomic_folder
 from lm2vec.modeling.bidirectional import set_bidirectional
 from lm2vec.modeling.card import base_metadata, model_card, write_model_card
 from lm2vec.modeling.config import CONFIG_NAME, PLAIN_TEMPLATE, EncoderConfig
+from lm2vec.modeling.int8_tolerance import INT8_MIN_COSINE
 from lm2vec.modeling.loading import check_adapter_merge, check_device, default_dtype, load_backbone
 from lm2vec.modeling.matryoshka import check_dimensions, truncate
-from lm2vec.modeling.onnx import QUANTIZED_FILE, OnnxBackendError, check_backend, load_onnx_backbone, write_onnx_files
+from lm2vec.modeling.onnx import (
+    QUANTIZED_FILE,
+    OnnxBackendError,
+    check_backend,
+    load_onnx_backbone,
+    write_onnx_files,
+)
 from lm2vec.modeling.pooling import pool
 from lm2vec.modeling.pruning import check_prune_fraction
 from lm2vec.modeling.sentence_transformers_files import tokenizer_for_export, write_sentence_transformers_files
@@ -318,10 +325,13 @@ class LM2Vec(nn.Module):
         return stacked[0] if single else stacked
 
     # --- export -------------------------------------------------------------------------------------------
-    def save_pretrained(self, folder: str | os.PathLike, onnx: bool = False) -> None:
+    def save_pretrained(
+        self, folder: str | os.PathLike, onnx: bool = False, int8_min_cosine: float = INT8_MIN_COSINE
+    ) -> None:
         """Write merged weights, tokenizer, lm2vec_config.json and the sentence-transformers module files, so
         that LM2Vec, plain transformers and sentence-transformers all load the folder as the same encoder; with
-        `onnx`, also its ONNX graphs, fp32 and int8 (`lm2vec.modeling.onnx.write_onnx_files`, checked).
+        `onnx`, also its ONNX graphs, fp32 and int8 (`lm2vec.modeling.onnx.write_onnx_files`, checked; the int8
+        file's lowest layers stay fp32 where its vectors fall below `int8_min_cosine` to fp32's).
 
         The folder is written next to `folder` and renamed into place when complete; an existing `folder` is
         replaced only if it is empty or an lm2vec encoder (has lm2vec_config.json), else ForeignFolderError."""
@@ -342,7 +352,7 @@ class LM2Vec(nn.Module):
             base = base_metadata(self.source or self.model.config.name_or_path)
             write_model_card(folder, model_card(self.config, self.get_sentence_embedding_dimension(), base))
             if onnx:
-                write_onnx_files(self.model, folder, self.config.bidirectional)
+                write_onnx_files(self.model, folder, self.config.bidirectional, int8_min_cosine)
         if self.config.query_instruction and self.config.pooling != "last_token":
             self._warn_if_prompt_length_differs()
 

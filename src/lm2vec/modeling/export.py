@@ -15,6 +15,7 @@ from pathlib import Path
 from lm2vec.errors import LM2VecError
 from lm2vec.modeling.config import EncoderConfig
 from lm2vec.modeling.encoder import LM2Vec
+from lm2vec.modeling.int8_tolerance import INT8_MIN_COSINE
 
 PROBE = ("A man is playing a guitar.", "The weather is cold today.", "Bread is baked in an oven.")
 MIN_AGREEMENT = 0.999  # the least cosine between sentence-transformers' and LM2Vec's embedding of a probe text
@@ -42,6 +43,7 @@ def export_encoder(
     check: bool = False,
     check_device: str | None = None,
     onnx: bool = False,
+    int8_min_cosine: float = INT8_MIN_COSINE,
     **load_options,
 ) -> Export:
     """Write `encoder` (an LM2Vec, or a source loaded with `LM2Vec.from_pretrained(source, adapters=adapters,
@@ -60,7 +62,7 @@ def export_encoder(
     if config is not None:
         encoder.config = config
     target = Path(target)
-    encoder.save_pretrained(target, onnx=onnx)
+    encoder.save_pretrained(target, onnx=onnx, int8_min_cosine=int8_min_cosine)
     if not check:
         return Export(target)
     probe = list(PROBE)

@@ -40,6 +40,7 @@ from transformers.modeling_outputs import BaseModelOutput
 
 from lm2vec.errors import LM2VecError
 from lm2vec.modeling.bidirectional import StillCausalError, probe_attention
+from lm2vec.modeling.int8_tolerance import INT8_MIN_COSINE
 
 logger = logging.getLogger(__name__)
 
@@ -126,9 +127,11 @@ def _sample_batch(vocab_size: int, rows: int, length: int, padding: int, seed: i
     return {"input_ids": input_ids, "attention_mask": attention_mask}
 
 
-def write_onnx_files(model: PreTrainedModel, folder: Path, bidirectional: bool) -> list[Path]:
+def write_onnx_files(
+    model: PreTrainedModel, folder: Path, bidirectional: bool, int8_min_cosine: float = INT8_MIN_COSINE
+) -> list[Path]:
     """Write `folder/onnx/model.onnx` (the backbone `model`, fp32, smoothed) and `folder/onnx/model_qint8_avx2.onnx`
-    (its int8 copy, `quantize_per_token`).
+    (its int8 copy, `quantize_within_tolerance` with `int8_min_cosine`).
 
     `folder` must hold the model's tokenizer: the smoothing's calibration texts are tokenized with it. The graph is
     exported from a smoothed copy of `model` (`smooth_activations`: the same function in fp32, outliers moved into
@@ -159,7 +162,9 @@ def write_onnx_files(model: PreTrainedModel, folder: Path, bidirectional: bool) 
         _check_agreement(backbone, model)
         del smoothed
         external = fp32.with_name(fp32.name + ".data").exists()
-        quantize_within_tolerance(backbone, int8, calibration, model.config.num_hidden_layers, external)
+        quantize_within_tolerance(
+            backbone, int8, calibration, model.config.num_hidden_layers, external, min_cosine=int8_min_cosine
+        )
     except BaseException:
         shutil.rmtree(target)
         raise
@@ -167,13 +172,22 @@ def write_onnx_files(model: PreTrainedModel, folder: Path, bidirectional: bool) 
 
 
 def quantize_within_tolerance(
-    fp32: OnnxBackbone, target: Path, batch: dict[str, torch.Tensor], layers: int, external: bool = False
+    fp32: OnnxBackbone,
+    target: Path,
+    batch: dict[str, torch.Tensor],
+    layers: int,
+    external: bool = False,
+    min_cosine: float = INT8_MIN_COSINE,
 ) -> int:
     """Write `fp32`'s int8 copy to `target` with its lowest 0, 1, 2, 3, 4, 6, 8 ... (at most half of its `layers`)
-    layers left in fp32: the fewest whose text vectors on `batch` keep a mean cosine of INT8_MIN_COSINE to fp32's;
-    returns that number of layers. A model whose lowest layers feed massive activations (untrained or trained
-    bidirectional SmolLM2: token states of norm 1,000-11,000 from its 10th layer on, of which the output is a small
-    difference) turns int8's rounding there into a different output; higher layers' rounding costs little."""
+    layers left in fp32: the fewest whose text vectors on `batch` keep a mean cosine of `min_cosine` to fp32's
+    (0: every layer int8, unchecked); returns that number of layers. A model whose lowest layers feed massive
+    activations (untrained or trained bidirectional SmolLM2: token states of norm 1,000-11,000 from its 10th layer on,
+    of which the output is a small difference) turns int8's rounding there into a different output; higher layers'
+    rounding costs little."""
+    if min_cosine <= 0:
+        quantize_per_token(fp32.path, target, external)
+        return 0
     reference = _text_vectors(fp32, batch)
 
     def cosine_to_fp32() -> float:
@@ -182,18 +196,18 @@ def quantize_within_tolerance(
     per_layer = max(quantize_per_token(fp32.path, target, external) // max(layers, 1), 1)
     kept, cosine = 0, cosine_to_fp32()
     for count in (count for count in (1, 2, 3, 4, 6, 8, 12, 16, 24, 32) if count <= layers // 2):
-        if cosine >= INT8_MIN_COSINE:
+        if cosine >= min_cosine:
             break
         kept = count
         quantize_per_token(fp32.path, target, external, fp32_matmuls=kept * per_layer)
         cosine = cosine_to_fp32()
-    if cosine < INT8_MIN_COSINE:
+    if cosine < min_cosine:
         logger.warning(
             "%s: the int8 text vectors keep a mean cosine of %.4f to fp32's on the calibration texts (below %s) "
             "with the lowest %d of %d layers in fp32",
             target,
             cosine,
-            INT8_MIN_COSINE,
+            min_cosine,
             kept,
             layers,
         )
@@ -388,9 +402,6 @@ MATMUL_WEIGHT_LEVELS = 63
 UINT8_LEVELS = 255  # activations, [0, 255] with each token's zero point
 WEIGHT_LEVELS_KEY = "lm2vec.matmul_weight_levels"  # in the int8 file's metadata: its weights are safe on AVX2
 FP32_MATMULS_KEY = "lm2vec.fp32_matmuls"  # in the int8 file's metadata: the lowest MatMuls left in fp32
-# The int8 graph's text vectors (means of the token states) on the calibration texts must keep this mean cosine to the
-# fp32 graph's; where they do not, the lowest layers stay fp32 (`quantize_within_tolerance`).
-INT8_MIN_COSINE = 0.99
 
 
 def _int8(values, axis: int, levels: int = INT8_LEVELS):

@@ -6,6 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from lm2vec.modeling.int8_tolerance import INT8_MIN_COSINE, INT8_MIN_COSINE_HELP, int8_min_cosine_message
 from lm2vec.modeling.pruning import PRUNE_HELP, prune_fraction_message, valid_prune_fraction
 from lm2vec.options import Options
 from lm2vec.stages import Stage, register_stage
@@ -26,6 +27,7 @@ class ExportOptions(Options):
         default=False,
         metadata={"help": "also write onnx/model.onnx and its int8 onnx/model_qint8_avx2.onnx (the onnx extra)"},
     )
+    int8_min_cosine: float = field(default=INT8_MIN_COSINE, metadata={"help": INT8_MIN_COSINE_HELP})
 
     def checks(self) -> list[tuple[bool, str]]:
         from lm2vec.modeling.onnx import onnx_available
@@ -38,6 +40,10 @@ class ExportOptions(Options):
             (known, f"stage must be one of {', '.join(models)} (or empty), got {self.stage!r}."),
             (valid_prune_fraction(self.prune_layers), prune_fraction_message(self.prune_layers)),
             (not self.onnx or onnx_available(), "onnx = true needs the onnx extra: pip install -e '.[onnx]'."),
+            (
+                int8_min_cosine_message(self.int8_min_cosine) is None,
+                int8_min_cosine_message(self.int8_min_cosine) or "",
+            ),
         ]
 
 
@@ -95,6 +101,7 @@ class ExportStage(Stage):
             check_device=plan.options.get("eval", EvalOptions()).device,
             prune_layers=options.prune_layers,
             onnx=options.onnx,
+            int8_min_cosine=options.int8_min_cosine,
             **settings,
         )
         return {
