@@ -357,7 +357,8 @@ def test_the_lowest_layers_stay_fp32_where_int8_text_vectors_stray(
     monkeypatch.setattr(onnx_module, "smooth_activations", lambda model, batch: 0)
     with caplog.at_level(logging.WARNING, logger="lm2vec.modeling.onnx"):
         export_encoder(encoder, tmp_path / "model", onnx=True, int8_min_cosine=1.0)
-    assert "with the lowest 2 of 4 layers in fp32" in caplog.text
+    assert f"{QUANTIZED_FILE}: with every layer int8" in caplog.text
+    assert "the lowest 2 of 4 layers stay fp32" in caplog.text and "still below 1.0" in caplog.text
     model = onnx.load(tmp_path / "model" / QUANTIZED_FILE)
     kinds = [node.op_type for node in model.graph.node if node.op_type in ("MatMul", "MatMulIntegerToFloat")]
     assert kinds.count("MatMulIntegerToFloat") == 7 * 2
