@@ -29,13 +29,7 @@ from lm2vec.modeling.config import CONFIG_NAME, PLAIN_TEMPLATE, EncoderConfig
 from lm2vec.modeling.int8_tolerance import INT8_MIN_COSINE
 from lm2vec.modeling.loading import check_adapter_merge, check_device, default_dtype, load_backbone
 from lm2vec.modeling.matryoshka import check_dimensions, truncate
-from lm2vec.modeling.onnx import (
-    QUANTIZED_FILE,
-    OnnxBackendError,
-    check_backend,
-    load_onnx_backbone,
-    write_onnx_files,
-)
+from lm2vec.modeling.onnx import QUANTIZED_FILE, OnnxBackendError, check_backend, load_onnx_backbone, write_onnx_files
 from lm2vec.modeling.pooling import pool
 from lm2vec.modeling.pruning import check_prune_fraction
 from lm2vec.modeling.sentence_transformers_files import tokenizer_for_export, write_sentence_transformers_files

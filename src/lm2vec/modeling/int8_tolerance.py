@@ -12,9 +12,12 @@ INT8_MIN_COSINE_HELP = (
 )
 
 
-def int8_min_cosine_message(value: float) -> str | None:
-    """Why `value` cannot be an int8_min_cosine, or None if it can."""
-    return None if 0.0 <= value <= 1.0 else f"int8_min_cosine must be in [0, 1], got {value}."
+def valid_int8_min_cosine(value: float) -> bool:
+    return 0.0 <= value <= 1.0
+
+
+def int8_min_cosine_message(value: float) -> str:
+    return f"int8_min_cosine must be in [0, 1], got {value}."
 
 
 class Int8ToleranceError(LM2VecError, ValueError):
@@ -22,5 +25,5 @@ class Int8ToleranceError(LM2VecError, ValueError):
 
 
 def check_int8_min_cosine(value: float) -> None:
-    if message := int8_min_cosine_message(value):
-        raise Int8ToleranceError(message)
+    if not valid_int8_min_cosine(value):
+        raise Int8ToleranceError(int8_min_cosine_message(value))

@@ -195,7 +195,7 @@ def quantize_within_tolerance(
 
     per_layer = max(quantize_per_token(fp32.path, target, external) // max(layers, 1), 1)
     kept, cosine = 0, cosine_to_fp32()
-    every_layer = cosine
+    every_layer = cosine  # for the warning
     for count in (count for count in (1, 2, 3, 4, 6, 8, 12, 16, 24, 32) if count <= layers // 2):
         if cosine >= min_cosine:
             break
@@ -491,9 +491,12 @@ def quantize_per_token(source: Path, target: Path, external: bool = False, fp32_
             readers[name] = readers.get(name, 0) + 1
     replaced: set[str] = set()
 
+    def is_table(name: str) -> bool:
+        return name in constants and len(constants[name].dims) == 2
+
     def table(name: str) -> np.ndarray | None:
         """The constant 2-D fp32 table `name`, taken out of the graph when nothing else reads it."""
-        if name not in constants or len(constants[name].dims) != 2:
+        if not is_table(name):
             return None
         if readers[name] == 1:
             replaced.add(name)
@@ -502,17 +505,12 @@ def quantize_per_token(source: Path, target: Path, external: bool = False, fp32_
     # The weights first: an input's zero-point channels are as many as its widest reader needs.
     quantized: dict[str, tuple[np.ndarray, np.ndarray]] = {}  # MatMul output -> int8 weight, scales per column
     channels: dict[str, int] = {}  # input -> zero-point channels
-    weight_matmuls = [
-        node
-        for node in graph.node
-        if node.op_type == "MatMul" and node.input[1] in constants and len(constants[node.input[1]].dims) == 2
-    ]
+    weight_matmuls = [node for node in graph.node if node.op_type == "MatMul" and is_table(node.input[1])]
     for node in weight_matmuls[fp32_matmuls:]:
-        if (weight := table(node.input[1])) is not None:
-            weights, scales = _int8(weight, axis=0, levels=MATMUL_WEIGHT_LEVELS)
-            quantized[node.output[0]] = weights, scales.reshape(-1)
-            needed = int(np.abs(weights.astype(np.int64).sum(0)).max()) // MATMUL_WEIGHT_LEVELS + 1
-            channels[node.input[0]] = max(channels.get(node.input[0], 0), needed)
+        weights, scales = _int8(table(node.input[1]), axis=0, levels=MATMUL_WEIGHT_LEVELS)
+        quantized[node.output[0]] = weights, scales.reshape(-1)
+        needed = int(np.abs(weights.astype(np.int64).sum(0)).max()) // MATMUL_WEIGHT_LEVELS + 1
+        channels[node.input[0]] = max(channels.get(node.input[0], 0), needed)
     new_constants = {
         "int8_one": np.array(1.0, np.float32),
         "int8_zero": np.array(0.0, np.float32),

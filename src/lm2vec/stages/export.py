@@ -6,7 +6,12 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from lm2vec.modeling.int8_tolerance import INT8_MIN_COSINE, INT8_MIN_COSINE_HELP, int8_min_cosine_message
+from lm2vec.modeling.int8_tolerance import (
+    INT8_MIN_COSINE,
+    INT8_MIN_COSINE_HELP,
+    int8_min_cosine_message,
+    valid_int8_min_cosine,
+)
 from lm2vec.modeling.pruning import PRUNE_HELP, prune_fraction_message, valid_prune_fraction
 from lm2vec.options import Options
 from lm2vec.stages import Stage, register_stage
@@ -40,10 +45,7 @@ class ExportOptions(Options):
             (known, f"stage must be one of {', '.join(models)} (or empty), got {self.stage!r}."),
             (valid_prune_fraction(self.prune_layers), prune_fraction_message(self.prune_layers)),
             (not self.onnx or onnx_available(), "onnx = true needs the onnx extra: pip install -e '.[onnx]'."),
-            (
-                int8_min_cosine_message(self.int8_min_cosine) is None,
-                int8_min_cosine_message(self.int8_min_cosine) or "",
-            ),
+            (valid_int8_min_cosine(self.int8_min_cosine), int8_min_cosine_message(self.int8_min_cosine)),
         ]
 
 
