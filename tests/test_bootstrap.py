@@ -24,7 +24,14 @@ from lm2vec.evaluation.report import (
 )
 from lm2vec.evaluation.runner import ModelResult, Results, TaskResult, evaluate
 from lm2vec.evaluation.specs import ModelSpec
-from lm2vec.evaluation.tasks import STSTask, TripletTask, bootstrap_draws, confidence_interval
+from lm2vec.evaluation.tasks import (
+    STSTask,
+    TripletTask,
+    bootstrap_draws,
+    confidence_interval,
+    correlation,
+    v_measure,
+)
 from lm2vec.evaluation.word import WordSpanTask, WordTaggingTask
 from tests.test_eval import BagOfWords, user_registry
 
@@ -94,6 +101,29 @@ def encoder(name: str, model, cache_root: Path | None = None) -> CachedEncoder:
 def width(task, model) -> float:
     low, high = confidence_interval(task.score(model).replicates(task.name))
     return high - low
+
+
+def test_the_resampled_metrics_equal_scipys_and_sklearns() -> None:
+    """The bootstrap's own correlation and V-measure (theirs check their arguments on each of 1,000 calls)."""
+    from scipy.stats import pearsonr, spearmanr
+    from sklearn.metrics import v_measure_score
+
+    rng = np.random.default_rng(0)
+    for size in (5, 40, 500):
+        predicted, gold = rng.normal(size=size), rng.integers(0, 6, size).astype(float)  # ties among the gold
+        assert correlation("spearman", predicted, gold) == pytest.approx(spearmanr(predicted, gold).statistic, 1e-12)
+        assert correlation("pearson", predicted, gold) == pytest.approx(pearsonr(predicted, gold)[0], 1e-12)
+    assert correlation("spearman", predicted, np.ones(size)) == 0.0
+    for labels, clusters in [
+        (rng.integers(0, 5, 300), rng.integers(0, 5, 300)),
+        (np.repeat(np.arange(5), 20), np.repeat(np.arange(5), 20)),  # perfect
+        (np.repeat(np.arange(5), 20), np.zeros(100, int)),  # one cluster
+        (np.zeros(50, int), rng.integers(0, 3, 50)),  # one label
+        (np.repeat([0, 1], 10), np.tile([0, 1], 10)),  # independent: no information
+    ]:
+        table = np.zeros((5, 5), int)
+        np.add.at(table, (labels, clusters), 1)
+        assert v_measure(table) == pytest.approx(v_measure_score(labels, clusters), abs=1e-12)
 
 
 def test_the_interval_contains_the_score_and_shrinks_with_more_examples() -> None:

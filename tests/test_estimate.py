@@ -20,6 +20,7 @@ from lm2vec.pipeline.estimate import (
     check_fits,
     estimate_stage,
     layer_activation_elements,
+    model_config,
     model_shape,
     parse_quantity,
     source_shape,
@@ -27,7 +28,7 @@ from lm2vec.pipeline.estimate import (
 from lm2vec.training.adapters import add_lora
 from lm2vec.training.lora import _pack_norm_output
 from lm2vec.training.mntp.options import MNTPConfig
-from tests.tiny_models import tiny_config
+from tests.tiny_models import tiny_config, tiny_gguf
 
 ROOT = Path(__file__).resolve().parents[1]
 QUICK = ROOT / "recipes" / "smollm2-en-quick.toml"
@@ -146,11 +147,19 @@ def test_a_stage_too_big_for_several_gpus_is_told_about_fsdp() -> None:
 
 
 @pytest.mark.parametrize("recipe", sorted((ROOT / "recipes").glob("*.toml")), ids=lambda path: path.stem)
+@pytest.mark.usefixtures("converted_packaged_models")  # a GGUF's own metadata: the next test
 def test_plan_prints_the_table_for_every_shipped_recipe(recipe: Path) -> None:
     result = CliRunner().invoke(app, ["plan", str(recipe), "--gpus", "1", "--gpu-memory", "80GB"])
     assert result.exit_code == 0, result.output
     assert "| | mntp |" in result.output and "| total per device |" in result.output
     assert "| fits 74.5 GiB | yes" in result.output
+
+
+def test_a_gguf_is_planned_from_its_metadata_without_converting_it(tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.setenv("LM2VEC_CACHE", str(tmp_path / "cache"))
+    config = model_config(str(tiny_gguf(tmp_path / "tiny.gguf")))
+    assert (config.model_type, config.hidden_size, config.num_hidden_layers) == ("llama", 16, 1)
+    assert not (tmp_path / "cache").exists()
 
 
 def test_plan_names_config_from_for_a_model_it_cannot_read(tmp_path: Path, tiny_llama: Path) -> None:

@@ -5,14 +5,13 @@ from __future__ import annotations
 import importlib.util
 import json
 import time
-from pathlib import Path
 
-import numpy as np
 import pytest
 
 import lm2vec.modeling.sources as sources
 from lm2vec import LM2Vec
 from lm2vec.modeling import ModelSourceError
+from tests.tiny_models import tiny_gguf
 
 
 def test_hub_id_offline_names_the_offline_setting() -> None:
@@ -61,27 +60,6 @@ def test_packaged_gguf_is_converted_once_and_cached(lm2vec_cache, monkeypatch) -
     assert time.perf_counter() - start < 1.0
 
 
-def tiny_gguf(path: Path) -> Path:
-    """A Llama-shaped GGUF with one tensor: enough for transformers to start converting it."""
-    import gguf
-
-    writer = gguf.GGUFWriter(str(path), "llama")
-    writer.add_context_length(64)
-    writer.add_embedding_length(16)
-    writer.add_block_count(1)
-    writer.add_feed_forward_length(32)
-    writer.add_head_count(2)
-    writer.add_head_count_kv(2)
-    writer.add_layer_norm_rms_eps(1e-5)
-    writer.add_vocab_size(32)
-    writer.add_tensor("token_embd.weight", np.zeros((32, 16), np.float32))
-    writer.write_header_to_file()
-    writer.write_kv_data_to_file()
-    writer.write_tensors_to_file()
-    writer.close()
-    return path
-
-
 def test_gguf_conversion_bar_follows_the_library_bar_switch(tmp_path, monkeypatch, capfd) -> None:
     """transformers' "de-quantizing GGUF tensors" bar is off when lm2vec turns third-party bars off (stage logs,
     output that is not a terminal), and shown when they are on."""
@@ -109,3 +87,16 @@ def test_gguf_conversion_bar_follows_the_library_bar_switch(tmp_path, monkeypatc
     transformers_logging.enable_progress_bar()
     assert shown == {False: False, True: True}
     assert not list(tmp_path.glob("cache-*/**/config.json"))  # an interrupted conversion leaves no cache
+
+
+def test_a_conversion_parses_the_gguf_once(tmp_path, monkeypatch) -> None:
+    """transformers reads the file's metadata for the config, the weights and the tokenizer: one parse serves all
+    three (a parse of Gemma's vocabulary takes about 20 s)."""
+    import gguf
+
+    parsed, reader = [], gguf.GGUFReader
+    monkeypatch.setattr(gguf, "GGUFReader", lambda path, *args, **kwargs: parsed.append(path) or reader(path))
+    monkeypatch.setenv("LM2VEC_CACHE", str(tmp_path / "cache"))
+    with pytest.raises(ValueError, match="Cannot build a tokenizer"):  # after the config and the weights
+        sources.gguf_to_folder(tiny_gguf(tmp_path / "tiny.gguf"))
+    assert len(parsed) == 1

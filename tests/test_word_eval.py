@@ -22,15 +22,12 @@ from lm2vec.evaluation.word import WordTaggingTask, align_words, f1_of_counts, i
 HARD_WORDS = "U.S. stocks rose 3.5 % on 1996-08-22 ( Müller , São Paulo ) , didn't naïve Zürich -- « ok » 1,200".split()
 
 
-@pytest.fixture(scope="module", params=["pkg:smollm2", "pkg:gemma3-270m"])
-def real_tokenizer(request: pytest.FixtureRequest):
-    """The packaged model's own tokenizer, read from its GGUF without converting the weights."""
+@pytest.fixture(scope="module", params=["smollm2", "gemma3-270m"])
+def real_tokenizer(request: pytest.FixtureRequest, converted_packaged_models: dict[str, Path]):
+    """The packaged model's own tokenizer."""
     from transformers import AutoTokenizer
 
-    from lm2vec.modeling.sources import packaged_model
-
-    gguf = packaged_model(request.param).gguf_path()
-    return AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
+    return AutoTokenizer.from_pretrained(converted_packaged_models[request.param])
 
 
 def test_words_map_to_their_own_sub_tokens_on_real_tokenizers(real_tokenizer) -> None:

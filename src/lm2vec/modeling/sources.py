@@ -6,6 +6,7 @@ the second load is as fast as any local folder.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import importlib.util
 import os
@@ -15,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from unittest.mock import patch
 
+import gguf as gguf_library
 import torch
 import transformers.modeling_gguf_pytorch_utils as transformers_gguf
 import transformers.utils.logging as transformers_logging
@@ -163,8 +165,13 @@ def gguf_to_folder(gguf: Path) -> Path:
         return target
     target.parent.mkdir(parents=True, exist_ok=True)
     # transformers' GGUF reader draws a plain tqdm bar; its own tqdm wrapper obeys the library's bar switch, which
-    # lm2vec turns off in stage logs and non-terminal output like every other third-party bar.
-    with patch.object(transformers_gguf, "tqdm", transformers_logging.tqdm):
+    # lm2vec turns off in stage logs and non-terminal output like every other third-party bar. And transformers
+    # parses the file's metadata anew for the config, the weights and the tokenizer (a parse of Gemma's 262k-token
+    # vocabulary takes about 20 s here): one parse serves them all.
+    with (
+        patch.object(transformers_gguf, "tqdm", transformers_logging.tqdm),
+        patch.object(gguf_library, "GGUFReader", functools.cache(gguf_library.GGUFReader)),
+    ):
         model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
         tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
     clear_quantization(model)
