@@ -5,13 +5,14 @@ from __future__ import annotations
 import importlib.util
 import json
 import time
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
 import lm2vec.modeling.sources as sources
 from lm2vec import LM2Vec
 from lm2vec.modeling import ModelSourceError
-from tests.tiny_models import tiny_gguf
+from tests.tiny_models import save_tiny_model, tiny_gguf
 
 
 def test_hub_id_offline_names_the_offline_setting() -> None:
@@ -100,3 +101,49 @@ def test_a_conversion_parses_the_gguf_once(tmp_path, monkeypatch) -> None:
     with pytest.raises(ValueError, match="Cannot build a tokenizer"):  # after the config and the weights
         sources.gguf_to_folder(tiny_gguf(tmp_path / "tiny.gguf"))
     assert len(parsed) == 1
+
+
+def test_processes_that_resolve_a_gguf_together_convert_it_once(tmp_path, monkeypatch) -> None:
+    """torchrun's ranks resolve their model source at the same moment: one converts, the others wait for it and read
+    its folder, with nothing nested in it and no temporary folder left beside it."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    tiny = save_tiny_model("llama", tmp_path / "tiny")
+    model, tokenizer = AutoModelForCausalLM.from_pretrained(tiny), AutoTokenizer.from_pretrained(tiny)
+    conversions = []
+
+    def slow_load(*args, **kwargs):
+        conversions.append(args)
+        time.sleep(0.5)
+        return model
+
+    monkeypatch.setattr(sources.AutoModelForCausalLM, "from_pretrained", slow_load)
+    monkeypatch.setattr(sources.AutoTokenizer, "from_pretrained", lambda *args, **kwargs: tokenizer)
+    monkeypatch.setenv("LM2VEC_CACHE", str(tmp_path / "cache"))
+    gguf = tiny_gguf(tmp_path / "tiny.gguf")
+    with ThreadPoolExecutor(3) as pool:
+        folders = set(pool.map(lambda _: sources.gguf_to_folder(gguf), range(3)))
+    assert len(conversions) == 1 and len(folders) == 1
+    folder = folders.pop()
+    assert (folder / "config.json").is_file() and not [path for path in folder.iterdir() if path.is_dir()]
+    assert sorted(path.name for path in folder.parent.iterdir()) == sorted([folder.name, folder.name + ".lock"])
+
+
+def test_a_packaged_gguf_is_assembled_once_and_never_left_half_written(tmp_path) -> None:
+    """The chunks of a packaged GGUF are joined into a temporary file renamed when complete: an interrupted join
+    leaves nothing, and a complete file is not joined (nor its SHA-256 read) again."""
+    target, calls = tmp_path / "packages" / "model.gguf", []
+
+    def interrupted(path, overwrite):
+        path.write_bytes(b"GGUF half")
+        raise KeyboardInterrupt
+
+    def assemble(path, overwrite):
+        calls.append(path)
+        path.write_bytes(b"GGUF whole")
+
+    with pytest.raises(KeyboardInterrupt):
+        sources.assembled(target, interrupted)
+    assert [path.name for path in target.parent.iterdir()] == ["model.gguf.lock"]
+    assert sources.assembled(target, assemble) == target and target.read_bytes() == b"GGUF whole"
+    assert sources.assembled(target, assemble) == target and len(calls) == 1

