@@ -19,10 +19,11 @@ def lm2vec_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A cache of the test session's own, so GGUF conversion is exercised from scratch every run."""
     cache = tmp_path_factory.mktemp("lm2vec-cache")
     if os.environ.get("PYTEST_XDIST_WORKER"):
-        # The workers of one run (pytest -n) share the packaged models' GGUF files and conversions: the first worker
-        # to want one makes it, the others wait for it (lm2vec.modeling.sources locks them).
+        # The workers of one run (pytest -n) share the packaged models, their conversions and the fetched
+        # evaluation data: the first worker to want one makes it, the others wait for it (lm2vec.cache.cache_lock).
+        # Cached embeddings stay each worker's own: tests count what their encoders encode.
         shared = tmp_path_factory.getbasetemp().parent / "lm2vec-cache-shared"
-        for name in ("packages", "gguf"):
+        for name in ("packages", "gguf", "eval-data"):
             (shared / name).mkdir(parents=True, exist_ok=True)
             (cache / name).symlink_to(shared / name, target_is_directory=True)
     os.environ["LM2VEC_CACHE"] = str(cache)

@@ -11,6 +11,7 @@ import re
 import shutil
 import subprocess
 import zipfile
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -331,6 +332,19 @@ workers = 1
 progress = false
 {pins}
 """
+
+
+def test_processes_that_want_a_package_at_once_fetch_it_once(archive: FakeArchive) -> None:
+    """torchrun's ranks or test workers expanding the same `${...}` at once: one fetches, the others wait and read
+    its cache entry (the fetch replaces the entry through a temporary sibling, which another fetch would delete)."""
+    wanted = ["usr/share/lm2vec-test/text"]
+    archive.publish("lm2vec-test-l10n", "1:2.0-1", {wanted[0]: "new"})
+    apt_get = archive.folder / "bin" / "apt-get"
+    apt_get.write_text(apt_get.read_text().replace("\n", "\nsleep 0.5\n", 1))  # slow enough for all to overlap
+    with ThreadPoolExecutor(3) as pool:
+        fetched = list(pool.map(lambda _: packaged.debian_files("lm2vec-test-l10n", wanted), range(3)))
+    assert archive.calls == ["download lm2vec-test-l10n"]
+    assert [paths[0].read_text() for paths, _ in fetched] == ["new"] * 3
 
 
 def test_a_recipe_pins_debian_versions_and_the_manifest_records_them(archive: FakeArchive, tmp_path: Path) -> None:

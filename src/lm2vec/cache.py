@@ -9,8 +9,16 @@ import os
 from pathlib import Path
 
 import platformdirs
+from filelock import FileLock
 
 
 def cache_dir() -> Path:
     """The lm2vec cache: `$LM2VEC_CACHE`, else the user's cache directory."""
     return Path(os.environ.get("LM2VEC_CACHE") or platformdirs.user_cache_dir("lm2vec"))
+
+
+def cache_lock(entry: Path) -> FileLock:
+    """A lock beside the cache `entry`: processes that want it at once (torchrun's ranks, a server's workers, test
+    workers) make it once while the others wait; making it stays atomic (a temporary sibling renamed)."""
+    entry.parent.mkdir(parents=True, exist_ok=True)
+    return FileLock(f"{entry}.lock")

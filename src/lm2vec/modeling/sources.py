@@ -19,12 +19,11 @@ import gguf as gguf_library
 import torch
 import transformers.modeling_gguf_pytorch_utils as transformers_gguf
 import transformers.utils.logging as transformers_logging
-from filelock import FileLock
 from huggingface_hub import constants as hub_constants
 from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
 from lm2vec.artifacts import atomic_file, atomic_folder
-from lm2vec.cache import cache_dir
+from lm2vec.cache import cache_dir, cache_lock
 from lm2vec.errors import LM2VecError
 
 
@@ -69,9 +68,8 @@ class PackagedModel:
 def assembled(target: Path, assemble: Callable[..., object]) -> Path:
     """`target`, assembled by a chunk package's `assemble(path, overwrite)` (which checks the SHA-256) if it is not
     there yet: into a temporary sibling renamed when complete, so an interrupted assembly leaves nothing behind, and
-    under a lock, so processes that start together (torchrun's ranks) assemble it once."""
-    target.parent.mkdir(parents=True, exist_ok=True)
-    with FileLock(f"{target}.lock"):
+    under the cache's lock, so processes that start together assemble it once."""
+    with cache_lock(target):
         if not target.is_file():
             with atomic_file(target) as partial:
                 assemble(partial, overwrite=True)
@@ -176,9 +174,7 @@ def gguf_to_folder(gguf: Path) -> Path:
     target = converted_folder(gguf)
     if (target / "config.json").is_file():
         return target
-    target.parent.mkdir(parents=True, exist_ok=True)
-    # Processes that start together (torchrun's ranks, a server's workers) convert once; the others wait for it.
-    with FileLock(f"{target}.lock"):
+    with cache_lock(target):
         if not (target / "config.json").is_file():
             _convert(gguf, target)
     return target
