@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -63,10 +65,41 @@ def test_an_atomic_folder_appears_whole_or_not_at_all(tmp_path: Path) -> None:
     assert (target / "weights").read_text() == "v1"
     with pytest.raises(ForeignFolderError, match="was not written by lm2vec"), atomic_folder(target):
         pass  # not known to be replaceable: refused before anything is written
-    (tmp_path / f".model{PARTIAL}12345").mkdir()  # the leftover of a killed write
+    (tmp_path / f".model{PARTIAL}{dead_pid()}").mkdir()  # the leftover of a killed write
     with atomic_folder(target, replaceable=True) as folder:
         (folder / "weights").write_text("v2")
     assert (target / "weights").read_text() == "v2"
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["model"]
+
+
+def dead_pid() -> int:
+    """The PID of a process that has exited: a killed writer's."""
+    process = subprocess.Popen([sys.executable, "-c", ""])
+    process.wait()
+    return process.pid
+
+
+def test_what_another_live_process_is_writing_is_no_leftover(tmp_path: Path) -> None:
+    """Two processes writing one target (two `lm2vec export`s into one folder): the second's clean-up of killed
+    writes leaves the first one's temporary sibling alone; the later rename decides which one wins."""
+    target = tmp_path / "model"
+    with subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"]) as writer:
+        try:
+            (tmp_path / f".model{PARTIAL}{writer.pid}").mkdir()  # its write in progress
+            (tmp_path / f".model{PARTIAL}old-{writer.pid}").mkdir()  # the version it is replacing
+            (tmp_path / f".model{PARTIAL}{dead_pid()}").mkdir()  # a killed write
+            with atomic_folder(target) as folder:
+                (folder / "weights").write_text("v1")
+            assert sorted(path.name for path in tmp_path.iterdir()) == [
+                f".model{PARTIAL}{writer.pid}",
+                f".model{PARTIAL}old-{writer.pid}",
+                "model",
+            ]
+        finally:
+            writer.kill()
+    writer.wait()
+    with atomic_folder(target, replaceable=True) as folder:  # once it is gone, what it left is
+        (folder / "weights").write_text("v2")
     assert sorted(path.name for path in tmp_path.iterdir()) == ["model"]
 
 

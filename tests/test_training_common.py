@@ -13,6 +13,7 @@ from lm2vec.recipe import RecipeError, build_config, load_recipe
 from lm2vec.training.callbacks import plot_losses, read_log
 from lm2vec.training.checkpoints import resume_checkpoint
 from lm2vec.training.options import TrainingOptions
+from tests.test_artifacts import dead_pid
 
 
 @dataclass
@@ -90,7 +91,7 @@ def test_resume_skips_an_incomplete_checkpoint(tmp_path, caplog) -> None:
             content = json.dumps({"global_step": step}) if name == "trainer_state.json" else "weights"
             (run / f"checkpoint-{step}" / name).write_text(content)
     (run / ".checkpoint-8.partial-staging" / "checkpoint-8").mkdir(parents=True)  # a save killed before its rename
-    (run / ".checkpoint-10.partial-123").write_text("a file, not a folder")  # removed too, not an error
+    (run / f".checkpoint-10.partial-{dead_pid()}").write_text("a file, not a folder")  # removed too, not an error
     with caplog.at_level("WARNING"):
         assert resume_checkpoint(options, resume=True) == str(run / "checkpoint-2")
     assert "checkpoint-4 is incomplete" in caplog.text and "checkpoint-6 is incomplete" in caplog.text

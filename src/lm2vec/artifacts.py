@@ -125,9 +125,24 @@ def remove_path(path: Path) -> bool:
 
 def remove_leftovers(path: Path) -> None:
     """Delete what killed writes of `path` left behind (its temporary siblings); a glob pattern as `path`'s name
-    (`checkpoint-*`) covers every target it matches."""
+    (`checkpoint-*`) covers every target it matches. A sibling that another live process of this machine is still
+    writing (its PID ends the name) is left alone."""
     for leftover in path.parent.glob(f".{path.name}{PARTIAL}*"):
-        remove_path(leftover)
+        if not _written_by_another_live_process(leftover.name):
+            remove_path(leftover)
+
+
+def _written_by_another_live_process(name: str) -> bool:
+    writer = name.rpartition(PARTIAL)[2].removeprefix("old-")
+    if not writer.isdigit() or int(writer) == os.getpid():
+        return False
+    try:
+        os.kill(int(writer), 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # alive, another user's
+        return True
+    return True
 
 
 @contextmanager
