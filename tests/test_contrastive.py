@@ -277,6 +277,9 @@ def test_grouped_batch_sampler_draws_each_global_batch_from_one_dataset() -> Non
     assert batches == list(sampler)  # same epoch, same order
     sampler.set_epoch(1)
     assert batches != list(sampler)
+    # The records the first k global batches hold: what mining needs for a run of k steps.
+    assert sampler.records_drawn(2) == sorted(batches[0] + batches[1] + batches[2] + batches[3])
+    assert sampler.records_drawn(3) == sampler.records_drawn(99) == list(range(20))  # a whole epoch: every record
     with pytest.raises(ValueError, match="global batch"):
         GroupedBatchSampler([range(3)], batch_size=4)
 
@@ -488,7 +491,8 @@ def test_simcse_crops_train_on_paragraph_pairs(tiny_llama, tmp_path) -> None:
     assert losses and all(np.isfinite(losses))
 
 
-def test_supervised_mines_its_negatives_with_the_starting_encoder_once(tiny_llama, tmp_path) -> None:
+def test_supervised_mines_its_negatives_with_the_starting_encoder_once(tiny_llama, tmp_path, monkeypatch) -> None:
+    from lm2vec.training import mining
     from lm2vec.training.mining import MiningOptions, mine_hard_negatives
 
     with pytest.raises(ValueError, match="mine_negatives"):
@@ -509,7 +513,16 @@ def test_supervised_mines_its_negatives_with_the_starting_encoder_once(tiny_llam
         num_hard_negatives=2,
         export=False,
     )
+    mined_queries = []
+    real_mine = mining.mine_hard_negatives
+    monkeypatch.setattr(
+        mining, "mine_hard_negatives", lambda e, r, *a: mined_queries.append(len(r)) or real_mine(e, r, *a)
+    )
     train_supervised(options)
+    # One step of 4 draws 4 of the 8 pairs: only those are mined, each among every pair's positive, so each gets the
+    # negatives that mining all 8 gives it.
+    drawn = GroupedBatchSampler([range(len(records))], 4, seed=options.seed).records_drawn(1)
+    assert len(drawn) == 4 and mined_queries == [4]
     mined = read_supervised_pairs(tmp_path / "run" / "mined.jsonl")
     starting = LM2Vec.from_pretrained(tiny_llama, device="cpu", max_length=32)
     expected = mine_hard_negatives(
@@ -518,7 +531,8 @@ def test_supervised_mines_its_negatives_with_the_starting_encoder_once(tiny_llam
         [r["positive"] for r in records],
         MiningOptions(num_negatives=2),
     )
-    assert [r["negatives"] for r in mined] == [r["negatives"] for r in expected]
+    assert [r["query"] for r in mined] == [records[i]["query"] for i in drawn]
+    assert [r["negatives"] for r in mined] == [expected[i]["negatives"] for i in drawn]
     assert any(r["negatives"] for r in mined)
     for record in mined:  # never the pair's own positive
         assert record["positive"] not in record["negatives"] and len(record["negatives"]) <= 2
@@ -526,6 +540,13 @@ def test_supervised_mines_its_negatives_with_the_starting_encoder_once(tiny_llam
     (tmp_path / "run" / "mined.jsonl").write_text(
         "".join(json.dumps({**r, "negatives": ["x y"]}) + "\n" for r in mined)
     )
+    train_supervised(options, resume=True)
+    assert mined_queries == [4]
+    assert all(r["negatives"] == ["x y"] for r in read_supervised_pairs(tmp_path / "run" / "mined.jsonl"))
+    # More steps draw every pair: those the file lacks are mined, with the starting encoder again.
     options.max_steps = 2
     train_supervised(options, resume=True)
-    assert all(r["negatives"] == ["x y"] for r in read_supervised_pairs(tmp_path / "run" / "mined.jsonl"))
+    assert mined_queries == [4, 8]
+    assert [r["negatives"] for r in read_supervised_pairs(tmp_path / "run" / "mined.jsonl")] == [
+        r["negatives"] for r in expected
+    ]

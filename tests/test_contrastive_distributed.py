@@ -77,3 +77,44 @@ def test_two_processes_match_one_process_on_the_global_batch(tiny_llama) -> None
             for name, gradient in expected.items():
                 assert gradient.abs().max() > 0
                 torch.testing.assert_close(torch.from_numpy(gradients[name]), gradient, atol=1e-6, rtol=1e-4)
+
+
+def _mine(folder: str) -> tuple[list[list[str]], torch.Tensor, int]:
+    """The records' mined negatives, the corpus' vectors and how many texts this process encoded itself."""
+    from lm2vec import LM2Vec
+    from lm2vec.training.mining import MiningOptions, encoded, mine_hard_negatives
+
+    encoder = LM2Vec.from_pretrained(folder, device="cpu", max_length=64)
+    calls = []
+    real_encode = encoder.encode
+    encoder.encode = lambda texts, **kw: calls.append(len(texts)) or real_encode(texts, **kw)
+    records = [{**r, "negatives": [], "instruction": "q"} for r in RECORDS]
+    corpus = [r["positive"] for r in RECORDS] + [r["negatives"][0] for r in RECORDS] + ["one more text"]
+    mined = mine_hard_negatives(encoder, records, corpus, MiningOptions(num_negatives=2, batch_size=4))
+    texts_encoded = sum(calls)
+    return [r["negatives"] for r in mined], encoded(encoder, corpus, 4), texts_encoded
+
+
+def _mining_worker(rank: int, world: int, port: int, folder: str, results) -> None:
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    torch.set_num_threads(1)
+    dist.init_process_group("gloo", rank=rank, world_size=world)
+    try:
+        results[rank] = _mine(folder)
+    finally:
+        dist.destroy_process_group()
+
+
+def test_processes_mine_a_share_each_and_pick_the_negatives_of_one_process(tiny_llama) -> None:
+    with mp.Manager() as manager:
+        results = manager.dict()
+        mp.spawn(_mining_worker, args=(2, _free_port(), str(tiny_llama), results), nprocs=2, join=True)
+        results = dict(results)
+    negatives, vectors, encoded_alone = _mine(str(tiny_llama))
+    assert encoded_alone == 8 + 17  # the queries and the corpus (the positives are in it)
+    assert any(negatives)
+    for rank in (0, 1):
+        rank_negatives, rank_vectors, encoded_by_rank = results[rank]
+        torch.testing.assert_close(rank_vectors, vectors, atol=1e-5, rtol=1e-4)
+        assert rank_negatives == negatives
+        assert encoded_by_rank == 13 - rank  # shares of the 8 queries and the 17 corpus texts: 4 + 9, 4 + 8

@@ -21,6 +21,8 @@ from lm2vec.data.readers import load_texts
 from lm2vec.options import Options
 
 if TYPE_CHECKING:  # the options import light, for the `lm2vec mine` command line
+    import torch
+
     from lm2vec.modeling.encoder import LM2Vec
 
 
@@ -67,6 +69,27 @@ def select_negatives(
     return chosen
 
 
+def encoded(encoder: LM2Vec, texts: Sequence[str | tuple[str, str]], batch_size: int) -> torch.Tensor:
+    """The texts' L2-normalised embeddings (CPU). Under torchrun each process encodes an equal share and they
+    exchange the vectors: N processes mine N times faster than each mining everything, and pick the same negatives."""
+    import torch
+    import torch.distributed as dist
+
+    encode = dict(batch_size=batch_size, normalize=True, convert_to="torch")
+    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+        return encoder.encode(list(texts), **encode)
+    world, rank = dist.get_world_size(), dist.get_rank()
+    share = -(-len(texts) // world)
+    own = encoder.encode(list(texts[rank * share : (rank + 1) * share]), **encode).float()
+    # NCCL exchanges CUDA tensors only; equal shapes, so the last share is padded.
+    device = torch.device("cuda", torch.cuda.current_device()) if dist.get_backend() == "nccl" else torch.device("cpu")
+    padded = torch.zeros(share, encoder.get_sentence_embedding_dimension(), device=device)
+    padded[: len(own)] = own.to(device)
+    shares = [torch.empty_like(padded) for _ in range(world)]
+    dist.all_gather(shares, padded)
+    return torch.cat(shares)[: len(texts)].cpu()
+
+
 def mine_hard_negatives(
     encoder: LM2Vec, records: list[dict[str, Any]], corpus: Sequence[str], options: MiningOptions
 ) -> list[dict[str, Any]]:
@@ -74,15 +97,14 @@ def mine_hard_negatives(
     import torch
 
     queries = [(r["instruction"], r["query"]) if r["instruction"] else r["query"] for r in records]
-    encode = dict(batch_size=options.batch_size, normalize=True, convert_to="torch")
-    query_vectors = encoder.encode(queries, **encode)
-    corpus_vectors = encoder.encode(list(corpus), **encode)
+    query_vectors = encoded(encoder, queries, options.batch_size)
+    corpus_vectors = encoded(encoder, list(corpus), options.batch_size)
     # Positives found in the corpus (the supervised stage mines among the pairs' own positives) are not encoded twice.
     rows = {text: row for row, text in enumerate(corpus)}
     vectors = corpus_vectors
     if missing := list(dict.fromkeys(r["positive"] for r in records if r["positive"] not in rows)):
         rows |= {text: len(corpus) + row for row, text in enumerate(missing)}
-        vectors = torch.cat([corpus_vectors, encoder.encode(missing, **encode)])
+        vectors = torch.cat([corpus_vectors, encoded(encoder, missing, options.batch_size)])
     positive_vectors = vectors[[rows[r["positive"]] for r in records]]
     positions: dict[str, set[int]] = {}
     for index, text in enumerate(corpus):

@@ -58,17 +58,29 @@ class GroupedBatchSampler(Sampler[list[int]]):
         return sum(len(g) // step for g in self.groups) * self.world_size
 
     def __iter__(self) -> Iterator[list[int]]:
-        rng = random.Random(self.seed * 1_000_003 + self.epoch)
+        for batch in self.global_batches(self.epoch):
+            for rank in range(self.world_size):
+                yield batch[rank * self.batch_size : (rank + 1) * self.batch_size]
+
+    def global_batches(self, epoch: int) -> list[list[int]]:
+        """The global batches of one epoch, in training order."""
+        rng = random.Random(self.seed * 1_000_003 + epoch)
         step = self.batch_size * self.world_size
-        global_batches = []
+        batches = []
         for group in self.groups:
             order = group[:]
             rng.shuffle(order)
-            global_batches += [order[i : i + step] for i in range(0, len(order) - step + 1, step)]
-        rng.shuffle(global_batches)
-        for batch in global_batches:
-            for rank in range(self.world_size):
-                yield batch[rank * self.batch_size : (rank + 1) * self.batch_size]
+            batches += [order[i : i + step] for i in range(0, len(order) - step + 1, step)]
+        rng.shuffle(batches)
+        return batches
+
+    def records_drawn(self, global_batches: int) -> list[int]:
+        """The records that the first `global_batches` global batches hold (sorted); every record when they are
+        more than one epoch's (the Trainer starts at epoch 0)."""
+        batches = self.global_batches(0)
+        if global_batches >= len(batches):
+            return sorted(index for group in self.groups for index in group)
+        return sorted(index for batch in batches[:global_batches] for index in batch)
 
 
 @dataclass
@@ -244,24 +256,31 @@ def mined_records(
     options: SupervisedOptions,
     write: bool = True,
     sources: Sequence[range] | None = None,
+    drawn: Sequence[int] | None = None,
 ) -> list[dict]:
-    """The records with hard negatives mined by `encoder` (the model training starts from), from
-    OUTPUT/mined.jsonl when an earlier attempt of this run wrote it, so a resumed run trains on the same ones. The
-    records of each of `sources` (a mixture's paths; default: all the records) are mined among their own positives:
-    an STS pair gets no Wikipedia section as its negative."""
+    """The records with hard negatives mined by `encoder` (the model training starts from) for those of `drawn`
+    (sorted indices: the records the run's batches hold; default all): a run of 1,000 steps of 64 pairs needs
+    negatives for 64,000 of a dump's hundreds of thousands. Each is mined among the positives of every record of its
+    source (a mixture's path; default: all the records), so it gets the negatives that mining all would give it, and
+    an STS pair no Wikipedia section. OUTPUT/mined.jsonl holds the drawn records with their negatives, so that a
+    resumed run trains on the same ones."""
     from lm2vec.training.mining import MiningOptions, mine_hard_negatives
 
+    drawn = range(len(records)) if drawn is None else drawn
     path = Path(options.output_dir) / MINED_NAME
+    mined: list[dict] = []
     if path.is_file():
         mined = read_supervised_pairs(path)
-        if len(mined) == len(records):
-            return mined
-    mining = MiningOptions(options.mine_negatives, relative_margin=options.mining_relative_margin)
-    mined = []
-    for source in sources or [range(len(records))]:
-        part = [records[index] for index in source]
-        corpus = list(dict.fromkeys(record["positive"] for record in part))
-        mined += mine_hard_negatives(encoder, part, corpus, mining)
-    if write:  # the main process; the others mined the same negatives
-        write_jsonl_atomic(path, mined)
-    return mined
+    if [(r["query"], r["positive"]) for r in mined] != [(records[i]["query"], records[i]["positive"]) for i in drawn]:
+        mining = MiningOptions(options.mine_negatives, relative_margin=options.mining_relative_margin)
+        mined = []
+        for source in sources or [range(len(records))]:
+            if part := [records[index] for index in drawn if index in source]:
+                corpus = list(dict.fromkeys(records[index]["positive"] for index in source))
+                mined += mine_hard_negatives(encoder, part, corpus, mining)
+        if write:  # the main process; the others mined the same negatives
+            write_jsonl_atomic(path, mined)
+    placed = list(records)
+    for index, record in zip(drawn, mined, strict=True):
+        placed[index] = record
+    return placed

@@ -92,20 +92,21 @@ def _train(
         device=args.device,
         prune_layers=options.prune_layers,
     )
-    if getattr(options, "mine_negatives", 0):
-        items = mined_records(encoder, items, options, write=args.process_index == 0, sources=sources)
     if too_large := [d for d in options.matryoshka_dims if d > encoder.get_sentence_embedding_dimension()]:
         raise ValueError(
             f"matryoshka_dims {too_large} are larger than the model's {encoder.get_sentence_embedding_dimension()}."
         )
-    original_dropout = set_attention_dropout(encoder.model, options.dropout)
-    encoder.model = add_lora(encoder.model, options)
-    if args.process_index == 0:
-        logger.info("trainable parameters: %s", encoder.model.get_nb_trainable_parameters())
     if groups is None:  # items already in training order (streamed)
         sampler = BatchSampler(SequentialSampler(items), options.per_device_batch_size, drop_last=True)
     else:
         sampler = GroupedBatchSampler(groups, options.per_device_batch_size, args.world_size, options.seed)
+    if getattr(options, "mine_negatives", 0):
+        drawn = sampler.records_drawn(options.max_steps * options.gradient_accumulation_steps)
+        items = mined_records(encoder, items, options, args.process_index == 0, sources, drawn)
+    original_dropout = set_attention_dropout(encoder.model, options.dropout)
+    encoder.model = add_lora(encoder.model, options)
+    if args.process_index == 0:
+        logger.info("trainable parameters: %s", encoder.model.get_nb_trainable_parameters())
     collator = ContrastiveCollator(
         encoder,
         num_hard_negatives=getattr(options, "num_hard_negatives", 0),

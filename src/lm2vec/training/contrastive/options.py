@@ -224,7 +224,8 @@ class SupervisedOptions(ContrastiveOptions):
         metadata={
             "help": (
                 "Before training, mine this many hard negatives per pair with the encoder training starts from "
-                "(base model + `adapters`), among the positives of all pairs (lm2vec.training.mining; 0 = none). "
+                "(base model + `adapters`), among the positives of all pairs (lm2vec.training.mining; 0 = none), for "
+                "the pairs that the `max_steps` batches hold. "
                 "They follow any negatives the records had; `num_hard_negatives` of them go into each batch. Kept "
                 "in OUTPUT/mined.jsonl."
             )
