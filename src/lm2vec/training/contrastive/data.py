@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import math
 import random
 from collections import Counter
@@ -21,6 +22,8 @@ from lm2vec.data.readers import STREAM_COUNTS, ShuffledWindows, parquet_row_grou
 from lm2vec.data.shards import PAIRS
 from lm2vec.modeling.encoder import LM2Vec
 from lm2vec.training.contrastive.options import SimCSEOptions, SupervisedOptions
+
+logger = logging.getLogger(__name__)
 
 MINED_NAME = "mined.jsonl"  # the supervised records with their mined hard negatives
 MIN_CROP_WORDS = 8  # shorter paragraphs give crops of a word or two
@@ -273,6 +276,13 @@ def mined_records(
         mined = read_supervised_pairs(path)
     if [(r["query"], r["positive"]) for r in mined] != [(records[i]["query"], records[i]["positive"]) for i in drawn]:
         mining = MiningOptions(options.mine_negatives, relative_margin=options.mining_relative_margin)
+        if write:
+            logger.info(
+                "mining %d hard negative(s) a pair for the %d of %d pairs that the run's batches hold",
+                options.mine_negatives,
+                len(drawn),
+                len(records),
+            )
         mined = []
         for source in sources or [range(len(records))]:
             if part := [records[index] for index in drawn if index in source]:
