@@ -80,7 +80,7 @@ def encoded(encoder: LM2Vec, texts: Sequence[str | tuple[str, str]], batch_size:
         return encoder.encode(list(texts), **encode)
     world, rank = dist.get_world_size(), dist.get_rank()
     share = -(-len(texts) // world)
-    own = encoder.encode(list(texts[rank * share : (rank + 1) * share]), **encode).float()
+    own = encoder.encode(list(texts[rank * share : (rank + 1) * share]), **encode)
     # NCCL exchanges CUDA tensors only; equal shapes, so the last share is padded.
     device = torch.device("cuda", torch.cuda.current_device()) if dist.get_backend() == "nccl" else torch.device("cpu")
     padded = torch.zeros(share, encoder.get_sentence_embedding_dimension(), device=device)
