@@ -49,30 +49,42 @@ def _loss_and_gradients(folder, records, cached: bool, ddp: bool):
     return loss.detach(), gradients
 
 
-def _worker(rank: int, world: int, port: int, folder: str, results) -> None:
+def _worker(rank: int, world: int, port: int, work, folder: str, results) -> None:
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
     torch.set_num_threads(1)
     dist.init_process_group("gloo", rank=rank, world_size=world)
     try:
-        half = len(RECORDS) // world
-        for cached in (False, True):
-            loss, gradients = _loss_and_gradients(folder, RECORDS[rank * half : (rank + 1) * half], cached, ddp=True)
-            dist.all_reduce(loss)  # DDP averages the gradients; the logged loss is the processes' mean
-            results[rank, cached] = (float(loss) / world, {k: v.numpy() for k, v in gradients.items()})
+        results[rank] = work(folder)
     finally:
         dist.destroy_process_group()
 
 
-def test_two_processes_match_one_process_on_the_global_batch(tiny_llama) -> None:
-    """Plain and cached (GradCache, DDP no_sync on all but the last sub-batch) losses."""
+def in_two_processes(work, folder) -> dict:
+    """`work(folder)`'s result in each of two gloo processes, by rank."""
     with mp.Manager() as manager:
         results = manager.dict()
-        mp.spawn(_worker, args=(2, _free_port(), str(tiny_llama), results), nprocs=2, join=True)
-        results = dict(results)
+        mp.spawn(_worker, args=(2, _free_port(), work, str(folder), results), nprocs=2, join=True)
+        return dict(results)
+
+
+def _ddp_losses_and_gradients(folder: str) -> dict:
+    rank, world = dist.get_rank(), dist.get_world_size()
+    half = len(RECORDS) // world
+    results = {}
+    for cached in (False, True):
+        loss, gradients = _loss_and_gradients(folder, RECORDS[rank * half : (rank + 1) * half], cached, ddp=True)
+        dist.all_reduce(loss)  # DDP averages the gradients; the logged loss is the processes' mean
+        results[cached] = (float(loss) / world, {k: v.numpy() for k, v in gradients.items()})
+    return results
+
+
+def test_two_processes_match_one_process_on_the_global_batch(tiny_llama) -> None:
+    """Plain and cached (GradCache, DDP no_sync on all but the last sub-batch) losses."""
+    results = in_two_processes(_ddp_losses_and_gradients, tiny_llama)
     for cached in (False, True):
         expected_loss, expected = _loss_and_gradients(tiny_llama, RECORDS, cached, ddp=False)
         for rank in (0, 1):
-            loss, gradients = results[rank, cached]
+            loss, gradients = results[rank][cached]
             assert loss == pytest.approx(float(expected_loss), rel=1e-5)
             for name, gradient in expected.items():
                 assert gradient.abs().max() > 0
@@ -95,21 +107,8 @@ def _mine(folder: str) -> tuple[list[list[str]], torch.Tensor, int]:
     return [r["negatives"] for r in mined], encoded(encoder, corpus, 4), texts_encoded
 
 
-def _mining_worker(rank: int, world: int, port: int, folder: str, results) -> None:
-    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
-    torch.set_num_threads(1)
-    dist.init_process_group("gloo", rank=rank, world_size=world)
-    try:
-        results[rank] = _mine(folder)
-    finally:
-        dist.destroy_process_group()
-
-
 def test_processes_mine_a_share_each_and_pick_the_negatives_of_one_process(tiny_llama) -> None:
-    with mp.Manager() as manager:
-        results = manager.dict()
-        mp.spawn(_mining_worker, args=(2, _free_port(), str(tiny_llama), results), nprocs=2, join=True)
-        results = dict(results)
+    results = in_two_processes(_mine, tiny_llama)
     negatives, vectors, encoded_alone = _mine(str(tiny_llama))
     assert encoded_alone == 8 + 17  # the queries and the corpus (the positives are in it)
     assert any(negatives)

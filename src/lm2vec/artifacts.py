@@ -141,7 +141,7 @@ def _written_by_another_live_process(name: str) -> bool:
     except ProcessLookupError:
         return False
     except PermissionError:  # alive, another user's
-        return True
+        pass
     return True
 
 
