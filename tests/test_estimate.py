@@ -4,6 +4,7 @@ table for every shipped recipe, and `lm2vec run` refusing a stage that cannot fi
 from __future__ import annotations
 
 import dataclasses
+import json
 from pathlib import Path
 
 import pytest
@@ -20,12 +21,15 @@ from lm2vec.pipeline.estimate import (
     check_fits,
     estimate_stage,
     layer_activation_elements,
+    mining_texts,
     model_config,
     model_shape,
     parse_quantity,
+    plan_table,
     source_shape,
 )
 from lm2vec.training.adapters import add_lora
+from lm2vec.training.contrastive.options import SupervisedOptions
 from lm2vec.training.lora import _pack_norm_output
 from lm2vec.training.mntp.options import MNTPConfig
 from tests.tiny_models import tiny_config, tiny_gguf
@@ -209,3 +213,31 @@ def test_a_pruned_mntp_shrinks_its_stage_and_every_later_one() -> None:
         assert before.parameters - after.parameters == shape.parameters - kept.parameters  # MNTP's counts the head
         assert after.trainable == pytest.approx(0.75 * before.trainable)
         assert after.activations < before.activations
+
+
+def test_a_mining_pass_is_counted_from_the_data_the_batches_draw(tmp_path: Path) -> None:
+    """Mining encodes the drawn queries and every positive of each source holding one (one forward pass, in the
+    hours); before the data exists only the queries can be counted, and the table says so."""
+    first, second = tmp_path / "first.jsonl", tmp_path / "second.jsonl"
+    first.write_text("".join(json.dumps({"query": f"q{i}", "positive": f"p{min(i, 8)}"}) + "\n" for i in range(10)))
+    second.write_text("".join(json.dumps({"query": f"r{i}", "positive": f"s{i}"}) + "\n" for i in range(6)))
+    shape = source_shape(MISTRAL)
+
+    def supervised(**changes) -> SupervisedOptions:
+        settings = {"data": [str(first), str(second)], "per_device_batch_size": 2, "max_length": 64, "max_steps": 1}
+        return SupervisedOptions(mine_negatives=1, **{**settings, **changes})
+
+    assert mining_texts(supervised(max_steps=100), devices=1) == (16 + 9 + 6, True)  # an epoch: every record
+    one_batch, counted = mining_texts(supervised(), devices=1)  # 2 records of one file, and that file's positives
+    assert counted and one_batch in (2 + 9, 2 + 6)
+    assert mining_texts(supervised(data=[str(first), str(tmp_path / "not-built-yet")]), devices=4) == (8, False)
+
+    plain = estimate_stage("supervised", supervised(), shape, GPU)
+    mined = estimate_stage("supervised", supervised(), shape, GPU, (one_batch, True))
+    forward_per_token = 2 * shape.linear_parameters + 4 * shape.layers * 64 * shape.heads * shape.head_dim
+    assert mined.flops - plain.flops == pytest.approx(forward_per_token * one_batch * 64)
+    assert mined.total == plain.total  # the vectors stay on the CPU
+
+    table = plan_table([plain, mined, estimate_stage("supervised", supervised(), shape, GPU, (8, False))], GPU)
+    assert f"| mining pass before training (texts) | - | {one_batch} | 8 queries + their positives |" in table
+    assert "+ positives' pass |" in table

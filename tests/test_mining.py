@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import io
 import json
+import logging
+import sys
 
 import numpy as np
 import pytest
@@ -10,7 +13,7 @@ from typer.testing import CliRunner
 
 from lm2vec import LM2Vec
 from lm2vec.cli import app
-from lm2vec.training.mining import MiningOptions, fold, select_negatives
+from lm2vec.training.mining import MiningOptions, fold, mine_hard_negatives, select_negatives
 
 CORPUS = [
     "a man plays guitar",
@@ -110,3 +113,20 @@ def test_positives_in_the_corpus_are_encoded_once_and_score_as_if_encoded_alone(
         allowed = [t for t in sorted(CORPUS, key=scores.get, reverse=True) if fold(t) != fold(record["positive"])]
         allowed = [t for t in allowed if scores[t] <= limit + 1e-6 and fold(t) != fold(record["query"])]
         assert result["negatives"] == allowed[:2]
+
+
+class Terminal(io.StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
+@pytest.mark.parametrize("stderr", [io.StringIO, Terminal])
+def test_mining_shows_its_encoding_bar_on_a_terminal_only(tiny_llama, stderr, monkeypatch, caplog) -> None:
+    """Mining a dump's pairs takes long enough to want a bar, but a log file or CI gets no carriage-return redraws
+    (a pipeline stage sets logging to INFO, which `encode()` alone would take as a reason to draw)."""
+    monkeypatch.setattr(sys, "stderr", stderr())
+    caplog.set_level(logging.INFO, logger="lm2vec")
+    records = [{"query": "a dog ran", "positive": "a dog ran fast", "instruction": "", "negatives": []}]
+    encoder = LM2Vec.from_pretrained(tiny_llama, device="cpu")
+    mine_hard_negatives(encoder, records, CORPUS, MiningOptions(num_negatives=1, batch_size=2))
+    assert ("Encoding" in sys.stderr.getvalue()) == (stderr is Terminal)

@@ -89,9 +89,14 @@ def _set_library_bars(enabled: bool) -> None:
         datasets.disable_progress_bars()
 
 
+def on_terminal() -> bool:
+    """Progress bars only where a person watches: CI logs and files get no carriage-return redraws."""
+    return sys.stderr.isatty()
+
+
 def hide_progress_bars_unless_terminal() -> None:
     """transformers' loading/saving bars and datasets' ones redraw with carriage returns: off in CI logs."""
-    if not sys.stderr.isatty():
+    if not on_terminal():
         import datasets
         import transformers
 

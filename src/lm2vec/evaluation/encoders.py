@@ -3,13 +3,12 @@ models (the packaged reference encoder among them), each loaded from a model spe
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 from typing import Protocol
 
 import numpy as np
 
-from lm2vec.console import hide_progress_bars_unless_terminal
+from lm2vec.console import hide_progress_bars_unless_terminal, on_terminal
 from lm2vec.evaluation.errors import EvalDataError
 from lm2vec.evaluation.specs import ModelSpec, reference_folder
 
@@ -145,11 +144,6 @@ def _paired(offsets: list[list[tuple[int, int]]], states: list) -> list[tuple[np
             )
         pairs.append((np.asarray(text_offsets, dtype=np.int32), text_states[: len(text_offsets)].astype(np.float32)))
     return pairs
-
-
-def on_terminal() -> bool:
-    """Progress bars only where a person watches: CI logs and files get no carriage-return redraws."""
-    return sys.stderr.isatty()
 
 
 def load_encoder(spec: ModelSpec, batch_size: int = 32, device: str | None = None) -> TextEncoder:

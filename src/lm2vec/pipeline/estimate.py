@@ -37,9 +37,11 @@ Time: FLOPs = k x forward FLOPs x tokens, forward FLOPs per token = 2 x (the dec
 x L x q (attention scores and their weighted sum) + 2 x h x vocab for each LM-head row (MNTP). k = 2: the forward
 pass and the backward pass to the activations; a frozen base needs no weight gradients, so this is the usual
 6 x params x tokens with the weight-gradient third dropped (LoRA's own FLOPs are negligible); + 1 with gradient
-checkpointing (the recomputed forward), + 1 with GradCache (its no-grad embedding pass). Hours = FLOPs / (devices x
-peak FLOP/s x MFU). The peak is DEFAULT_GPU_FLOPS on GPUs (an H100's dense bf16), on CPUs a short fp32 matmul
-measured when planning; `--device-flops` sets it.
+checkpointing (the recomputed forward), + 1 with GradCache (its no-grad embedding pass). A supervised stage that
+mines hard negatives first adds one forward pass over the texts mining encodes: the queries its batches draw and the
+positives of their sources (counted from the data where it exists when planning; else the queries only, and the
+table says so). Hours = FLOPs / (devices x peak FLOP/s x MFU). The peak is DEFAULT_GPU_FLOPS on GPUs (an H100's
+dense bf16), on CPUs a short fp32 matmul measured when planning; `--device-flops` sets it.
 """
 
 from __future__ import annotations
@@ -301,6 +303,8 @@ class StageEstimate:
     scores_kept: bool  # the (heads, L, L) attention scores are materialised
     sharded: bool  # the weights are sharded across the devices (`fsdp`)
     target: Target
+    mined_texts: int = 0  # texts the mining pass before training encodes (0: the stage does not mine)
+    mining_pool_counted: bool = True  # False: the data did not exist when planning, so only the queries are counted
 
     @property
     def hours(self) -> float:
@@ -324,8 +328,29 @@ def layer_activation_elements(
     return elements
 
 
-def estimate_stage(name: str, options: Any, shape: ModelShape, target: Target) -> StageEstimate:
-    """The estimate of training stage `name` (mntp, simcse, supervised) with its `options`."""
+def mining_texts(options: Any, devices: int) -> tuple[int, bool]:
+    """The texts a supervised stage's mining encodes (`lm2vec.training.contrastive.data.mined_records`): the records
+    its batches draw and the positives of every source holding one; and whether the positives could be counted (the
+    data exists when planning; before the data stage, only the queries)."""
+    from lm2vec.training.contrastive.data import GroupedBatchSampler, supervised_data
+
+    global_batches = options.max_steps * options.gradient_accumulation_steps
+    paths = [options.data] if isinstance(options.data, str) else list(options.data)
+    if not all(Path(path).exists() for path in paths):
+        return global_batches * options.per_device_batch_size * devices, False
+    data = supervised_data(options)
+    sampler = GroupedBatchSampler(data.groups, options.per_device_batch_size, devices, options.seed)
+    drawn = sampler.records_drawn(global_batches)
+    wanted = set(drawn)
+    pools = [{data.records[index]["positive"] for index in source} for source in data.sources if wanted & set(source)]
+    return len(drawn) + sum(map(len, pools)), True
+
+
+def estimate_stage(
+    name: str, options: Any, shape: ModelShape, target: Target, mined: tuple[int, bool] = (0, True)
+) -> StageEstimate:
+    """The estimate of training stage `name` (mntp, simcse, supervised) with its `options`; `mined`: the texts its
+    mining pass encodes and whether that count is whole (`mining_texts`)."""
     from lm2vec.modeling.bidirectional import default_attn_implementation
 
     size = target.compute_bytes
@@ -367,6 +392,7 @@ def estimate_stage(name: str, options: Any, shape: ModelShape, target: Target) -
     forward_per_token = 2 * shape.linear_parameters + 4 * shape.layers * length * shape.heads * shape.head_dim
     passes = 2 + options.gradient_checkpointing + bool(getattr(options, "cached", False))
     flops = passes * (forward_per_token * tokens + 2 * shape.hidden * shape.vocab * head_rows * steps_tokens)
+    flops += forward_per_token * mined[0] * length  # mining: one forward pass, texts cut at max_length
     return StageEstimate(
         stage=name,
         parameters=parameters,
@@ -385,14 +411,21 @@ def estimate_stage(name: str, options: Any, shape: ModelShape, target: Target) -
         scores_kept=scores_kept,
         sharded=sharded,
         target=target,
+        mined_texts=mined[0],
+        mining_pool_counted=mined[1],
     )
 
 
 def estimate_plan(
-    plan: Plan, target: Target, stages: list[str] | None = None, config_from: str | None = None
+    plan: Plan,
+    target: Target,
+    stages: list[str] | None = None,
+    config_from: str | None = None,
+    mining: bool = True,
 ) -> list[StageEstimate]:
     """The estimates of the plan's training stages (or of `stages` among them), in run order; a plug-in stage
-    that trains is not estimated (its options are its own)."""
+    that trains is not estimated (its options are its own). `mining=False` skips counting the texts a mining pass
+    encodes (which reads the supervised data): only the hours need it, not the memory check."""
     estimates = []
     for name in plan.trained:
         if name not in ESTIMATED or (stages is not None and name not in stages):
@@ -401,7 +434,8 @@ def estimate_plan(
         # An adapter trained pruned prunes every stage after it (lm2vec.modeling.pruning): the most pruned one rules.
         prune = max(getattr(plan.options[stage], "prune_layers", 0.0) for stage in plan.chain(name))
         shape = source_shape(getattr(options, "model", plan.run.model), config_from, prune)
-        estimates.append(estimate_stage(name, options, shape, target))
+        mined = mining_texts(options, target.devices) if mining and getattr(options, "mine_negatives", 0) else (0, True)
+        estimates.append(estimate_stage(name, options, shape, target, mined))
     return estimates
 
 
@@ -471,14 +505,25 @@ def plan_table(estimates: list[StageEstimate], target: Target) -> str:
     rows.append(("total per device", [gib(e.total) for e in estimates]))
     if target.memory:
         rows.append((f"fits {gib(target.memory)}", ["yes" if e.total <= target.memory else "NO" for e in estimates]))
+    if any(e.mined_texts for e in estimates):
+        rows.append(("mining pass before training (texts)", [_mining(e) for e in estimates]))
     rows += [
         ("tokens", [_count(e.tokens) for e in estimates]),
         ("PFLOPs", [f"{e.flops / 1e15:.3g}" for e in estimates]),
-        (f"hours at MFU {target.mfu}", [_hours(e.hours) for e in estimates]),
+        (
+            f"hours at MFU {target.mfu}",
+            [_hours(e.hours) + ("" if e.mining_pool_counted else " + positives' pass") for e in estimates],
+        ),
     ]
     header = "| | " + " | ".join(e.stage for e in estimates) + " |"
     rule = "| --- |" + " ---: |" * len(estimates)
     return "\n".join([header, rule, *(f"| {label} | " + " | ".join(cells) + " |" for label, cells in rows)])
+
+
+def _mining(estimate: StageEstimate) -> str:
+    if not estimate.mined_texts:
+        return "-"
+    return _count(estimate.mined_texts) + ("" if estimate.mining_pool_counted else " queries + their positives")
 
 
 def _hours(hours: float) -> str:
@@ -502,6 +547,7 @@ __all__ = [
     "estimate_plan",
     "estimate_stage",
     "layer_activation_elements",
+    "mining_texts",
     "model_config",
     "model_shape",
     "source_shape",

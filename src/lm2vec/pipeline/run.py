@@ -143,7 +143,7 @@ class Pipeline:
 
         pending = [stage for stage in stages if self.records[stage].status != "done"]
         target = target_for(1 if torch.cuda.is_available() else 0, gpu_memory)
-        check_fits(estimate_plan(self.plan, target, pending), target)
+        check_fits(estimate_plan(self.plan, target, pending, mining=False), target)
 
     def _check_finished_stages(self, stages: Sequence[str]) -> None:
         for stage in stages:

@@ -8,7 +8,6 @@ continues the same file and the plot shows one continuous curve.
 from __future__ import annotations
 
 import json
-import sys
 import time
 from pathlib import Path
 
@@ -16,6 +15,7 @@ from transformers import TrainerCallback, TrainerControl, TrainerState, Training
 from transformers.integrations import TensorBoardCallback
 
 from lm2vec.artifacts import append_jsonl, atomic_file, write_jsonl_atomic
+from lm2vec.console import on_terminal
 
 LOG_NAME = "log.jsonl"
 PLOT_NAME = "loss.png"
@@ -64,7 +64,7 @@ class StageProgress(TrainerCallback):
         self.start: tuple[float, int] = (0.0, 0)
 
     def on_train_begin(self, args, state, control, **kwargs):
-        if state.is_world_process_zero and sys.stderr.isatty():
+        if state.is_world_process_zero and on_terminal():
             from tqdm.auto import tqdm
 
             name = Path(args.output_dir).name

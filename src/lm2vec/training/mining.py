@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from lm2vec.artifacts import check_output_file, write_jsonl_atomic
+from lm2vec.console import on_terminal
 from lm2vec.data.formats import SupervisedPair, read_supervised_pairs
 from lm2vec.data.readers import load_texts
 from lm2vec.options import Options
@@ -75,10 +76,14 @@ def encoded(encoder: LM2Vec, texts: Sequence[str | tuple[str, str]], batch_size:
     import torch
     import torch.distributed as dist
 
-    encode = dict(batch_size=batch_size, normalize=True, convert_to="torch")
-    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+    distributed = dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
+    world, rank = (dist.get_world_size(), dist.get_rank()) if distributed else (1, 0)
+    # Mining a dump's pairs takes minutes to hours: a bar on the terminal (one, from the first process), none in logs.
+    encode = dict(
+        batch_size=batch_size, normalize=True, convert_to="torch", show_progress_bar=on_terminal() and not rank
+    )
+    if not distributed:
         return encoder.encode(list(texts), **encode)
-    world, rank = dist.get_world_size(), dist.get_rank()
     share = -(-len(texts) // world)
     own = encoder.encode(list(texts[rank * share : (rank + 1) * share]), **encode)
     # NCCL exchanges CUDA tensors only; equal shapes, so the last share is padded.
