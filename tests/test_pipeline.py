@@ -24,6 +24,7 @@ from lm2vec.pipeline.plan import plan_run
 from lm2vec.pipeline.run import Pipeline, PipelineError, run_recipe
 from lm2vec.recipe import RecipeError, build_config
 from lm2vec.stages import Stage, get_stage, register_stage, registered_stages, unregister_stage
+from tests.test_fsdp import free_port
 from tests.tiny_models import WORDS
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -265,6 +266,34 @@ def test_two_processes_run_the_recipe(tiny_llama, inputs, tmp_path) -> None:
     assert config["world_size"] == 2
     assert completed.stdout.count("[7/7] report: done") == 1  # printed by the main process only
     assert (run_dir / "report" / "report.md").is_file() and (run_dir / "model" / "modules.json").is_file()
+
+
+def test_machines_that_do_not_share_the_run_folder_stop_together_with_the_fix(tiny_llama, inputs, tmp_path) -> None:
+    """Two `--nnodes 2` torchruns on localhost, each with a run folder of its own (as two machines with local disks):
+    process 1 cannot see the record process 0 wrote, and both stop before any stage with an error saying the folder
+    must be shared, instead of running different stages and waiting forever in a collective."""
+    overrides = [arg for override in tiny_overrides(tiny_llama, inputs) for arg in ("--set", override)]
+    port = str(free_port())
+    environment = {**os.environ, "OMP_NUM_THREADS": "1", "LM2VEC_SHARED_FOLDER_WAIT": "2"}
+    nodes = [
+        subprocess.Popen(
+            [sys.executable, "-m", "torch.distributed.run", "--nnodes", "2", "--nproc_per_node", "1"]
+            + ["--node_rank", str(node), "--master_addr", "127.0.0.1", "--master_port", port]
+            + ["-m", "lm2vec", "run", str(QUICK), "--out", str(tmp_path / f"node{node}" / "run"), *overrides],
+            env=environment,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        for node in (0, 1)
+    ]
+    outputs = [node.communicate(timeout=300)[0] for node in nodes]
+    for node, output in zip(nodes, outputs, strict=True):
+        assert node.returncode != 0, output
+        assert "process(es) 1 (on " in output and "file system they all share" in output, output[-3000:]
+    record = json.loads((tmp_path / "node0" / "run" / "pipeline.json").read_text())
+    assert all(stage["status"] == "pending" for stage in record["stages"].values())  # no stage started
+    assert not (tmp_path / "node1" / "run").exists()  # process 1 wrote nothing of its own
 
 
 def test_a_run_never_writes_into_or_deletes_what_is_not_its_own(tiny_llama, inputs, tmp_path) -> None:

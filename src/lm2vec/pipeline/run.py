@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import contextlib
 import os
+import secrets
+import socket
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -28,6 +30,9 @@ LOGS_DIR = "logs"
 RUN_FORMAT = "lm2vec-run"
 # A running stage's wall time is written this often, so a killed attempt still counts.
 HEARTBEAT_SECONDS = 10.0
+# How long a torchrun process waits to see the record process 0 wrote (network file systems cache what they list).
+SHARED_FOLDER_WAIT_SECONDS = 120.0
+SHARED_FOLDER_WAIT_ENV = "LM2VEC_SHARED_FOLDER_WAIT"
 
 
 @dataclass
@@ -55,21 +60,25 @@ class Pipeline:
         self.echo = echo
         self.state = _distributed_state()
         self._records_lock = threading.Lock()
-        self.records = self._read_records()
-        if not (self.dir / RUN_RECORD).is_file():
+        # Under torchrun, each launch's mark in the record: every process must read the record process 0 wrote.
+        self._launch = secrets.token_hex(8) if self.state is not None else None
+        self.records = self._read_records() if self.is_main else {}
+        if self.state is not None or not (self.dir / RUN_RECORD).is_file():
             # Marked lm2vec's before anything is written into it (a dry run's shrunk model), so that a run killed
             # before its first stage leaves a folder the next run may claim.
             self._write_records()
+        if self.state is not None:
+            self._check_every_process_sees_the_run_folder()
 
     @property
     def is_main(self) -> bool:
         return self.state is None or self.state.is_main_process
 
-    def _read_records(self) -> dict[str, StageRecord]:
-        if self.is_main:
+    def _read_records(self, saved: dict[str, Any] | None = None) -> dict[str, StageRecord]:
+        """The stages' records: from `saved` (what another process wrote), else from the folder the main process
+        claims."""
+        if saved is None:
             saved = claim_folder(self.dir, RUN_RECORD, RUN_FORMAT)
-        else:
-            saved = read_record(self.dir, RUN_RECORD, RUN_FORMAT)
         stages = (saved or {}).get("stages", {})
         records = {stage: StageRecord(**stages.get(stage, {})) for stage in self.plan.stages}
         for stage, record in records.items():
@@ -90,6 +99,8 @@ class Pipeline:
             "run": asdict(self.plan.run),
             "stages": {stage: asdict(record) for stage, record in self.records.items()},
         }
+        if self._launch is not None:
+            content["launch"] = self._launch
         with self._records_lock:
             write_json_atomic(self.dir / RUN_RECORD, content)
 
@@ -163,6 +174,34 @@ class Pipeline:
                 found.add(name)
                 pending += self.plan.stage(name).needs(self.plan)
         return found
+
+    def _check_every_process_sees_the_run_folder(self) -> None:
+        """Process 0 has written its record with this launch's mark; every process reads the stages from it. A
+        process that does not see it (a node whose run folder is its own disk, not the shared one) would run other
+        stages than process 0 and wait forever in a collective, so all of them stop here together, with the fix."""
+        import torch.distributed as dist
+
+        mark = [self._launch]
+        dist.broadcast_object_list(mark, src=0)  # process 0 wrote its record before it got here
+        self._launch = mark[0]
+        seen = self.is_main
+        deadline = time.monotonic() + float(os.environ.get(SHARED_FOLDER_WAIT_ENV, SHARED_FOLDER_WAIT_SECONDS))
+        while not seen:
+            saved = read_record(self.dir, RUN_RECORD, RUN_FORMAT)
+            if seen := saved is not None and saved.get("launch") == self._launch:
+                self.records = self._read_records(saved)
+            elif time.monotonic() > deadline:
+                break
+            else:
+                time.sleep(1.0)  # a network file system may show the new record a little later
+        everyone: list[Any] = [None] * dist.get_world_size()
+        dist.all_gather_object(everyone, (seen, socket.gethostname()))
+        if blind := [f"{rank} (on {host})" for rank, (ok, host) in enumerate(everyone) if not ok]:
+            raise PipelineError(
+                f"process(es) {', '.join(blind)} cannot see the run folder {self.dir} that process 0 writes: under "
+                "torchrun on several machines it must be on a file system they all share (NFS, Lustre, a cloud "
+                "file share), at the same path, as every stage reads what the stages before it wrote there."
+            )
 
     def _check_needs(self, stage: str) -> None:
         """`--only stage`: the stages whose outputs it reads must be done."""
