@@ -1,6 +1,7 @@
 """Which layers' int8 rounding moves an encoder's vectors: the int8 graph's arithmetic simulated in torch.
 
-    PYTHONPATH=src .venv/bin/python benchmarks/int8_layers.py SOURCE [--sentences 128]
+    PYTHONPATH=src .venv/bin/python benchmarks/int8_layers.py SOURCE [--sentences 128] [--layers 1 2 3]
+        [--projections q_proj,k_proj,v_proj,o_proj down_proj ...]
 
 The smoothed copy that `lm2vec.modeling.onnx` exports, each linear's input rounded per token to uint8 with its own
 zero point and its weight per output channel to 7 bits (`quantize_per_token`'s arithmetic), then the mean cosine of
@@ -39,6 +40,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("source")
     parser.add_argument("--sentences", type=int, default=128)
+    parser.add_argument("--layers", type=int, nargs="+", help="how many lowest layers to leave in fp32, each in turn")
+    parser.add_argument(
+        "--projections",
+        nargs="+",
+        help="also leave only these linears of those layers in fp32, a comma-separated group each (q_proj,k_proj)",
+    )
     args = parser.parse_args()
     texts = sts_sentences()[: args.sentences]
     encoder = LM2Vec.from_pretrained(args.source, device="cpu")
@@ -49,9 +56,11 @@ def main() -> None:
     linears = {name: module for name, module in simulated.named_modules() if isinstance(module, nn.Linear)}
     rounded = {name: rounded_weight(module.weight.detach()) for name, module in linears.items()}
     fp32_layers: set[int] = set()
+    fp32_projections: tuple[str, ...] = ()  # () = every linear of an fp32 layer
 
     def forward(name: str, module: nn.Linear, x: torch.Tensor) -> torch.Tensor:
-        if any(f"layers.{layer}." in name for layer in fp32_layers):
+        in_fp32_layer = any(f"layers.{layer}." in name for layer in fp32_layers)
+        if in_fp32_layer and (not fp32_projections or name.rsplit(".", 1)[-1] in fp32_projections):
             return nn.functional.linear(x, module.weight, module.bias)
         return nn.functional.linear(rounded_tokens(x), rounded[name], module.bias)
 
@@ -59,12 +68,18 @@ def main() -> None:
         module.forward = lambda x, name=name, module=module: forward(name, module, x)
     encoder.model = simulated
     layers = simulated.config.num_hidden_layers
-    for kept in (0, 1, 2, 3, 6, layers // 3):
-        fp32_layers.clear()
-        fp32_layers.update(range(kept))
-        with torch.no_grad():
-            cosine = (encoder.encode(texts, batch_size=32, normalize=True) * reference).sum(-1)
-        print(f"lowest {kept:2d} of {layers} layers in fp32: mean cosine {cosine.mean():.4f}, least {cosine.min():.4f}")
+    groups = [()] if not args.projections else [(), *(tuple(group.split(",")) for group in args.projections)]
+    for kept in args.layers or (0, 1, 2, 3, 6, layers // 3):
+        for fp32_projections in groups if kept else [()]:
+            fp32_layers.clear()
+            fp32_layers.update(range(kept))
+            with torch.no_grad():
+                cosine = (encoder.encode(texts, batch_size=32, normalize=True) * reference).sum(-1)
+            which = ", ".join(fp32_projections) or "every linear"
+            print(
+                f"lowest {kept:2d} of {layers} layers in fp32 ({which}): mean cosine {cosine.mean():.4f}, "
+                f"least {cosine.min():.4f}"
+            )
 
 
 if __name__ == "__main__":
