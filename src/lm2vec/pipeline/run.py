@@ -187,7 +187,10 @@ class Pipeline:
         seen = self.is_main
         deadline = time.monotonic() + float(os.environ.get(SHARED_FOLDER_WAIT_ENV, SHARED_FOLDER_WAIT_SECONDS))
         while not seen:
-            saved = read_record(self.dir, RUN_RECORD, RUN_FORMAT)
+            try:
+                saved = read_record(self.dir, RUN_RECORD, RUN_FORMAT)
+            except ForeignFolderError:  # another file of that name: not process 0's folder either; stop with the rest
+                saved = None
             if seen := saved is not None and saved.get("launch") == self._launch:
                 self.records = self._read_records(saved)
             elif time.monotonic() > deadline:
