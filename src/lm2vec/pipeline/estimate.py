@@ -332,18 +332,17 @@ def mining_texts(options: Any, devices: int) -> tuple[int, bool]:
     """The texts a supervised stage's mining encodes (`lm2vec.training.contrastive.data.mined_records`): the records
     its batches draw and the positives of every source holding one; and whether the positives could be counted (the
     data exists when planning; before the data stage, only the queries)."""
-    from lm2vec.training.contrastive.data import GroupedBatchSampler, supervised_data
+    from lm2vec.training.contrastive.data import GroupedBatchSampler, mining_pools, supervised_data
 
     global_batches = options.max_steps * options.gradient_accumulation_steps
     paths = [options.data] if isinstance(options.data, str) else list(options.data)
     if not all(Path(path).exists() for path in paths):
         return global_batches * options.per_device_batch_size * devices, False
     data = supervised_data(options)
-    sampler = GroupedBatchSampler(data.groups, options.per_device_batch_size, devices, options.seed)
-    drawn = sampler.records_drawn(global_batches)
-    wanted = set(drawn)
-    pools = [{data.records[index]["positive"] for index in source} for source in data.sources if wanted & set(source)]
-    return len(drawn) + sum(map(len, pools)), True
+    drawn = GroupedBatchSampler(data.groups, options.per_device_batch_size, devices, options.seed).records_drawn(
+        global_batches
+    )
+    return sum(len(part) + len(pool) for part, pool in mining_pools(data.records, drawn, data.sources)), True
 
 
 def estimate_stage(

@@ -253,6 +253,18 @@ def query_instruction(records: Sequence[dict[str, Any]]) -> str:
     return counts.most_common(1)[0][0]
 
 
+def mining_pools(
+    records: Sequence[dict[str, Any]], drawn: Sequence[int], sources: Sequence[range] | None = None
+) -> list[tuple[list[dict], list[str]]]:
+    """For each source (a mixture's path; default: all the records) holding a drawn record: its drawn records and the
+    distinct positives of all its records, among which they are mined."""
+    pools = []
+    for source in sources or [range(len(records))]:
+        if part := [records[index] for index in drawn if index in source]:
+            pools.append((part, list(dict.fromkeys(records[index]["positive"] for index in source))))
+    return pools
+
+
 def mined_records(
     encoder: LM2Vec,
     records: Sequence[dict[str, Any]],
@@ -284,10 +296,8 @@ def mined_records(
                 len(records),
             )
         mined = []
-        for source in sources or [range(len(records))]:
-            if part := [records[index] for index in drawn if index in source]:
-                corpus = list(dict.fromkeys(records[index]["positive"] for index in source))
-                mined += mine_hard_negatives(encoder, part, corpus, mining)
+        for part, corpus in mining_pools(records, drawn, sources):
+            mined += mine_hard_negatives(encoder, part, corpus, mining)
         if write:  # the main process; the others mined the same negatives
             write_jsonl_atomic(path, mined)
     placed = list(records)
