@@ -27,12 +27,14 @@ from lm2vec.training.contrastive import (
     batch_loss,
     crop_pairs,
     embed,
+    mined_records,
     mini_batches,
     set_attention_dropout,
     train_simcse,
     train_supervised,
 )
 from lm2vec.training.losses import contrastive_loss, cosent, info_nce
+from lm2vec.training.results import claim_training_folder
 
 SENTENCES = [
     "the cat sat on the mat .",
@@ -550,3 +552,35 @@ def test_supervised_mines_its_negatives_with_the_starting_encoder_once(tiny_llam
     assert [r["negatives"] for r in read_supervised_pairs(tmp_path / "run" / "mined.jsonl")] == [
         r["negatives"] for r in expected
     ]
+
+
+def test_a_drawn_pool_mines_among_the_drawn_pairs_positives_only(tiny_llama, tmp_path) -> None:
+    """`mining_pool = "drawn"`: the negatives come from the positives of the pairs the batches hold, a pass over
+    fewer texts; a mined file from other mining settings is mined again, not reused."""
+    from lm2vec.training.mining import MiningOptions, mine_hard_negatives
+
+    with pytest.raises(ValueError, match="mining_pool"):
+        SupervisedOptions(mining_pool="all")
+    records = [
+        {"query": s, "positive": s + " .", "negatives": [], "instruction": "", "dataset": "d"} for s in SENTENCES
+    ]
+    encoder = LM2Vec.from_pretrained(tiny_llama, device="cpu", max_length=32)
+    options = SupervisedOptions(output_dir=str(tmp_path / "run"), mine_negatives=2, mining_pool="drawn")
+    claim_training_folder(options)
+    drawn = [0, 2, 3, 5, 6]
+    mined = mined_records(encoder, records, options, drawn=drawn)
+    own = [records[i] for i in drawn]
+    expected = mine_hard_negatives(encoder, own, [r["positive"] for r in own], MiningOptions(num_negatives=2))
+    assert [r["negatives"] for r in (mined[i] for i in drawn)] == [r["negatives"] for r in expected]
+    drawn_positives = {r["positive"] for r in own}
+    assert any(mined[i]["negatives"] for i in drawn)
+    assert all(set(mined[i]["negatives"]) <= drawn_positives - {mined[i]["positive"]} for i in drawn)
+    assert all(mined[i] is records[i] for i in range(len(records)) if i not in drawn)
+    # The same settings reuse the file; other settings (here the pool) mine again.
+    written = tmp_path / "run" / "mined.jsonl"
+    written.write_text("".join(json.dumps({**r, "negatives": ["x y"]}) + "\n" for r in read_supervised_pairs(written)))
+    assert all(mined_records(encoder, records, options, drawn=drawn)[i]["negatives"] == ["x y"] for i in drawn)
+    options.mining_pool = "source"
+    every = mine_hard_negatives(encoder, own, [r["positive"] for r in records], MiningOptions(num_negatives=2))
+    again = mined_records(encoder, records, options, drawn=drawn)
+    assert [again[i]["negatives"] for i in drawn] == [r["negatives"] for r in every]

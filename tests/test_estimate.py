@@ -231,6 +231,12 @@ def test_a_mining_pass_is_counted_from_the_data_the_batches_draw(tmp_path: Path)
     one_batch, counted = mining_texts(supervised(), devices=1)  # 2 records of one file, and that file's positives
     assert counted and one_batch in (2 + 9, 2 + 6)
     assert mining_texts(supervised(data=[str(first), str(tmp_path / "not-built-yet")]), devices=4) == (8, False)
+    # A pool of the drawn records' positives: at most one each, so the pass is known before the data exists.
+    drawn_only, counted = mining_texts(supervised(mining_pool="drawn"), devices=1)
+    assert counted and drawn_only in (2 + 1, 2 + 2) and drawn_only < one_batch
+    assert mining_texts(supervised(mining_pool="drawn", max_steps=100), devices=1) == (16 + 9 + 6, True)
+    not_built = supervised(data=[str(tmp_path / "not-built-yet")], mining_pool="drawn")
+    assert mining_texts(not_built, devices=4) == (16, True)
 
     plain = estimate_stage("supervised", supervised(), shape, GPU)
     mined = estimate_stage("supervised", supervised(), shape, GPU, (one_batch, True))

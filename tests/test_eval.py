@@ -7,6 +7,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import os
 import re
 import struct
 import tomllib
@@ -540,6 +541,7 @@ def test_cache_encodes_each_text_set_once(tmp_path: Path, tiny_llama: Path) -> N
         )
     }
     assert len(fingerprints) == 4  # the name does not matter, pooling, attention and the text template do
+    assert spec_fingerprint(ModelSpec("t", os.path.relpath(tiny_llama))) == spec_fingerprint(spec)  # either path
     assert spec_fingerprint(ModelSpec("t", str(tiny_llama), template="{text}")) == spec_fingerprint(spec)
     weights = next(tiny_llama.glob("*.safetensors"))
     before = spec_fingerprint(spec)

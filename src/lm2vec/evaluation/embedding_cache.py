@@ -46,7 +46,8 @@ def spec_fingerprint(spec: ModelSpec) -> str:
         saved = EncoderConfig.from_folder(folder) if Path(folder).is_dir() else None
         base = saved or EncoderConfig()
         template = EncoderConfig(text_template=spec.template).text_template if spec.template else base.text_template
-        stamp = ["lm2vec", source, weights_stamp(Path(folder))]
+        local = Path(source).exists()  # a folder is the same model by its relative or absolute path
+        stamp = ["lm2vec", str(Path(source).resolve()) if local else source, weights_stamp(Path(folder))]
         effective = {
             "pooling": spec.pooling or base.pooling,
             "bidirectional": base.bidirectional if spec.bidirectional is None else spec.bidirectional,

@@ -330,19 +330,22 @@ def layer_activation_elements(
 
 def mining_texts(options: Any, devices: int) -> tuple[int, bool]:
     """The texts a supervised stage's mining encodes (`lm2vec.training.contrastive.data.mined_records`): the records
-    its batches draw and the positives of every source holding one; and whether the positives could be counted (the
-    data exists when planning; before the data stage, only the queries)."""
+    its batches draw and the positives of its `mining_pool` in every source holding one; and whether the positives
+    were counted (the data exists when planning, or the pool is the drawn records' positives: at most one each;
+    else only the queries)."""
     from lm2vec.training.contrastive.data import GroupedBatchSampler, mining_pools, supervised_data
 
     global_batches = options.max_steps * options.gradient_accumulation_steps
+    queries = global_batches * options.per_device_batch_size * devices
     paths = [options.data] if isinstance(options.data, str) else list(options.data)
     if not all(Path(path).exists() for path in paths):
-        return global_batches * options.per_device_batch_size * devices, False
+        return (2 * queries, True) if options.mining_pool == "drawn" else (queries, False)
     data = supervised_data(options)
     drawn = GroupedBatchSampler(data.groups, options.per_device_batch_size, devices, options.seed).records_drawn(
         global_batches
     )
-    return sum(len(part) + len(pool) for part, pool in mining_pools(data.records, drawn, data.sources)), True
+    pools = mining_pools(data.records, drawn, data.sources, options.mining_pool)
+    return sum(len(part) + len(pool) for part, pool in pools), True
 
 
 def estimate_stage(

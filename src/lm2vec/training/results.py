@@ -39,10 +39,14 @@ def claim_training_folder(options: TrainingOptions) -> None:
         write_json_atomic(output_dir / TRAINING_RECORD, {"format": TRAINING_FORMAT, "stage": type(options).__name__})
 
 
+def training_record(output_dir: str | Path) -> dict[str, Any]:
+    """The record of a training folder (empty if it has none)."""
+    return read_record(Path(output_dir), TRAINING_RECORD, TRAINING_FORMAT) or {}
+
+
 def record_in_training_folder(output_dir: str | Path, **facts: Any) -> None:
     """Add `facts` to the record of a claimed training folder (main process)."""
-    record = read_record(Path(output_dir), TRAINING_RECORD, TRAINING_FORMAT) or {}
-    write_json_atomic(Path(output_dir) / TRAINING_RECORD, {**record, **facts})
+    write_json_atomic(Path(output_dir) / TRAINING_RECORD, {**training_record(output_dir), **facts})
 
 
 def encoder_config(
@@ -52,7 +56,7 @@ def encoder_config(
     alike: the pooling and max length it trained with (`pooling` and `max_length` instead, when given: a run's
     `[run]` settings, which MNTP, training neither, needs), the instruction its supervised queries carried
     (recorded in its folder) and the Matryoshka sizes its loss was summed over."""
-    record = read_record(Path(options.output_dir), TRAINING_RECORD, TRAINING_FORMAT) or {}
+    record = training_record(options.output_dir)
     return EncoderConfig(
         pooling=pooling or options.pooling,
         max_length=max_length or options.max_length,

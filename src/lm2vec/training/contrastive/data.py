@@ -22,6 +22,7 @@ from lm2vec.data.readers import STREAM_COUNTS, ShuffledWindows, parquet_row_grou
 from lm2vec.data.shards import PAIRS
 from lm2vec.modeling.encoder import LM2Vec
 from lm2vec.training.contrastive.options import SimCSEOptions, SupervisedOptions
+from lm2vec.training.results import record_in_training_folder, training_record
 
 logger = logging.getLogger(__name__)
 
@@ -254,14 +255,19 @@ def query_instruction(records: Sequence[dict[str, Any]]) -> str:
 
 
 def mining_pools(
-    records: Sequence[dict[str, Any]], drawn: Sequence[int], sources: Sequence[range] | None = None
+    records: Sequence[dict[str, Any]],
+    drawn: Sequence[int],
+    sources: Sequence[range] | None = None,
+    pool: str = "source",
 ) -> list[tuple[list[dict], list[str]]]:
     """For each source (a mixture's path; default: all the records) holding a drawn record: its drawn records and the
-    distinct positives of all its records, among which they are mined."""
+    distinct positives among which they are mined, those of all its records (`pool="source"`) or of its drawn ones
+    (`pool="drawn"`)."""
     pools = []
     for source in sources or [range(len(records))]:
         if part := [records[index] for index in drawn if index in source]:
-            pools.append((part, list(dict.fromkeys(records[index]["positive"] for index in source))))
+            candidates = part if pool == "drawn" else (records[index] for index in source)
+            pools.append((part, list(dict.fromkeys(record["positive"] for record in candidates))))
     return pools
 
 
@@ -275,17 +281,22 @@ def mined_records(
 ) -> list[dict]:
     """The records with hard negatives mined by `encoder` (the model training starts from) for those of `drawn`
     (sorted indices: the records the run's batches hold; default all): a run of 1,000 steps of 64 pairs needs
-    negatives for 64,000 of a dump's hundreds of thousands. Each is mined among the positives of every record of its
-    source (a mixture's path; default: all the records), so it gets the negatives that mining all would give it, and
-    an STS pair no Wikipedia section. OUTPUT/mined.jsonl holds the drawn records with their negatives, so that a
-    resumed run trains on the same ones."""
+    negatives for 64,000 of a dump's hundreds of thousands. Each is mined within its source (a mixture's path;
+    default: all the records), so that an STS pair gets no Wikipedia section, among the positives `mining_pools`
+    gives. OUTPUT/mined.jsonl holds the drawn records with their negatives, so that a resumed run trains on the same
+    ones; it is mined again if the pairs or the mining settings (recorded in the training folder) changed."""
     from lm2vec.training.mining import MiningOptions, mine_hard_negatives
 
     drawn = range(len(records)) if drawn is None else drawn
-    path = Path(options.output_dir) / MINED_NAME
+    output = Path(options.output_dir)
+    settings = {
+        "negatives": options.mine_negatives,
+        "relative_margin": options.mining_relative_margin,
+        "pool": options.mining_pool,
+    }
     mined: list[dict] = []
-    if path.is_file():
-        mined = read_supervised_pairs(path)
+    if (output / MINED_NAME).is_file() and training_record(output).get("mining") == settings:
+        mined = read_supervised_pairs(output / MINED_NAME)
     if [(r["query"], r["positive"]) for r in mined] != [(records[i]["query"], records[i]["positive"]) for i in drawn]:
         mining = MiningOptions(options.mine_negatives, relative_margin=options.mining_relative_margin)
         if write:
@@ -296,10 +307,11 @@ def mined_records(
                 len(records),
             )
         mined = []
-        for part, corpus in mining_pools(records, drawn, sources):
+        for part, corpus in mining_pools(records, drawn, sources, options.mining_pool):
             mined += mine_hard_negatives(encoder, part, corpus, mining)
         if write:  # the main process; the others mined the same negatives
-            write_jsonl_atomic(path, mined)
+            write_jsonl_atomic(output / MINED_NAME, mined)
+            record_in_training_folder(output, mining=settings)
     placed = list(records)
     for index, record in zip(drawn, mined, strict=True):
         placed[index] = record

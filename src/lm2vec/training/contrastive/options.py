@@ -8,6 +8,7 @@ from lm2vec.modeling.pooling import POOLING_MODES
 from lm2vec.training.options import STREAM_WINDOW_HELP, STREAMING_HELP, TrainingOptions
 
 POSITIVES = ("dropout", "crops")
+MINING_POOLS = ("source", "drawn")
 
 
 @dataclass
@@ -224,8 +225,8 @@ class SupervisedOptions(ContrastiveOptions):
         metadata={
             "help": (
                 "Before training, mine this many hard negatives per pair with the encoder training starts from "
-                "(base model + `adapters`), among the positives of all pairs (lm2vec.training.mining; 0 = none), for "
-                "the pairs that the `max_steps` batches hold. "
+                "(base model + `adapters`), among the positives of `mining_pool` (lm2vec.training.mining; 0 = none), "
+                "for the pairs that the `max_steps` batches hold. "
                 "They follow any negatives the records had; `num_hard_negatives` of them go into each batch. Kept "
                 "in OUTPUT/mined.jsonl."
             )
@@ -234,6 +235,16 @@ class SupervisedOptions(ContrastiveOptions):
     mining_relative_margin: float = field(
         default=0.05,
         metadata={"help": "a mined negative scores at most the positive's score x (1 - this)"},
+    )
+    mining_pool: str = field(
+        default="source",
+        metadata={
+            "help": (
+                "where a pair's negatives are mined: 'source', among the positives of every pair of its data file; "
+                "'drawn', among those of the pairs the run's batches hold from that file (a pass over fewer texts "
+                "when the batches draw a small part of the data)"
+            )
+        },
     )
 
     def checks(self) -> list[tuple[bool, str]]:
@@ -249,5 +260,9 @@ class SupervisedOptions(ContrastiveOptions):
             (
                 0.0 <= self.mining_relative_margin < 1.0,
                 f"mining_relative_margin must be in [0, 1), got {self.mining_relative_margin}.",
+            ),
+            (
+                self.mining_pool in MINING_POOLS,
+                f"mining_pool must be one of {', '.join(MINING_POOLS)}, got {self.mining_pool!r}.",
             ),
         ]
