@@ -169,6 +169,17 @@ def test_the_quick_recipe_runs_every_stage_and_resumes(tiny_llama, inputs, tmp_p
     run_recipe(QUICK, overrides, run_dir, echo=printed.append)
     assert sum("skipped" in line for line in printed) == len(STAGES)
 
+    # So does a folder whose record earlier lm2vec wrote (it hashed the `--set` strings as typed).
+    plan = plan_run(QUICK, overrides, run_dir)
+    assert any(plan.legacy_hashes[stage] != plan.hashes[stage] for stage in STAGES)
+    record = json.loads((run_dir / "pipeline.json").read_text())
+    for stage in STAGES:
+        record["stages"][stage]["options_hash"] = plan.legacy_hashes[stage]
+    (run_dir / "pipeline.json").write_text(json.dumps(record))
+    printed.clear()
+    run_recipe(QUICK, overrides, run_dir, echo=printed.append)
+    assert sum("skipped" in line for line in printed) == len(STAGES)
+
     # A changed option of a finished stage is refused, then redone from there on.
     changed = [*overrides, "simcse.learning_rate=1e-3"]
     with pytest.raises(PipelineError, match="--redo simcse"):
@@ -200,6 +211,19 @@ def test_a_failed_stage_is_resumed(tiny_llama, inputs, tmp_path, monkeypatch) ->
     assert "[3/7] simcse: resuming" in printed
     state = json.loads((run_dir / "pipeline.json").read_text())["stages"]
     assert state["simcse"]["status"] == "done" and state["simcse"]["attempts"] == 2
+
+
+def test_a_set_value_and_the_same_value_in_the_recipe_are_one_run(tmp_path) -> None:
+    """A run planned with `--set simcse.learning_rate=1e-3` is the run of a recipe that says `learning_rate = 1e-3`,
+    however the number is spelt, so moving a `--set` into the recipe does not ask for `--redo`."""
+    in_recipe = tmp_path / "in-recipe.toml"
+    in_recipe.write_text(QUICK.read_text().replace("[simcse]\n", "[simcse]\nlearning_rate = 1e-3\n", 1))
+    run_dir = tmp_path / "run"
+    set_value = plan_run(QUICK, ["simcse.learning_rate=1e-3"], run_dir, check_inputs=False)
+    spelt_otherwise = plan_run(QUICK, ["simcse.learning_rate=0.001"], run_dir, check_inputs=False)
+    assert set_value.hashes == spelt_otherwise.hashes == plan_run(in_recipe, [], run_dir, check_inputs=False).hashes
+    default = plan_run(QUICK, [], run_dir, check_inputs=False)
+    assert set_value.hashes["mntp"] == default.hashes["mntp"] and set_value.hashes["simcse"] != default.hashes["simcse"]
 
 
 def test_bad_recipes_are_clear_errors(tmp_path) -> None:

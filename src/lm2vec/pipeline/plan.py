@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import typing
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -11,7 +12,7 @@ from typing import Any
 
 from lm2vec.data.errors import DataError
 from lm2vec.modeling.pooling import POOLING_MODES
-from lm2vec.options import Options
+from lm2vec.options import Options, OptionValueError, parse_value
 from lm2vec.recipe import RecipeError, build_config, load_recipe
 from lm2vec.stages import OWNED, Stage, registered_stages
 
@@ -55,6 +56,7 @@ class Plan:
     options: dict[str, Any]
     hashes: dict[str, str]
     definitions: dict[str, Stage] = field(default_factory=dict)  # the registry's stages, as of planning
+    legacy_hashes: dict[str, str] = field(default_factory=dict)  # as earlier lm2vec hashed them (`--set` strings)
 
     def stage(self, name: str) -> Stage:
         return self.definitions[name]
@@ -117,7 +119,7 @@ def plan_run(
     for name in stages:
         problems += [problem for problem in plan.stage(name).check(plan) if problem not in problems]
 
-    previous = _hash({"run": asdict(run)})
+    previous = legacy = _hash({"run": asdict(run)})
     for name in stages:
         stage = plan.stage(name)
         section = (
@@ -133,8 +135,12 @@ def plan_run(
             else:
                 if options is not None:
                     plan.options[name] = options
-        # The hash of a stage chains those of the stages before it: a change upstream is a change here too.
-        previous = plan.hashes[name] = _hash({"section": section, "previous": previous})
+        # The hash of a stage chains those of the stages before it: a change upstream is a change here too. Values are
+        # hashed as their options read them, so `--set key=1` and `key = 1` in the recipe are the same run.
+        typed = _typed(stage.options_class(), section)
+        previous = plan.hashes[name] = _hash({"section": typed, "previous": previous})
+        # Run folders recorded before that hashed the `--set` strings as typed; they still match their own runs.
+        legacy = plan.legacy_hashes[name] = _hash({"section": section, "previous": legacy})
     if check_inputs:
         problems += _missing_inputs(plan)
     if len(problems) == 1:
@@ -179,6 +185,21 @@ def _missing_inputs(plan: Plan) -> list[str]:
 def _section_overrides(section: str, overrides: Sequence[str]) -> dict[str, str]:
     pairs = [o.split("=", 1) for o in overrides]
     return {key.split(".", 1)[1].strip(): value.strip() for key, value in pairs if key.split(".", 1)[0] == section}
+
+
+def _typed(options_class: type | None, section: dict[str, Any]) -> dict[str, Any]:
+    """`section`'s values as `options_class` parses them (`--set` strings included); a value it refuses stays as it
+    is (the refusal is reported by the stage's own options)."""
+    if options_class is None:
+        return section
+    types = typing.get_type_hints(options_class)
+    typed = {}
+    for key, value in section.items():
+        try:
+            typed[key] = parse_value(value, types[key], key)
+        except (KeyError, OptionValueError):
+            typed[key] = value
+    return typed
 
 
 def _hash(value: Any) -> str:

@@ -159,7 +159,8 @@ class Pipeline:
     def _check_finished_stages(self, stages: Sequence[str]) -> None:
         for stage in stages:
             record = self.records[stage]
-            if record.status in ("done", "running", "failed") and record.options_hash != self.plan.hashes[stage]:
+            hashes = (self.plan.hashes[stage], self.plan.legacy_hashes.get(stage))
+            if record.status in ("done", "running", "failed") and record.options_hash not in hashes:
                 raise PipelineError(
                     f"The options of stage {stage!r} (or of a stage before it) changed since {self.dir} ran it. "
                     f"Re-run from there with --redo {stage}, or choose a new --out."
