@@ -51,18 +51,12 @@ def build_config(
             if override_section != section:
                 continue
         values[key] = value
-    field_types = typing.get_type_hints(config_class)
     known = {field.name for field in dataclasses.fields(config_class)}
     problems = []
     if unknown := sorted(set(values) - known):
         problems.append(f"has no option {', '.join(unknown)}; options: {', '.join(sorted(known))}.")
-    coerced = {}
-    for key, value in values.items():
-        if key in known:
-            try:
-                coerced[key] = parse_value(value, field_types[key], key)
-            except OptionValueError as error:
-                problems.append(str(error))
+    coerced, refused = parse_values(config_class, values)
+    problems += refused
     try:
         config = config_class(**coerced)  # the ranges of the well-typed values are checked even after a problem
     except ValueError as error:
@@ -73,6 +67,21 @@ def build_config(
     if problems:
         raise RecipeError(f"[{section}] " + " ".join(problems))
     return config
+
+
+def parse_values(config_class: type, values: dict[str, Any]) -> tuple[dict[str, Any], list[str]]:
+    """The values of `config_class`'s fields among `values` parsed by their types (`--set` strings included), and
+    the problems of those it refused; keys it has no field for are left out."""
+    field_types = typing.get_type_hints(config_class)
+    known = {field.name for field in dataclasses.fields(config_class)}
+    parsed, problems = {}, []
+    for key, value in values.items():
+        if key in known:
+            try:
+                parsed[key] = parse_value(value, field_types[key], key)
+            except OptionValueError as error:
+                problems.append(str(error))
+    return parsed, problems
 
 
 def _split_override(override: str) -> tuple[str, str]:

@@ -24,9 +24,9 @@ folders, which the run owns. Paths may use the placeholders of `lm2vec.data.pack
 
 RUN/pipeline.json records every stage: status, wall time, a summary, the paths it writes and a hash of its options
 (as the stage reads them: `--set key=1` and `key = 1` in the recipe are one value) chained with the hashes of the
-stages before it. A re-run skips finished stages, resumes an interrupted one (data
-from its manifest, training from its last complete checkpoint) and refuses to continue past a finished stage whose
-options have changed: `--redo STAGE` deletes the paths that stage and every later one recorded, and runs them again.
+stages before it. A re-run skips finished stages, resumes an interrupted one (data from its manifest, training from
+its last complete checkpoint) and refuses to continue past a finished stage whose options have changed:
+`--redo STAGE` deletes the paths that stage and every later one recorded, and runs them again.
 
 pipeline.json is also the run folder's ownership record (`lm2vec.artifacts`): a run starts only in a new or empty
 folder or in one holding a run; a stage refuses to start where a path it would write exists but was not recorded.

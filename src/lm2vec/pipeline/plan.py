@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import typing
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -12,8 +11,8 @@ from typing import Any
 
 from lm2vec.data.errors import DataError
 from lm2vec.modeling.pooling import POOLING_MODES
-from lm2vec.options import Options, OptionValueError, parse_value
-from lm2vec.recipe import RecipeError, build_config, load_recipe
+from lm2vec.options import Options
+from lm2vec.recipe import RecipeError, build_config, load_recipe, parse_values
 from lm2vec.stages import OWNED, Stage, registered_stages
 
 
@@ -188,18 +187,9 @@ def _section_overrides(section: str, overrides: Sequence[str]) -> dict[str, str]
 
 
 def _typed(options_class: type | None, section: dict[str, Any]) -> dict[str, Any]:
-    """`section`'s values as `options_class` parses them (`--set` strings included); a value it refuses stays as it
-    is (the refusal is reported by the stage's own options)."""
-    if options_class is None:
-        return section
-    types = typing.get_type_hints(options_class)
-    typed = {}
-    for key, value in section.items():
-        try:
-            typed[key] = parse_value(value, types[key], key)
-        except (KeyError, OptionValueError):
-            typed[key] = value
-    return typed
+    """`section` with the values `options_class` reads parsed as it reads them (`--set` strings included); the others
+    stay as they are (the stage's own options report them)."""
+    return section if options_class is None else {**section, **parse_values(options_class, section)[0]}
 
 
 def _hash(value: Any) -> str:
