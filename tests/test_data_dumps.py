@@ -9,9 +9,11 @@ import gzip
 import importlib.metadata
 import importlib.util
 import json
+import os
 import random
 import re
 import shutil
+from collections.abc import Iterator
 from pathlib import Path
 
 import pyarrow.parquet as pq
@@ -33,7 +35,9 @@ from lm2vec.data import (
 from lm2vec.data.cli import data_app
 from lm2vec.data.dedup import NearDuplicateKeys, normalise
 from lm2vec.data.dump import DumpReader
+from lm2vec.data.errors import DataError
 from lm2vec.data.languages import language_profile
+from lm2vec.data.pipeline import ArticleProcessor, batched, map_batches_in_order, process_written_paragraphs
 from lm2vec.data.shards import Manifest
 from lm2vec.data.wikitext import WikitextCleaner
 
@@ -192,6 +196,27 @@ def test_truncated_dump_keeps_its_shards_and_resumes_to_the_same_corpus(tmp_path
     for kind in ("paragraphs", "sentences"):  # exactly what an uninterrupted run (with 2 workers) wrote
         assert [row["text"] for row in rows(out, kind)] == [row["text"] for row in rows(english_corpus, kind)]
     assert resumed.counts == Manifest.read(english_corpus).counts
+
+
+def test_what_was_read_before_a_read_error_is_processed_before_the_error() -> None:
+    """The workers' ordered map (builds and merges): every item read before the input fails comes out, in order,
+    and then the error, so that a cut-short dump keeps the pages before the cut."""
+    articles = [
+        [f"Paragraph {number} of the article, with enough words to split. And a second sentence."]
+        for number in range(5)
+    ]
+
+    def read() -> Iterator[list[str]]:
+        yield from articles
+        raise DataError("the input was cut short")
+
+    worker, processed = (config("en"), {}, os.getpid()), []
+    with pytest.raises(DataError, match="cut short"):
+        for batch in map_batches_in_order(process_written_paragraphs, batched(read(), 2), 2, worker):
+            processed.extend(batch)
+    in_process = ArticleProcessor(config("en"), {})
+    assert processed == [[in_process.written_paragraph(text) for text in texts] for texts in articles]
+    assert processed[0][0].sentences and processed[0][0].near_keys
 
 
 @pytest.mark.parametrize(

@@ -136,12 +136,13 @@ def pairs(directory: Path) -> list[dict]:
     ]
 
 
-def test_merged_parts_are_the_whole_run(built: dict[str, Path], tmp_path: Path, caplog) -> None:
+@pytest.mark.parametrize("workers", ["1", "2"])  # the paragraphs keyed and split in this process, or on 2 workers
+def test_merged_parts_are_the_whole_run(built: dict[str, Path], tmp_path: Path, caplog, workers: str) -> None:
     parts = [built["part3"], built["part1"], built["part2"]]  # as a shell glob may list them: merged in part order
     assert [Manifest.read(part).counts.pages_seen for part in sorted(parts)] == [6, 6, 6]
     out = tmp_path / "merged"
     with caplog.at_level(logging.INFO, logger="lm2vec.data.merge"):
-        result = runner.invoke(data_app, ["merge", *map(str, parts), "--out", str(out)])
+        result = runner.invoke(data_app, ["merge", *map(str, parts), "--out", str(out), "--workers", workers])
     assert result.exit_code == 0, result.output
     assert [record.getMessage().split(":")[0] for record in caplog.records] == [
         f"part {number}/3 ({built[f'part{number}']})" for number in (1, 2, 3)

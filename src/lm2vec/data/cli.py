@@ -60,10 +60,15 @@ def merge(
     ],
     out: Annotated[Path, typer.Option("--out", help="Output directory (new, empty, or a corpus to --overwrite).")],
     overwrite: Annotated[bool, typer.Option(help="Delete the corpus in --out and merge again.")] = False,
+    workers: Annotated[
+        int, typer.Option(min=0, help="Processes that key and split the paragraphs again; 0 means one per core.")
+    ] = 0,
+    progress: Annotated[bool, typer.Option(help="Show a progress bar (paragraphs).")] = True,
 ) -> None:
     """Merge the parts of a multistream dump into one corpus, as one run over the whole dump would build it: what an
     earlier part already has (exactly or nearly) is dropped."""
-    _run(lambda: merge_parts(parts, out, overwrite=overwrite), rerun="rerun with --overwrite")
+    merged = lambda: merge_parts(parts, out, overwrite=overwrite, workers=workers, progress=progress)  # noqa: E731
+    _run(merged, rerun="rerun with --overwrite")
 
 
 def _run(build: Callable[[], Manifest], rerun: str = "rerun with --resume") -> None:

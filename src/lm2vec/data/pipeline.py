@@ -22,11 +22,11 @@ import signal
 import threading
 import time
 from collections import deque
-from collections.abc import Iterator
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ProcessPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from tqdm import tqdm
 
@@ -50,6 +50,7 @@ _BLANK_LINE = re.compile(r"\n\s*\n")
 # Parsing builds many short-lived objects; the default GC thresholds make it about 1.7x slower.
 _GC_THRESHOLDS = (50_000, 20, 100)
 _PR_SET_PDEATHSIG = 1  # linux/prctl.h
+T, R = TypeVar("T"), TypeVar("R")
 
 
 @dataclass(frozen=True)
@@ -122,6 +123,11 @@ class ArticleProcessor:
             filtered[reason] = filtered.get(reason, 0) + 1
         return reason is None
 
+    def written_paragraph(self, text: str) -> ProcessedParagraph:
+        """A paragraph a corpus holds, processed again as a build processed it: its keys and its sentences within
+        the limits (`lm2vec data merge` takes the pairs from the corpus)."""
+        return self._paragraph(text, {}, None)
+
     def _paragraph(self, text: str, filtered: dict[str, int], rng: random.Random | None) -> ProcessedParagraph:
         sentences = sentences_in_limits(self._splitter, self._config, text, filtered)
         near_keys = self._near.keys(text) if self._near else []
@@ -180,6 +186,59 @@ def _init_worker(config: CorpusConfig, namespaces: dict[int, str], parent_pid: i
 def _process_batch(batch: list[Page | Document]) -> list[ProcessedArticle]:
     assert _WORKER is not None, "worker not initialised"
     return [_WORKER.process(item) for item in batch]
+
+
+def process_written_paragraphs(batch: list[list[str]]) -> list[list[ProcessedParagraph]]:
+    """On a worker: the paragraphs of each article of `batch` (texts a corpus holds), keyed and split again."""
+    assert _WORKER is not None, "worker not initialised"
+    return [[_WORKER.written_paragraph(text) for text in texts] for texts in batch]
+
+
+def batched(items: Iterable[T], size: int) -> Iterator[list[T]]:
+    """`items` in lists of `size`, the last maybe shorter (itertools.batched from Python 3.12 on); an error raised
+    by reading `items` comes after the batch of the items read before it."""
+    batch: list[T] = []
+    try:
+        for item in items:
+            batch.append(item)
+            if len(batch) == size:
+                yield batch
+                batch = []
+    except Exception:
+        if batch:
+            yield batch
+        raise
+    if batch:
+        yield batch
+
+
+def map_batches_in_order(
+    function: Callable[[list[T]], R],
+    batches: Iterator[list[T]],
+    workers: int,
+    worker: tuple[CorpusConfig, dict[int, str], int],
+) -> Iterator[R]:
+    """`function(batch)` for each batch on `workers` processes (each an `ArticleProcessor` of `worker`: config,
+    namespaces, the parent's pid), yielded in input order. At most a few batches are in flight, so memory stays flat
+    however fast `batches` is read. A DataError raised by reading `batches` comes after the results of every batch
+    read before it."""
+    pool = ProcessPoolExecutor(workers, initializer=_init_worker, initargs=worker)
+    pending: deque[Future[R]] = deque()
+    read_error: DataError | None = None
+    try:
+        try:
+            for batch in batches:
+                pending.append(pool.submit(function, batch))
+                while len(pending) >= workers * _IN_FLIGHT_PER_WORKER:
+                    yield pending.popleft().result()
+        except DataError as error:
+            read_error = error  # keep every page read before the error: process them first
+        while pending:
+            yield pending.popleft().result()
+        if read_error is not None:
+            raise read_error
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
 
 
 def describe_source(source: Source) -> dict[str, Any]:
@@ -343,37 +402,15 @@ class CorpusBuilder:
         items = self._items()
         first = list(itertools.islice(items, _BATCH_PAGES))  # reading it parses <siteinfo> first
         self._warn_on_language_mismatch()
+        items = itertools.chain(first, items)
         workers = self._config.worker_count
         if workers == 1:
             processor = ArticleProcessor(self._config, self._namespaces())
-            for item in itertools.chain(first, items):
-                yield processor.process(item)
+            yield from map(processor.process, items)
             return
-        pool = ProcessPoolExecutor(
-            workers, initializer=_init_worker, initargs=(self._config, self._namespaces(), os.getpid())
-        )
-        pending: deque[Future[list[ProcessedArticle]]] = deque()
-        read_error: DataError | None = None
-        try:
-            batch = first
-            try:
-                for item in items:
-                    batch.append(item)
-                    if len(batch) >= _BATCH_PAGES:
-                        pending.append(pool.submit(_process_batch, batch))
-                        batch = []
-                        while len(pending) >= workers * _IN_FLIGHT_PER_WORKER:
-                            yield from pending.popleft().result()
-            except DataError as error:
-                read_error = error  # keep every page read before the error: process them first
-            if batch:
-                pending.append(pool.submit(_process_batch, batch))
-            while pending:
-                yield from pending.popleft().result()
-            if read_error is not None:
-                raise read_error
-        finally:
-            pool.shutdown(wait=True, cancel_futures=True)
+        worker = (self._config, self._namespaces(), os.getpid())
+        for batch in map_batches_in_order(_process_batch, batched(items, _BATCH_PAGES), workers, worker):
+            yield from batch
 
     def _warn_on_language_mismatch(self) -> None:
         if isinstance(self._source, WikiSource):
