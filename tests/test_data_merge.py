@@ -17,6 +17,7 @@ from typer.testing import CliRunner
 from lm2vec.data import build_wiki_corpus, corpus_files
 from lm2vec.data.cli import data_app
 from lm2vec.data.dedup import NearDuplicateKeys
+from lm2vec.data.errors import DataError
 from lm2vec.data.merge import merge_parts
 from lm2vec.data.shards import MANIFEST_NAME, Manifest
 from tests.test_data_dumps import assert_consistent, config, rows, write_multistream
@@ -246,6 +247,9 @@ def test_parts_that_cannot_be_merged_are_cli_errors_before_any_work(built: dict[
         assert not out.exists() and "Traceback" not in result.output
     assert (tmp_path / "users" / "notes.txt").read_text() == "mine"
     assert Manifest.read(built["whole"]).status == "complete"
+    with pytest.raises(DataError, match="workers must not be negative, got -1"):
+        merge_parts([part1, part2], tmp_path / "negative", workers=-1)
+    assert not (tmp_path / "negative").exists()
 
     # The same held-out titles, kept at other paths on the machines that built the parts: merged.
     part1 = str(

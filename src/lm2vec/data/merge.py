@@ -132,12 +132,12 @@ def merge_parts(
 
     Raises DataError before any work for folders that are not parts of one dump built alike, and for an `out` that
     lm2vec may not write (not new or empty, and not a corpus to replace with `overwrite`)."""
+    if workers < 0:
+        raise DataError(f"workers must not be negative, got {workers}")
     out = Path(out)
     parts = check_parts([Path(folder) for folder in folders], out)
     if not overwrite and check_folder(out, MANIFEST_NAME, CORPUS_FORMAT) is not None:
         raise OutputDirError(f"{out} already holds a corpus; pass --overwrite to replace it")
-    if workers < 0:
-        raise DataError(f"workers must not be negative, got {workers}")
     return _Merger(parts, out, overwrite, workers, progress).run()
 
 
